@@ -1,0 +1,6 @@
+#!/usr/bin/env node
+// Entry shim: registers the TypeScript loader (tsx) and runs the CLI from source.
+import { register } from 'tsx/esm/api';
+register();
+const { main } = await import('../src/cli/main.ts');
+await main(process.argv.slice(2));

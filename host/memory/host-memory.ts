@@ -1,0 +1,119 @@
+/**
+ * The emulated host physical address space: non-overlapping regions placed at host physical
+ * addresses. A guest's RAM file becomes one region (mapped by SET_MEM_TABLE); the host's own
+ * page-table pages live in an in-process region it allocates from.
+ *
+ * Accesses must fall inside one region; anything else is EFAULT and changes nothing.
+ */
+import { checkRange, type PhysAccess } from '../../src/memory/phys-memory.js';
+import type { MemoryBacking } from '../../src/memory/backing.js';
+import { fail } from '../../src/errors.js';
+
+export interface HostRegion {
+  readonly hpa: number;
+  readonly size: number;
+  readonly backing: MemoryBacking;
+  readonly name: string;
+}
+
+export class HostMemory implements PhysAccess {
+  private regions: HostRegion[] = [];
+  private last: HostRegion | undefined;
+
+  /** Place a region at `hpa`; it must not overlap an existing one. */
+  addRegion(name: string, hpa: number, backing: MemoryBacking, size = backing.size): HostRegion {
+    if (!Number.isSafeInteger(hpa) || hpa < 0 || hpa % 4096 !== 0) fail('EINVAL', `region '${name}' base 0x${hpa.toString(16)} is not 4 KiB aligned`);
+    if (size <= 0 || size > backing.size) fail('EINVAL', `region '${name}' size ${size} does not fit its backing of ${backing.size}`);
+    for (const r of this.regions) {
+      if (hpa < r.hpa + r.size && r.hpa < hpa + size) fail('EEXIST', `region '${name}' overlaps '${r.name}'`);
+    }
+    const region = { hpa, size, backing, name };
+    this.regions.push(region);
+    this.regions.sort((a, b) => a.hpa - b.hpa);
+    return region;
+  }
+
+  /** Remove a region (it must exist). The backing is not closed: its owner does that. */
+  removeRegion(region: HostRegion): void {
+    const i = this.regions.indexOf(region);
+    if (i < 0) fail('ENOENT', `region '${region.name}' is not mapped`);
+    this.regions.splice(i, 1);
+    if (this.last === region) this.last = undefined;
+  }
+
+  /** Lowest 4 KiB-aligned HPA at or above `from` with `size` free bytes after it. */
+  findFree(size: number, from = 0x1_0000_0000): number {
+    let base = from;
+    for (const r of this.regions) {
+      if (r.hpa + r.size <= base) continue;
+      if (r.hpa >= base + size) break;
+      base = Math.ceil((r.hpa + r.size) / 4096) * 4096;
+    }
+    return base;
+  }
+
+  listRegions(): readonly HostRegion[] {
+    return this.regions;
+  }
+
+  /** The region holding [hpa, hpa+length), or EFAULT. */
+  regionFor(hpa: number, length: number): HostRegion {
+    const l = this.last;
+    if (l !== undefined && hpa >= l.hpa && hpa + length <= l.hpa + l.size) return l;
+    const rs = this.regions;
+    let lo = 0;
+    let hi = rs.length - 1;
+    while (lo <= hi) {
+      const mid = (lo + hi) >> 1;
+      const r = rs[mid]!;
+      if (hpa < r.hpa) hi = mid - 1;
+      else if (hpa >= r.hpa + r.size) lo = mid + 1;
+      else {
+        checkRange(hpa - r.hpa, length, r.size, `host memory region '${r.name}'`);
+        this.last = r;
+        return r;
+      }
+    }
+    fail('EFAULT', `host physical address 0x${hpa.toString(16)} (+${length}) is not backed by any region`);
+  }
+
+  readU8(hpa: number): number {
+    const r = this.regionFor(hpa, 1);
+    const b = new Uint8Array(1);
+    r.backing.read(hpa - r.hpa, b);
+    return b[0]!;
+  }
+  writeU8(hpa: number, value: number): void {
+    const r = this.regionFor(hpa, 1);
+    r.backing.write(hpa - r.hpa, Uint8Array.of(value & 0xff));
+  }
+  readU32(hpa: number): number {
+    const r = this.regionFor(hpa, 4);
+    return r.backing.readU32(hpa - r.hpa);
+  }
+  writeU32(hpa: number, value: number): void {
+    const r = this.regionFor(hpa, 4);
+    r.backing.writeU32(hpa - r.hpa, value);
+  }
+  readU64(hpa: number): bigint {
+    const r = this.regionFor(hpa, 8);
+    return r.backing.readU64(hpa - r.hpa);
+  }
+  writeU64(hpa: number, value: bigint): void {
+    const r = this.regionFor(hpa, 8);
+    r.backing.writeU64(hpa - r.hpa, value);
+  }
+  read(hpa: number, length: number): Uint8Array {
+    const out = new Uint8Array(length);
+    this.readInto(hpa, out);
+    return out;
+  }
+  readInto(hpa: number, dst: Uint8Array): void {
+    const r = this.regionFor(hpa, dst.length);
+    r.backing.read(hpa - r.hpa, dst);
+  }
+  write(hpa: number, data: Uint8Array): void {
+    const r = this.regionFor(hpa, data.length);
+    r.backing.write(hpa - r.hpa, data);
+  }
+}

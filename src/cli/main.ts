@@ -1,0 +1,34 @@
+/**
+ * The `vsva` command line (DESIGN §8). Each subcommand lives in its own module under
+ * src/cli/commands/ and is registered here. This file and the command modules are the only
+ * places that write to stdout directly.
+ */
+import yargs, { type CommandModule } from 'yargs';
+import { setLogLevel } from '../log.js';
+import { VERSION } from '../version.js';
+import { commands } from './commands/index.js';
+
+export async function main(argv: string[]): Promise<void> {
+  let cli = yargs(argv)
+    .scriptName('vsva')
+    .usage('$0 <command> [options]\n\nvIOMMU device-model service: virtual VT-d / virtio-iommu guests over an emulated host IOMMU stack.')
+    .option('log-level', {
+      type: 'string',
+      describe: 'pino log level (fatal, error, warn, info, debug, trace, silent); default from VSVA_LOG, else warn',
+      choices: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'],
+    })
+    .middleware((args) => {
+      const lvl = (args['log-level'] as string | undefined) ?? process.env.VSVA_LOG;
+      if (lvl) setLogLevel(lvl);
+    })
+    .version(VERSION)
+    .alias('version', 'V')
+    .help()
+    .alias('help', 'h')
+    .strict()
+    .recommendCommands()
+    .wrap(Math.min(110, process.stdout.columns ?? 110));
+  for (const c of commands) cli = cli.command(c as CommandModule);
+  cli = cli.demandCommand(1, 'Give a command; see --help.');
+  await cli.parseAsync();
+}

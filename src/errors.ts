@@ -1,0 +1,72 @@
+/**
+ * Errno-style errors used across vsva.
+ *
+ * Every failure a caller can act on carries one of these codes (Linux numbering, as the VFIO /
+ * IOASID / iommufd uAPIs return them) plus a message that says exactly what was wrong. Wire
+ * replies carry the negative errno; `VsvaError.fromErrno` turns one back into an error.
+ */
+export const Errno = {
+  EPERM: 1,
+  ENOENT: 2,
+  EIO: 5,
+  E2BIG: 7,
+  EAGAIN: 11,
+  ENOMEM: 12,
+  EACCES: 13,
+  EFAULT: 14,
+  EBUSY: 16,
+  EEXIST: 17,
+  ENODEV: 19,
+  EINVAL: 22,
+  ENOTTY: 25,
+  ENOSPC: 28,
+  ERANGE: 34,
+  EPROTO: 71,
+  EOVERFLOW: 75,
+  EOPNOTSUPP: 95,
+  ECONNRESET: 104,
+  ENOTCONN: 107,
+  ETIMEDOUT: 110,
+} as const;
+
+export type ErrnoName = keyof typeof Errno;
+
+const byNumber = new Map<number, ErrnoName>(
+  (Object.entries(Errno) as [ErrnoName, number][]).map(([name, value]) => [value, name]),
+);
+
+/** Name of a positive errno value, or undefined when vsva does not use it. */
+export function errnoName(value: number): ErrnoName | undefined {
+  return byNumber.get(Math.abs(value));
+}
+
+export class VsvaError extends Error {
+  readonly code: ErrnoName;
+  readonly errno: number;
+
+  constructor(code: ErrnoName, message: string) {
+    super(`${code}: ${message}`);
+    this.name = 'VsvaError';
+    this.code = code;
+    this.errno = Errno[code];
+  }
+
+  /** Rebuild an error from a (negative or positive) errno received on the wire. */
+  static fromErrno(value: number, message: string): VsvaError {
+    return new VsvaError(errnoName(value) ?? 'EIO', message);
+  }
+}
+
+/** Throw a VsvaError. Use as `cond || fail('EINVAL', '...')` or in a statement position. */
+export function fail(code: ErrnoName, message: string): never {
+  throw new VsvaError(code, message);
+}
+
+export function isVsvaError(e: unknown, code?: ErrnoName): e is VsvaError {
+  return e instanceof VsvaError && (code === undefined || e.code === code);
+}
+
+/** Negative errno for a thrown value: VsvaError keeps its code, anything else is EIO. */
+export function toNegErrno(e: unknown): number {
+  return e instanceof VsvaError ? -e.errno : -Errno.EIO;
+}

@@ -1,0 +1,191 @@
+/**
+ * Byte stores behind guest RAM and host physical memory.
+ *
+ * Node cannot mmap, so a file-backed store reads and writes the file with positioned I/O on
+ * every access: two processes that open the same path always see each other's writes (no
+ * caching on either side), which is what the guest/host split needs (DESIGN §1). An
+ * in-process store keeps the bytes in a Buffer and is registered under an `inproc:` path so
+ * that the host half, when it runs in the same process, maps the very same bytes.
+ *
+ * Contract: offsets and lengths are checked by the caller (PhysMemory); a backing only
+ * performs whole accesses — it never writes part of a request.
+ */
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { fail } from '../errors.js';
+
+export interface MemoryBacking {
+  /** Bytes in the store. */
+  readonly size: number;
+  /** What the other half opens: a file path, or `inproc:<id>`. */
+  readonly path: string;
+  readonly kind: 'file' | 'inproc';
+  /** Direct view of the bytes when they live in this process (in-process stores only). */
+  readonly buffer: Buffer | undefined;
+  read(offset: number, dst: Uint8Array): void;
+  write(offset: number, src: Uint8Array): void;
+  readU32(offset: number): number;
+  writeU32(offset: number, value: number): void;
+  readU64(offset: number): bigint;
+  writeU64(offset: number, value: bigint): void;
+  close(): void;
+}
+
+const INPROC_PREFIX = 'inproc:';
+const inprocRegistry = new Map<string, InProcessBacking>();
+
+export class InProcessBacking implements MemoryBacking {
+  readonly kind = 'inproc' as const;
+  readonly buffer: Buffer;
+  readonly path: string;
+  private closed = false;
+
+  constructor(readonly size: number, name?: string) {
+    this.buffer = Buffer.alloc(size);
+    this.path = INPROC_PREFIX + (name ?? randomBytes(8).toString('hex'));
+    if (inprocRegistry.has(this.path)) fail('EEXIST', `in-process memory '${this.path}' already exists`);
+    inprocRegistry.set(this.path, this);
+  }
+
+  read(offset: number, dst: Uint8Array): void {
+    this.buffer.copy(dst, 0, offset, offset + dst.length);
+  }
+  write(offset: number, src: Uint8Array): void {
+    this.buffer.set(src, offset);
+  }
+  readU32(offset: number): number {
+    return this.buffer.readUInt32LE(offset);
+  }
+  writeU32(offset: number, value: number): void {
+    this.buffer.writeUInt32LE(value >>> 0, offset);
+  }
+  readU64(offset: number): bigint {
+    return this.buffer.readBigUInt64LE(offset);
+  }
+  writeU64(offset: number, value: bigint): void {
+    this.buffer.writeBigUInt64LE(BigInt.asUintN(64, value), offset);
+  }
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    inprocRegistry.delete(this.path);
+  }
+}
+
+/** A store in a file (normally on a memory filesystem such as /dev/shm). */
+export class FileBacking implements MemoryBacking {
+  readonly kind = 'file' as const;
+  readonly buffer = undefined;
+  private fd: number;
+  private readonly scratch = Buffer.alloc(8);
+
+  private constructor(readonly path: string, readonly size: number, fd: number, private readonly owner: boolean) {
+    this.fd = fd;
+  }
+
+  /** Create (truncate) a file of `size` zero bytes; the creator unlinks it on close. */
+  static create(size: number, dir = defaultMemoryDir(), prefix = 'vsva-ram-'): FileBacking {
+    fs.mkdirSync(dir, { recursive: true });
+    const p = path.join(dir, `${prefix}${process.pid}-${randomBytes(6).toString('hex')}`);
+    const fd = fs.openSync(p, 'w+', 0o600);
+    try {
+      fs.ftruncateSync(fd, size);
+    } catch (e) {
+      fs.closeSync(fd);
+      fs.rmSync(p, { force: true });
+      throw e;
+    }
+    return new FileBacking(p, size, fd, true);
+  }
+
+  /** Open an existing file for read/write; it must hold at least `size` bytes. */
+  static open(p: string, size: number): FileBacking {
+    let fd: number;
+    try {
+      fd = fs.openSync(p, 'r+');
+    } catch (e) {
+      fail('ENOENT', `cannot open memory file '${p}': ${(e as Error).message}`);
+    }
+    const st = fs.fstatSync(fd);
+    if (!st.isFile() || st.size < size) {
+      fs.closeSync(fd);
+      fail('EINVAL', `memory file '${p}' is ${st.isFile() ? `${st.size} bytes, ${size} needed` : 'not a regular file'}`);
+    }
+    return new FileBacking(p, size, fd, false);
+  }
+
+  read(offset: number, dst: Uint8Array): void {
+    let done = 0;
+    while (done < dst.length) {
+      const n = fs.readSync(this.fd, dst, done, dst.length - done, offset + done);
+      if (n <= 0) fail('EFAULT', `short read of memory file '${this.path}' at ${offset + done}`);
+      done += n;
+    }
+  }
+  write(offset: number, src: Uint8Array): void {
+    let done = 0;
+    while (done < src.length) {
+      done += fs.writeSync(this.fd, src, done, src.length - done, offset + done);
+    }
+  }
+  readU32(offset: number): number {
+    this.read(offset, this.scratch.subarray(0, 4));
+    return this.scratch.readUInt32LE(0);
+  }
+  writeU32(offset: number, value: number): void {
+    const b = Buffer.allocUnsafe(4);
+    b.writeUInt32LE(value >>> 0, 0);
+    this.write(offset, b);
+  }
+  readU64(offset: number): bigint {
+    this.read(offset, this.scratch);
+    return this.scratch.readBigUInt64LE(0);
+  }
+  writeU64(offset: number, value: bigint): void {
+    const b = Buffer.allocUnsafe(8);
+    b.writeBigUInt64LE(BigInt.asUintN(64, value), 0);
+    this.write(offset, b);
+  }
+  close(): void {
+    if (this.fd < 0) return;
+    fs.closeSync(this.fd);
+    this.fd = -1;
+    if (this.owner) fs.rmSync(this.path, { force: true });
+  }
+}
+
+/** Where guest RAM files are created: VSVA_MEM_DIR, else /dev/shm when present, else the OS temp dir. */
+export function defaultMemoryDir(): string {
+  if (process.env.VSVA_MEM_DIR) return process.env.VSVA_MEM_DIR;
+  try {
+    if (fs.statSync('/dev/shm').isDirectory()) return '/dev/shm';
+  } catch {
+    /* no /dev/shm */
+  }
+  return os.tmpdir();
+}
+
+/**
+ * Open the store another half announced. `inproc:` paths resolve to a live in-process store;
+ * file paths are opened with positioned I/O. `allowedDirs`, when given, confines file paths
+ * (a guest must not make the host open arbitrary files).
+ */
+export function openBacking(p: string, size: number, allowedDirs?: string[]): MemoryBacking {
+  if (p.startsWith(INPROC_PREFIX)) {
+    const b = inprocRegistry.get(p);
+    if (!b) fail('ENOENT', `no in-process memory named '${p}'`);
+    if (b.size < size) fail('EINVAL', `in-process memory '${p}' is ${b.size} bytes, ${size} needed`);
+    return b;
+  }
+  if (allowedDirs) {
+    const real = path.resolve(p);
+    const ok = allowedDirs.some((d) => {
+      const rel = path.relative(path.resolve(d), real);
+      return rel !== '' && !rel.startsWith('..') && !path.isAbsolute(rel);
+    });
+    if (!ok) fail('EACCES', `memory file '${p}' is outside the allowed directories`);
+  }
+  return FileBacking.open(p, size);
+}
