@@ -58,3 +58,50 @@ export interface HostSnapshot {
   capacity: { total: number; available: number };
   vms: VmSnapshot[];
 }
+
+export interface StartHostOptions {
+  /** Unix socket path; default: a fresh path under the OS temp dir. */
+  socket?: string;
+  /** Default true: the host half runs as a child process (`vsva host`). */
+  spawn?: boolean;
+  /** Default 20. */
+  pasidBits?: number;
+  /** Default false. */
+  dashboard?: { port: number; host?: string } | false;
+}
+
+export interface HostHandle {
+  socket: string;
+  snapshot(): Promise<HostSnapshot>;
+  close(): Promise<void>;
+}
+
+export interface StartGuestOptions {
+  /** The host's socket. */
+  socket: string;
+  name?: string;
+  viommu: 'vtd' | 'virtio';
+  /** Bytes of guest RAM, default 256 MiB. */
+  memory?: number;
+  /** Quota of this VM's IOASID set, default 1024. */
+  pasidQuota?: number;
+  /** VT-d only, default '3.1'. */
+  vcmd?: '3.1' | '3.3' | false;
+  /** Default [{ bdf: '00:03.0', kind: 'pf' }]. */
+  devices?: DeviceSpec[];
+}
+
+export interface GuestHandle {
+  name: string;
+  /** The vIOMMU's register window (VT-d register file, or virtio-mmio), offsets from its base. */
+  readl(offset: number): Promise<number>;
+  readq(offset: number): Promise<bigint>;
+  writel(offset: number, value: number): Promise<void>;
+  writeq(offset: number, value: bigint): Promise<void>;
+  /** Guest physical memory. */
+  memread(gpa: bigint, length: number): Promise<Uint8Array>;
+  memwrite(gpa: bigint, data: Uint8Array): Promise<void>;
+  /** Ask an assigned device to perform one DMA: a read of `length` bytes or a write of `data`. */
+  dma(bdf: string, req: DmaRequest): Promise<DmaResult>;
+  close(): Promise<void>;
+}

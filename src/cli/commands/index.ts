@@ -1,4 +1,5 @@
 /** Every `vsva` subcommand, in the order --help lists them. */
 import type { CommandModule } from 'yargs';
+import { benchCommand } from './bench.js';
 
-export const commands: CommandModule<any, any>[] = [];
+export const commands: CommandModule<any, any>[] = [benchCommand];

@@ -1,0 +1,69 @@
+/**
+ * Priority-ordered notifier chains (V4 09/18). One chain is global (`ioasid_chain`), one belongs
+ * to each set (`set->nh`). Within a chain, blocks run from the highest priority to the lowest
+ * (CPU → IOMMU → DEVICE → LAST) and, at equal priority, in registration order.
+ *
+ * When an event goes to both the set chain and the global chain, `dispatch` merges them by
+ * priority (set chain first at equal priority), so a DEVICE-priority block on the set still runs
+ * after a CPU-priority block on the global chain. The kernel walks the two chains one after the
+ * other; merging keeps the documented CPU → IOMMU → DEVICE promise across both.
+ */
+import { childLogger } from '../../src/log.js';
+import { IOASID_PRIO, type IoasidNotifier, type IoasidNotifyArgs } from './types.js';
+
+const log = childLogger('ioasid');
+
+export class NotifierChain {
+  private blocks: IoasidNotifier[] = [];
+
+  get size(): number {
+    return this.blocks.length;
+  }
+
+  has(nb: IoasidNotifier): boolean {
+    return this.blocks.includes(nb);
+  }
+
+  /** Insert after every block of equal or higher priority. The caller checks for duplicates. */
+  add(nb: IoasidNotifier): void {
+    const p = priorityOf(nb);
+    let i = 0;
+    while (i < this.blocks.length && priorityOf(this.blocks[i]!) >= p) i++;
+    this.blocks.splice(i, 0, nb);
+  }
+
+  /** Remove `nb`; false when it was not on the chain. */
+  remove(nb: IoasidNotifier): boolean {
+    const i = this.blocks.indexOf(nb);
+    if (i < 0) return false;
+    this.blocks.splice(i, 1);
+    return true;
+  }
+
+  /** A copy, so blocks may (un)register while the chain is being called. */
+  list(): IoasidNotifier[] {
+    return this.blocks.slice();
+  }
+}
+
+export function priorityOf(nb: IoasidNotifier): number {
+  return IOASID_PRIO[nb.priority ?? 'LAST'];
+}
+
+/** Call every block of `chains`, merged by priority (earlier chains first at equal priority). */
+export function dispatch(chains: NotifierChain[], args: IoasidNotifyArgs): void {
+  const lists = chains.filter((c) => c.size > 0).map((c) => c.list());
+  if (lists.length === 0) return;
+  for (let p = IOASID_PRIO.CPU; p >= IOASID_PRIO.LAST; p--) {
+    for (const list of lists) {
+      for (const nb of list) {
+        if (priorityOf(nb) !== p) continue;
+        try {
+          nb.call(args);
+        } catch (err) {
+          log.error({ err, event: args.event, id: args.id }, 'ioasid notifier threw; continuing the chain');
+        }
+      }
+    }
+  }
+}

@@ -1,0 +1,21 @@
+/**
+ * The dashboard (DESIGN §6): `startMonitor(source, options)` serves the page and the live
+ * WebSocket for anything that implements `MonitorSource`.
+ */
+export { startMonitor, WS_PATH } from './server.js';
+export {
+  CONTROL_ACTIONS,
+  COUNTER_NAMES,
+  type CounterName,
+  type CounterSet,
+  type MonitorControlAction,
+  type MonitorHandle,
+  type MonitorOptions,
+  type MonitorSource,
+  type MonitorStats,
+} from './types.js';
+export { TraceCounters } from './trace-counters.js';
+export { buildSummary, buildPasidPage, countPasids, zeroCounters } from './summary.js';
+export { syntheticSnapshot, type SyntheticOptions } from './synthetic.js';
+export { isLoopbackHost, MIN_TOKEN_LENGTH } from './access.js';
+export * from './protocol.js';

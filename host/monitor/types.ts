@@ -1,0 +1,86 @@
+/**
+ * Contract between the dashboard server and whatever feeds it (DESIGN §6). The host service
+ * implements `MonitorSource`; tests implement it with synthetic snapshots. Nothing here
+ * depends on host internals.
+ */
+import type { HostSnapshot } from '../../src/api/types.js';
+import type { TraceBus } from '../../src/trace/bus.js';
+
+/**
+ * Cumulative event counters for one VM (or the whole host). Values only grow; the page turns
+ * them into rates by differencing over time. `iotlbHits`/`iotlbMisses` are null when the
+ * source cannot count them (e.g. counters derived from trace events only).
+ */
+export interface CounterSet {
+  allocs: number;
+  frees: number;
+  binds: number;
+  unbinds: number;
+  invalidations: number;
+  faults: number;
+  pageRequests: number;
+  iotlbHits: number | null;
+  iotlbMisses: number | null;
+}
+
+export const COUNTER_NAMES = [
+  'allocs',
+  'frees',
+  'binds',
+  'unbinds',
+  'invalidations',
+  'faults',
+  'pageRequests',
+  'iotlbHits',
+  'iotlbMisses',
+] as const satisfies readonly (keyof CounterSet)[];
+
+export type CounterName = (typeof COUNTER_NAMES)[number];
+
+/** Counters per VM (keyed by VM name) and for the whole host. */
+export interface MonitorStats {
+  total: CounterSet;
+  vms: Record<string, CounterSet>;
+}
+
+/**
+ * Control actions a dashboard client may ask for. Every one needs the access token; a monitor
+ * started without a token is read-only and refuses them all.
+ *   disconnect-vm — drop the VM's connection (`vm` names it), as if its process had died.
+ */
+export const CONTROL_ACTIONS = ['disconnect-vm'] as const;
+export type MonitorControlAction = (typeof CONTROL_ACTIONS)[number];
+
+export interface MonitorSource {
+  /** The current host state (DESIGN §7 shape). Called at most once per summary interval. */
+  snapshot(): HostSnapshot | Promise<HostSnapshot>;
+  /** Cumulative counters. When absent the monitor counts trace events itself (no IOTLB figures). */
+  stats?(): MonitorStats;
+  /** Live trace events, batched to clients. */
+  events: TraceBus;
+  /** Perform a control action; reject with a VsvaError to report a precise errno to the client. */
+  control?(action: MonitorControlAction, vm?: string): Promise<unknown>;
+}
+
+export interface MonitorOptions {
+  /** TCP port; 0 (default) picks a free one. */
+  port?: number;
+  /** Address to bind; default 127.0.0.1. Anything but loopback requires `token`. */
+  host?: string;
+  /** Access token: required for control actions and for non-loopback binds (≥ 16 characters). */
+  token?: string;
+  /** Summary cadence in ms (default 500, i.e. ≤ 2 summaries per second; min 50). */
+  summaryIntervalMs?: number;
+  /** Event batch cadence in ms (default 200). */
+  eventIntervalMs?: number;
+  /** Most events sent per batch (default 200); the rest are counted as dropped. */
+  maxEventsPerBatch?: number;
+}
+
+export interface MonitorHandle {
+  /** Base URL of the page, e.g. http://127.0.0.1:41234/ (no token in it). */
+  url: string;
+  port: number;
+  /** Stop serving: closes every client (1001 going away) and the listening socket. */
+  close(): Promise<void>;
+}

@@ -1,0 +1,14 @@
+/** Every benchmark module `vsva bench` runs, in order. */
+import type { BenchModule } from './types.js';
+
+export async function loadBenchModules(only?: string[]): Promise<BenchModule[]> {
+  const loaders: Record<string, () => Promise<{ bench: BenchModule }>> = {};
+  const names = only && only.length ? only : Object.keys(loaders);
+  const out: BenchModule[] = [];
+  for (const n of names) {
+    const load = loaders[n];
+    if (!load) throw new Error(`unknown benchmark '${n}' (known: ${Object.keys(loaders).join(', ')})`);
+    out.push((await load()).bench);
+  }
+  return out;
+}

@@ -1,0 +1,27 @@
+import type { CommandModule } from 'yargs';
+import { loadBenchModules } from '../../bench/index.js';
+import { renderTable, runBenches, writeReport } from '../../bench/runner.js';
+
+interface Args {
+  quick: boolean;
+  only?: string[];
+  out: string;
+}
+
+export const benchCommand: CommandModule<object, Args> = {
+  command: 'bench',
+  describe: 'Run the DESIGN §9 benchmarks, each beside a baseline measured in the same run',
+  builder: (y) =>
+    y
+      .option('quick', { type: 'boolean', default: false, describe: 'short runs (under a minute in all)' })
+      .option('only', { type: 'string', array: true, describe: 'run only these benchmark modules' })
+      .option('out', { type: 'string', default: 'artifacts/bench', describe: 'directory for the JSON report' }) as never,
+  handler: async (args) => {
+    const mods = await loadBenchModules(args.only);
+    const report = await runBenches(mods, { quick: args.quick, progress: (m) => process.stderr.write(m + '\n') });
+    process.stdout.write(renderTable(report) + '\n');
+    const file = writeReport(report, args.out);
+    process.stdout.write(`\nreport: ${file}\n`);
+    if (report.modules.some((m) => m.error)) process.exitCode = 1;
+  },
+};

@@ -1,0 +1,107 @@
+/**
+ * Handshake messages, with vhost-user's codes and semantics (reference A.3, A.5, A.6), and
+ * SET_MEM_TABLE whose regions carry a file path instead of an fd (DESIGN §1: Node cannot pass
+ * file descriptors; the guest's RAM is a file the back-end opens by path).
+ */
+import { fail } from '../../src/errors.js';
+import { Struct, reserved } from '../struct.js';
+import { EMPTY, U64, checkNoWrap, message, type PayloadCodec } from './codec.js';
+
+export const VHOST_USER_GET_FEATURES = 1;
+export const VHOST_USER_SET_FEATURES = 2;
+export const VHOST_USER_SET_OWNER = 3;
+export const VHOST_USER_SET_MEM_TABLE = 5;
+export const VHOST_USER_GET_PROTOCOL_FEATURES = 15;
+export const VHOST_USER_SET_PROTOCOL_FEATURES = 16;
+
+/** Regions per SET_MEM_TABLE (VHOST_MEMORY_BASELINE_NREGIONS, reference A.1). */
+export const VHOST_MEMORY_MAX_NREGIONS = 8;
+/** Bytes of the NUL-padded path field of a region (at most 255 bytes of UTF-8 path). */
+export const VHOST_MEMORY_PATH_SIZE = 256;
+
+export interface MemoryRegion {
+  guest_phys_addr: bigint;
+  memory_size: bigint;
+  userspace_addr: bigint;
+  mmap_offset: bigint;
+  /** Absolute path of the file that backs the region (e.g. under /dev/shm). */
+  path: string;
+}
+
+export interface MemTable {
+  regions: MemoryRegion[];
+}
+
+export const MemoryRegionStruct = new Struct<MemoryRegion>('memory region', [
+  { name: 'guest_phys_addr', type: 'u64', doc: 'guest physical address of the region' },
+  { name: 'memory_size', type: 'u64', doc: 'size in bytes' },
+  { name: 'userspace_addr', type: 'u64', doc: "front-end's virtual address of the region (informational)" },
+  { name: 'mmap_offset', type: 'u64', doc: 'offset of the region in the file' },
+  { name: 'path', type: { kind: 'cstr', size: VHOST_MEMORY_PATH_SIZE }, doc: 'path of the backing file' },
+]);
+
+export const MemTableHeaderStruct = new Struct<{ nregions: number }>('SET_MEM_TABLE', [
+  { name: 'nregions', type: 'u32', doc: `number of regions that follow (1–${VHOST_MEMORY_MAX_NREGIONS})` },
+  reserved(4, 'padding'),
+]);
+
+function checkRegion(r: MemoryRegion, i: number): void {
+  if (r.memory_size === 0n) fail('EINVAL', `SET_MEM_TABLE region ${i}: memory_size is 0`);
+  if (r.path.length === 0) fail('EINVAL', `SET_MEM_TABLE region ${i}: path is empty`);
+  checkNoWrap(`SET_MEM_TABLE region ${i} guest_phys_addr`, r.guest_phys_addr, r.memory_size);
+  checkNoWrap(`SET_MEM_TABLE region ${i} userspace_addr`, r.userspace_addr, r.memory_size);
+  checkNoWrap(`SET_MEM_TABLE region ${i} mmap_offset`, r.mmap_offset, r.memory_size);
+}
+
+/** nregions u32, padding u32, then nregions × 288-byte regions. */
+export const MemTableCodec: PayloadCodec<MemTable> = {
+  sizeOf: (v) => MemTableHeaderStruct.size + v.regions.length * MemoryRegionStruct.size,
+  encodeInto(buf, off, v) {
+    const n = v.regions.length;
+    if (n < 1 || n > VHOST_MEMORY_MAX_NREGIONS) fail('EINVAL', `SET_MEM_TABLE: ${n} regions, expected 1–${VHOST_MEMORY_MAX_NREGIONS}`);
+    MemTableHeaderStruct.encodeInto(buf, off, { nregions: n });
+    v.regions.forEach((r, i) => {
+      checkRegion(r, i);
+      MemoryRegionStruct.encodeInto(buf, off + MemTableHeaderStruct.size + i * MemoryRegionStruct.size, r);
+    });
+  },
+  decode(p) {
+    if (p.length < MemTableHeaderStruct.size) fail('EINVAL', `SET_MEM_TABLE: payload is ${p.length} bytes, shorter than its 8-byte header`);
+    const { nregions } = MemTableHeaderStruct.decode(p, 0);
+    if (nregions < 1 || nregions > VHOST_MEMORY_MAX_NREGIONS) fail('EINVAL', `SET_MEM_TABLE: nregions ${nregions}, expected 1–${VHOST_MEMORY_MAX_NREGIONS}`);
+    const want = MemTableHeaderStruct.size + nregions * MemoryRegionStruct.size;
+    if (p.length !== want) fail('EINVAL', `SET_MEM_TABLE: payload is ${p.length} bytes, expected ${want} for ${nregions} regions`);
+    const regions: MemoryRegion[] = [];
+    for (let i = 0; i < nregions; i++) {
+      const r = MemoryRegionStruct.decode(p, MemTableHeaderStruct.size + i * MemoryRegionStruct.size);
+      checkRegion(r, i);
+      regions.push(r);
+    }
+    return { regions };
+  },
+};
+
+export const GET_FEATURES = message<void, bigint>({
+  name: 'GET_FEATURES', code: VHOST_USER_GET_FEATURES, replyKind: 'value', request: EMPTY, reply: U64, feature: 0n,
+  doc: 'Device feature bits the back-end offers (bit 30 VHOST_USER_F_PROTOCOL_FEATURES).',
+});
+export const SET_FEATURES = message<bigint, void>({
+  name: 'SET_FEATURES', code: VHOST_USER_SET_FEATURES, replyKind: 'ack', request: U64, reply: EMPTY, feature: 0n,
+  doc: 'Device feature bits the front-end accepts; a subset of GET_FEATURES (else EOPNOTSUPP).',
+});
+export const SET_OWNER = message<void, void>({
+  name: 'SET_OWNER', code: VHOST_USER_SET_OWNER, replyKind: 'ack', request: EMPTY, reply: EMPTY, feature: 0n,
+  doc: 'Session start. A second SET_OWNER on the same connection is EBUSY.',
+});
+export const SET_MEM_TABLE = message<MemTable, void>({
+  name: 'SET_MEM_TABLE', code: VHOST_USER_SET_MEM_TABLE, replyKind: 'ack', request: MemTableCodec, reply: EMPTY, feature: 0n,
+  doc: "Guest RAM regions, each backed by a file named by path; replaces the previous table.",
+});
+export const GET_PROTOCOL_FEATURES = message<void, bigint>({
+  name: 'GET_PROTOCOL_FEATURES', code: VHOST_USER_GET_PROTOCOL_FEATURES, replyKind: 'value', request: EMPTY, reply: U64, feature: 0n,
+  doc: 'Protocol feature bits the back-end offers.',
+});
+export const SET_PROTOCOL_FEATURES = message<bigint, void>({
+  name: 'SET_PROTOCOL_FEATURES', code: VHOST_USER_SET_PROTOCOL_FEATURES, replyKind: 'ack', request: U64, reply: EMPTY, feature: 0n,
+  doc: 'Protocol feature bits the front-end accepts (subset of GET_PROTOCOL_FEATURES; VSVA needs REPLY_ACK and BACKEND_REQ).',
+});

@@ -1,0 +1,117 @@
+/**
+ * VM setup, the backend-channel attach, and the state snapshot (docs/protocol.md §5.1).
+ */
+import { fail } from '../../src/errors.js';
+import { ProtocolFeature } from '../features.js';
+import { Struct, reserved } from '../struct.js';
+import { EMPTY, FixedCodec, message, type PayloadCodec } from './codec.js';
+import { SESSION_TOKEN_SIZE, VsvaRequest } from './codes.js';
+
+/** Bytes of the VM name field (at most 63 bytes of UTF-8 text). */
+export const VM_NAME_SIZE = 64;
+
+/** VM_SETUP flags bits 1:0: which vIOMMU the guest models (informational for the back-end). */
+export const VM_SETUP_VIOMMU_MASK = 0x3;
+export const VmViommu = { UNSPECIFIED: 0, VTD: 1, VIRTIO: 2 } as const;
+/** VM_SETUP reply flags. */
+export const VM_SETUP_REPLY_RESUMED = 0x1;
+
+export interface VmSetupRequest {
+  name: string;
+  pasid_quota: number;
+  /** VmViommu value in bits 1:0. */
+  flags: number;
+  /** All zero: new session; otherwise the token of a session to resume. */
+  session_token: Uint8Array;
+}
+
+export interface VmSetupReply {
+  vm_id: number;
+  /** VM_SETUP_REPLY_RESUMED when an earlier session was resumed. */
+  flags: number;
+  session_token: Uint8Array;
+}
+
+export const VmSetupRequestStruct = new Struct<VmSetupRequest>('VM_SETUP', [
+  { name: 'name', type: { kind: 'cstr', size: VM_NAME_SIZE }, doc: 'VM name, non-empty' },
+  { name: 'pasid_quota', type: 'u32', doc: "quota of the VM's IOASID set (0: the rest of the capacity)" },
+  { name: 'flags', type: 'u32', doc: 'bits 1:0 vIOMMU kind: 0 unspecified, 1 VT-d, 2 virtio-iommu (3 is invalid)', mask: VM_SETUP_VIOMMU_MASK },
+  { name: 'session_token', type: { kind: 'bytes', size: SESSION_TOKEN_SIZE }, doc: 'all zero: new session; else resume that session' },
+  reserved(8),
+]);
+
+export const VmSetupReplyStruct = new Struct<VmSetupReply>('VM_SETUP reply', [
+  { name: 'vm_id', type: 'u32', doc: 'VM id assigned by the back-end' },
+  { name: 'flags', type: 'u32', doc: 'bit 0 RESUMED: an earlier session was resumed', mask: VM_SETUP_REPLY_RESUMED },
+  { name: 'session_token', type: { kind: 'bytes', size: SESSION_TOKEN_SIZE }, doc: 'token for BACKEND_ATTACH and for resuming after a reconnect; never all zero' },
+  reserved(8),
+]);
+
+export function isZeroToken(t: Uint8Array): boolean {
+  for (const b of t) if (b !== 0) return false;
+  return true;
+}
+
+export const VM_SETUP = message<VmSetupRequest, VmSetupReply>({
+  name: 'VM_SETUP', code: VsvaRequest.VM_SETUP, replyKind: 'status', feature: ProtocolFeature.VSVA,
+  request: new FixedCodec(VmSetupRequestStruct, (v) => {
+    if (v.name.length === 0) fail('EINVAL', 'VM_SETUP: name is empty');
+    if ((v.flags & VM_SETUP_VIOMMU_MASK) === 3) fail('EINVAL', 'VM_SETUP: vIOMMU kind 3 is not defined');
+  }),
+  reply: new FixedCodec(VmSetupReplyStruct, (v) => {
+    if (isZeroToken(v.session_token)) fail('EINVAL', 'VM_SETUP reply: session token is all zero');
+  }),
+  doc: 'Create (or resume) the VM this connection belongs to.',
+});
+
+export interface BackendAttachRequest {
+  session_token: Uint8Array;
+}
+
+export const BackendAttachStruct = new Struct<BackendAttachRequest>('BACKEND_ATTACH', [
+  { name: 'session_token', type: { kind: 'bytes', size: SESSION_TOKEN_SIZE }, doc: 'the token VM_SETUP returned on the main connection' },
+  reserved(8),
+]);
+
+export const BACKEND_ATTACH = message<BackendAttachRequest, void>({
+  name: 'BACKEND_ATTACH', code: VsvaRequest.BACKEND_ATTACH, replyKind: 'status', feature: 0n,
+  request: new FixedCodec(BackendAttachStruct, (v) => {
+    if (isZeroToken(v.session_token)) fail('EINVAL', 'BACKEND_ATTACH: session token is all zero');
+  }),
+  reply: EMPTY,
+  doc: 'Turn this connection into the backend channel of the session that owns the token.',
+});
+
+export interface StateReply {
+  /** The host snapshot as JSON text. */
+  json: string;
+}
+
+const utf8 = new TextDecoder('utf-8', { fatal: true });
+
+/** length u32, reserved u32, then `length` bytes of UTF-8 JSON. */
+export const StateReplyCodec: PayloadCodec<StateReply> = {
+  sizeOf: (v) => 8 + Buffer.byteLength(v.json, 'utf8'),
+  encodeInto(buf, off, v) {
+    const n = buf.write(v.json, off + 8, 'utf8');
+    buf.writeUInt32LE(n, off);
+    buf.writeUInt32LE(0, off + 4);
+  },
+  decode(p) {
+    if (p.length < 8) fail('EINVAL', `GET_STATE reply: ${p.length} bytes, shorter than its 8-byte header`);
+    const n = p.readUInt32LE(0);
+    if (p.readUInt32LE(4) !== 0) fail('EOPNOTSUPP', 'GET_STATE reply: reserved field is not zero');
+    if (p.length !== 8 + n) fail('EINVAL', `GET_STATE reply: ${p.length} bytes, expected ${8 + n} for a ${n}-byte document`);
+    try {
+      return { json: utf8.decode(p.subarray(8)) };
+    } catch {
+      fail('EINVAL', 'GET_STATE reply: document is not valid UTF-8');
+    }
+  },
+};
+
+export const GET_STATE = message<void, StateReply>({
+  name: 'GET_STATE', code: VsvaRequest.GET_STATE, replyKind: 'status', feature: ProtocolFeature.VSVA | ProtocolFeature.VSVA_STATE,
+  request: EMPTY, reply: StateReplyCodec,
+  doc: "The host's state snapshot (DESIGN §7 HostSnapshot) as a JSON document.",
+});
