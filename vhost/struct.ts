@@ -38,8 +38,13 @@ export interface LaidOutField extends FieldDef {
   size: number;
 }
 
+/** A reserved field: written as zero, rejected when non-zero, absent from the decoded object. */
+export interface ReservedDef extends FieldDef {
+  type: { kind: 'reserved'; size: number };
+}
+
 /** A reserved field (always written as zero, rejected when non-zero). */
-export function reserved(size: number, name = 'reserved'): FieldDef {
+export function reserved(size: number, name = 'reserved'): ReservedDef {
   return { name, type: { kind: 'reserved', size }, doc: 'reserved, must be 0' };
 }
 
@@ -67,7 +72,7 @@ export class Struct<T extends object> {
 
   constructor(
     readonly name: string,
-    fields: readonly FieldDef<Extract<keyof T, string> | 'reserved' | `reserved${string}`>[],
+    fields: readonly (FieldDef<Extract<keyof T, string>> | ReservedDef)[],
   ) {
     let offset = 0;
     this.fields = fields.map((f) => {
@@ -139,7 +144,7 @@ export class Struct<T extends object> {
           if (buf[i] !== 0) fail('EOPNOTSUPP', `${this.name}: reserved bytes at offset ${f.offset} are not zero`);
         }
       } else if (t.kind === 'bytes') {
-        o[f.name] = Uint8Array.prototype.slice.call(buf, at, at + t.size);
+        o[f.name] = new Uint8Array(buf.subarray(at, at + t.size));
       } else {
         const end = at + t.size;
         let nul = buf.indexOf(0, at);

@@ -23,6 +23,7 @@
 import { fail } from '../errors.js';
 
 const U64 = (1n << 64n) - 1n;
+const NO_VIOLATIONS: readonly ReservedViolation[] = Object.freeze([]);
 
 /** One field as declared: spec name, word index, least-significant bit in that word, width. */
 export interface FieldDef<N extends string = string> {
@@ -129,13 +130,28 @@ export function defineLayout<const F extends readonly FieldDef[]>(def: {
     byName[f.name] = field;
     resolved.push(field);
   }
-  return {
+  const layout: Layout<F[number]['name']> = {
     name,
     words,
     fields: resolved as Field<F[number]['name']>[],
     field: byName as Layout<F[number]['name']>['field'],
     reserved: reserved.map((m) => BigInt.asUintN(64, m)),
   };
+  extractors.set(layout, compileExtractor(resolved));
+  return layout;
+}
+
+/**
+ * Field extraction compiled per layout into one object literal, so every decoded `fields`
+ * object has the same shape (V8 keeps it a fast object; a loop of dynamic key stores does not).
+ * The generated source contains only field names and numbers from the layout declarations.
+ */
+type Extractor = (w: readonly bigint[]) => Record<string, bigint>;
+const extractors = new WeakMap<Layout, Extractor>();
+
+function compileExtractor(fields: readonly Field[]): Extractor {
+  const body = fields.map((f) => `${JSON.stringify(f.name)}: (w[${f.word}] >> ${f.lsb}n) & ${f.max}n`).join(',\n');
+  return new Function('w', `return {\n${body}\n};`) as Extractor;
 }
 
 /** Same fields under a new name and new reserved masks (e.g. a HAW-dependent variant, or a wider form). */
@@ -177,10 +193,19 @@ export function encode<L extends Layout>(layout: L, values: FieldInput<L>): bigi
  */
 export function decode<L extends Layout>(layout: L, words: readonly bigint[]): Decoded<L> {
   if (words.length !== layout.words) fail('EINVAL', `${layout.name} has ${layout.words} words, got ${words.length}`);
-  const w = words.map((x) => BigInt.asUintN(64, x));
-  const fields: Record<string, bigint> = {};
-  for (const f of layout.fields) fields[f.name] = (w[f.word]! >> f.shift) & f.max;
-  return { fields: fields as FieldValues<L>, reserved: reservedViolations(layout, w) };
+  const n = layout.words;
+  const w = new Array<bigint>(n);
+  let reserved: ReservedViolation[] | undefined;
+  for (let i = 0; i < n; i++) {
+    const x = BigInt.asUintN(64, words[i]!);
+    w[i] = x;
+    const set = x & layout.reserved[i]!;
+    if (set !== 0n) (reserved ??= []).push({ word: i, bits: set });
+  }
+  let extract = extractors.get(layout);
+  if (extract === undefined) extractors.set(layout, (extract = compileExtractor(layout.fields)));
+  const fields = extract(w);
+  return { fields: fields as FieldValues<L>, reserved: reserved ?? NO_VIOLATIONS };
 }
 
 /** The reserved-bit violations alone (no field extraction): one entry per word with set reserved bits. */

@@ -52,7 +52,7 @@ export function levelShift(level: number): number {
 
 /** Index of `addr`'s entry in the table at `level` (0..511). Exact for any 64-bit address. */
 export function levelIndex(addr: bigint | number, level: number): number {
-  if (typeof addr === 'number' && addr < 2 ** 53) return Math.floor(addr / 2 ** levelShift(level)) & VTD_PT_INDEX_MASK;
+  if (typeof addr === 'number' && addr >= 0 && addr < 2 ** 53) return Math.floor(addr / 2 ** levelShift(level)) & VTD_PT_INDEX_MASK;
   return Number((BigInt(addr) >> BigInt(levelShift(level))) & BigInt(VTD_PT_INDEX_MASK));
 }
 

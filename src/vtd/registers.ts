@@ -11,7 +11,8 @@
  * Masks follow QEMU `vtd_init`, except where a comment says otherwise (FSTS, page-request and
  * VCMD registers come from the spec / QEMU's out-of-tree vSVA and PRQ series).
  *
- * 32-bit bit constants are numbers (values < 2^32, unsigned); 64-bit ones are bigints.
+ * 32-bit bit constants are numbers (values < 2^32, unsigned); 64-bit ones are bigints. JS `|` on
+ * numbers is signed 32-bit: combine bit 31 constants as `(GCMD.TE | GCMD.QIE) >>> 0`.
  */
 import { fail } from '../errors.js';
 import { bit, bits, defineLayout, type FieldDef, type Layout } from './layout.js';
@@ -384,9 +385,8 @@ function checkNoOverlap(regs: readonly RegisterDef[]): void {
 
 /** The value after a software write of `val` to a register (QEMU vtd_set_quad/long semantics). */
 export function applyRegisterWrite(def: RegisterDef, old: bigint, val: bigint): bigint {
-  const width = BigInt(def.width);
   const v = BigInt.asUintN(def.width, val);
-  return BigInt.asUintN(Number(width), ((old & ~def.wmask) | (v & def.wmask)) & ~(v & def.w1cmask));
+  return BigInt.asUintN(def.width, ((old & ~def.wmask) | (v & def.wmask)) & ~(v & def.w1cmask));
 }
 
 /** The value software reads (write-only bits read as 0). */

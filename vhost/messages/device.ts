@@ -8,6 +8,7 @@ import { ProtocolFeature } from '../features.js';
 import { Struct, reserved } from '../struct.js';
 import { EMPTY, FixedCodec, message } from './codec.js';
 import { PASID_MAX, VsvaRequest } from './codes.js';
+import { IOMMU_PASID_FORMAT_INTEL_VTD } from './pasid.js';
 
 export const DeviceKind = { PF: 0, ADI: 1 } as const;
 
@@ -134,8 +135,6 @@ export const DETACH = message<AttachRequest, void>({
   doc: 'Detach a RID, or a RID+PASID, from a domain.',
 });
 
-/** iommu_nesting_info format (reference B.2): same values as the bind format. */
-export const IOMMU_PASID_FORMAT_INTEL_VTD = 1;
 /** Nesting features, with the v7 numbering that still had SYSWIDE_PASID (reference B.2). */
 export const IOMMU_NESTING_FEAT = {
   SYSWIDE_PASID: 1 << 0,

@@ -5,8 +5,8 @@
 // Stable hooks for tests (do not rename):
 //   #conn-status[data-testid=conn-status]      data-state = connecting | open | closed
 //   [data-testid=vm-count], [data-testid=vm-connected-count]
-//   [data-testid=capacity-total], [data-testid=capacity-available]   plain integers
-//   [data-testid=counter-<allocs|binds|invalidations|faults|pageRequests|iotlb>]  totals
+//   [data-testid=capacity-total], [data-testid=capacity-available]   text "1,048,575", data-value="1048575"
+//   [data-testid=counter-<allocs|binds|invalidations|faults|pageRequests|iotlb>]  totals (formatted text)
 //   [data-testid=vm-card][data-vm=<name>]       one per VM; data-connected, data-used, data-quota;
 //                                               aria-selected="true" on the selected one; click selects
 //   #vm-detail[data-testid=vm-detail][data-vm=<selected name>]
@@ -189,8 +189,8 @@ function renderTotals() {
   $('pasid-bits').textContent = String(s.pasidBits);
   $('vm-count').textContent = String(s.vmCount);
   $('vm-connected-count').textContent = String(s.connectedCount);
-  $('capacity-total').textContent = String(s.capacity.total);
-  $('capacity-available').textContent = String(s.capacity.available);
+  setNumber($('capacity-total'), s.capacity.total);
+  setNumber($('capacity-available'), s.capacity.available);
   const usedFrac = s.capacity.total > 0 ? 1 - s.capacity.available / s.capacity.total : 0;
   const bar = $('capacity-bar');
   bar.style.width = `${Math.max(usedFrac * 100, usedFrac > 0 ? 0.5 : 0).toFixed(2)}%`;
@@ -211,6 +211,12 @@ function renderTotals() {
     rate.textContent = `${formatRate(r)}/s`;
     rate.classList.toggle('up', r > 0);
   }
+}
+
+/** Show n formatted ("1,048,575") with the plain integer in data-value for tests. */
+function setNumber(el, n) {
+  el.textContent = nf.format(n);
+  el.dataset.value = String(n);
 }
 
 function hitRatioText(hits, misses) {
@@ -457,9 +463,12 @@ function seriesOf(hist) {
 }
 
 function renderCharts() {
-  renderLineChart($('activity-chart'), seriesOf(state.total), { capacity: HISTORY });
+  // the window grows with the history (at least 30 s, at most HISTORY) so a fresh page is not empty
+  const span = Math.min(HISTORY, Math.max(30, state.total.allocs.length));
+  $('activity-window').textContent = `per second, last ${span} s`;
+  renderLineChart($('activity-chart'), seriesOf(state.total), { capacity: span });
   const hist = state.vms.get(state.selected) ?? newHistory();
-  renderLineChart($('vm-chart'), seriesOf(hist), { capacity: HISTORY, area: false });
+  renderLineChart($('vm-chart'), seriesOf(hist), { capacity: span, area: false });
 }
 
 function renderLegend() {

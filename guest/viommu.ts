@@ -1,0 +1,56 @@
+/**
+ * The contract between the VM (guest/vm.ts) and its vIOMMU device model (guest/vtd/ or
+ * guest/virtio/). The VM owns guest RAM, the connection to the host and the assigned devices;
+ * the model owns the register window and everything the guest programs through it.
+ */
+import type { Logger } from '../src/log.js';
+import type { TraceBus } from '../src/trace/bus.js';
+import type { DeviceKind } from '../src/api/types.js';
+import type { FrontendClient, BackendEvent } from '../vhost/roles/frontend.js';
+import type { GuestRam } from './memory/guest-ram.js';
+
+/** An assigned device as the VM announced it to the host (DEVICE_ADD). */
+export interface GuestDevice {
+  bdf: string;
+  /** Requester ID, bus << 8 | devfn (also the virtio-iommu endpoint ID). */
+  rid: number;
+  kind: DeviceKind;
+  /** DeviceCap bits announced (PASID, ATS, PRI, …). */
+  caps: number;
+  pasidWidth: number;
+}
+
+/** What a device model is given when the VM creates it. */
+export interface GuestContext {
+  readonly name: string;
+  readonly ram: GuestRam;
+  readonly client: FrontendClient;
+  readonly devices: readonly GuestDevice[];
+  readonly log: Logger;
+  readonly trace: TraceBus;
+  /** PASID quota of the VM's IOASID set on the host. */
+  readonly pasidQuota: number;
+}
+
+export interface ViommuModel {
+  readonly kind: 'vtd' | 'virtio';
+  /**
+   * A guest access to the register window (offset from its base, 4 or 8 bytes). Accesses are
+   * delivered one at a time in program order (the VM serialises them, as one vCPU would); a
+   * model may await host round trips inside (e.g. a VCMD or an invalidation-queue run).
+   */
+  mmioRead(offset: number, size: 4 | 8): bigint | Promise<bigint>;
+  mmioWrite(offset: number, size: 4 | 8, value: bigint): void | Promise<void>;
+  /** A back-end → front-end message for this VM (FAULT, PAGE_REQUEST, PASID_FREED, …). */
+  onBackendMessage(ev: BackendEvent): void | Promise<void>;
+  /**
+   * The PASID a pf device puts on the wire when the guest programmed `gpasid` into it. Models
+   * whose guest PASIDs are guest-private (virtio-iommu) return the host PASID the VMM programs
+   * instead; identity models omit this.
+   */
+  devicePasid?(rid: number, gpasid: number): number;
+  /** Release host resources the model holds (called before the connection closes). */
+  close(): Promise<void>;
+}
+
+export type ViommuFactory = (ctx: GuestContext) => ViommuModel | Promise<ViommuModel>;

@@ -1,0 +1,168 @@
+/**
+ * The translation engine's window on host physical memory: 64-bit page-table entries read as
+ * two u32 halves, bit updates of the low half (A/D), and region resolution for DMA data moves.
+ *
+ * Hot-path design: the last region used is cached with a Uint32Array view of its Buffer when the
+ * backing is in-process (and the host is little-endian), so an entry read is two array loads.
+ * File-backed regions (guest RAM shared with another process) fall back to `backing.readU32`.
+ * The cache is re-validated on every access by checking that HostMemory still lists the same
+ * region object at the same index, so removing or replacing a region is noticed at once.
+ *
+ * Contracts: `load`/`orLo` return false (never throw) when the address is not backed or the
+ * backing fails; callers turn that into the spec's "error attempting to access" fault.
+ * Entry addresses are 8-byte aligned (table base 4 KiB aligned + index·8).
+ */
+import { endianness } from 'node:os';
+import type { MemoryBacking } from '../../src/memory/backing.js';
+import type { HostMemory, HostRegion } from '../memory/host-memory.js';
+
+const LITTLE_ENDIAN = endianness() === 'LE';
+
+/** One region as the port sees it: bounds, its index in HostMemory's list, and a u32 view. */
+class RegionView {
+  idx = -1;
+  readonly base: number;
+  readonly end: number;
+  readonly u32: Uint32Array | null;
+  readonly buf: Buffer | undefined;
+  readonly backing: MemoryBacking;
+  constructor(readonly region: HostRegion | undefined, backing: MemoryBacking | undefined) {
+    this.base = region?.hpa ?? 0;
+    this.end = region === undefined ? -1 : region.hpa + region.size;
+    this.backing = backing as MemoryBacking;
+    const buf = backing?.buffer;
+    this.buf = buf;
+    this.u32 =
+      region !== undefined && buf !== undefined && LITTLE_ENDIAN && buf.byteOffset % 4 === 0
+        ? new Uint32Array(buf.buffer, buf.byteOffset, Math.floor(region.size / 4))
+        : null;
+  }
+}
+
+const NO_VIEW = new RegionView(undefined, undefined);
+
+export class PhysPort {
+  /** Low half (bits 31:0) of the last entry loaded. */
+  lo = 0;
+  /** High half (bits 63:32) of the last entry loaded. */
+  hi = 0;
+
+  // resolve() results, for data moves
+  /** In-process Buffer of the resolved region, or undefined for a file-backed one. */
+  buf: Buffer | undefined = undefined;
+  /** Backing of the resolved region. */
+  backing: MemoryBacking | undefined = undefined;
+  /** Offset of the resolved address inside the region's backing. */
+  off = 0;
+  /** Bytes from the resolved address to the end of its region. */
+  avail = 0;
+
+  /** Most recently used region and the one before it (a nested walk alternates between two). */
+  private v0: RegionView = NO_VIEW;
+  private v1: RegionView = NO_VIEW;
+  private readonly views = new WeakMap<HostRegion, RegionView>();
+
+  constructor(readonly mem: HostMemory) {}
+
+  /** Forget the cached regions (optional: every access re-validates them anyway). */
+  flush(): void {
+    this.v0 = NO_VIEW;
+    this.v1 = NO_VIEW;
+  }
+
+  /** The view holding [hpa, hpa+length), most recent first; null when not backed. */
+  private view(hpa: number, length: number): RegionView | null {
+    const rs = this.mem.listRegions();
+    const v = this.v0;
+    if (hpa >= v.base && hpa + length <= v.end && rs[v.idx] === v.region) return v;
+    const w = this.v1;
+    if (hpa >= w.base && hpa + length <= w.end && rs[w.idx] === w.region) {
+      this.v1 = v;
+      this.v0 = w;
+      return w;
+    }
+    const s = this.select(rs, hpa, length);
+    if (s !== null) {
+      this.v1 = v;
+      this.v0 = s;
+    }
+    return s;
+  }
+
+  /** Read the 64-bit entry at `hpa` into `lo`/`hi`. False when not backed. */
+  load(hpa: number): boolean {
+    const v = this.view(hpa, 8);
+    if (v === null) return false;
+    const u = v.u32;
+    if (u !== null) {
+      const i = (hpa - v.base) / 4;
+      this.lo = u[i]!;
+      this.hi = u[i + 1]!;
+      return true;
+    }
+    try {
+      const o = hpa - v.base;
+      this.lo = v.backing.readU32(o);
+      this.hi = v.backing.readU32(o + 4);
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  /** Set `bits` in the low half of the entry at `hpa` (A/D updates). False when the write fails. */
+  orLo(hpa: number, bits: number): boolean {
+    const v = this.view(hpa, 8);
+    if (v === null) return false;
+    const u = v.u32;
+    if (u !== null) {
+      const i = (hpa - v.base) / 4;
+      u[i] = (u[i]! | bits) >>> 0;
+      return true;
+    }
+    try {
+      const o = hpa - v.base;
+      v.backing.writeU32(o, (v.backing.readU32(o) | bits) >>> 0);
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  /**
+   * Resolve `hpa` for a data move: sets `buf`/`backing`, `off` and `avail` (bytes to the end of
+   * the region). False when `hpa` is not backed.
+   */
+  resolve(hpa: number): boolean {
+    const v = this.view(hpa, 1);
+    if (v === null) return false;
+    this.buf = v.buf;
+    this.backing = v.backing;
+    this.off = hpa - v.base;
+    this.avail = v.end - hpa;
+    return true;
+  }
+
+  private select(rs: readonly HostRegion[], hpa: number, length: number): RegionView | null {
+    if (!Number.isSafeInteger(hpa) || hpa < 0) return null;
+    let lo = 0;
+    let hi = rs.length - 1;
+    while (lo <= hi) {
+      const mid = (lo + hi) >> 1;
+      const r = rs[mid]!;
+      if (hpa < r.hpa) hi = mid - 1;
+      else if (hpa >= r.hpa + r.size) lo = mid + 1;
+      else {
+        if (hpa + length > r.hpa + r.size) return null;
+        let v = this.views.get(r);
+        if (v === undefined) {
+          v = new RegionView(r, r.backing);
+          this.views.set(r, v);
+        }
+        v.idx = mid;
+        return v;
+      }
+    }
+    return null;
+  }
+}

@@ -1,0 +1,290 @@
+/**
+ * Translation caches: IOTLB entries (with large pages), first-level paging-structure cache
+ * entries, and the device-TLB (ATC) of ATS-capable devices.
+ *
+ * Tagging follows VT-d scalable mode: IOTLB and paging-structure-cache entries are tagged by
+ * domain ID and PASID (requests without PASID use RID_PASID), not by requester, so every
+ * RID/PASID that uses the same DID and PASID shares entries, exactly as on hardware. A device-TLB
+ * belongs to one device and is tagged by the request's PASID (or "no PASID").
+ *
+ * Entries are never dropped except by an invalidation (or by capacity eviction, which flushes a
+ * whole store — hardware may drop any entry at any time, so this is allowed). Hence a missing
+ * invalidation is observable: the stale translation is served.
+ *
+ * Keys are 4 KiB page numbers (`vpn` = address / 4096, exact up to 2^52, i.e. every 64-bit
+ * address): 4 KiB entries under `vpn`, 2 MiB under ⌊vpn/512⌋, 1 GiB under ⌊vpn/2^18⌋, each in its
+ * own Map. A paging-structure-cache entry for a level-L entry (L = 2..5) is keyed by
+ * ⌊vpn / 512^(L−1)⌋.
+ */
+
+/** One cached translation: the HPA of its page and the access classes it permits. */
+export class TlbEntry {
+  constructor(
+    /** HPA of the (4 KiB / 2 MiB / 1 GiB) page. */
+    public base: number,
+    /** Bit set of permitted access classes (constants.ts CLASS_BIT_OF_FLAGS). */
+    public allow: number,
+  ) {}
+}
+
+/**
+ * A cached non-leaf first-level entry: the HPA of the table it points to (already translated
+ * through the second level in nested mode) and the permissions accumulated down to it.
+ */
+export class PscEntry {
+  constructor(
+    /** HPA of the next-level FL table. */
+    public tbl: number,
+    /** The second level permits writing that table (A/D updates); always true without nesting. */
+    public tblWritable: boolean,
+    /** GPA of the next-level table (nested), to redo its SL translation for a write. */
+    public tblGpa: number,
+    /** AND of R/W over the entries above and including this one. */
+    public rw: boolean,
+    /** AND of U/S. */
+    public us: boolean,
+    /** OR of XD (when NXE). */
+    public xd: boolean,
+  ) {}
+}
+
+const PAGES_2M = 512;
+const PAGES_1G = 262144;
+/** Below this many keys a range is removed key by key; above, by scanning the map. */
+const KEYWISE_LIMIT = 256;
+
+function removeKeys<V>(m: Map<number, V>, k0: number, k1: number): number {
+  if (m.size === 0) return 0;
+  let n = 0;
+  if (k1 - k0 + 1 <= Math.min(KEYWISE_LIMIT, m.size)) {
+    for (let k = k0; k <= k1; k++) if (m.delete(k)) n++;
+  } else {
+    for (const k of m.keys()) {
+      if (k >= k0 && k <= k1) {
+        m.delete(k);
+        n++;
+      }
+    }
+  }
+  return n;
+}
+
+/** The entries of one tag (DID + PASID for the IOTLB; PASID for a device-TLB). */
+export class TlbBucket {
+  readonly m4k = new Map<number, TlbEntry>();
+  readonly m2m = new Map<number, TlbEntry>();
+  readonly m1g = new Map<number, TlbEntry>();
+  /** Number of 2 MiB + 1 GiB entries (0 lets a 4 KiB miss skip the large maps). */
+  nLarge = 0;
+  /** Entries came from first-level (PGTT 1 or nested) translations. */
+  firstLevel = false;
+  /** Paging-structure caches by entry level (index 2..5); index 0/1 unused. */
+  readonly psc: readonly Map<number, PscEntry>[] = [new Map(), new Map(), new Map(), new Map(), new Map(), new Map()];
+  pscCount = 0;
+
+  constructor(
+    readonly did: number,
+    /** PASID tag (RID_PASID for requests without PASID in the IOTLB; -1 in a device-TLB). */
+    readonly pasid: number,
+  ) {}
+
+  get size(): number {
+    return this.m4k.size + this.nLarge;
+  }
+
+  /** Cached entry covering `vpn`, or undefined. */
+  lookup(vpn: number): TlbEntry | undefined {
+    const e = this.m4k.get(vpn);
+    if (e !== undefined || this.nLarge === 0) return e;
+    return this.m2m.get(Math.floor(vpn / PAGES_2M)) ?? this.m1g.get(Math.floor(vpn / PAGES_1G));
+  }
+
+  /** Insert (or replace) an entry for the page of `level` (1, 2, 3) holding `vpn`. Returns the entry-count change. */
+  insert(vpn: number, level: number, base: number, allow: number): number {
+    const m = level === 1 ? this.m4k : level === 2 ? this.m2m : this.m1g;
+    const key = level === 1 ? vpn : level === 2 ? Math.floor(vpn / PAGES_2M) : Math.floor(vpn / PAGES_1G);
+    const e = m.get(key);
+    if (e !== undefined) {
+      e.base = base;
+      e.allow = allow;
+      return 0;
+    }
+    m.set(key, new TlbEntry(base, allow));
+    if (level !== 1) this.nLarge++;
+    return 1;
+  }
+
+  /** Drop every entry (IOTLB and paging-structure cache). Returns IOTLB entries removed. */
+  clear(): number {
+    const n = this.size;
+    this.m4k.clear();
+    this.m2m.clear();
+    this.m1g.clear();
+    this.nLarge = 0;
+    this.clearPsc();
+    return n;
+  }
+
+  clearPsc(): void {
+    if (this.pscCount === 0) return;
+    for (let l = 2; l <= 5; l++) this.psc[l]!.clear();
+    this.pscCount = 0;
+  }
+
+  /** Drop entries whose page overlaps 4 KiB pages [v0, v1]. Returns entries removed. */
+  removeRange(v0: number, v1: number): number {
+    let n = removeKeys(this.m4k, v0, v1);
+    if (this.nLarge !== 0) {
+      n += removeKeys(this.m2m, Math.floor(v0 / PAGES_2M), Math.floor(v1 / PAGES_2M));
+      n += removeKeys(this.m1g, Math.floor(v0 / PAGES_1G), Math.floor(v1 / PAGES_1G));
+      this.nLarge = this.m2m.size + this.m1g.size;
+    }
+    return n;
+  }
+
+  /** Drop paging-structure-cache entries whose region overlaps pages [v0, v1]. */
+  removePscRange(v0: number, v1: number): void {
+    if (this.pscCount === 0) return;
+    let left = 0;
+    for (let l = 2; l <= 5; l++) {
+      const m = this.psc[l]!;
+      const per = 512 ** (l - 1);
+      removeKeys(m, Math.floor(v0 / per), Math.floor(v1 / per));
+      left += m.size;
+    }
+    this.pscCount = left;
+  }
+
+  /** Cached level-`level` FL entry for `vpn`, or undefined. */
+  pscLookup(level: number, vpn: number): PscEntry | undefined {
+    return this.psc[level]!.get(Math.floor(vpn / 512 ** (level - 1)));
+  }
+
+  pscInsert(level: number, vpn: number, e: PscEntry): void {
+    const m = this.psc[level]!;
+    const key = Math.floor(vpn / 512 ** (level - 1));
+    if (!m.has(key)) this.pscCount++;
+    m.set(key, e);
+  }
+}
+
+/** Key of a (DID, PASID tag) pair: DID < 2^16, PASID tag < 2^20, so the key is < 2^37. */
+function tagKey(did: number, pasid: number): number {
+  return did * 2097152 + pasid;
+}
+
+/**
+ * The IOTLB and paging-structure caches of the IOMMU: buckets by (DID, PASID), with the
+ * invalidation granularities of VT-d (reference §3: IOTLB 0x2, PASID-based IOTLB 0x6).
+ */
+export class Iotlb {
+  private readonly buckets = new Map<number, TlbBucket>();
+  private readonly byDid = new Map<number, TlbBucket[]>();
+  /** IOTLB entries held (paging-structure entries not counted). */
+  entries = 0;
+
+  constructor(readonly capacity: number) {}
+
+  /** The bucket of (did, pasid), created empty when absent. */
+  bucket(did: number, pasid: number): TlbBucket {
+    const k = tagKey(did, pasid);
+    let b = this.buckets.get(k);
+    if (b === undefined) {
+      b = new TlbBucket(did, pasid);
+      this.buckets.set(k, b);
+      let list = this.byDid.get(did);
+      if (list === undefined) this.byDid.set(did, (list = []));
+      list.push(b);
+    }
+    return b;
+  }
+
+  insert(b: TlbBucket, vpn: number, level: number, base: number, allow: number): void {
+    if (this.entries >= this.capacity) this.invalidateAll();
+    this.entries += b.insert(vpn, level, base, allow);
+  }
+
+  /** IOTLB global invalidation: every entry and paging-structure entry. */
+  invalidateAll(): void {
+    for (const b of this.buckets.values()) b.clear();
+    this.entries = 0;
+  }
+
+  /** IOTLB domain-selective invalidation: every entry of `did`, all PASIDs. */
+  invalidateDomain(did: number): void {
+    const list = this.byDid.get(did);
+    if (list === undefined) return;
+    for (const b of list) this.entries -= b.clear();
+  }
+
+  /**
+   * IOTLB page-selective-within-domain invalidation of pages [v0, v1] of `did`. Entries from
+   * second-level-only / pass-through translations that overlap the range are dropped; entries from
+   * first-level and nested translations of the DID are dropped whatever their address (the input
+   * address of a nested entry is a GVA, so an SL address cannot select them — reference §3 "0x2
+   * IOTLB", QEMU vtd_hash_remove_by_page), together with their paging-structure caches (which
+   * hold SL-translated table addresses).
+   */
+  invalidatePages(did: number, v0: number, v1: number): void {
+    const list = this.byDid.get(did);
+    if (list === undefined) return;
+    for (const b of list) {
+      if (b.firstLevel) this.entries -= b.clear();
+      else this.entries -= b.removeRange(v0, v1);
+    }
+  }
+
+  /** PASID-based IOTLB, all-within-PASID: every entry and paging-structure entry of (did, pasid). */
+  invalidatePasid(did: number, pasid: number): void {
+    const b = this.buckets.get(tagKey(did, pasid));
+    if (b !== undefined) this.entries -= b.clear();
+  }
+
+  /**
+   * PASID-based IOTLB, page-selective-within-PASID: first-level / nested entries of (did, pasid)
+   * overlapping pages [v0, v1]; paging-structure entries for the range too unless `ih` (the
+   * invalidation hint: only leaf entries changed). Entries cached for second-level-only or
+   * pass-through translations are not affected (reference §3 "0x6").
+   */
+  invalidatePasidPages(did: number, pasid: number, v0: number, v1: number, ih: boolean): void {
+    const b = this.buckets.get(tagKey(did, pasid));
+    if (b === undefined || !b.firstLevel) return;
+    this.entries -= b.removeRange(v0, v1);
+    if (!ih) b.removePscRange(v0, v1);
+  }
+}
+
+/** The device-TLB (address translation cache) of one ATS-enabled device. */
+export class DevTlb {
+  private readonly buckets = new Map<number, TlbBucket>();
+  entries = 0;
+
+  constructor(readonly capacity: number) {}
+
+  /** Bucket for requests with `pasid` (−1 = without PASID). */
+  bucket(pasid: number): TlbBucket {
+    let b = this.buckets.get(pasid);
+    if (b === undefined) {
+      b = new TlbBucket(0, pasid);
+      this.buckets.set(pasid, b);
+    }
+    return b;
+  }
+
+  insert(b: TlbBucket, vpn: number, level: number, base: number, allow: number): void {
+    if (this.entries >= this.capacity) this.invalidateAll();
+    this.entries += b.insert(vpn, level, base, allow);
+  }
+
+  invalidateAll(): void {
+    for (const b of this.buckets.values()) b.clear();
+    this.entries = 0;
+  }
+
+  /** Drop entries of `pasid` (−1 = requests without PASID); pages [v0, v1] or, without a range, all. */
+  invalidate(pasid: number, v0?: number, v1?: number): void {
+    const b = this.buckets.get(pasid);
+    if (b === undefined) return;
+    this.entries -= v0 === undefined || v1 === undefined ? b.clear() : b.removeRange(v0, v1);
+  }
+}

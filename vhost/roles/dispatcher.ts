@@ -1,0 +1,149 @@
+/**
+ * The receiving half of a channel, table-driven (style anchors L2, L5, L6): for each request, in
+ * arrival order, it checks — before any handler runs — that the code is known (ENOTTY), that the
+ * message's feature bits were negotiated (EOPNOTSUPP), and that the payload is valid for the
+ * message (size → EINVAL, reserved/padding/unknown flags → EOPNOTSUPP, ranges → EINVAL,
+ * wrap-around → EOVERFLOW); then it calls the handler. A handler may return a value or a
+ * Promise; later requests are dispatched while an earlier one is pending, and replies are
+ * written strictly in request order (docs/protocol.md §8).
+ *
+ * A VsvaError from a handler becomes its negative errno; any other exception becomes -EIO and
+ * is logged. Nothing a peer sends makes this throw: header errors (bad version, reserved flag
+ * bits, oversize, REPLY set on a request) close the connection as documented (§7).
+ */
+import { VsvaError, toNegErrno } from '../../src/errors.js';
+import type { Logger } from '../../src/log.js';
+import { VHOST_USER_HDR_SIZE, REPLY_FLAGS, VHOST_USER_NEED_REPLY_MASK, VHOST_USER_REPLY_MASK } from '../header.js';
+import type { AnySpec } from '../catalogue.js';
+import { Connection } from './connection.js';
+import { Ring } from './ring.js';
+
+export interface DispatchTarget {
+  readonly byCode: ReadonlyMap<number, AnySpec>;
+  /** Protocol features negotiated on this channel. */
+  negotiated(): bigint;
+  /** Whether an 'ack' message with NEED_REPLY gets its ack (REPLY_ACK in effect). */
+  acks(spec: AnySpec, payload: Buffer): boolean;
+  /** Run the request; may throw (VsvaError → errno reply) or return a Promise. */
+  invoke(spec: AnySpec, request: unknown): unknown;
+}
+
+interface Slot {
+  buf: Buffer | null;
+}
+
+function isThenable(v: unknown): v is PromiseLike<unknown> {
+  return v !== null && typeof v === 'object' && typeof (v as { then?: unknown }).then === 'function';
+}
+
+export class Dispatcher {
+  private readonly slots = new Ring<Slot>();
+  /** Requests received (including rejected ones). */
+  received = 0;
+
+  constructor(
+    readonly conn: Connection,
+    private readonly target: DispatchTarget,
+    private readonly log: Logger,
+  ) {}
+
+  /** Frame sink: every frame on this channel is a request. */
+  readonly onFrame = (request: number, flags: number, payload: Buffer): void => {
+    if ((flags & VHOST_USER_REPLY_MASK) !== 0) {
+      this.conn.fatal(new VsvaError('EPROTO', `REPLY flag set on request 0x${request.toString(16)}`));
+      return;
+    }
+    this.received++;
+    const needReply = (flags & VHOST_USER_NEED_REPLY_MASK) !== 0;
+    const spec = this.target.byCode.get(request);
+    if (spec === undefined) {
+      this.log.debug({ request }, 'unknown request code');
+      if (needReply) this.emit(errorReply(request, new VsvaError('ENOTTY', `unknown request code 0x${request.toString(16)}`)));
+      return;
+    }
+    const replies = spec.replyKind !== 'ack' || (needReply && this.target.acks(spec, payload));
+    let result: unknown;
+    try {
+      if ((spec.feature & ~this.target.negotiated()) !== 0n) {
+        throw new VsvaError('EOPNOTSUPP', `${spec.name} needs protocol features 0x${spec.feature.toString(16)}, not negotiated`);
+      }
+      const req = spec.request.decode(payload);
+      result = this.target.invoke(spec, req);
+    } catch (e) {
+      this.failed(spec, e, replies);
+      return;
+    }
+    if (isThenable(result)) {
+      const slot: Slot | null = replies ? { buf: null } : null;
+      if (slot) this.slots.push(slot);
+      result.then(
+        (v) => {
+          if (slot) this.fill(slot, this.okReply(spec, v));
+        },
+        (e: unknown) => {
+          this.failed(spec, e, false);
+          if (slot) this.fill(slot, errorReply(spec.code, e));
+        },
+      );
+    } else if (replies) {
+      this.emit(this.okReply(spec, result));
+    }
+  };
+
+  /** Replies owed but not yet written (a handler is pending). */
+  get pendingReplies(): number {
+    return this.slots.length;
+  }
+
+  private failed(spec: AnySpec, e: unknown, reply: boolean): void {
+    if (!(e instanceof VsvaError)) this.log.error({ err: e, request: spec.name }, 'handler threw an unexpected exception');
+    else this.log.debug({ request: spec.name, code: e.code }, e.message);
+    if (reply) this.emit(errorReply(spec.code, e));
+    else if (spec.replyKind === 'ack' && e instanceof VsvaError) this.log.warn({ request: spec.name, code: e.code }, `request failed with no reply requested: ${e.message}`);
+  }
+
+  private okReply(spec: AnySpec, value: unknown): Buffer {
+    try {
+      if (spec.replyKind === 'value') {
+        const buf = Connection.message(spec.code, REPLY_FLAGS, 8);
+        buf.writeBigUInt64LE(value as bigint, VHOST_USER_HDR_SIZE);
+        return buf;
+      }
+      if (spec.replyKind === 'ack') {
+        const buf = Connection.message(spec.code, REPLY_FLAGS, 8);
+        buf.writeBigInt64LE(0n, VHOST_USER_HDR_SIZE);
+        return buf;
+      }
+      const size = spec.reply.sizeOf(value);
+      const buf = Connection.message(spec.code, REPLY_FLAGS, 8 + size);
+      buf.writeBigInt64LE(0n, VHOST_USER_HDR_SIZE);
+      spec.reply.encodeInto(buf, VHOST_USER_HDR_SIZE + 8, value);
+      return buf;
+    } catch (e) {
+      this.log.error({ err: e, request: spec.name }, 'handler returned a reply that cannot be encoded');
+      return errorReply(spec.code, new VsvaError('EIO', `${spec.name}: reply could not be encoded`));
+    }
+  }
+
+  private emit(buf: Buffer): void {
+    if (this.slots.length === 0) this.conn.write(buf);
+    else this.slots.push({ buf });
+  }
+
+  private fill(slot: Slot, buf: Buffer): void {
+    slot.buf = buf;
+    let head = this.slots.peek();
+    while (head !== undefined && head.buf !== null) {
+      this.slots.shift();
+      this.conn.write(head.buf);
+      head = this.slots.peek();
+    }
+  }
+}
+
+/** A reply carrying only a negative errno (8-byte i64 payload). */
+export function errorReply(code: number, e: unknown): Buffer {
+  const buf = Connection.message(code, REPLY_FLAGS, 8);
+  buf.writeBigInt64LE(BigInt(toNegErrno(e)), VHOST_USER_HDR_SIZE);
+  return buf;
+}

@@ -1,0 +1,80 @@
+/**
+ * In-memory duplex pair for in-process mode and fast tests: what one end writes, the other end
+ * receives, in order, asynchronously (never inside the writer's call stack), exactly as over a
+ * socket. Writes made in the same tick are delivered together in one microtask.
+ */
+import type { Transport, TransportSink } from './transport.js';
+
+class MemoryEnd implements Transport {
+  peer!: MemoryEnd;
+  private sink: TransportSink | null = null;
+  private inbox: Buffer[] = [];
+  private scheduled = false;
+  private ended = false;
+  private peerEnded = false;
+  private closeDelivered = false;
+
+  constructor(readonly label: string) {}
+
+  get closed(): boolean {
+    return this.ended;
+  }
+
+  start(sink: TransportSink): void {
+    this.sink = sink;
+    this.schedule();
+  }
+
+  write(data: Uint8Array): void {
+    if (this.ended || this.peer.ended) return;
+    this.peer.receive(Buffer.isBuffer(data) ? data : Buffer.from(data.buffer, data.byteOffset, data.byteLength));
+  }
+
+  close(): void {
+    if (this.ended) return;
+    this.ended = true;
+    this.peer.peerEnded = true;
+    this.peer.schedule();
+    this.schedule();
+  }
+
+  private receive(b: Buffer): void {
+    this.inbox.push(b);
+    this.schedule();
+  }
+
+  private schedule(): void {
+    if (this.scheduled || !this.sink) return;
+    this.scheduled = true;
+    queueMicrotask(() => this.deliver());
+  }
+
+  private deliver(): void {
+    this.scheduled = false;
+    const sink = this.sink!;
+    while (this.inbox.length > 0 && !this.ended) {
+      const batch = this.inbox;
+      this.inbox = [];
+      for (const b of batch) {
+        if (this.ended) break;
+        sink.data(b);
+      }
+    }
+    if ((this.ended || this.peerEnded) && !this.closeDelivered) {
+      this.ended = true;
+      this.inbox = [];
+      this.closeDelivered = true;
+      sink.close();
+      if (!this.peer.ended) this.peer.close();
+    }
+  }
+}
+
+/** Two connected in-memory transports. */
+export function createMemoryPair(label = 'memory'): [Transport, Transport] {
+  const a = new MemoryEnd(`${label}:a`);
+  const b = new MemoryEnd(`${label}:b`);
+  a.peer = b;
+  b.peer = a;
+  return [a, b];
+}

@@ -1,0 +1,24 @@
+/**
+ * The byte-stream interface both roles are written against (style anchor L4). Implementations:
+ * a Unix socket (unix.ts) and an in-memory duplex pair (memory.ts), with identical behaviour:
+ * bytes arrive in order, possibly re-chunked; `close` flushes what was written and then ends
+ * both directions; the close callback runs once, on either side, whoever closed.
+ */
+export interface TransportSink {
+  /** Bytes from the peer. The buffer is owned by the receiver from then on. */
+  data(chunk: Buffer): void;
+  /** The stream ended (err: why, when it was not a clean close). Called once. */
+  close(err?: Error): void;
+}
+
+export interface Transport {
+  /** Install the receive callbacks. Data that arrived earlier is delivered after this call. */
+  start(sink: TransportSink): void;
+  /** Queue bytes for the peer. The transport takes ownership of `data` (do not modify it). */
+  write(data: Uint8Array): void;
+  /** Flush queued bytes, then end the stream. Idempotent. */
+  close(): void;
+  readonly closed: boolean;
+  /** Short description for logs, e.g. the socket path. */
+  readonly label: string;
+}
