@@ -9,6 +9,7 @@ import {
 } from './messages/handshake.js';
 import { VM_SETUP, BACKEND_ATTACH, GET_STATE } from './messages/vm.js';
 import { DEVICE_ADD, DOMAIN_ALLOC, DOMAIN_FREE, ATTACH, DETACH, GET_NESTING_INFO } from './messages/device.js';
+import { DEVICE_CONFIG } from './messages/device-config.js';
 import { DMA_MAP, DMA_UNMAP } from './messages/dma.js';
 import { PASID_ALLOC, PASID_FREE, BIND_GPASID, UNBIND_GPASID } from './messages/pasid.js';
 import { CACHE_INVALIDATE } from './messages/invalidate.js';
@@ -20,7 +21,7 @@ export const FrontendMessages = {
   GET_FEATURES, SET_FEATURES, SET_OWNER, SET_MEM_TABLE, GET_PROTOCOL_FEATURES, SET_PROTOCOL_FEATURES,
   VM_SETUP, DEVICE_ADD, DOMAIN_ALLOC, DOMAIN_FREE, ATTACH, DETACH, GET_NESTING_INFO,
   DMA_MAP, DMA_UNMAP, PASID_ALLOC, PASID_FREE, BIND_GPASID, UNBIND_GPASID,
-  CACHE_INVALIDATE, PAGE_RESPONSE, DEVICE_DMA, GET_STATE, BACKEND_ATTACH,
+  CACHE_INVALIDATE, PAGE_RESPONSE, DEVICE_DMA, GET_STATE, BACKEND_ATTACH, DEVICE_CONFIG,
 } as const;
 
 /** Back-end → front-end requests (backend channel). */

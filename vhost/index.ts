@@ -12,6 +12,7 @@ export * from './messages/codes.js';
 export * from './messages/handshake.js';
 export * from './messages/vm.js';
 export * from './messages/device.js';
+export * from './messages/device-config.js';
 export * from './messages/dma.js';
 export * from './messages/pasid.js';
 export * from './messages/invalidate.js';

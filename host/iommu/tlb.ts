@@ -24,6 +24,8 @@ export class TlbEntry {
     public base: number,
     /** Bit set of permitted access classes (constants.ts CLASS_BIT_OF_FLAGS). */
     public allow: number,
+    /** Leaf level: 1 = 4 KiB, 2 = 2 MiB, 3 = 1 GiB. */
+    public level: number,
   ) {}
 }
 
@@ -109,7 +111,7 @@ export class TlbBucket {
       e.allow = allow;
       return 0;
     }
-    m.set(key, new TlbEntry(base, allow));
+    m.set(key, new TlbEntry(base, allow, level));
     if (level !== 1) this.nLarge++;
     return 1;
   }

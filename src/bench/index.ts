@@ -2,7 +2,9 @@
 import type { BenchModule } from './types.js';
 
 export async function loadBenchModules(only?: string[]): Promise<BenchModule[]> {
-  const loaders: Record<string, () => Promise<{ bench: BenchModule }>> = {};
+  const loaders: Record<string, () => Promise<{ bench: BenchModule }>> = {
+    ioasid: () => import('./ioasid.js'),
+  };
   const names = only && only.length ? only : Object.keys(loaders);
   const out: BenchModule[] = [];
   for (const n of names) {

@@ -22,6 +22,7 @@ export const VsvaRequest = {
   PAGE_RESPONSE: 0x10e,
   DEVICE_DMA: 0x10f,
   GET_STATE: 0x110,
+  DEVICE_CONFIG: 0x111,
   /** First (and only) front-end request on a backend-channel connection. */
   BACKEND_ATTACH: 0x1f0,
 } as const;

@@ -65,7 +65,6 @@ class MemoryEnd implements Transport {
       this.inbox = [];
       this.closeDelivered = true;
       sink.close();
-      if (!this.peer.ended) this.peer.close();
     }
   }
 }

@@ -1,0 +1,81 @@
+/**
+ * A PCI requester known to the IOMMU: its RID (bus << 8 | devfn), capabilities (PASID width, ATS,
+ * PRI), its physical PASID table, the routes attached through it, its device-TLB (ATS), its
+ * fault handler and its outstanding page requests.
+ *
+ * The context entry of the RID is modelled by `pasidDirPtr` (PASIDDIRPTR), `pasidBits` (PDTS /
+ * PASID enable) and `pri` (PRE): a request is checked against these before its PASID entry.
+ */
+import type { Attachment } from './domain.js';
+import type { FaultHandler } from './fault.js';
+import type { PasidTable } from './pasid-table.js';
+import type { RequestContext } from './request-context.js';
+import { DevTlb } from './tlb.js';
+
+/** Page group response codes (VT-d page group response descriptor, PCIe PRG response). */
+export const PageResponseCode = {
+  SUCCESS: 0x0,
+  INVALID: 0x1,
+  FAILURE: 0xf,
+} as const;
+export type PageResponseCodeValue = (typeof PageResponseCode)[keyof typeof PageResponseCode];
+
+export interface PendingPageRequest {
+  readonly pasid: number | null;
+  readonly prgi: number;
+  resolve(code: PageResponseCodeValue): void;
+}
+
+/** "bb:dd.f" of a RID. */
+export function ridToBdf(rid: number): string {
+  const bus = (rid >> 8) & 0xff;
+  const dev = (rid >> 3) & 0x1f;
+  const fn = rid & 7;
+  return `${bus.toString(16).padStart(2, '0')}:${dev.toString(16).padStart(2, '0')}.${fn}`;
+}
+
+/** RID of "bb:dd.f" (hex bus and device, as lspci prints them), or undefined when malformed. */
+export function bdfToRid(bdf: string): number | undefined {
+  const m = /^([0-9a-fA-F]{1,2}):([0-9a-fA-F]{1,2})\.([0-7])$/.exec(bdf);
+  if (m === null) return undefined;
+  const bus = parseInt(m[1]!, 16);
+  const dev = parseInt(m[2]!, 16);
+  if (dev > 0x1f) return undefined;
+  return (bus << 8) | (dev << 3) | parseInt(m[3]!, 10);
+}
+
+export class IommuDevice {
+  readonly bdf: string;
+  /** Context-entry PASIDDIRPTR: HPA of the PASID directory the hardware walks. */
+  pasidDirPtr: number;
+  /** Route for requests without PASID (the default domain), or null. */
+  defaultAttachment: Attachment | null = null;
+  /** Routes by PASID. */
+  readonly pasidAttachments = new Map<number, Attachment>();
+  /** Translation contexts by PASID (−1 = without PASID). */
+  readonly contexts = new Map<number, RequestContext>();
+  readonly devTlb: DevTlb | null;
+  faultHandler: FaultHandler | null = null;
+  /** Outstanding page requests by key (pasid + 1) · 512 + prgi. */
+  readonly pendingPageRequests = new Map<number, PendingPageRequest>();
+
+  constructor(
+    readonly rid: number,
+    readonly name: string,
+    /** PASID width in bits (0 = no PASID capability). */
+    readonly pasidBits: number,
+    readonly ats: boolean,
+    readonly pri: boolean,
+    readonly pasidTable: PasidTable,
+    devTlbCapacity: number,
+  ) {
+    this.bdf = ridToBdf(rid);
+    this.pasidDirPtr = pasidTable.dirHpa;
+    this.devTlb = ats ? new DevTlb(devTlbCapacity) : null;
+  }
+
+  /** Number of routes attached through this device. */
+  get attachmentCount(): number {
+    return this.pasidAttachments.size + (this.defaultAttachment === null ? 0 : 1);
+  }
+}

@@ -1,0 +1,652 @@
+/**
+ * The translation engine: requests (RID, PASID?, address, read/write/execute, privileged) are
+ * translated through the device's context (modelled), its PASID entry (PASID cache), and then
+ * first level (4/5-level, GVA → GPA), second level (GPA/IOVA → HPA), or both (nested: every FL
+ * table pointer and the final GPA are themselves translated by the second level), as the PASID
+ * entry's PGTT says. Reference: vtd-scalable-mode.md §2 (PASID entries), §5 (tables, nested
+ * walk, fault reasons).
+ *
+ * Caches: device-TLB (ATS devices) → IOTLB (DID, PASID; 4K/2M/1G) → first-level
+ * paging-structure cache → memory. Nothing is dropped without an invalidation (tlb.ts).
+ *
+ * Hot path: numbers only; a PTE is read as two u32 halves (phys-port.ts); a hit is one Map
+ * lookup plus an AND of the entry's permitted access classes. A translation returns the HPA
+ * (≥ 0) or XLATE_FAULT (−1) with the details in `fault` (reused, nothing allocated).
+ *
+ * Fault conditions and the codes this model reports (src/vtd/fault.ts names):
+ * - context: unknown RID 0x41 (SCT.2); PASID on a device without PASID 0x45 (SCT.6); PASID
+ *   beyond the device's width 0x46 (SCT.7).
+ * - PASID directory entry: read error 0x50, P clear 0x51, reserved bits 0x52; PASID entry: read
+ *   error 0x58, then src/vtd checkPasidEntry (0x59 / 0x5a / 0x5b; AW must be in SAGAW 39/48-bit).
+ * - PASID-entry request checks (PGTT 1 and 3): supervisor request with SRE = 0 → 0x5d; execute
+ *   request with ERE = 0 → 0x5c.
+ * - first level: non-canonical input 0x80; table read error 0x73 (top level) / 0x70; P clear
+ *   0x71; reserved bits 0x72 (QEMU masks for the HAW); user request through U/S = 0 → 0x81;
+ *   write through R/W = 0 (user, or supervisor with WPE) → 0x85; execute with XD (NXE) or a
+ *   supervisor execute of a user page with SMEP → 0x82; A/D update needed with PWSNP = 0, or an
+ *   A/D write that fails → 0x91.
+ * - nested only: FL table address (FLPTR or a non-leaf entry) beyond the SL input width → 0x74;
+ *   SL translation of an FL table without R → 0x75 (top level) / 0x76; A/D update of an FL entry
+ *   whose table page the SL maps without W → 0x77; FL output GPA beyond the SL width → 0x84.
+ * - second level: SLPTPTR beyond the HAW or its table unreadable → 0x7b; lower table read error
+ *   0x78; entry with R = W = 0 → 0x79; reserved bits 0x7a; SL A/D update needed with PWSNP = 0
+ *   (SLADE) → 0x7c; for the request itself: read without R → 0x86, write without W → 0x85,
+ *   execute without X when SLEE → 0x82.
+ * - input beyond the translation's width (SL-only: the SL width; pass-through: the HAW) → 0x83.
+ * - output in the interrupt range 0xFEEx_xxxx → 0x87.
+ *
+ * A/D bits are written only when the whole translation succeeds (FL entries: A at every level,
+ * EA when EAFE, D at the leaf for writes; SL entries with SLADE: A, D at the leaf for writes,
+ * including the SL entries of FL tables whose A/D bits are written).
+ */
+import { fail } from '../../src/errors.js';
+import { PasidEntryReader } from './pasid-read.js';
+import { FaultReason as FR } from '../../src/vtd/fault.js';
+import { flReservedMask, slReservedMask, type PtLevel } from '../../src/vtd/page-table.js';
+import {
+  ACCESS_EXEC,
+  ACCESS_PRIV,
+  ACCESS_WRITE,
+  CLASS_BIT_OF_FLAGS,
+  CLASS_COUNT,
+  FL_A,
+  FL_D,
+  FL_EA,
+  FL_P,
+  FL_PS,
+  FL_RW,
+  FL_US,
+  FL_XD_HI,
+  INTERRUPT_RANGE_BASE,
+  INTERRUPT_RANGE_END,
+  LEVEL_PAGE_BYTES,
+  LEVEL_PAGES,
+  NO_PASID,
+  PGTT_NESTED,
+  PGTT_PT,
+  PGTT_SL,
+  PTE_ADDR_HI,
+  PTE_ADDR_LO,
+  PTE_ADDR_LO_1G,
+  PTE_ADDR_LO_2M,
+  REQ_NO_REPORT,
+  SL_A,
+  SL_D,
+  SL_PS,
+  SL_R,
+  SL_W,
+  SL_X,
+  TWO_32,
+  XLATE_FAULT,
+} from './constants.js';
+import type { IommuDevice } from './device.js';
+import { FaultState } from './fault.js';
+import type { CachedPasidEntry } from './pasid-cache.js';
+import type { PhysPort } from './phys-port.js';
+import { RequestContext } from './request-context.js';
+import { PscEntry, type Iotlb, type TlbBucket } from './tlb.js';
+
+const TWO_27 = 134217728;
+
+/** Purposes of a second-level translation (they decide the permission-fault codes). */
+const SL_REQUEST = 0;
+const SL_FL_TABLE_TOP = 1;
+const SL_FL_TABLE = 2;
+const SL_FL_TABLE_WRITE = 3;
+
+/** Counters of the engine (a snapshot is returned by HostIommu.stats()). */
+export interface EngineCounters {
+  translations: number;
+  /** IOTLB or device-TLB hits. */
+  hits: number;
+  devTlbHits: number;
+  misses: number;
+  walks: number;
+  faults: number;
+  faultsReported: number;
+  pasidCacheHits: number;
+  pasidCacheMisses: number;
+  pscHits: number;
+}
+
+export interface EngineOptions {
+  /** Host address width (bits): reserved-bit masks and SLPTPTR / pass-through limits. */
+  haw: number;
+  /** CAP.SAGAW field value (bit AW set = AW supported). */
+  sagaw: number;
+}
+
+export type FaultSink = (device: IommuDevice | undefined, fault: FaultState) => void;
+
+export class TranslationEngine {
+  /** Details of the last fault. */
+  readonly fault = new FaultState();
+  /** Bytes from the last translated address to the end of the page it was translated with. */
+  extent = 0;
+
+  // counters (plain fields: cheap to bump)
+  translations = 0;
+  hits = 0;
+  devTlbHits = 0;
+  misses = 0;
+  walks = 0;
+  faults = 0;
+  faultsReported = 0;
+  pasidCacheHits = 0;
+  pasidCacheMisses = 0;
+  pscHits = 0;
+
+  private lastRid = -2;
+  private lastPasid = -2;
+  private lastCtx: RequestContext | null = null;
+
+  // reserved masks by (level * 2 + ps), as u32 halves
+  private readonly flRsvLo = new Int32Array(12);
+  private readonly flRsvHi = new Int32Array(12);
+  private readonly slRsvLo = new Int32Array(12);
+  private readonly slRsvHi = new Int32Array(12);
+  private readonly hawLimit: number;
+  private readonly pasidReader: PasidEntryReader;
+
+  // results of the last second-level translation
+  private slLevel = 1;
+  private slR = true;
+  private slW = true;
+  private slX = true;
+  private slDirty = true;
+  private readonly slEntHpa = new Float64Array(6);
+  private readonly slEntLo = new Int32Array(6);
+
+  // first-level walk scratch (one slot per level walked)
+  private readonly flEntHpa = new Float64Array(6);
+  private readonly flEntLo = new Int32Array(6);
+  private readonly flEntLevel = new Int32Array(6);
+  private readonly flTblHpa = new Float64Array(6);
+  private readonly flTblGpa = new Float64Array(6);
+  private readonly flTblW = new Uint8Array(6);
+  private readonly flCumRw = new Uint8Array(6);
+  private readonly flCumUs = new Uint8Array(6);
+  private readonly flCumXd = new Uint8Array(6);
+
+  constructor(
+    private readonly devices: Map<number, IommuDevice>,
+    private readonly iotlb: Iotlb,
+    private readonly port: PhysPort,
+    opts: EngineOptions,
+    private readonly sink: FaultSink,
+  ) {
+    this.hawLimit = 2 ** opts.haw;
+    this.pasidReader = new PasidEntryReader(port, opts.haw, opts.sagaw);
+    for (let level = 1; level <= 5; level++) {
+      for (let ps = 0; ps < 2; ps++) {
+        const i = level * 2 + ps;
+        const fl = flReservedMask(level as PtLevel, ps === 1, opts.haw);
+        const sl = slReservedMask(level as PtLevel, ps === 1, opts.haw);
+        this.flRsvLo[i] = Number(fl & 0xffffffffn) | 0;
+        this.flRsvHi[i] = Number(fl >> 32n) | 0;
+        this.slRsvLo[i] = Number(sl & 0xffffffffn) | 0;
+        this.slRsvHi[i] = Number(sl >> 32n) | 0;
+      }
+    }
+  }
+
+  /** Forget the one-entry context cache (after devices change). */
+  resetContextCache(): void {
+    this.lastRid = -2;
+    this.lastPasid = -2;
+    this.lastCtx = null;
+  }
+
+  counters(): EngineCounters {
+    return {
+      translations: this.translations,
+      hits: this.hits,
+      devTlbHits: this.devTlbHits,
+      misses: this.misses,
+      walks: this.walks,
+      faults: this.faults,
+      faultsReported: this.faultsReported,
+      pasidCacheHits: this.pasidCacheHits,
+      pasidCacheMisses: this.pasidCacheMisses,
+      pscHits: this.pscHits,
+    };
+  }
+
+  /**
+   * Translate `addr` (a number < 2^53) for `rid` / `pasid` (NO_PASID for none) with `flags`
+   * (ACCESS_* | REQ_NO_REPORT). Returns the HPA or XLATE_FAULT. Without PASID, execute and
+   * privileged flags are ignored (a request without PASID prefix cannot carry them).
+   */
+  translate(rid: number, pasid: number, addr: number, flags: number): number {
+    const vpn = Math.floor(addr / 4096);
+    return this.translateVpn(rid, pasid, vpn, addr - vpn * 4096, flags);
+  }
+
+  /** As `translate`, with the address given as page number and offset (any 64-bit address). */
+  translateVpn(rid: number, pasid: number, vpn: number, off: number, flags: number): number {
+    this.translations++;
+    let ctx = this.lastCtx;
+    if (rid !== this.lastRid || pasid !== this.lastPasid || ctx === null) {
+      ctx = this.context(rid, pasid);
+      if (ctx === null) return this.contextFault(rid, pasid, vpn, off, flags);
+    }
+    const e = ctx.first.m4k.get(vpn);
+    if (e !== undefined && (e.allow & CLASS_BIT_OF_FLAGS[flags & 7]!) !== 0) {
+      this.hits++;
+      this.extent = 4096 - off;
+      return e.base + off;
+    }
+    return this.miss(ctx, vpn, off, flags);
+  }
+
+  /** The context of (rid, pasid), or null when the device does not exist or cannot use the PASID. */
+  context(rid: number, pasid: number): RequestContext | null {
+    const dev = this.devices.get(rid);
+    if (dev === undefined) return null;
+    let ctx = dev.contexts.get(pasid);
+    if (ctx === undefined) {
+      if (pasid !== NO_PASID && (dev.pasidBits === 0 || !(pasid >= 0 && pasid < 2 ** dev.pasidBits))) return null;
+      ctx = new RequestContext(dev, pasid);
+      dev.contexts.set(pasid, ctx);
+    }
+    this.lastRid = rid;
+    this.lastPasid = pasid;
+    this.lastCtx = ctx;
+    return ctx;
+  }
+
+  /** Every context of every device (for PASID-cache invalidation). */
+  *allContexts(): IterableIterator<RequestContext> {
+    for (const d of this.devices.values()) yield* d.contexts.values();
+  }
+
+  // ---- slow paths ------------------------------------------------------------------------------
+
+  private contextFault(rid: number, pasid: number, vpn: number, off: number, flags: number): number {
+    const dev = this.devices.get(rid);
+    const reason = dev === undefined ? FR.SCT_2_CONTEXT_ENTRY_NOT_PRESENT : dev.pasidBits === 0 ? FR.SCT_6_PASIDE_CLEAR : FR.SCT_7_PASID_ABOVE_PDTS;
+    return this.raise(dev, rid, pasid, vpn, off, flags, reason, false);
+  }
+
+  private raise(dev: IommuDevice | undefined, rid: number, pasid: number, vpn: number, off: number, flags: number, reason: number, fpd: boolean): number {
+    const f = this.fault;
+    f.reason = reason;
+    f.rid = rid;
+    f.pasid = pasid;
+    f.vpn = vpn;
+    f.off = off;
+    f.flags = flags & (ACCESS_WRITE | ACCESS_EXEC | ACCESS_PRIV);
+    f.fpd = fpd;
+    this.faults++;
+    if ((flags & REQ_NO_REPORT) === 0 && !fpd) {
+      this.faultsReported++;
+      this.sink(dev, f);
+    }
+    return XLATE_FAULT;
+  }
+
+  private miss(ctx: RequestContext, vpn: number, off: number, flags: number): number {
+    if (ctx.pasid < 0) flags &= ~(ACCESS_EXEC | ACCESS_PRIV);
+    const cls = CLASS_BIT_OF_FLAGS[flags & 7]!;
+    if (cls === 0) fail('EINVAL', 'a request cannot both write and execute');
+    let pe = ctx.pe;
+    if (pe === null) {
+      pe = this.loadPasidEntry(ctx, vpn, off, flags);
+      if (pe === null) return XLATE_FAULT;
+    } else {
+      this.pasidCacheHits++;
+    }
+    let e = ctx.first.lookup(vpn);
+    if (e !== undefined && (e.allow & cls) !== 0) return this.hit(e.base, e.level, vpn, off);
+    const dt = ctx.dtlb;
+    if (dt !== null) {
+      e = ctx.iotlb.lookup(vpn);
+      if (e !== undefined && (e.allow & cls) !== 0) {
+        ctx.device.devTlb!.insert(dt, vpn, e.level, e.base, e.allow);
+        return this.hit(e.base, e.level, vpn, off);
+      }
+    }
+    this.misses++;
+    this.walks++;
+    let hpa: number;
+    const pgtt = pe.pgtt;
+    if (pgtt === PGTT_SL) hpa = this.walkSecondLevelOnly(ctx, pe, vpn, off, flags);
+    else if (pgtt === PGTT_PT) hpa = this.passThrough(vpn, off);
+    else hpa = this.walkFirstLevel(ctx, pe, vpn, off, flags);
+    if (hpa < 0) return this.raise(ctx.device, ctx.device.rid, ctx.pasid, vpn, off, flags, this.fault.reason, pe.fpd);
+    return hpa;
+  }
+
+  private hit(base: number, level: number, vpn: number, off: number): number {
+    this.hits++;
+    if (level === 1) {
+      this.extent = 4096 - off;
+      return base + off;
+    }
+    const inPage = (vpn % LEVEL_PAGES[level]!) * 4096 + off;
+    this.extent = LEVEL_PAGE_BYTES[level]! - inPage;
+    return base + inPage;
+  }
+
+  /** Set the pending fault reason; returns XLATE_FAULT for `return this.reason(...)`. */
+  private reason(code: number): number {
+    this.fault.reason = code;
+    return XLATE_FAULT;
+  }
+
+  /** Read, check and cache the PASID entry of `ctx`; null (fault raised) when it is unusable. */
+  private loadPasidEntry(ctx: RequestContext, vpn: number, off: number, flags: number): CachedPasidEntry | null {
+    this.pasidCacheMisses++;
+    const r = this.pasidReader.read(ctx.device.pasidDirPtr, ctx.peIndex);
+    if (typeof r === 'number') {
+      this.raise(ctx.device, ctx.device.rid, ctx.pasid, vpn, off, flags, r, this.pasidReader.fpd);
+      return null;
+    }
+    const pe = r;
+    ctx.pe = pe;
+    const b = this.iotlb.bucket(pe.did, ctx.peIndex);
+    if (pe.firstLevel) b.firstLevel = true;
+    ctx.iotlb = b;
+    ctx.first = ctx.dtlb ?? b;
+    return pe;
+  }
+
+  private passThrough(vpn: number, off: number): number {
+    const hpa = vpn * 4096 + off;
+    if (hpa >= this.hawLimit) return this.reason(FR.SGN_4_ADDR_BEYOND_DMA_MAX);
+    if (hpa >= INTERRUPT_RANGE_BASE && hpa < INTERRUPT_RANGE_END) return this.reason(FR.SGN_8_INTERRUPT_ADDRESS);
+    this.extent = 4096 - off;
+    return hpa;
+  }
+
+  private walkSecondLevelOnly(ctx: RequestContext, pe: CachedPasidEntry, vpn: number, off: number, flags: number): number {
+    if (vpn * 4096 >= pe.slLimit) return this.reason(FR.SGN_4_ADDR_BEYOND_DMA_MAX);
+    const write = (flags & ACCESS_WRITE) !== 0;
+    const exec = (flags & ACCESS_EXEC) !== 0;
+    const hpa = this.slTranslate(pe, vpn, off, SL_REQUEST, write, exec);
+    if (hpa < 0) return hpa;
+    const level = this.slLevel;
+    const inPage = (vpn % LEVEL_PAGES[level]!) * 4096 + off;
+    const base = hpa - inPage;
+    if (hpa >= INTERRUPT_RANGE_BASE && hpa < INTERRUPT_RANGE_END) return this.reason(FR.SGN_8_INTERRUPT_ADDRESS);
+    this.extent = LEVEL_PAGE_BYTES[level]! - inPage;
+    // Access classes this SL translation permits (privilege plays no role without a first level).
+    let allow = 0;
+    const r = this.slR;
+    const w = this.slW && this.slDirty;
+    const x = r && (!pe.slee || this.slX);
+    for (let p = 0; p < 2; p++) {
+      if (r) allow |= 1 << (p * 3);
+      if (w) allow |= 1 << (p * 3 + 1);
+      if (x) allow |= 1 << (p * 3 + 2);
+    }
+    this.fill(ctx, vpn, level, base, allow);
+    return hpa;
+  }
+
+  private fill(ctx: RequestContext, vpn: number, level: number, base: number, allow: number): void {
+    if (base < INTERRUPT_RANGE_END && base + LEVEL_PAGE_BYTES[level]! > INTERRUPT_RANGE_BASE) return;
+    this.iotlb.insert(ctx.iotlb, vpn, level, base, allow);
+    const dt = ctx.dtlb;
+    if (dt !== null) ctx.device.devTlb!.insert(dt, vpn, level, base, allow);
+  }
+
+  /**
+   * Second-level translation of page `gvpn` + `goff` for `purpose`. Returns the HPA, or
+   * XLATE_FAULT with the reason set. On success sets slLevel, slR/W/X, slDirty and performs SL
+   * A/D updates (SLADE).
+   */
+  private slTranslate(pe: CachedPasidEntry, gvpn: number, goff: number, purpose: number, write: boolean, exec: boolean): number {
+    let tbl = pe.slRoot;
+    if (tbl < 0) return this.reason(FR.SSL_4_INVALID_SLPTPTR);
+    const levels = pe.slLevels;
+    const vlo = gvpn % TWO_27;
+    const vhi = (gvpn - vlo) / TWO_27;
+    const port = this.port;
+    let r = true;
+    let w = true;
+    let x = true;
+    let level = levels;
+    let lo = 0;
+    let hi = 0;
+    let n = 0;
+    for (;;) {
+      const idx = level <= 3 ? (vlo >>> (9 * (level - 1))) & 511 : (vhi >>> (9 * (level - 4))) & 511;
+      const ea = tbl + idx * 8;
+      if (!port.load(ea)) return this.reason(level === levels ? FR.SSL_4_INVALID_SLPTPTR : FR.SSL_1_SL_ENTRY_ACCESS);
+      lo = port.lo;
+      hi = port.hi;
+      if ((lo & 3) === 0) return this.reason(FR.SSL_2_SL_ENTRY_PERMISSION);
+      const ps = (lo & SL_PS) !== 0 && (level === 2 || level === 3);
+      const mi = level * 2 + (ps ? 1 : 0);
+      if ((lo & this.slRsvLo[mi]!) !== 0 || (hi & this.slRsvHi[mi]!) !== 0) return this.reason(FR.SSL_3_SL_ENTRY_RESERVED);
+      if ((lo & SL_R) === 0) r = false;
+      if ((lo & SL_W) === 0) w = false;
+      if ((lo & SL_X) === 0) x = false;
+      this.slEntHpa[n] = ea;
+      this.slEntLo[n] = lo;
+      n++;
+      if (level === 1 || ps) break;
+      tbl = (hi & PTE_ADDR_HI) * TWO_32 + ((lo & PTE_ADDR_LO) >>> 0);
+      level--;
+    }
+    switch (purpose) {
+      case SL_REQUEST:
+        if (write) {
+          if (!w) return this.reason(FR.SGN_6_NO_WRITE);
+        } else if (!r) return this.reason(FR.SGN_7_NO_READ);
+        if (exec && pe.slee && !x) return this.reason(FR.SGN_3_NO_EXECUTE);
+        break;
+      case SL_FL_TABLE_TOP:
+        if (!r) return this.reason(FR.SFL_6_FL_PML4_READ_NESTED);
+        break;
+      case SL_FL_TABLE:
+        if (!r) return this.reason(FR.SFL_7_FL_ENTRY_READ_NESTED);
+        break;
+      default:
+        if (!w) return this.reason(FR.SFL_8_FL_ENTRY_WRITE_NESTED);
+    }
+    let frame: number;
+    let inPage: number;
+    if (level === 1) {
+      frame = (hi & PTE_ADDR_HI) * TWO_32 + ((lo & PTE_ADDR_LO) >>> 0);
+      inPage = 0;
+    } else if (level === 2) {
+      frame = (hi & PTE_ADDR_HI) * TWO_32 + ((lo & PTE_ADDR_LO_2M) >>> 0);
+      inPage = (vlo & 511) * 4096;
+    } else {
+      frame = (hi & PTE_ADDR_HI) * TWO_32 + ((lo & PTE_ADDR_LO_1G) >>> 0);
+      inPage = (vlo & 262143) * 4096;
+    }
+    let dirty = true;
+    if (pe.slade) {
+      const wantD = write || purpose === SL_FL_TABLE_WRITE;
+      dirty = wantD || (lo & SL_D) !== 0;
+      for (let i = 0; i < n; i++) {
+        const elo = this.slEntLo[i]!;
+        const bits = ((elo & SL_A) === 0 ? SL_A : 0) | (i === n - 1 && wantD && (elo & SL_D) === 0 ? SL_D : 0);
+        if (bits === 0) continue;
+        if (!pe.pwsnp) return this.reason(FR.SSL_5_SL_AD_UPDATE_NO_SNOOP);
+        if (!port.orLo(this.slEntHpa[i]!, bits)) return this.reason(FR.SSL_5_SL_AD_UPDATE_NO_SNOOP);
+      }
+    }
+    this.slLevel = level;
+    this.slR = r;
+    this.slW = w;
+    this.slX = x;
+    this.slDirty = dirty;
+    return frame + inPage + goff;
+  }
+
+  /** First-level (PGTT 1) or nested (PGTT 3) translation. */
+  private walkFirstLevel(ctx: RequestContext, pe: CachedPasidEntry, vpn: number, off: number, flags: number): number {
+    const write = (flags & ACCESS_WRITE) !== 0;
+    const exec = (flags & ACCESS_EXEC) !== 0;
+    const priv = (flags & ACCESS_PRIV) !== 0;
+    if (priv && !pe.sre) return this.reason(FR.SPT_6_SRE_CLEAR);
+    if (exec && !pe.ere) return this.reason(FR.SPT_5_ERE_CLEAR);
+    const vlo = vpn % TWO_27;
+    const vhi = (vpn - vlo) / TWO_27;
+    const top = pe.flLevels;
+    // Canonical: address bits 63..(width−1) all equal, i.e. vhi bits 24..(width−40) all equal.
+    const sign = top === 4 ? vhi >>> 8 : vhi >>> 17;
+    if (sign !== 0 && sign !== (top === 4 ? 0x1ffff : 0xff)) return this.reason(FR.SGN_1_NON_CANONICAL);
+    const nested = pe.pgtt === PGTT_NESTED;
+    const bucket = ctx.iotlb;
+    const port = this.port;
+
+    let level = top;
+    let tbl = -1;
+    let tblGpa = pe.flRoot;
+    let tblW = true;
+    let rw = true;
+    let us = true;
+    let xd = false;
+    let known = false;
+    if (bucket.pscCount !== 0) {
+      for (let l = 2; l <= top; l++) {
+        const p = bucket.pscLookup(l, vpn);
+        if (p !== undefined) {
+          this.pscHits++;
+          level = l - 1;
+          tbl = p.tbl;
+          tblW = p.tblWritable;
+          tblGpa = p.tblGpa;
+          rw = p.rw;
+          us = p.us;
+          xd = p.xd;
+          known = true;
+          break;
+        }
+      }
+    }
+    if (tblGpa < 0) return this.reason(nested ? FR.SFL_5_FL_ADDR_BEYOND_MGAW_NESTED : FR.SFL_4_FL_PML4_ACCESS);
+    let n = 0;
+    let lo = 0;
+    let hi = 0;
+    for (;;) {
+      if (!known) {
+        if (nested) {
+          if (tblGpa >= pe.slLimit) return this.reason(FR.SFL_5_FL_ADDR_BEYOND_MGAW_NESTED);
+          tbl = this.slTranslate(pe, tblGpa / 4096, 0, level === top ? SL_FL_TABLE_TOP : SL_FL_TABLE, false, false);
+          if (tbl < 0) return XLATE_FAULT;
+          tblW = this.slW;
+        } else {
+          tbl = tblGpa;
+          tblW = true;
+        }
+      }
+      known = false;
+      const idx = level <= 3 ? (vlo >>> (9 * (level - 1))) & 511 : (vhi >>> (9 * (level - 4))) & 511;
+      const ea = tbl + idx * 8;
+      if (!port.load(ea)) return this.reason(level === top ? FR.SFL_4_FL_PML4_ACCESS : FR.SFL_1_FL_ENTRY_ACCESS);
+      lo = port.lo;
+      hi = port.hi;
+      if ((lo & FL_P) === 0) return this.reason(FR.SFL_2_FL_ENTRY_NOT_PRESENT);
+      const ps = (lo & FL_PS) !== 0 && (level === 2 || level === 3);
+      const mi = level * 2 + (ps ? 1 : 0);
+      if ((lo & this.flRsvLo[mi]!) !== 0 || (hi & this.flRsvHi[mi]!) !== 0) return this.reason(FR.SFL_3_FL_ENTRY_RESERVED);
+      if ((lo & FL_RW) === 0) rw = false;
+      if ((lo & FL_US) === 0) us = false;
+      if (pe.nxe && (hi & FL_XD_HI) !== 0) xd = true;
+      if ((lo & FL_A) === 0 || (pe.eafe && (lo & FL_EA) === 0)) {
+        if (!tblW) return this.reason(FR.SFL_8_FL_ENTRY_WRITE_NESTED);
+        if (!pe.pwsnp) return this.reason(FR.SFL_10_FL_AD_UPDATE_NO_SNOOP);
+      }
+      this.flEntHpa[n] = ea;
+      this.flEntLo[n] = lo;
+      this.flEntLevel[n] = level;
+      this.flTblHpa[n] = tbl;
+      this.flTblGpa[n] = tblGpa;
+      this.flTblW[n] = tblW ? 1 : 0;
+      this.flCumRw[n] = rw ? 1 : 0;
+      this.flCumUs[n] = us ? 1 : 0;
+      this.flCumXd[n] = xd ? 1 : 0;
+      n++;
+      if (level === 1 || ps) break;
+      tblGpa = (hi & PTE_ADDR_HI) * TWO_32 + ((lo & PTE_ADDR_LO) >>> 0);
+      level--;
+    }
+    // Leaf: output address and permission checks (reference §5, QEMU FS walk order).
+    let gOut: number;
+    if (level === 1) gOut = (hi & PTE_ADDR_HI) * TWO_32 + ((lo & PTE_ADDR_LO) >>> 0) + off;
+    else if (level === 2) gOut = (hi & PTE_ADDR_HI) * TWO_32 + ((lo & PTE_ADDR_LO_2M) >>> 0) + (vlo & 511) * 4096 + off;
+    else gOut = (hi & PTE_ADDR_HI) * TWO_32 + ((lo & PTE_ADDR_LO_1G) >>> 0) + (vlo & 262143) * 4096 + off;
+    if (!priv && !us) return this.reason(FR.SGN_2_US_SUPERVISOR_ONLY);
+    if (write && (!priv || pe.wpe) && !rw) return this.reason(FR.SGN_6_NO_WRITE);
+    if (exec && (xd || (priv && pe.smep && us))) return this.reason(FR.SGN_3_NO_EXECUTE);
+    if (write && (lo & FL_D) === 0) {
+      if (!tblW) return this.reason(FR.SFL_8_FL_ENTRY_WRITE_NESTED);
+      if (!pe.pwsnp) return this.reason(FR.SFL_10_FL_AD_UPDATE_NO_SNOOP);
+    }
+    let hpa = gOut;
+    let outLevel = level;
+    let slR = true;
+    let slW = true;
+    let slX = true;
+    let slDirty = true;
+    if (nested) {
+      if (gOut >= pe.slLimit) return this.reason(FR.SGN_5_SL_ADDR_BEYOND_MAX);
+      const gv = Math.floor(gOut / 4096);
+      hpa = this.slTranslate(pe, gv, gOut - gv * 4096, SL_REQUEST, write, exec);
+      if (hpa < 0) return XLATE_FAULT;
+      if (this.slLevel < outLevel) outLevel = this.slLevel;
+      slR = this.slR;
+      slW = this.slW;
+      slX = this.slX;
+      slDirty = this.slDirty;
+    }
+    if (hpa >= INTERRUPT_RANGE_BASE && hpa < INTERRUPT_RANGE_END) return this.reason(FR.SGN_8_INTERRUPT_ADDRESS);
+    // A/D updates, top to leaf.
+    for (let i = 0; i < n; i++) {
+      const elo = this.flEntLo[i]!;
+      const bits =
+        ((elo & FL_A) === 0 ? FL_A : 0) | (pe.eafe && (elo & FL_EA) === 0 ? FL_EA : 0) | (i === n - 1 && write && (elo & FL_D) === 0 ? FL_D : 0);
+      if (bits === 0) continue;
+      if (nested && pe.slade) {
+        const g = this.flTblGpa[i]!;
+        if (this.slTranslate(pe, g / 4096, 0, SL_FL_TABLE_WRITE, true, false) < 0) return XLATE_FAULT;
+      }
+      if (!port.orLo(this.flEntHpa[i]!, bits)) return this.reason(FR.SFL_10_FL_AD_UPDATE_NO_SNOOP);
+    }
+    // Cache fills: the leaf (combined page = the smaller of the FL and SL pages) and the
+    // non-leaf entries walked (paging-structure cache).
+    const inPage = (vpn % LEVEL_PAGES[outLevel]!) * 4096 + off;
+    this.extent = LEVEL_PAGE_BYTES[outLevel]! - inPage;
+    const dirty = (write || (lo & FL_D) !== 0) && slDirty;
+    const allow = firstLevelAllow(pe, us, rw, xd, slR, slW, slX, dirty);
+    this.fill(ctx, vpn, outLevel, hpa - inPage, allow);
+    for (let i = 0; i < n - 1; i++) {
+      bucket.pscInsert(
+        this.flEntLevel[i]!,
+        vpn,
+        new PscEntry(this.flTblHpa[i + 1]!, this.flTblW[i + 1] === 1, this.flTblGpa[i + 1]!, this.flCumRw[i] === 1, this.flCumUs[i] === 1, this.flCumXd[i] === 1),
+      );
+    }
+    return hpa;
+  }
+}
+
+/**
+ * Access classes a first-level / nested translation permits, with the same rules as the walk's
+ * checks (so an IOTLB hit never permits what a walk would refuse). A write class needs the leaf
+ * already dirty (FL D, and SL D with SLADE); otherwise the write walks again to set D.
+ */
+export function firstLevelAllow(pe: CachedPasidEntry, us: boolean, rw: boolean, xd: boolean, slR: boolean, slW: boolean, slX: boolean, dirty: boolean): number {
+  let allow = 0;
+  for (let c = 0; c < CLASS_COUNT; c++) {
+    const priv = c >= 3;
+    const kind = c % 3; // 0 read, 1 write, 2 exec
+    if (priv && !pe.sre) continue;
+    if (!priv && !us) continue;
+    if (kind === 1) {
+      if ((!priv || pe.wpe) && !rw) continue;
+      if (!slW || !dirty) continue;
+    } else {
+      if (!slR) continue;
+      if (kind === 2 && (!pe.ere || xd || (priv && pe.smep && us) || (pe.slee && !slX))) continue;
+    }
+    allow |= 1 << c;
+  }
+  return allow;
+}

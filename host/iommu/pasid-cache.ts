@@ -1,0 +1,61 @@
+/**
+ * A PASID-cache entry: a scalable-mode PASID table entry decoded once into numbers for the walk.
+ * Only valid entries are cached (a not-present or invalid entry faults and is re-read next time).
+ * The entry stays as decoded until a PASID-cache invalidation covers it, even if the entry in
+ * memory changes (reference §3 "0x7 PASID-cache").
+ */
+import { addressWidthForLevels, flLevelsFromFlpm, slLevelsFromAw } from '../../src/vtd/page-table.js';
+import type { PasidEntryFields } from '../../src/vtd/pasid-entry.js';
+import { PGTT_FL, PGTT_NESTED } from './constants.js';
+
+export class CachedPasidEntry {
+  readonly pgtt: number;
+  readonly did: number;
+  /** FPD of the PASID entry or of its directory entry. */
+  readonly fpd: boolean;
+  /** HPA of the SL root, or −1 when SLPTPTR is beyond the host address width (fault 0x7b). */
+  readonly slRoot: number;
+  readonly slLevels: number;
+  /** SL input width in bits (39 / 48 / 57). */
+  readonly slWidth: number;
+  /** 2^slWidth, the first address beyond the second level. */
+  readonly slLimit: number;
+  readonly slee: boolean;
+  readonly slade: boolean;
+  /** FLPTR: a GPA in nested mode, an HPA for first-level only; −1 when not representable. */
+  readonly flRoot: number;
+  readonly flLevels: number;
+  readonly sre: boolean;
+  readonly ere: boolean;
+  readonly wpe: boolean;
+  readonly nxe: boolean;
+  readonly smep: boolean;
+  readonly eafe: boolean;
+  readonly pwsnp: boolean;
+  /** The entry uses the first level (PGTT 1 or 3). */
+  readonly firstLevel: boolean;
+
+  constructor(f: PasidEntryFields, dirFpd: boolean, haw: number) {
+    this.pgtt = Number(f.PGTT);
+    this.did = Number(f.DID);
+    this.fpd = dirFpd || f.FPD === 1n;
+    const sl = f.SLPTPTR << 12n;
+    this.slRoot = sl < 1n << BigInt(haw) ? Number(sl) : -1;
+    this.slLevels = slLevelsFromAw(Number(f.AW));
+    this.slWidth = addressWidthForLevels(this.slLevels);
+    this.slLimit = 2 ** this.slWidth;
+    this.slee = f.SLEE === 1n;
+    this.slade = f.SLADE === 1n;
+    const fl = f.FLPTR << 12n;
+    this.flRoot = fl <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(fl) : -1;
+    this.flLevels = flLevelsFromFlpm(Number(f.FLPM));
+    this.sre = f.SRE === 1n;
+    this.ere = f.ERE === 1n;
+    this.wpe = f.WPE === 1n;
+    this.nxe = f.NXE === 1n;
+    this.smep = f.SMEP === 1n;
+    this.eafe = f.EAFE === 1n;
+    this.pwsnp = f.PWSNP === 1n;
+    this.firstLevel = this.pgtt === PGTT_FL || this.pgtt === PGTT_NESTED;
+  }
+}
