@@ -3,6 +3,7 @@ import type { BenchModule } from './types.js';
 
 export async function loadBenchModules(only?: string[]): Promise<BenchModule[]> {
   const loaders: Record<string, () => Promise<{ bench: BenchModule }>> = {
+    protocol: () => import('./protocol.js'),
     ioasid: () => import('./ioasid.js'),
   };
   const names = only && only.length ? only : Object.keys(loaders);
