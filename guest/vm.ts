@@ -191,7 +191,8 @@ export class GuestVm implements GuestHandle {
       data: req.data,
     });
     if (reply.status === DeviceDmaStatus.OK) return write ? { ok: true } : { ok: true, data: reply.data ?? new Uint8Array(0) };
-    const fault: { reason: number; addr: bigint; pasid?: number } = { reason: reply.reason, addr: reply.fault_addr };
+    const reason = this.model.dmaFaultReason?.(dev.rid, req.pasid, reply.reason) ?? reply.reason;
+    const fault: { reason: number; addr: bigint; pasid?: number } = { reason, addr: reply.fault_addr };
     if (hasPasid) fault.pasid = req.pasid!;
     return { ok: false, fault };
   }

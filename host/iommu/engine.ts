@@ -84,9 +84,11 @@ import { FaultState } from './fault.js';
 import type { CachedPasidEntry } from './pasid-cache.js';
 import type { PhysPort } from './phys-port.js';
 import { RequestContext } from './request-context.js';
-import { PscEntry, type Iotlb, type TlbBucket } from './tlb.js';
+import type { Iotlb } from './tlb.js';
 
 const TWO_27 = 134217728;
+const MASK_27 = TWO_27 - 1;
+const TWO_31 = 2147483648;
 
 /** Purposes of a second-level translation (they decide the permission-fault codes). */
 const SL_REQUEST = 0;
@@ -157,16 +159,15 @@ export class TranslationEngine {
   private readonly slEntHpa = new Float64Array(6);
   private readonly slEntLo = new Int32Array(6);
 
-  // first-level walk scratch (one slot per level walked)
+  // first-level entries whose A/EA/D bits the walk must set (written once it succeeds)
   private readonly flEntHpa = new Float64Array(6);
-  private readonly flEntLo = new Int32Array(6);
-  private readonly flEntLevel = new Int32Array(6);
-  private readonly flTblHpa = new Float64Array(6);
+  private readonly flEntBits = new Int32Array(6);
   private readonly flTblGpa = new Float64Array(6);
-  private readonly flTblW = new Uint8Array(6);
-  private readonly flCumRw = new Uint8Array(6);
-  private readonly flCumUs = new Uint8Array(6);
-  private readonly flCumXd = new Uint8Array(6);
+  // paging-structure entries to cache once the walk's A/EA updates are done
+  private readonly dPscLevel = new Int32Array(6);
+  private readonly dPscTbl = new Float64Array(6);
+  private readonly dPscTblGpa = new Float64Array(6);
+  private readonly dPscFlags = new Uint8Array(6);
 
   constructor(
     private readonly devices: Map<number, IommuDevice>,
@@ -230,9 +231,11 @@ export class TranslationEngine {
       ctx = this.context(rid, pasid);
       if (ctx === null) return this.contextFault(rid, pasid, vpn, off, flags);
     }
-    const e = ctx.first.m4k.get(vpn);
-    if (e !== undefined && (e.allow & CLASS_BIT_OF_FLAGS[flags & 7]!) !== 0) {
+    const b = ctx.first;
+    const e = b.m4k.get(vpn);
+    if (e !== undefined && e.gen === b.gen && (e.allow & CLASS_BIT_OF_FLAGS[flags & 7]!) !== 0) {
       this.hits++;
+      if (ctx.dtlb !== null) this.devTlbHits++;
       this.extent = 4096 - off;
       return e.base + off;
     }
@@ -286,6 +289,7 @@ export class TranslationEngine {
   }
 
   private miss(ctx: RequestContext, vpn: number, off: number, flags: number): number {
+    this.port.begin();
     if (ctx.pasid < 0) flags &= ~(ACCESS_EXEC | ACCESS_PRIV);
     const cls = CLASS_BIT_OF_FLAGS[flags & 7]!;
     if (cls === 0) fail('EINVAL', 'a request cannot both write and execute');
@@ -297,7 +301,10 @@ export class TranslationEngine {
       this.pasidCacheHits++;
     }
     let e = ctx.first.lookup(vpn);
-    if (e !== undefined && (e.allow & cls) !== 0) return this.hit(e.base, e.level, vpn, off);
+    if (e !== undefined && (e.allow & cls) !== 0) {
+      if (ctx.dtlb !== null) this.devTlbHits++;
+      return this.hit(e.base, e.level, vpn, off);
+    }
     const dt = ctx.dtlb;
     if (dt !== null) {
       e = ctx.iotlb.lookup(vpn);
@@ -323,7 +330,7 @@ export class TranslationEngine {
       this.extent = 4096 - off;
       return base + off;
     }
-    const inPage = (vpn % LEVEL_PAGES[level]!) * 4096 + off;
+    const inPage = pageOffset(vpn, level) + off;
     this.extent = LEVEL_PAGE_BYTES[level]! - inPage;
     return base + inPage;
   }
@@ -366,7 +373,7 @@ export class TranslationEngine {
     const hpa = this.slTranslate(pe, vpn, off, SL_REQUEST, write, exec);
     if (hpa < 0) return hpa;
     const level = this.slLevel;
-    const inPage = (vpn % LEVEL_PAGES[level]!) * 4096 + off;
+    const inPage = pageOffset(vpn, level) + off;
     const base = hpa - inPage;
     if (hpa >= INTERRUPT_RANGE_BASE && hpa < INTERRUPT_RANGE_END) return this.reason(FR.SGN_8_INTERRUPT_ADDRESS);
     this.extent = LEVEL_PAGE_BYTES[level]! - inPage;
@@ -400,32 +407,63 @@ export class TranslationEngine {
     let tbl = pe.slRoot;
     if (tbl < 0) return this.reason(FR.SSL_4_INVALID_SLPTPTR);
     const levels = pe.slLevels;
-    const vlo = gvpn % TWO_27;
-    const vhi = (gvpn - vlo) / TWO_27;
+    let vlo: number;
+    let vhi: number;
+    if (gvpn < TWO_31) {
+      vlo = gvpn & MASK_27;
+      vhi = gvpn >>> 27;
+    } else {
+      vlo = gvpn % TWO_27;
+      vhi = (gvpn - vlo) / TWO_27;
+    }
+    const rsvLo = this.slRsvLo;
+    const rsvHi = this.slRsvHi;
+    const slade = pe.slade;
     const port = this.port;
     let r = true;
     let w = true;
     let x = true;
     let level = levels;
+    let u: Uint32Array | null = null;
+    let ub = 0;
+    let ue = -1;
     let lo = 0;
     let hi = 0;
     let n = 0;
     for (;;) {
       const idx = level <= 3 ? (vlo >>> (9 * (level - 1))) & 511 : (vhi >>> (9 * (level - 4))) & 511;
       const ea = tbl + idx * 8;
-      if (!port.load(ea)) return this.reason(level === levels ? FR.SSL_4_INVALID_SLPTPTR : FR.SSL_1_SL_ENTRY_ACCESS);
-      lo = port.lo;
-      hi = port.hi;
+      if (ea >= ub && ea + 8 <= ue) {
+        const i = (ea - ub) / 4;
+        lo = u![i]!;
+        hi = u![i + 1]!;
+      } else {
+        u = port.span(ea);
+        if (u !== null) {
+          ub = port.spanBase;
+          ue = port.spanEnd;
+          const i = (ea - ub) / 4;
+          lo = u[i]!;
+          hi = u[i + 1]!;
+        } else {
+          ue = -1;
+          if (!port.load(ea)) return this.reason(level === levels ? FR.SSL_4_INVALID_SLPTPTR : FR.SSL_1_SL_ENTRY_ACCESS);
+          lo = port.lo;
+          hi = port.hi;
+        }
+      }
       if ((lo & 3) === 0) return this.reason(FR.SSL_2_SL_ENTRY_PERMISSION);
       const ps = (lo & SL_PS) !== 0 && (level === 2 || level === 3);
       const mi = level * 2 + (ps ? 1 : 0);
-      if ((lo & this.slRsvLo[mi]!) !== 0 || (hi & this.slRsvHi[mi]!) !== 0) return this.reason(FR.SSL_3_SL_ENTRY_RESERVED);
+      if ((lo & rsvLo[mi]!) !== 0 || (hi & rsvHi[mi]!) !== 0) return this.reason(FR.SSL_3_SL_ENTRY_RESERVED);
       if ((lo & SL_R) === 0) r = false;
       if ((lo & SL_W) === 0) w = false;
       if ((lo & SL_X) === 0) x = false;
-      this.slEntHpa[n] = ea;
-      this.slEntLo[n] = lo;
-      n++;
+      if (slade) {
+        this.slEntHpa[n] = ea;
+        this.slEntLo[n] = lo;
+        n++;
+      }
       if (level === 1 || ps) break;
       tbl = (hi & PTE_ADDR_HI) * TWO_32 + ((lo & PTE_ADDR_LO) >>> 0);
       level--;
@@ -485,8 +523,15 @@ export class TranslationEngine {
     const priv = (flags & ACCESS_PRIV) !== 0;
     if (priv && !pe.sre) return this.reason(FR.SPT_6_SRE_CLEAR);
     if (exec && !pe.ere) return this.reason(FR.SPT_5_ERE_CLEAR);
-    const vlo = vpn % TWO_27;
-    const vhi = (vpn - vlo) / TWO_27;
+    let vlo: number;
+    let vhi: number;
+    if (vpn < TWO_31) {
+      vlo = vpn & MASK_27;
+      vhi = vpn >>> 27;
+    } else {
+      vlo = vpn % TWO_27;
+      vhi = (vpn - vlo) / TWO_27;
+    }
     const top = pe.flLevels;
     // Canonical: address bits 63..(width−1) all equal, i.e. vhi bits 24..(width−40) all equal.
     const sign = top === 4 ? vhi >>> 8 : vhi >>> 17;
@@ -494,6 +539,8 @@ export class TranslationEngine {
     const nested = pe.pgtt === PGTT_NESTED;
     const bucket = ctx.iotlb;
     const port = this.port;
+    const rsvLo = this.flRsvLo;
+    const rsvHi = this.flRsvHi;
 
     let level = top;
     let tbl = -1;
@@ -503,7 +550,7 @@ export class TranslationEngine {
     let us = true;
     let xd = false;
     let known = false;
-    if (bucket.pscCount !== 0) {
+    if (bucket.pscLive !== 0) {
       for (let l = 2; l <= top; l++) {
         const p = bucket.pscLookup(l, vpn);
         if (p !== undefined) {
@@ -524,6 +571,19 @@ export class TranslationEngine {
     let n = 0;
     let lo = 0;
     let hi = 0;
+    let u: Uint32Array | null = null;
+    let ub = 0;
+    let ue = -1;
+    // State of the entry above the current table: 0 nothing to cache (top level, or it came from
+    // the paging-structure cache), 1 A (and EA) already set: cached as soon as the table's address
+    // is known, 2 A/EA being set by this walk: cached once the walk succeeds. Entries are cached as
+    // they are used, as x86 paging-structure caches do.
+    let parentState = 0;
+    let m = 0;
+    let leafEa = 0;
+    let leafTblW = true;
+    let leafTblGpa = 0;
+    let leafRecorded = false;
     for (;;) {
       if (!known) {
         if (nested) {
@@ -535,35 +595,61 @@ export class TranslationEngine {
           tbl = tblGpa;
           tblW = true;
         }
+        if (parentState === 1) bucket.pscInsert(level + 1, vpn, tbl, tblW, tblGpa, rw, us, xd);
+        else if (parentState === 2) {
+          this.dPscLevel[m] = level + 1;
+          this.dPscTbl[m] = tbl;
+          this.dPscTblGpa[m] = tblGpa;
+          this.dPscFlags[m] = (tblW ? 1 : 0) | (rw ? 2 : 0) | (us ? 4 : 0) | (xd ? 8 : 0);
+          m++;
+        }
       }
       known = false;
       const idx = level <= 3 ? (vlo >>> (9 * (level - 1))) & 511 : (vhi >>> (9 * (level - 4))) & 511;
       const ea = tbl + idx * 8;
-      if (!port.load(ea)) return this.reason(level === top ? FR.SFL_4_FL_PML4_ACCESS : FR.SFL_1_FL_ENTRY_ACCESS);
-      lo = port.lo;
-      hi = port.hi;
+      if (ea >= ub && ea + 8 <= ue) {
+        const i = (ea - ub) / 4;
+        lo = u![i]!;
+        hi = u![i + 1]!;
+      } else {
+        u = port.span(ea);
+        if (u !== null) {
+          ub = port.spanBase;
+          ue = port.spanEnd;
+          const i = (ea - ub) / 4;
+          lo = u[i]!;
+          hi = u[i + 1]!;
+        } else {
+          ue = -1;
+          if (!port.load(ea)) return this.reason(level === top ? FR.SFL_4_FL_PML4_ACCESS : FR.SFL_1_FL_ENTRY_ACCESS);
+          lo = port.lo;
+          hi = port.hi;
+        }
+      }
       if ((lo & FL_P) === 0) return this.reason(FR.SFL_2_FL_ENTRY_NOT_PRESENT);
       const ps = (lo & FL_PS) !== 0 && (level === 2 || level === 3);
       const mi = level * 2 + (ps ? 1 : 0);
-      if ((lo & this.flRsvLo[mi]!) !== 0 || (hi & this.flRsvHi[mi]!) !== 0) return this.reason(FR.SFL_3_FL_ENTRY_RESERVED);
+      if ((lo & rsvLo[mi]!) !== 0 || (hi & rsvHi[mi]!) !== 0) return this.reason(FR.SFL_3_FL_ENTRY_RESERVED);
       if ((lo & FL_RW) === 0) rw = false;
       if ((lo & FL_US) === 0) us = false;
       if (pe.nxe && (hi & FL_XD_HI) !== 0) xd = true;
-      if ((lo & FL_A) === 0 || (pe.eafe && (lo & FL_EA) === 0)) {
+      const bits = ((lo & FL_A) === 0 ? FL_A : 0) | (pe.eafe && (lo & FL_EA) === 0 ? FL_EA : 0);
+      if (bits !== 0) {
         if (!tblW) return this.reason(FR.SFL_8_FL_ENTRY_WRITE_NESTED);
         if (!pe.pwsnp) return this.reason(FR.SFL_10_FL_AD_UPDATE_NO_SNOOP);
+        this.flEntHpa[n] = ea;
+        this.flEntBits[n] = bits;
+        this.flTblGpa[n] = tblGpa;
+        n++;
       }
-      this.flEntHpa[n] = ea;
-      this.flEntLo[n] = lo;
-      this.flEntLevel[n] = level;
-      this.flTblHpa[n] = tbl;
-      this.flTblGpa[n] = tblGpa;
-      this.flTblW[n] = tblW ? 1 : 0;
-      this.flCumRw[n] = rw ? 1 : 0;
-      this.flCumUs[n] = us ? 1 : 0;
-      this.flCumXd[n] = xd ? 1 : 0;
-      n++;
-      if (level === 1 || ps) break;
+      if (level === 1 || ps) {
+        leafEa = ea;
+        leafTblW = tblW;
+        leafTblGpa = tblGpa;
+        leafRecorded = bits !== 0;
+        break;
+      }
+      parentState = bits === 0 ? 1 : 2;
       tblGpa = (hi & PTE_ADDR_HI) * TWO_32 + ((lo & PTE_ADDR_LO) >>> 0);
       level--;
     }
@@ -575,9 +661,17 @@ export class TranslationEngine {
     if (!priv && !us) return this.reason(FR.SGN_2_US_SUPERVISOR_ONLY);
     if (write && (!priv || pe.wpe) && !rw) return this.reason(FR.SGN_6_NO_WRITE);
     if (exec && (xd || (priv && pe.smep && us))) return this.reason(FR.SGN_3_NO_EXECUTE);
+    // The leaf's D update joins its A/EA update (or is recorded alone).
     if (write && (lo & FL_D) === 0) {
-      if (!tblW) return this.reason(FR.SFL_8_FL_ENTRY_WRITE_NESTED);
+      if (!leafTblW) return this.reason(FR.SFL_8_FL_ENTRY_WRITE_NESTED);
       if (!pe.pwsnp) return this.reason(FR.SFL_10_FL_AD_UPDATE_NO_SNOOP);
+      if (leafRecorded) this.flEntBits[n - 1] |= FL_D;
+      else {
+        this.flEntHpa[n] = leafEa;
+        this.flEntBits[n] = FL_D;
+        this.flTblGpa[n] = leafTblGpa;
+        n++;
+      }
     }
     let hpa = gOut;
     let outLevel = level;
@@ -599,32 +693,30 @@ export class TranslationEngine {
     if (hpa >= INTERRUPT_RANGE_BASE && hpa < INTERRUPT_RANGE_END) return this.reason(FR.SGN_8_INTERRUPT_ADDRESS);
     // A/D updates, top to leaf.
     for (let i = 0; i < n; i++) {
-      const elo = this.flEntLo[i]!;
-      const bits =
-        ((elo & FL_A) === 0 ? FL_A : 0) | (pe.eafe && (elo & FL_EA) === 0 ? FL_EA : 0) | (i === n - 1 && write && (elo & FL_D) === 0 ? FL_D : 0);
-      if (bits === 0) continue;
-      if (nested && pe.slade) {
-        const g = this.flTblGpa[i]!;
-        if (this.slTranslate(pe, g / 4096, 0, SL_FL_TABLE_WRITE, true, false) < 0) return XLATE_FAULT;
-      }
-      if (!port.orLo(this.flEntHpa[i]!, bits)) return this.reason(FR.SFL_10_FL_AD_UPDATE_NO_SNOOP);
+      if (nested && pe.slade && this.slTranslate(pe, this.flTblGpa[i]! / 4096, 0, SL_FL_TABLE_WRITE, true, false) < 0) return XLATE_FAULT;
+      if (!port.orLo(this.flEntHpa[i]!, this.flEntBits[i]!)) return this.reason(FR.SFL_10_FL_AD_UPDATE_NO_SNOOP);
     }
-    // Cache fills: the leaf (combined page = the smaller of the FL and SL pages) and the
-    // non-leaf entries walked (paging-structure cache).
-    const inPage = (vpn % LEVEL_PAGES[outLevel]!) * 4096 + off;
+    for (let i = 0; i < m; i++) {
+      const f = this.dPscFlags[i]!;
+      bucket.pscInsert(this.dPscLevel[i]!, vpn, this.dPscTbl[i]!, (f & 1) !== 0, this.dPscTblGpa[i]!, (f & 2) !== 0, (f & 4) !== 0, (f & 8) !== 0);
+    }
+    // IOTLB fill: the combined page is the smaller of the FL and SL pages.
+    const inPage = pageOffset(vpn, outLevel) + off;
     this.extent = LEVEL_PAGE_BYTES[outLevel]! - inPage;
     const dirty = (write || (lo & FL_D) !== 0) && slDirty;
-    const allow = firstLevelAllow(pe, us, rw, xd, slR, slW, slX, dirty);
+    const mk = (us ? 1 : 0) | (rw ? 2 : 0) | (xd ? 4 : 0) | (slR ? 8 : 0) | (slW ? 16 : 0) | (slX ? 32 : 0) | (dirty ? 64 : 0);
+    let allow = pe.allowMemo[mk]!;
+    if (allow < 0) pe.allowMemo[mk] = allow = firstLevelAllow(pe, us, rw, xd, slR, slW, slX, dirty);
     this.fill(ctx, vpn, outLevel, hpa - inPage, allow);
-    for (let i = 0; i < n - 1; i++) {
-      bucket.pscInsert(
-        this.flEntLevel[i]!,
-        vpn,
-        new PscEntry(this.flTblHpa[i + 1]!, this.flTblW[i + 1] === 1, this.flTblGpa[i + 1]!, this.flCumRw[i] === 1, this.flCumUs[i] === 1, this.flCumXd[i] === 1),
-      );
-    }
     return hpa;
   }
+}
+
+/** Byte offset of page `vpn` inside the level-`level` page holding it (level 1 → 0). */
+function pageOffset(vpn: number, level: number): number {
+  if (level === 1) return 0;
+  const n = LEVEL_PAGES[level]!;
+  return (vpn < TWO_31 ? vpn & (n - 1) : vpn % n) * 4096;
 }
 
 /**

@@ -34,6 +34,8 @@ export class CachedPasidEntry {
   readonly pwsnp: boolean;
   /** The entry uses the first level (PGTT 1 or 3). */
   readonly firstLevel: boolean;
+  /** Memo of engine.firstLevelAllow by its 7 permission inputs (−1 = not computed yet). */
+  readonly allowMemo = new Int32Array(128).fill(-1);
 
   constructor(f: PasidEntryFields, dirFpd: boolean, haw: number) {
     this.pgtt = Number(f.PGTT);

@@ -5,8 +5,9 @@
  * Hot-path design: the last region used is cached with a Uint32Array view of its Buffer when the
  * backing is in-process (and the host is little-endian), so an entry read is two array loads.
  * File-backed regions (guest RAM shared with another process) fall back to `backing.readU32`.
- * The cache is re-validated on every access by checking that HostMemory still lists the same
- * region object at the same index, so removing or replacing a region is noticed at once.
+ * The cache is re-validated (`begin`) before every walk and every data move by checking that
+ * HostMemory still lists the same region object at the same index, so removing or replacing a
+ * region is noticed before the next translation.
  *
  * Contracts: `load`/`orLo` return false (never throw) when the address is not backed or the
  * backing fails; callers turn that into the spec's "error attempting to access" fault.
@@ -70,18 +71,33 @@ export class PhysPort {
     this.v1 = NO_VIEW;
   }
 
-  /** The view holding [hpa, hpa+length), most recent first; null when not backed. */
-  private view(hpa: number, length: number): RegionView | null {
+  /**
+   * Re-validate the cached regions against HostMemory's current list. Call once before a series
+   * of `load`/`orLo` that cannot be interleaved with region changes (one walk); `resolve`
+   * validates by itself.
+   */
+  begin(): void {
     const rs = this.mem.listRegions();
+    if (rs[this.v0.idx] !== this.v0.region) this.v0 = NO_VIEW;
+    if (rs[this.v1.idx] !== this.v1.region) this.v1 = NO_VIEW;
+  }
+
+  /** The cached view holding [hpa, hpa+length) (validated by `begin`), else a fresh lookup. */
+  private view(hpa: number, length: number): RegionView | null {
     const v = this.v0;
-    if (hpa >= v.base && hpa + length <= v.end && rs[v.idx] === v.region) return v;
+    if (hpa >= v.base && hpa + length <= v.end) return v;
     const w = this.v1;
-    if (hpa >= w.base && hpa + length <= w.end && rs[w.idx] === w.region) {
+    if (hpa >= w.base && hpa + length <= w.end) {
       this.v1 = v;
       this.v0 = w;
       return w;
     }
-    const s = this.select(rs, hpa, length);
+    return this.lookup(hpa, length);
+  }
+
+  private lookup(hpa: number, length: number): RegionView | null {
+    const v = this.v0;
+    const s = this.select(this.mem.listRegions(), hpa, length);
     if (s !== null) {
       this.v1 = v;
       this.v0 = s;
@@ -89,8 +105,39 @@ export class PhysPort {
     return s;
   }
 
+  /** Bounds of the region `span` returned: [spanBase, spanEnd). */
+  spanBase = 0;
+  spanEnd = -1;
+
+  /**
+   * The u32 view of the in-process region holding the entry at `hpa`, with its bounds in
+   * spanBase/spanEnd, so a walk can read further entries of that region directly
+   * (`u32[(hpa - spanBase) / 4]`). Null for a file-backed or unbacked address: use `load`.
+   */
+  span(hpa: number): Uint32Array | null {
+    const v = this.view(hpa, 8);
+    if (v === null || v.u32 === null) return null;
+    this.spanBase = v.base;
+    this.spanEnd = v.end;
+    return v.u32;
+  }
+
   /** Read the 64-bit entry at `hpa` into `lo`/`hi`. False when not backed. */
   load(hpa: number): boolean {
+    let v = this.v0;
+    if (hpa < v.base || hpa + 8 > v.end) {
+      v = this.v1;
+      if (hpa < v.base || hpa + 8 > v.end) return this.loadSlow(hpa);
+    }
+    const u = v.u32;
+    if (u === null) return this.loadSlow(hpa);
+    const i = (hpa - v.base) / 4;
+    this.lo = u[i]!;
+    this.hi = u[i + 1]!;
+    return true;
+  }
+
+  private loadSlow(hpa: number): boolean {
     const v = this.view(hpa, 8);
     if (v === null) return false;
     const u = v.u32;
@@ -134,6 +181,7 @@ export class PhysPort {
    * the region). False when `hpa` is not backed.
    */
   resolve(hpa: number): boolean {
+    this.begin();
     const v = this.view(hpa, 1);
     if (v === null) return false;
     this.buf = v.buf;

@@ -26,6 +26,8 @@ export class TlbEntry {
     public allow: number,
     /** Leaf level: 1 = 4 KiB, 2 = 2 MiB, 3 = 1 GiB. */
     public level: number,
+    /** Bucket generation the entry was filled in; an older one means invalidated. */
+    public gen: number,
   ) {}
 }
 
@@ -47,42 +49,72 @@ export class PscEntry {
     public us: boolean,
     /** OR of XD (when NXE). */
     public xd: boolean,
+    public gen: number,
   ) {}
 }
 
 const PAGES_2M = 512;
 const PAGES_1G = 262144;
+/** 4 KiB pages covered by one entry of each level: 512^(level − 1). */
+const LEVEL_SPAN_PAGES = [0, 1, 512, 262144, 134217728, 68719476736];
 /** Below this many keys a range is removed key by key; above, by scanning the map. */
 const KEYWISE_LIMIT = 256;
+/**
+ * Stale entries are kept for reuse until a map holds this many keys; then a full flush really
+ * empties the maps, and an insert purges stale keys when they are at least 3/4 of the map.
+ */
+const STALE_LIMIT = 4096;
 
-function removeKeys<V>(m: Map<number, V>, k0: number, k1: number): number {
+interface Stamped {
+  gen: number;
+}
+
+/** Delete keys k0..k1 of `m`; returns how many of the deleted entries were live (gen === `gen`). */
+function removeKeys<V extends Stamped>(m: Map<number, V>, k0: number, k1: number, gen: number): number {
   if (m.size === 0) return 0;
-  let n = 0;
+  let live = 0;
   if (k1 - k0 + 1 <= Math.min(KEYWISE_LIMIT, m.size)) {
-    for (let k = k0; k <= k1; k++) if (m.delete(k)) n++;
+    for (let k = k0; k <= k1; k++) {
+      const e = m.get(k);
+      if (e === undefined) continue;
+      m.delete(k);
+      if (e.gen === gen) live++;
+    }
   } else {
-    for (const k of m.keys()) {
+    for (const [k, e] of m) {
       if (k >= k0 && k <= k1) {
         m.delete(k);
-        n++;
+        if (e.gen === gen) live++;
       }
     }
   }
-  return n;
+  return live;
 }
 
-/** The entries of one tag (DID + PASID for the IOTLB; PASID for a device-TLB). */
+/**
+ * The entries of one tag (DID + PASID for the IOTLB; PASID for a device-TLB).
+ *
+ * Invalidating a whole bucket bumps its generation (entries of an older generation are misses),
+ * so a flush costs no allocation and a refill reuses the entry object; range invalidations
+ * delete keys. Stale entries are purged when they outnumber live ones.
+ */
 export class TlbBucket {
   readonly m4k = new Map<number, TlbEntry>();
   readonly m2m = new Map<number, TlbEntry>();
   readonly m1g = new Map<number, TlbEntry>();
-  /** Number of 2 MiB + 1 GiB entries (0 lets a 4 KiB miss skip the large maps). */
+  /** Generation of live IOTLB entries. */
+  gen = 0;
+  /** Live IOTLB entries. */
+  live = 0;
+  /** Keys in the 2 MiB + 1 GiB maps (0 lets a 4 KiB miss skip them). */
   nLarge = 0;
   /** Entries came from first-level (PGTT 1 or nested) translations. */
   firstLevel = false;
   /** Paging-structure caches by entry level (index 2..5); index 0/1 unused. */
   readonly psc: readonly Map<number, PscEntry>[] = [new Map(), new Map(), new Map(), new Map(), new Map(), new Map()];
-  pscCount = 0;
+  pscGen = 0;
+  /** Live paging-structure entries (0 lets a walk skip the lookups). */
+  pscLive = 0;
 
   constructor(
     readonly did: number,
@@ -90,83 +122,116 @@ export class TlbBucket {
     readonly pasid: number,
   ) {}
 
-  get size(): number {
-    return this.m4k.size + this.nLarge;
-  }
-
-  /** Cached entry covering `vpn`, or undefined. */
+  /** Live cached entry covering `vpn`, or undefined. */
   lookup(vpn: number): TlbEntry | undefined {
-    const e = this.m4k.get(vpn);
-    if (e !== undefined || this.nLarge === 0) return e;
-    return this.m2m.get(Math.floor(vpn / PAGES_2M)) ?? this.m1g.get(Math.floor(vpn / PAGES_1G));
+    const g = this.gen;
+    let e = this.m4k.get(vpn);
+    if (e !== undefined && e.gen === g) return e;
+    if (this.nLarge === 0) return undefined;
+    e = this.m2m.get(Math.floor(vpn / PAGES_2M));
+    if (e !== undefined && e.gen === g) return e;
+    e = this.m1g.get(Math.floor(vpn / PAGES_1G));
+    return e !== undefined && e.gen === g ? e : undefined;
   }
 
-  /** Insert (or replace) an entry for the page of `level` (1, 2, 3) holding `vpn`. Returns the entry-count change. */
+  /** Insert (or replace) an entry for the page of `level` (1, 2, 3) holding `vpn`. Returns the live-count change. */
   insert(vpn: number, level: number, base: number, allow: number): number {
     const m = level === 1 ? this.m4k : level === 2 ? this.m2m : this.m1g;
     const key = level === 1 ? vpn : level === 2 ? Math.floor(vpn / PAGES_2M) : Math.floor(vpn / PAGES_1G);
+    const g = this.gen;
     const e = m.get(key);
     if (e !== undefined) {
+      const wasLive = e.gen === g;
       e.base = base;
       e.allow = allow;
-      return 0;
+      e.level = level;
+      e.gen = g;
+      if (wasLive) return 0;
+      this.live++;
+      return 1;
     }
-    m.set(key, new TlbEntry(base, allow, level));
+    if (m.size >= STALE_LIMIT && m.size >= 4 * this.live) this.purgeStale();
+    m.set(key, new TlbEntry(base, allow, level, g));
     if (level !== 1) this.nLarge++;
+    this.live++;
     return 1;
   }
 
-  /** Drop every entry (IOTLB and paging-structure cache). Returns IOTLB entries removed. */
+  /** Drop every entry (IOTLB and paging-structure cache). Returns live IOTLB entries removed. */
   clear(): number {
-    const n = this.size;
-    this.m4k.clear();
-    this.m2m.clear();
-    this.m1g.clear();
-    this.nLarge = 0;
+    const n = this.live;
+    if (this.m4k.size + this.nLarge > STALE_LIMIT) {
+      this.m4k.clear();
+      this.m2m.clear();
+      this.m1g.clear();
+      this.nLarge = 0;
+    }
+    this.gen++;
+    this.live = 0;
     this.clearPsc();
     return n;
   }
 
   clearPsc(): void {
-    if (this.pscCount === 0) return;
-    for (let l = 2; l <= 5; l++) this.psc[l]!.clear();
-    this.pscCount = 0;
+    let keys = 0;
+    for (let l = 2; l <= 5; l++) keys += this.psc[l]!.size;
+    if (keys > STALE_LIMIT) for (let l = 2; l <= 5; l++) this.psc[l]!.clear();
+    this.pscGen++;
+    this.pscLive = 0;
   }
 
-  /** Drop entries whose page overlaps 4 KiB pages [v0, v1]. Returns entries removed. */
+  /** Drop entries whose page overlaps 4 KiB pages [v0, v1]. Returns live entries removed. */
   removeRange(v0: number, v1: number): number {
-    let n = removeKeys(this.m4k, v0, v1);
+    let n = removeKeys(this.m4k, v0, v1, this.gen);
     if (this.nLarge !== 0) {
-      n += removeKeys(this.m2m, Math.floor(v0 / PAGES_2M), Math.floor(v1 / PAGES_2M));
-      n += removeKeys(this.m1g, Math.floor(v0 / PAGES_1G), Math.floor(v1 / PAGES_1G));
+      n += removeKeys(this.m2m, Math.floor(v0 / PAGES_2M), Math.floor(v1 / PAGES_2M), this.gen);
+      n += removeKeys(this.m1g, Math.floor(v0 / PAGES_1G), Math.floor(v1 / PAGES_1G), this.gen);
       this.nLarge = this.m2m.size + this.m1g.size;
     }
+    this.live -= n;
     return n;
   }
 
   /** Drop paging-structure-cache entries whose region overlaps pages [v0, v1]. */
   removePscRange(v0: number, v1: number): void {
-    if (this.pscCount === 0) return;
-    let left = 0;
+    if (this.pscLive === 0) return;
     for (let l = 2; l <= 5; l++) {
-      const m = this.psc[l]!;
-      const per = 512 ** (l - 1);
-      removeKeys(m, Math.floor(v0 / per), Math.floor(v1 / per));
-      left += m.size;
+      const per = LEVEL_SPAN_PAGES[l]!;
+      this.pscLive -= removeKeys(this.psc[l]!, Math.floor(v0 / per), Math.floor(v1 / per), this.pscGen);
     }
-    this.pscCount = left;
   }
 
-  /** Cached level-`level` FL entry for `vpn`, or undefined. */
+  /** Live cached level-`level` FL entry for `vpn`, or undefined. */
   pscLookup(level: number, vpn: number): PscEntry | undefined {
-    return this.psc[level]!.get(Math.floor(vpn / 512 ** (level - 1)));
+    const e = this.psc[level]!.get(Math.floor(vpn / LEVEL_SPAN_PAGES[level]!));
+    return e !== undefined && e.gen === this.pscGen ? e : undefined;
   }
 
-  pscInsert(level: number, vpn: number, e: PscEntry): void {
+  /** Cache the level-`level` FL entry used for `vpn` (reusing a stale entry object). */
+  pscInsert(level: number, vpn: number, tbl: number, tblWritable: boolean, tblGpa: number, rw: boolean, us: boolean, xd: boolean): void {
     const m = this.psc[level]!;
-    const key = Math.floor(vpn / 512 ** (level - 1));
-    if (!m.has(key)) this.pscCount++;
-    m.set(key, e);
+    const key = Math.floor(vpn / LEVEL_SPAN_PAGES[level]!);
+    const g = this.pscGen;
+    const e = m.get(key);
+    if (e === undefined) {
+      m.set(key, new PscEntry(tbl, tblWritable, tblGpa, rw, us, xd, g));
+      this.pscLive++;
+      return;
+    }
+    if (e.gen !== g) this.pscLive++;
+    e.tbl = tbl;
+    e.tblWritable = tblWritable;
+    e.tblGpa = tblGpa;
+    e.rw = rw;
+    e.us = us;
+    e.xd = xd;
+    e.gen = g;
+  }
+
+  private purgeStale(): void {
+    const g = this.gen;
+    for (const m of [this.m4k, this.m2m, this.m1g]) for (const [k, e] of m) if (e.gen !== g) m.delete(k);
+    this.nLarge = this.m2m.size + this.m1g.size;
   }
 }
 

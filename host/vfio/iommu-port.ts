@@ -72,8 +72,6 @@ export interface ContainerIommu {
 
   addDevice(rid: number, name: string, caps: DeviceCaps): void;
   removeDevice(rid: number): void;
-  /** Fault reports for the device (translation faults that are recorded, FPD honoured). */
-  onFault(rid: number, handler: ((f: { reason: number; addr: bigint; pasid?: number; write: boolean; priv: boolean; exec: boolean }) => void) | null): void;
 
   /** A kernel-managed (second-level) domain; returns its host domain ID. */
   allocDomain(name: string): number;

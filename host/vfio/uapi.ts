@@ -85,6 +85,7 @@ export function checkBindData(d: GpasidBindRequest, what: string, fl5lp: boolean
       fail('EINVAL', `${what}: addr_width ${d.addr_width} is neither 48 nor 57`);
     }
     if ((d.gpgd & 0xfffn) !== 0n) fail('EINVAL', `${what}: gpgd 0x${d.gpgd.toString(16)} is not 4 KiB aligned`);
+    if (d.vtd_emt > 7) fail('EINVAL', `${what}: emt ${d.vtd_emt} is not a 3-bit memory type`);
   }
   return {
     gpgd: d.gpgd,

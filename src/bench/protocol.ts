@@ -5,148 +5,16 @@
  * ping-pong (built with gcc into os.tmpdir() when gcc exists), all measured in the same run.
  *
  * The request is PASID_ALLOC (12-byte header + 8 bytes), the reply 12 + 8 status + 8 body bytes;
- * the raw ping-pongs move exactly 20 and 28 bytes. Pipelined throughput keeps WINDOW requests
+ * the raw ping-pongs move exactly 20 and 28 bytes. The baselines live in pingpong-baseline.ts
+ * (shared with e2e-vtd.ts). Pipelined throughput keeps WINDOW requests
  * in flight (the raw baseline writes WINDOW messages at once and waits for WINDOW replies).
  */
-import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { FrontendClient } from '../../vhost/index.js';
-import { percentile, stat, type BenchFigure, type BenchModule, type BenchOptions, type Stat } from './types.js';
-
-const REQ_BYTES = 20;
-const REP_BYTES = 28;
-const WINDOW = 128;
-const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
-const peerScript = path.join(root, 'scripts', 'pingpong-peer.ts');
-const cSource = path.join(root, 'scripts', 'pingpong.c');
-
-interface Peer {
-  socket: string;
-  child: ChildProcess;
-  stop(): Promise<void>;
-}
-
-async function startPeer(dir: string, mode: 'raw' | 'vhost'): Promise<Peer> {
-  const socket = path.join(dir, `${mode}.sock`);
-  const child = spawn(process.execPath, ['--import', 'tsx', peerScript, mode, socket, String(REQ_BYTES), String(REP_BYTES)], {
-    stdio: ['pipe', 'pipe', 'inherit'],
-    env: { ...process.env, VSVA_LOG: 'silent' },
-  });
-  await new Promise<void>((resolve, reject) => {
-    child.once('exit', (code) => reject(new Error(`${mode} peer exited early (${code})`)));
-    child.stdout!.on('data', (d: Buffer) => {
-      if (d.toString().includes('ready')) resolve();
-    });
-  });
-  return {
-    socket,
-    child,
-    stop: () =>
-      new Promise((resolve) => {
-        child.once('exit', () => resolve());
-        child.stdin!.end();
-        setTimeout(() => child.kill(), 2000).unref();
-      }),
-  };
-}
-
-/** A raw Node client: write n×REQ_BYTES, resolve when n×REP_BYTES came back. */
-class RawClient {
-  private want = 0;
-  private got = 0;
-  private done: (() => void) | null = null;
-  private readonly one = Buffer.alloc(REQ_BYTES);
-  private readonly batch = Buffer.alloc(REQ_BYTES * WINDOW);
-
-  private constructor(private readonly socket: net.Socket) {
-    socket.on('data', (chunk: Buffer) => {
-      this.got += chunk.length;
-      if (this.got >= this.want && this.done) {
-        const d = this.done;
-        this.done = null;
-        d();
-      }
-    });
-  }
-
-  static connect(p: string): Promise<RawClient> {
-    return new Promise((resolve, reject) => {
-      const s = net.createConnection({ path: p }, () => resolve(new RawClient(s)));
-      s.once('error', reject);
-    });
-  }
-
-  roundTrip(n: 1 | typeof WINDOW): Promise<void> {
-    this.got = 0;
-    this.want = n * REP_BYTES;
-    const p = new Promise<void>((resolve) => (this.done = resolve));
-    this.socket.write(n === 1 ? this.one : this.batch);
-    return p;
-  }
-
-  close(): void {
-    this.socket.destroy();
-  }
-}
-
-interface RttSample {
-  p50: number;
-  p99: number;
-}
-
-async function rttRuns(reps: number, iters: number, warm: number, once: () => Promise<unknown>): Promise<RttSample[]> {
-  for (let i = 0; i < warm; i++) await once();
-  const out: RttSample[] = [];
-  const t = new Array<number>(iters);
-  for (let r = 0; r < reps; r++) {
-    for (let i = 0; i < iters; i++) {
-      const a = performance.now();
-      await once();
-      t[i] = (performance.now() - a) * 1000;
-    }
-    out.push({ p50: percentile(t, 50), p99: percentile(t, 99) });
-  }
-  return out;
-}
-
-async function throughputRuns(reps: number, total: number, window: () => Promise<unknown>): Promise<number[]> {
-  for (let i = 0; i < 20; i++) await window();
-  const out: number[] = [];
-  for (let r = 0; r < reps; r++) {
-    const a = performance.now();
-    for (let i = 0; i < total / WINDOW; i++) await window();
-    out.push(total / ((performance.now() - a) / 1000));
-  }
-  return out;
-}
-
-function cPingPong(dir: string, reps: number, iters: number): RttSample[] | null {
-  try {
-    execFileSync('gcc', ['--version'], { stdio: 'ignore' });
-  } catch {
-    return null;
-  }
-  const bin = path.join(dir, 'pingpong');
-  execFileSync('gcc', ['-O2', '-o', bin, cSource], { stdio: 'ignore' });
-  const out: RttSample[] = [];
-  for (let r = 0; r < reps; r++) {
-    const [p50, p99] = execFileSync(bin, [String(iters), String(REQ_BYTES), String(REP_BYTES)], { encoding: 'utf8' })
-      .trim()
-      .split(/\s+/)
-      .map((x) => Number(x) / 1000);
-    out.push({ p50: p50!, p99: p99! });
-  }
-  return out;
-}
-
-function ratioFigure(name: string, unit: string, value: Stat, baseName: string, base: Stat, target: string | undefined, met: ((r: number) => boolean) | undefined, notes?: string): BenchFigure {
-  const ratio = value.median / base.median;
-  return { name, unit, value, baseline: { name: baseName, value: base }, ratio, ...(target ? { target } : {}), ...(met ? { met: met(ratio) } : {}), ...(notes ? { notes } : {}) };
-}
+import { stat, type BenchFigure, type BenchModule, type BenchOptions } from './types.js';
+import { cPingPong, RawClient, ratioFigure, rttRuns, startPeer, throughputRuns, WINDOW, type Peer, type RttSample } from './pingpong-baseline.js';
 
 export const bench: BenchModule = {
   name: 'protocol',

@@ -1,6 +1,9 @@
 /** Every `vsva` subcommand, in the order --help lists them. */
 import type { CommandModule } from 'yargs';
 import { benchCommand } from './bench.js';
+import { experimentCommand } from './experiment.js';
+import { hostCommand } from './host.js';
+import { runCommand } from './run.js';
 import { traceCommand } from './trace.js';
 
-export const commands: CommandModule<any, any>[] = [benchCommand, traceCommand];
+export const commands: CommandModule<any, any>[] = [hostCommand, runCommand, benchCommand, experimentCommand, traceCommand];

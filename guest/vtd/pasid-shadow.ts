@@ -1,0 +1,403 @@
+/**
+ * The shadow of the guest's PASID entries: what the model last forwarded to the host for each
+ * (device, PASID), and for each device's requests without PASID (the RID path through the
+ * context entry's RID_PASID). DESIGN §3.1: on a PASID-cache invalidation the model re-walks the
+ * guest entries, diffs them against this shadow and forwards each change per guest PGTT:
+ *
+ * | guest entry                         | host                                                      |
+ * |-------------------------------------|-----------------------------------------------------------|
+ * | PGTT 1 (first level)                | BIND_GPASID nested over domain 0, hpasid = gpasid          |
+ * | PGTT 4 (pass-through)               | ATTACH rid+pasid, host PGTT 4, domain 0 (the GPA domain)   |
+ * | PGTT 2 (second level)               | DOMAIN_ALLOC + DMA_MAP of the guest SL leaves, ATTACH PGTT 2 |
+ * | PGTT 3, reserved bits, bad FLPM/AW  | nothing bound; use faults with 0x5a / 0x5b (guest-visible)  |
+ * | entry gone (P clear)                | UNBIND_GPASID / DETACH                                     |
+ *
+ * The bind data follows QEMU's vSVA series (reference §4): format VT-d, gpgd = FLPTR,
+ * addr_width = 48 + 9·FLPM, GPASID_VAL, vendor flags SRE/EAFE/PCD/PWT/EMTE/CD/WPE, PAT, EMT.
+ *
+ * Contract: `apply` first tears down what the old shadow forwarded, then sets up the new one;
+ * when the host refuses a setup the entry is shadowed as `refused` (nothing bound) and the
+ * error is logged — the guest's view of the hardware never throws.
+ */
+import { isVsvaError } from '../../src/errors.js';
+import type { Logger } from '../../src/log.js';
+import type { TraceBus } from '../../src/trace/bus.js';
+import { hex64 } from '../../src/vtd/layout.js';
+import { PGTT, type PasidEntryFields } from '../../src/vtd/pasid-entry.js';
+import { formatBdf as ridToBdf } from '../../src/pci.js';
+import { ATTACH_PASID_VALID, AttachPgtt } from '../../vhost/messages/device.js';
+import {
+  IOMMU_GPASID_BIND_DATA_SIZE,
+  IOMMU_GPASID_BIND_VERSION_1,
+  IOMMU_PASID_FORMAT_INTEL_VTD,
+  IOMMU_SVA_GPASID_VAL,
+  IOMMU_SVA_VTD_GPASID,
+  type GpasidBindRequest,
+} from '../../vhost/messages/pasid.js';
+import type { GuestRam } from '../memory/guest-ram.js';
+import type { HostPort } from './host-port.js';
+import { SlDomainShadow } from './sl-shadow.js';
+import type { PasidEntryRead } from './tables.js';
+
+/** What the host was given for one shadowed entry. */
+export type ShadowBinding =
+  | {
+      readonly kind: 'nested';
+      /** Guest first-level table root (GPA). */
+      readonly flptr: bigint;
+      /** 48 or 57. */
+      readonly addrWidth: number;
+      /** vendor.vtd.flags of the bind data. */
+      readonly vtdFlags: bigint;
+      readonly pat: number;
+      readonly emt: number;
+    }
+  | { readonly kind: 'pt' }
+  | { readonly kind: 'sl'; readonly slptptr: bigint; readonly levels: number; readonly domain: number }
+  /** Not bound: the guest entry is invalid; `reason` is the fault its use reports to the guest. */
+  | { readonly kind: 'invalid'; readonly reason: number; readonly why: string }
+  /** Not bound: the host refused the bind/attach. */
+  | { readonly kind: 'refused'; readonly errno: string; readonly why: string };
+
+export interface PasidShadowEntry {
+  readonly rid: number;
+  readonly bdf: string;
+  /** The PASID, or null for the RID path (requests without PASID). */
+  readonly pasid: number | null;
+  /** For the RID path: the context entry's RID_PASID (or null when the path is not through one). */
+  readonly ridPasid: number | null;
+  /** Guest domain ID of the entry (PASID-cache and IOTLB invalidations select by it). */
+  readonly did: number;
+  /** FPD of the PASID directory entry or the PASID entry. */
+  readonly fpd: boolean;
+  readonly binding: ShadowBinding;
+  /** The guest entry's words as last read (empty for the RID path with translation disabled). */
+  readonly words: readonly bigint[];
+}
+
+/** What the guest asks for one entry (before the host is told). */
+export interface DesiredEntry {
+  readonly did: number;
+  readonly fpd: boolean;
+  readonly binding: Exclude<ShadowBinding, { kind: 'sl' } | { kind: 'refused' }> | { readonly kind: 'sl'; readonly slptptr: bigint; readonly levels: number };
+  readonly words: readonly bigint[];
+  readonly ridPasid?: number | null;
+}
+
+/** The bind data vendor flags of a first-level PASID entry (QEMU vSVA `vtd_bind_guest_pasid`). */
+export function vtdBindFlags(f: PasidEntryFields): bigint {
+  let flags = 0n;
+  if (f.SRE === 1n) flags |= IOMMU_SVA_VTD_GPASID.SRE;
+  if (f.EAFE === 1n) flags |= IOMMU_SVA_VTD_GPASID.EAFE;
+  if (f.PCD === 1n) flags |= IOMMU_SVA_VTD_GPASID.PCD;
+  if (f.PWT === 1n) flags |= IOMMU_SVA_VTD_GPASID.PWT;
+  if (f.EMTE === 1n) flags |= IOMMU_SVA_VTD_GPASID.EMTE;
+  if (f.CD === 1n) flags |= IOMMU_SVA_VTD_GPASID.CD;
+  if (f.WPE === 1n) flags |= IOMMU_SVA_VTD_GPASID.WPE;
+  return flags;
+}
+
+/**
+ * What a PASID table entry read asks the host for, or null when the entry is not present
+ * (P clear: nothing to shadow).
+ */
+export function desiredFromEntry(read: PasidEntryRead): DesiredEntry | null {
+  const c = read.check;
+  const f = c.fields;
+  const did = Number(f.DID);
+  const fpd = read.dirFpd || f.FPD === 1n;
+  if (f.P === 0n) return null;
+  if (!c.ok) return { did, fpd, binding: { kind: 'invalid', reason: c.fault, why: c.why }, words: read.words };
+  switch (c.pgtt) {
+    case PGTT.FLT: {
+      const flpm = Number(f.FLPM);
+      return {
+        did,
+        fpd,
+        words: read.words,
+        binding: { kind: 'nested', flptr: f.FLPTR << 12n, addrWidth: 48 + 9 * flpm, vtdFlags: vtdBindFlags(f), pat: Number(f.PAT), emt: Number(f.EMT) },
+      };
+    }
+    case PGTT.PT:
+      return { did, fpd, words: read.words, binding: { kind: 'pt' } };
+    case PGTT.SLT:
+      return { did, fpd, words: read.words, binding: { kind: 'sl', slptptr: f.SLPTPTR << 12n, levels: Number(f.AW) + 2 } };
+    default:
+      return { did, fpd, binding: { kind: 'invalid', reason: 0x5b, why: `PGTT ${c.pgtt} is not supported` }, words: read.words };
+  }
+}
+
+function bindingKey(b: DesiredEntry['binding'] | ShadowBinding): string {
+  switch (b.kind) {
+    case 'nested':
+      return `nested:${b.flptr}:${b.addrWidth}:${b.vtdFlags}:${b.pat}:${b.emt}`;
+    case 'pt':
+      return 'pt';
+    case 'sl':
+      return `sl:${b.slptptr}:${b.levels}`;
+    case 'invalid':
+      return `invalid:${b.reason}`;
+    case 'refused':
+      return 'refused';
+  }
+}
+
+function key(rid: number, pasid: number | null): string {
+  return pasid === null ? `${rid}:rid` : `${rid}:${pasid}`;
+}
+
+function errnoOf(e: unknown): string {
+  return isVsvaError(e) ? e.code : 'EIO';
+}
+
+export class PasidShadow {
+  private readonly map = new Map<string, PasidShadowEntry>();
+  /** Host domain each device's requests without PASID are attached to (null: detached). */
+  private readonly ridDomain = new Map<number, number | null>();
+  private readonly slDomains = new Map<string, SlDomainShadow>();
+  readonly counters = { binds: 0, unbinds: 0, attaches: 0, detaches: 0, refused: 0, slSyncs: 0 };
+
+  constructor(
+    private readonly host: HostPort,
+    private readonly ram: GuestRam,
+    private readonly log: Logger,
+    private readonly trace: TraceBus,
+    private readonly vm: string,
+    rids: readonly number[],
+    /** Called before any host request, so batched invalidations reach the host first. */
+    private readonly beforeHostRequest: () => Promise<void>,
+  ) {
+    // A VFIO device starts attached to the container's domain (domain 0, the GPA domain).
+    for (const rid of rids) this.ridDomain.set(rid, 0);
+  }
+
+  get(rid: number, pasid: number | null): PasidShadowEntry | undefined {
+    return this.map.get(key(rid, pasid));
+  }
+
+  /** Every shadowed entry, RID paths included, in insertion order. */
+  entries(): PasidShadowEntry[] {
+    return [...this.map.values()];
+  }
+
+  /** Shadowed entries of one device that carry a PASID. */
+  pasidEntriesOf(rid: number): PasidShadowEntry[] {
+    return this.entries().filter((e) => e.rid === rid && e.pasid !== null);
+  }
+
+  /** The host domain of a device's requests without PASID (null: detached). */
+  ridAttachment(rid: number): number | null {
+    return this.ridDomain.get(rid) ?? null;
+  }
+
+  /** SL shadow domains in use. */
+  domains(): SlDomainShadow[] {
+    return [...this.slDomains.values()];
+  }
+
+  /**
+   * Make the host match `want` for (rid, pasid); null removes the entry (unbind / detach; for
+   * the RID path: detach, requests without PASID are blocked).
+   */
+  async apply(rid: number, pasid: number | null, want: DesiredEntry | null): Promise<void> {
+    const k = key(rid, pasid);
+    const old = this.map.get(k);
+    if (old !== undefined && want !== null && bindingKey(old.binding) === bindingKey(want.binding) && old.binding.kind !== 'refused') {
+      // Same translation: only bookkeeping fields change.
+      if (old.binding.kind === 'sl' && old.did !== want.did) this.slDomains.get(slKey(old.binding))?.dids.add(want.did);
+      this.map.set(k, { ...old, did: want.did, fpd: want.fpd, words: want.words, ridPasid: want.ridPasid ?? old.ridPasid });
+      return;
+    }
+    if (old !== undefined) await this.teardown(old);
+    if (want === null) {
+      this.map.delete(k);
+      if (pasid === null) await this.detachRid(rid);
+      return;
+    }
+    const binding = await this.setup(rid, pasid, want);
+    this.map.set(k, { rid, bdf: ridToBdf(rid), pasid, ridPasid: want.ridPasid ?? null, did: want.did, fpd: want.fpd, binding, words: want.words });
+  }
+
+  /** Re-walk SL shadow domains: all of them, or those of a guest DID, in [start, end). */
+  async resyncSl(did: number | null, start?: bigint, end?: bigint): Promise<void> {
+    for (const d of this.slDomains.values()) {
+      if (did !== null && !d.dids.has(did)) continue;
+      await this.beforeHostRequest();
+      const r = await d.sync(start, end);
+      this.counters.slSyncs++;
+      if (r.mapped + r.unmapped > 0) {
+        this.trace.emit({ kind: 'invalidate', side: 'guest', vm: this.vm, name: 'SL shadow resync', args: { domain: d.domain, mapped: r.mapped, unmapped: r.unmapped } });
+      }
+    }
+  }
+
+  /** Undo everything forwarded (model close). Errors are logged. */
+  async releaseAll(): Promise<void> {
+    for (const e of [...this.map.values()]) {
+      try {
+        await this.apply(e.rid, e.pasid, null);
+      } catch (err) {
+        this.log.warn({ err, rid: e.rid, pasid: e.pasid }, 'release of a shadowed entry failed');
+        this.map.delete(key(e.rid, e.pasid));
+      }
+    }
+  }
+
+  // ---- host side ------------------------------------------------------------------------------
+
+  private async setup(rid: number, pasid: number | null, want: DesiredEntry): Promise<ShadowBinding> {
+    const b = want.binding;
+    if (b.kind === 'invalid') {
+      if (pasid === null) await this.detachRid(rid);
+      this.trace.emit({ kind: 'bind', side: 'guest', vm: this.vm, name: 'invalid PASID entry (not bound)', args: { rid, pasid, reason: b.reason, why: b.why } });
+      return b;
+    }
+    await this.beforeHostRequest();
+    try {
+      switch (b.kind) {
+        case 'nested': {
+          if (pasid === null) throw Object.assign(new Error('first-level translation of requests without PASID is not supported by the host bind'), { code: 'EOPNOTSUPP' });
+          await this.host.call('BIND_GPASID', this.bindData(rid, pasid, b));
+          this.counters.binds++;
+          this.trace.emit({ kind: 'bind', side: 'guest', vm: this.vm, name: 'BIND_GPASID', args: { rid, pasid, flptr: hex64(b.flptr), addrWidth: b.addrWidth } });
+          return b;
+        }
+        case 'pt':
+          await this.attach(rid, pasid, AttachPgtt.PASS_THROUGH, 0);
+          return b;
+        case 'sl': {
+          const dom = await this.slDomain(b.slptptr, b.levels);
+          dom.users++;
+          dom.dids.add(want.did);
+          try {
+            await this.attach(rid, pasid, AttachPgtt.SECOND_LEVEL, dom.domain);
+          } catch (e) {
+            await this.releaseSlDomain(dom);
+            throw e;
+          }
+          return { kind: 'sl', slptptr: b.slptptr, levels: b.levels, domain: dom.domain };
+        }
+      }
+    } catch (e) {
+      this.counters.refused++;
+      const errno = (e as { code?: string }).code ?? errnoOf(e);
+      this.log.warn({ err: e, rid, pasid }, 'host refused a shadowed PASID entry');
+      this.trace.emit({ kind: 'bind', side: 'guest', vm: this.vm, name: 'host refused', args: { rid, pasid, errno } });
+      if (pasid === null) await this.detachRid(rid);
+      return { kind: 'refused', errno, why: e instanceof Error ? e.message : String(e) };
+    }
+  }
+
+  private async teardown(old: PasidShadowEntry): Promise<void> {
+    const b = old.binding;
+    if (b.kind === 'invalid' || b.kind === 'refused') return;
+    await this.beforeHostRequest();
+    try {
+      if (b.kind === 'nested' && old.pasid !== null) {
+        await this.host.call('UNBIND_GPASID', this.bindData(old.rid, old.pasid, b));
+        this.counters.unbinds++;
+        this.trace.emit({ kind: 'unbind', side: 'guest', vm: this.vm, name: 'UNBIND_GPASID', args: { rid: old.rid, pasid: old.pasid } });
+      } else if (b.kind === 'pt' || b.kind === 'sl') {
+        if (old.pasid !== null) await this.detach(old.rid, old.pasid, b.kind === 'pt' ? 0 : b.domain);
+        else await this.detachRid(old.rid);
+        if (b.kind === 'sl') {
+          const dom = this.slDomains.get(slKey(b));
+          if (dom !== undefined) await this.releaseSlDomain(dom);
+        }
+      }
+    } catch (e) {
+      this.log.warn({ err: e, rid: old.rid, pasid: old.pasid }, 'host teardown of a shadowed PASID entry failed');
+    }
+  }
+
+  private bindData(rid: number, pasid: number, b: Extract<ShadowBinding, { kind: 'nested' }>): GpasidBindRequest {
+    return {
+      rid,
+      argsz: IOMMU_GPASID_BIND_DATA_SIZE,
+      version: IOMMU_GPASID_BIND_VERSION_1,
+      format: IOMMU_PASID_FORMAT_INTEL_VTD,
+      addr_width: b.addrWidth,
+      flags: IOMMU_SVA_GPASID_VAL,
+      gpgd: b.flptr,
+      hpasid: BigInt(pasid),
+      gpasid: BigInt(pasid),
+      padding: 0n,
+      vtd_flags: b.vtdFlags,
+      vtd_pat: b.pat,
+      vtd_emt: b.emt,
+    };
+  }
+
+  private async attach(rid: number, pasid: number | null, pgtt: number, domain: number): Promise<void> {
+    if (pasid === null) {
+      const cur = this.ridDomain.get(rid) ?? null;
+      if (cur === domain) return;
+      await this.detachRid(rid);
+      await this.host.call('ATTACH', { rid, pgtt: 0, flags: 0, pasid: 0, domain });
+      this.ridDomain.set(rid, domain);
+    } else {
+      await this.host.call('ATTACH', { rid, pgtt, flags: ATTACH_PASID_VALID, pasid, domain });
+    }
+    this.counters.attaches++;
+    this.trace.emit({ kind: 'bind', side: 'guest', vm: this.vm, name: 'ATTACH', args: { rid, pasid, pgtt, domain } });
+  }
+
+  private async detach(rid: number, pasid: number, domain: number): Promise<void> {
+    await this.host.call('DETACH', { rid, pgtt: 0, flags: ATTACH_PASID_VALID, pasid, domain });
+    this.counters.detaches++;
+    this.trace.emit({ kind: 'unbind', side: 'guest', vm: this.vm, name: 'DETACH', args: { rid, pasid, domain } });
+  }
+
+  /** Detach a device's requests without PASID from whatever domain they use. */
+  private async detachRid(rid: number): Promise<void> {
+    const cur = this.ridDomain.get(rid) ?? null;
+    if (cur === null) return;
+    await this.beforeHostRequest();
+    this.ridDomain.set(rid, null);
+    try {
+      await this.host.call('DETACH', { rid, pgtt: 0, flags: 0, pasid: 0, domain: cur });
+      this.counters.detaches++;
+      this.trace.emit({ kind: 'unbind', side: 'guest', vm: this.vm, name: 'DETACH', args: { rid, pasid: null, domain: cur } });
+    } catch (e) {
+      this.log.warn({ err: e, rid, domain: cur }, 'host DETACH of a RID failed');
+    }
+  }
+
+  /** Reattach a device's requests without PASID to the GPA domain (translation disabled). */
+  async attachRidToGpa(rid: number): Promise<void> {
+    const old = this.map.get(key(rid, null));
+    if (old !== undefined) {
+      await this.teardown(old);
+      this.map.delete(key(rid, null));
+    }
+    await this.beforeHostRequest();
+    try {
+      await this.attach(rid, null, AttachPgtt.NONE, 0);
+    } catch (e) {
+      this.log.warn({ err: e, rid }, 'host ATTACH of a RID to the GPA domain failed');
+    }
+  }
+
+  private async slDomain(slptptr: bigint, levels: number): Promise<SlDomainShadow> {
+    const k = slKey({ slptptr, levels });
+    let d = this.slDomains.get(k);
+    if (d === undefined) {
+      d = await SlDomainShadow.create(this.host, this.ram, this.log, slptptr, levels);
+      this.slDomains.set(k, d);
+      await d.sync();
+      this.counters.slSyncs++;
+    }
+    return d;
+  }
+
+  private async releaseSlDomain(d: SlDomainShadow): Promise<void> {
+    d.users--;
+    if (d.users > 0) return;
+    this.slDomains.delete(slKey(d));
+    await d.destroy();
+  }
+}
+
+function slKey(b: { slptptr: bigint; levels: number }): string {
+  return `${b.slptptr}:${b.levels}`;
+}

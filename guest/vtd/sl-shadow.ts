@@ -1,0 +1,135 @@
+/**
+ * Caching-mode shadowing of a guest second-level table (PASID entries with PGTT = 2, DESIGN
+ * §3.1) into a host kernel-managed domain, as QEMU does for VFIO with CAP.CM = 1: the guest's
+ * SL leaves (IOVA → GPA, R/W) become host DMA_MAP mappings of a domain from DOMAIN_ALLOC, and
+ * each IOTLB invalidation re-walks the invalidated range and applies the difference.
+ *
+ * Extents are tracked per guest leaf (4 KiB, 2 MiB or 1 GiB). A re-walk of [start, end) first
+ * widens the range to every extent it touches, so a mapping is only ever unmapped whole. Leaves
+ * with reserved bits, or whose output lies outside guest RAM, are not shadowed (a DMA through
+ * them faults on the host, as the guest's own translation would).
+ */
+import type { Logger } from '../../src/log.js';
+import { PTE_ADDR_MASK, leafAddrMask, levelShift, slPresent, slReservedMask, type PageSize, type PtLevel } from '../../src/vtd/page-table.js';
+import { wordsFromBytes } from '../../src/vtd/layout.js';
+import { DmaMapFlag } from '../../vhost/messages/dma.js';
+import type { GuestRam } from '../memory/guest-ram.js';
+import { VTD_HAW } from './tables.js';
+import type { HostPort } from './host-port.js';
+
+export interface SlExtent {
+  readonly iova: bigint;
+  readonly size: bigint;
+  readonly gpa: bigint;
+  /** DmaMapFlag bits. */
+  readonly flags: number;
+}
+
+const SIZE_AT: Record<number, PageSize | undefined> = { 1: '4K', 2: '2M', 3: '1G' };
+
+function sameExtent(a: SlExtent, b: SlExtent): boolean {
+  return a.iova === b.iova && a.size === b.size && a.gpa === b.gpa && a.flags === b.flags;
+}
+
+export class SlDomainShadow {
+  /** Shadowed leaves by IOVA. */
+  readonly extents = new Map<bigint, SlExtent>();
+  /** Shadow entries (PASID entries / RID paths) using this domain. */
+  users = 0;
+  /** Guest domain IDs of the PASID entries using it (IOTLB invalidations select by DID). */
+  readonly dids = new Set<number>();
+
+  private constructor(
+    private readonly host: HostPort,
+    private readonly ram: GuestRam,
+    private readonly log: Logger,
+    /** GPA of the guest's top-level SL table. */
+    readonly slptptr: bigint,
+    readonly levels: number,
+    /** Host domain id. */
+    readonly domain: number,
+  ) {}
+
+  static async create(host: HostPort, ram: GuestRam, log: Logger, slptptr: bigint, levels: number): Promise<SlDomainShadow> {
+    const { domain } = await host.call('DOMAIN_ALLOC', {});
+    return new SlDomainShadow(host, ram, log, slptptr, levels, domain);
+  }
+
+  /** Input address width of the guest table. */
+  get inputLimit(): bigint {
+    return 1n << BigInt(levelShift(this.levels + 1));
+  }
+
+  /**
+   * Re-walk [start, end) of the guest table and make the host domain match it.
+   * Returns the number of host mappings added and removed.
+   */
+  async sync(start = 0n, end = this.inputLimit): Promise<{ mapped: number; unmapped: number }> {
+    let lo = start < 0n ? 0n : start;
+    let hi = end > this.inputLimit ? this.inputLimit : end;
+    for (const e of this.extents.values()) {
+      if (e.iova < hi && e.iova + e.size > lo) {
+        if (e.iova < lo) lo = e.iova;
+        if (e.iova + e.size > hi) hi = e.iova + e.size;
+      }
+    }
+    const want = new Map<bigint, SlExtent>();
+    this.walk(this.slptptr, this.levels, 0n, lo, hi, want);
+    const unmaps: SlExtent[] = [];
+    for (const e of this.extents.values()) {
+      if (e.iova >= hi || e.iova + e.size <= lo) continue;
+      const w = want.get(e.iova);
+      if (w !== undefined && sameExtent(w, e)) want.delete(e.iova);
+      else unmaps.push(e);
+    }
+    await Promise.all(
+      unmaps.map(async (e) => {
+        this.extents.delete(e.iova);
+        await this.host.call('DMA_UNMAP', { domain: this.domain, iova: e.iova, size: e.size });
+      }),
+    );
+    const maps = [...want.values()];
+    const results = await Promise.allSettled(
+      maps.map(async (e) => {
+        await this.host.call('DMA_MAP', { domain: this.domain, flags: e.flags, iova: e.iova, gpa: e.gpa, size: e.size });
+        this.extents.set(e.iova, e);
+      }),
+    );
+    for (const r of results) if (r.status === 'rejected') this.log.warn({ err: r.reason, domain: this.domain }, 'SL shadow: host DMA_MAP failed');
+    return { mapped: results.filter((r) => r.status === 'fulfilled').length, unmapped: unmaps.length };
+  }
+
+  /** Free the host domain (its mappings go with it). */
+  async destroy(): Promise<void> {
+    this.extents.clear();
+    await this.host.call('DOMAIN_FREE', { domain: this.domain });
+  }
+
+  private walk(table: bigint, level: number, base: bigint, lo: bigint, hi: bigint, out: Map<bigint, SlExtent>): void {
+    if (table + 4096n > BigInt(this.ram.size)) return;
+    const words = wordsFromBytes(this.ram.read(Number(table), 4096), 0, 512);
+    const shift = BigInt(levelShift(level));
+    const span = 1n << shift;
+    const first = lo > base ? Number((lo - base) >> shift) : 0;
+    for (let i = first; i < 512; i++) {
+      const iova = base + BigInt(i) * span;
+      if (iova >= hi) break;
+      const pte = words[i]!;
+      if (!slPresent(pte)) continue;
+      const size = SIZE_AT[level];
+      const ps = level > 1 && size !== undefined && (pte & 0x80n) !== 0n;
+      if ((pte & slReservedMask(level as PtLevel, ps, VTD_HAW)) !== 0n) {
+        this.log.debug({ level, iova: iova.toString(16) }, 'SL shadow: entry with reserved bits not shadowed');
+        continue;
+      }
+      if (level === 1 || ps) {
+        const gpa = pte & leafAddrMask(size!);
+        if (gpa + span > BigInt(this.ram.size)) continue;
+        const flags = ((pte & 1n) !== 0n ? DmaMapFlag.READ : 0) | ((pte & 2n) !== 0n ? DmaMapFlag.WRITE : 0);
+        out.set(iova, { iova, size: span, gpa, flags });
+      } else if (level > 1) {
+        this.walk(pte & PTE_ADDR_MASK, level - 1, iova, lo, hi, out);
+      }
+    }
+  }
+}

@@ -1,0 +1,117 @@
+/**
+ * The virtual command interface (VCCAP / VCMD / VCRSP) in the spec 3.1 or 3.3 layout
+ * (reference vtd-scalable-mode.md §4; DESIGN §3.1): ALLOC_PASID and FREE_PASID become the
+ * host's PASID_ALLOC / PASID_FREE, the way QEMU's vSVA series forwards them to
+ * VFIO_IOMMU_PASID_REQUEST.
+ *
+ * - A VCMD write while VCRSP.IP is set is ignored (QEMU `vtd_handle_vcmd_write`).
+ * - Otherwise VCRSP = IP at once; the host request runs asynchronously and VCRSP then holds the
+ *   status code and result with IP clear. A guest polling VCRSP sees IP while it is in flight.
+ * - Status codes are the layout's: undefined command, no PASID available (the host refused an
+ *   allocation, e.g. quota exhausted), invalid PASID (freeing a PASID this VM did not allocate
+ *   through VCMD, or one the host does not hold for it).
+ * - Allocated PASIDs are guest PASIDs and host PASIDs at once (identity, hpasid = gpasid).
+ */
+import type { Logger } from '../../src/log.js';
+import type { TraceBus } from '../../src/trace/bus.js';
+import { decodeVcmd, encodeVcrsp, VCMD_CMD, VCMD_LAYOUTS, type VcmdLayoutName } from '../../src/vtd/vcmd.js';
+import { PASID_MAX } from '../../src/vtd/pasid-entry.js';
+import type { HostPort } from './host-port.js';
+import type { RegisterFile } from './register-file.js';
+
+/** Lowest PASID handed out: PASID 0 is RID_PASID and never bound (QEMU VTD_HPASID_MIN). */
+export const VCMD_PASID_MIN = 1;
+
+export class VirtualCommands {
+  /** PASIDs this VM allocated through VCMD and has not freed. */
+  readonly owned = new Set<number>();
+  readonly counters = { allocs: 0, frees: 0, errors: 0, ignored: 0 };
+  private inFlight: Promise<void> | null = null;
+  private readonly layout: (typeof VCMD_LAYOUTS)[VcmdLayoutName];
+
+  constructor(
+    readonly layoutName: VcmdLayoutName,
+    private readonly regs: RegisterFile,
+    private readonly host: HostPort,
+    private readonly log: Logger,
+    private readonly trace: TraceBus,
+    private readonly vm: string,
+  ) {
+    this.layout = VCMD_LAYOUTS[layoutName];
+  }
+
+  /** True while a command is in flight (VCRSP.IP). */
+  get busy(): boolean {
+    return this.inFlight !== null;
+  }
+
+  /** Resolves when no command is in flight. */
+  async idle(): Promise<void> {
+    while (this.inFlight !== null) await this.inFlight;
+  }
+
+  /** The guest wrote VCMD (the whole register, or its high half last). */
+  onWrite(value: bigint): void {
+    if (this.inFlight !== null) {
+      this.counters.ignored++;
+      return;
+    }
+    const cmd = decodeVcmd(this.layoutName, value);
+    this.regs.set('VCRSP', encodeVcrsp(this.layoutName, { ip: true }));
+    const run = this.execute(cmd.cmd, cmd.pasid, cmd.reserved.length > 0)
+      .catch((e: unknown) => {
+        this.log.error({ err: e }, 'virtual command failed unexpectedly');
+        return { sc: this.layout.status.NO_PASID, result: 0 };
+      })
+      .then(({ sc, result }) => {
+        this.regs.set('VCRSP', encodeVcrsp(this.layoutName, { ip: false, sc, result }));
+        this.inFlight = null;
+      });
+    this.inFlight = run;
+  }
+
+  /** The host freed a PASID on its own (PASID_FREED): it is no longer this VM's. */
+  hostFreed(pasid: number): void {
+    this.owned.delete(pasid);
+  }
+
+  private async execute(cmd: number, pasid: number, reservedSet: boolean): Promise<{ sc: number; result: number }> {
+    const st = this.layout.status;
+    const started = performance.now();
+    if (reservedSet || (cmd !== VCMD_CMD.ALLOC_PASID && cmd !== VCMD_CMD.FREE_PASID)) {
+      this.counters.errors++;
+      this.trace.emit({ kind: 'alloc', side: 'guest', vm: this.vm, name: 'VCMD undefined command', args: { cmd, layout: this.layoutName } });
+      return { sc: st.UNDEFINED_CMD, result: 0 };
+    }
+    if (cmd === VCMD_CMD.ALLOC_PASID) {
+      try {
+        const r = await this.host.call('PASID_ALLOC', { min: VCMD_PASID_MIN, max: PASID_MAX - 1 });
+        this.owned.add(r.pasid);
+        this.counters.allocs++;
+        this.trace.emit({ kind: 'alloc', side: 'guest', vm: this.vm, name: 'VCMD ALLOC_PASID', dur: (performance.now() - started) * 1000, args: { pasid: r.pasid, layout: this.layoutName } });
+        return { sc: st.SUCCESS, result: r.pasid };
+      } catch (e) {
+        this.counters.errors++;
+        this.trace.emit({ kind: 'alloc', side: 'guest', vm: this.vm, name: 'VCMD ALLOC_PASID: no PASID', args: { errno: (e as { code?: string }).code ?? 'EIO' } });
+        return { sc: st.NO_PASID, result: 0 };
+      }
+    }
+    if (!this.owned.has(pasid)) {
+      this.counters.errors++;
+      this.trace.emit({ kind: 'free', side: 'guest', vm: this.vm, name: 'VCMD FREE_PASID: not owned', args: { pasid } });
+      return { sc: st.INVALID_PASID, result: 0 };
+    }
+    try {
+      const r = await this.host.call('PASID_FREE', { min: pasid, max: pasid });
+      this.owned.delete(pasid);
+      if (r.freed < 1) throw new Error(`host freed ${r.freed} PASIDs`);
+      this.counters.frees++;
+      this.trace.emit({ kind: 'free', side: 'guest', vm: this.vm, name: 'VCMD FREE_PASID', args: { pasid } });
+      return { sc: st.SUCCESS, result: 0 };
+    } catch (e) {
+      this.counters.errors++;
+      this.log.warn({ err: e, pasid }, 'VCMD FREE_PASID refused by the host');
+      return { sc: st.INVALID_PASID, result: 0 };
+    }
+  }
+}

@@ -1,0 +1,73 @@
+/**
+ * The wire handlers of one session: each protocol request (docs/protocol.md §5) mapped onto the
+ * session's VM — its container, memory table and devices. Arms stay short; the checks and
+ * their errno live in the container (host/vfio/) and the VM (vm.ts).
+ *
+ * SET_MEM_TABLE: an identical table is accepted as a re-announcement (after a reconnect); a
+ * different one replaces the old only while no DMA mapping exists (EBUSY otherwise).
+ */
+import { fail } from '../../src/errors.js';
+import { VM_SETUP_REPLY_RESUMED, VM_SETUP_VIOMMU_MASK, VmViommu, isZeroToken } from '../../vhost/messages/vm.js';
+import type { HandlerTable } from '../../vhost/roles/backend.js';
+import type { Session } from '../../vhost/roles/server.js';
+import type { FrontendRequestName } from '../../vhost/catalogue.js';
+import type { HostServer } from './host-server.js';
+import type { ViommuKind } from './vm.js';
+
+const VIOMMU: Record<number, ViommuKind> = { [VmViommu.UNSPECIFIED]: 'unspecified', [VmViommu.VTD]: 'vtd', [VmViommu.VIRTIO]: 'virtio' };
+
+export function buildHandlers(host: HostServer, session: Session): HandlerTable<Session> {
+  const vm = () => host.vmOf(session);
+  const table: HandlerTable<Session> = {
+    VM_SETUP: (r) => {
+      const token = isZeroToken(r.session_token) ? null : r.session_token;
+      const { vm: v, resumed } = host.setupVm(session, r.name, r.pasid_quota, VIOMMU[r.flags & VM_SETUP_VIOMMU_MASK] ?? 'unspecified', token);
+      return { vm_id: v.id, flags: resumed ? VM_SETUP_REPLY_RESUMED : 0, session_token: v.token };
+    },
+    SET_MEM_TABLE: (t) => {
+      const v = vm();
+      if (v.mem.same(t)) return;
+      if (v.container.mappings > 0) fail('EBUSY', 'SET_MEM_TABLE: DMA mappings exist; unmap them before changing the memory table');
+      v.mem.replace(t);
+    },
+    GET_STATE: () => ({ json: JSON.stringify(host.snapshot()) }),
+    DEVICE_ADD: (r) => vm().container.deviceAdd(r),
+    DEVICE_CONFIG: (r) => vm().container.deviceConfig(r),
+    DOMAIN_ALLOC: () => ({ domain: vm().container.domainAlloc() }),
+    DOMAIN_FREE: (r) => vm().container.domainFree(r.domain),
+    ATTACH: (r) => vm().container.attach(r),
+    DETACH: (r) => vm().container.detach(r),
+    GET_NESTING_INFO: () => vm().container.nestingInfo(),
+    DMA_MAP: (r) => vm().container.dmaMap(r),
+    DMA_UNMAP: (r) => vm().container.dmaUnmap(r),
+    PASID_ALLOC: (r) => ({ pasid: vm().container.pasidAlloc(r) }),
+    PASID_FREE: (r) => ({ freed: vm().container.pasidFree(r) }),
+    BIND_GPASID: (r) => vm().container.bind(r),
+    UNBIND_GPASID: (r) => vm().container.unbind(r),
+    CACHE_INVALIDATE: (r) => vm().container.cacheInvalidate(r.entries),
+    PAGE_RESPONSE: (r) => vm().container.pageResponse(r),
+    DEVICE_DMA: (r) => vm().container.deviceDma(r),
+  };
+  return traced(host, session, table);
+}
+
+/** Emit a 'message' trace event per request while someone listens. */
+function traced(host: HostServer, session: Session, table: HandlerTable<Session>): HandlerTable<Session> {
+  const out: Record<string, unknown> = {};
+  for (const [name, h] of Object.entries(table) as [FrontendRequestName, (r: unknown, s: Session) => unknown][]) {
+    out[name] = (r: unknown, s: Session) => {
+      const t = host.trace;
+      if (t.active) {
+        let vmName: string | undefined;
+        try {
+          vmName = host.vmOf(session).name;
+        } catch {
+          vmName = undefined;
+        }
+        t.emit({ kind: 'message', side: 'host', vm: vmName, name, args: { session: session.id } });
+      }
+      return h(r, s);
+    };
+  }
+  return out as HandlerTable<Session>;
+}

@@ -1,0 +1,252 @@
+/**
+ * The host half as a service (DESIGN §1, §4): one IOASID core, one host IOMMU, one host physical
+ * memory, KVM and VDCM, and the VMs — each reached through its own protocol session (main
+ * connection + backend channel) on a Unix socket or in-memory connections.
+ *
+ * Sessions and VMs:
+ * - Before VM_SETUP a connection can only do the handshake and GET_STATE; every other request
+ *   is EPERM (vhost's "no owner" answer).
+ * - VM_SETUP with an all-zero token creates a VM (EEXIST: the name is taken, by a connected VM or
+ *   one in its grace period; ENOSPC: the quota exceeds the available capacity). With a token it
+ *   resumes that VM (ENOENT: no such VM — e.g. its grace period expired; EBUSY: its connection
+ *   is still open; EINVAL: the name differs). The quota of a resumed VM is unchanged. A second
+ *   VM_SETUP on one connection is EBUSY.
+ * - When a VM's connection ends, its outstanding page requests fail and everything else is kept
+ *   for `graceMs` (0: released at once); then everything it held is released.
+ */
+import { childLogger } from '../../src/log.js';
+import { fail } from '../../src/errors.js';
+import { TraceBus } from '../../src/trace/bus.js';
+import type { HostSnapshot } from '../../src/api/types.js';
+import { BackendServer, type Session } from '../../vhost/roles/server.js';
+import type { Transport } from '../../vhost/transport/transport.js';
+import { IoasidCore } from '../ioasid/index.js';
+import { HostIommu } from '../iommu/host-iommu.js';
+import { HostMemory } from '../memory/host-memory.js';
+import { Kvm } from '../kvm/kvm.js';
+import { Vdcm } from '../vdcm/vdcm.js';
+import type { CounterSet, MonitorSource, MonitorStats } from '../monitor/types.js';
+import { DEFAULT_MAX_PENDING_PAGE_REQUESTS, DEFAULT_PAGE_REQUEST_TIMEOUT_MS } from '../devices/page-requests.js';
+import { HostIommuPort } from '../vfio/host-iommu-port.js';
+import { buildHandlers } from './handlers.js';
+import { tokenHex, Vm } from './vm.js';
+
+const log = childLogger('host-server');
+
+/** Default grace period for a disconnected VM (ms). */
+export const DEFAULT_GRACE_MS = 2000;
+/** Host requester ids handed to VM devices: bus 0x80 and up (unique across VMs). */
+const HOST_RID_BASE = 0x8000;
+
+export interface HostServerOptions {
+  /** IOASID space width, 1–20 (default 20). */
+  pasidBits?: number;
+  /** How long a disconnected VM's state is kept for a reconnect (ms; 0 = release at once). */
+  graceMs?: number;
+  /** How long a device waits for a PAGE_RESPONSE (ms). */
+  pageRequestTimeoutMs?: number;
+  /** Outstanding page requests per VM before a device's DMA fails with EAGAIN. */
+  maxPendingPageRequests?: number;
+  /** Trace events go here (the dashboard listens); a fresh bus when absent. */
+  trace?: TraceBus;
+}
+
+function zeroCounters(): CounterSet {
+  return { allocs: 0, frees: 0, binds: 0, unbinds: 0, invalidations: 0, faults: 0, pageRequests: 0, iotlbHits: null, iotlbMisses: null };
+}
+
+export class HostServer {
+  readonly trace: TraceBus;
+  readonly core: IoasidCore;
+  readonly memory: HostMemory;
+  readonly iommu: HostIommu;
+  readonly kvm: Kvm;
+  readonly vdcm: Vdcm;
+  readonly graceMs: number;
+  private readonly port: HostIommuPort;
+  private readonly backend: BackendServer;
+  private readonly vmsByName = new Map<string, Vm>();
+  private readonly vmsByToken = new Map<string, Vm>();
+  private readonly sessionVm = new Map<Session, Vm>();
+  private readonly hostRids = new Set<number>();
+  private readonly retired = zeroCounters();
+  private nextVmId = 1;
+  private readonly pageRequestTimeoutMs: number;
+  private readonly maxPendingPageRequests: number;
+  private closed = false;
+
+  constructor(opts: HostServerOptions = {}) {
+    this.trace = opts.trace ?? new TraceBus();
+    this.graceMs = opts.graceMs ?? DEFAULT_GRACE_MS;
+    if (!Number.isInteger(this.graceMs) || this.graceMs < 0) fail('EINVAL', `grace period ${this.graceMs} ms is not a non-negative integer`);
+    this.pageRequestTimeoutMs = opts.pageRequestTimeoutMs ?? DEFAULT_PAGE_REQUEST_TIMEOUT_MS;
+    this.maxPendingPageRequests = opts.maxPendingPageRequests ?? DEFAULT_MAX_PENDING_PAGE_REQUESTS;
+    this.core = new IoasidCore({ pasidBits: opts.pasidBits ?? 20, trace: this.trace });
+    this.memory = new HostMemory();
+    this.iommu = new HostIommu({ memory: this.memory, trace: this.trace });
+    this.port = new HostIommuPort(this.iommu);
+    this.kvm = new Kvm(this.core);
+    this.vdcm = new Vdcm(this.core);
+    this.backend = new BackendServer({ handlers: (s) => buildHandlers(this, s) });
+    this.backend.onSession((s) => s.onClose(() => this.onSessionClosed(s)));
+  }
+
+  /** Serve on a Unix socket path. */
+  listen(path: string): Promise<void> {
+    return this.backend.listen(path);
+  }
+
+  /** In-process connections (FrontendClient.connect({ connect })). */
+  connector(): () => Promise<Transport> {
+    return this.backend.memoryConnector();
+  }
+
+  get vms(): readonly Vm[] {
+    return [...this.vmsByName.values()];
+  }
+
+  vm(name: string): Vm | undefined {
+    return this.vmsByName.get(name);
+  }
+
+  /** The VM a session set up (EPERM before VM_SETUP). */
+  vmOf(s: Session): Vm {
+    const vm = this.sessionVm.get(s);
+    if (!vm || vm.tornDown) fail('EPERM', 'no VM on this connection: send VM_SETUP first');
+    return vm;
+  }
+
+  /** VM_SETUP: create or resume. Returns the VM and whether it was resumed. */
+  setupVm(s: Session, name: string, quota: number, viommu: Vm['viommu'], token: Uint8Array | null): { vm: Vm; resumed: boolean } {
+    if (this.closed) fail('ENOTCONN', 'the host is shutting down');
+    if (this.sessionVm.has(s)) fail('EBUSY', 'VM_SETUP: this connection already set up a VM');
+    if (token !== null) {
+      const vm = this.vmsByToken.get(tokenHex(token));
+      if (!vm || vm.tornDown) fail('ENOENT', 'VM_SETUP: no VM has this session token (grace period over?)');
+      if (vm.connected) fail('EBUSY', `VM_SETUP: VM '${vm.name}' is still connected`);
+      if (vm.name !== name) fail('EINVAL', `VM_SETUP: the token belongs to VM '${vm.name}', not '${name}'`);
+      vm.attachSession(s);
+      this.sessionVm.set(s, vm);
+      this.traceVm(vm, 'VM resumed');
+      log.info({ vm: name }, 'VM resumed');
+      return { vm, resumed: true };
+    }
+    if (this.vmsByName.has(name)) fail('EEXIST', `VM_SETUP: a VM named '${name}' exists`);
+    const vm = new Vm(this.nextVmId, name, quota, viommu, {
+      core: this.core,
+      iommu: this.port,
+      memory: this.memory,
+      kvm: this.kvm,
+      vdcm: this.vdcm,
+      trace: this.trace,
+      allocHostRid: () => this.allocHostRid(),
+      freeHostRid: (rid) => this.hostRids.delete(rid),
+      pageRequestTimeoutMs: this.pageRequestTimeoutMs,
+      maxPendingPageRequests: this.maxPendingPageRequests,
+    });
+    this.nextVmId++;
+    vm.attachSession(s);
+    this.vmsByName.set(name, vm);
+    this.vmsByToken.set(tokenHex(vm.token), vm);
+    this.sessionVm.set(s, vm);
+    this.traceVm(vm, 'VM created');
+    log.info({ vm: name, quota }, 'VM created');
+    return { vm, resumed: false };
+  }
+
+  /** The DESIGN §7 snapshot (plus extras: per-VM stats, domains, KVM and VDCM state; IOMMU stats). */
+  snapshot(): HostSnapshot & Record<string, unknown> {
+    const cap = this.core.capacity;
+    return {
+      pasidBits: this.core.pasidBits,
+      capacity: { total: cap.total, available: cap.available },
+      vms: [...this.vms].sort((a, b) => a.id - b.id).map((vm) => vm.snapshot()),
+      iommu: this.port.stats(),
+    };
+  }
+
+  /** Cumulative counters per VM and for the host (MonitorSource.stats). */
+  stats(): MonitorStats {
+    const total: CounterSet = { ...this.retired };
+    const vms: Record<string, CounterSet> = {};
+    for (const vm of this.vms) {
+      const c = vm.counters;
+      const set: CounterSet = { ...zeroCounters(), allocs: c.allocs, frees: c.frees, binds: c.binds, unbinds: c.unbinds, invalidations: c.invalidations, faults: c.faults, pageRequests: c.pageRequests };
+      vms[vm.name] = set;
+      for (const k of ['allocs', 'frees', 'binds', 'unbinds', 'invalidations', 'faults', 'pageRequests'] as const) total[k] += set[k];
+    }
+    const s = this.port.stats();
+    total.iotlbHits = s.iotlbHits;
+    total.iotlbMisses = s.iotlbMisses;
+    return { total, vms };
+  }
+
+  /** What the dashboard reads. Control action 'disconnect-vm' drops the VM's connection. */
+  monitorSource(): MonitorSource {
+    return {
+      snapshot: () => this.snapshot(),
+      stats: () => this.stats(),
+      events: this.trace,
+      control: async (action, name) => {
+        if (action !== 'disconnect-vm') fail('EINVAL', `unknown control action '${String(action)}'`);
+        const vm = name === undefined ? undefined : this.vmsByName.get(name);
+        if (!vm) fail('ENOENT', `no VM named '${String(name)}'`);
+        if (!vm.session) fail('ENOTCONN', `VM '${vm.name}' is not connected`);
+        vm.session.close();
+        return { disconnected: vm.name };
+      },
+    };
+  }
+
+  /** Stop serving: close every connection and release every VM at once. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await this.backend.close();
+    for (const vm of this.vms) this.teardown(vm);
+  }
+
+  private allocHostRid(): number {
+    for (let rid = HOST_RID_BASE; rid <= 0xffff; rid++) {
+      if (!this.hostRids.has(rid)) {
+        this.hostRids.add(rid);
+        return rid;
+      }
+    }
+    fail('ENOSPC', 'no host requester id left');
+  }
+
+  private onSessionClosed(s: Session): void {
+    const vm = this.sessionVm.get(s);
+    this.sessionVm.delete(s);
+    if (!vm || vm.session !== s || vm.tornDown) return;
+    vm.detachSession();
+    this.traceVm(vm, 'VM disconnected');
+    log.info({ vm: vm.name, graceMs: this.graceMs }, 'VM disconnected');
+    if (this.graceMs === 0 || this.closed) {
+      this.teardown(vm);
+      return;
+    }
+    vm.graceTimer = setTimeout(() => this.teardown(vm), this.graceMs);
+    vm.graceTimer.unref?.();
+  }
+
+  private teardown(vm: Vm): void {
+    if (vm.tornDown) return;
+    const c = vm.counters;
+    for (const k of ['allocs', 'frees', 'binds', 'unbinds', 'invalidations', 'faults', 'pageRequests'] as const) this.retired[k] += c[k];
+    try {
+      vm.teardown();
+    } catch (e) {
+      log.error({ err: e, vm: vm.name }, 'VM teardown failed');
+    }
+    this.vmsByName.delete(vm.name);
+    this.vmsByToken.delete(tokenHex(vm.token));
+    this.traceVm(vm, 'VM released');
+    log.info({ vm: vm.name }, 'VM released');
+  }
+
+  private traceVm(vm: Vm, name: string): void {
+    if (this.trace.active) this.trace.emit({ kind: 'vm', side: 'host', vm: vm.name, name });
+  }
+}

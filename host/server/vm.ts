@@ -1,0 +1,196 @@
+/**
+ * One VM as the host sees it: its IOASID set (with its quota, held for the VM's lifetime), its
+ * memory table, its container, its KVM and VDCM state, its outstanding page requests, and the
+ * session (main connection + backend channel) it is currently reached through.
+ *
+ * Life cycle: created by VM_SETUP; `detachSession` when its connection ends (the host keeps
+ * everything for the grace period); `attachSession` when VM_SETUP presents its token again
+ * within the grace period; `teardown` when the grace period expires or the host shuts down —
+ * everything it held is released and its set's quota returns to the capacity.
+ */
+import { randomBytes } from 'node:crypto';
+import { VsvaError } from '../../src/errors.js';
+import { childLogger } from '../../src/log.js';
+import type { TraceBus } from '../../src/trace/bus.js';
+import type { PasidSnapshot, VmSnapshot } from '../../src/api/types.js';
+import type { Session } from '../../vhost/roles/server.js';
+import type { IoasidCore, IoasidSet } from '../ioasid/index.js';
+import { Kvm, type KvmVm } from '../kvm/kvm.js';
+import { Vdcm, type VdcmVm } from '../vdcm/vdcm.js';
+import type { HostMemory } from '../memory/host-memory.js';
+import { PageRequestTracker } from '../devices/page-requests.js';
+import { VfioContainer, type ContainerCounters } from '../vfio/container.js';
+import type { ContainerIommu } from '../vfio/iommu-port.js';
+import { MemTableMap } from '../vfio/mem-table.js';
+
+const log = childLogger('host-vm');
+
+export type ViommuKind = 'unspecified' | 'vtd' | 'virtio';
+
+export interface VmDeps {
+  core: IoasidCore;
+  iommu: ContainerIommu;
+  memory: HostMemory;
+  kvm: Kvm;
+  vdcm: Vdcm;
+  trace?: TraceBus;
+  allocHostRid(): number;
+  freeHostRid(rid: number): void;
+  pageRequestTimeoutMs: number;
+  maxPendingPageRequests: number;
+}
+
+/** A fresh session token: 16 random bytes, never all zero. */
+export function newToken(): Uint8Array {
+  for (;;) {
+    const t = randomBytes(16);
+    if (t.some((b) => b !== 0)) return new Uint8Array(t);
+  }
+}
+
+export function tokenHex(t: Uint8Array): string {
+  return Buffer.from(t.buffer, t.byteOffset, t.byteLength).toString('hex');
+}
+
+export class Vm {
+  readonly token = newToken();
+  readonly set: IoasidSet;
+  readonly kvm: KvmVm;
+  readonly vdcm: VdcmVm;
+  readonly mem: MemTableMap;
+  readonly container: VfioContainer;
+  readonly pageRequests: PageRequestTracker;
+  session: Session | null = null;
+  /** Grace-period timer while disconnected. */
+  graceTimer: NodeJS.Timeout | null = null;
+  disconnectedAt: number | null = null;
+  tornDown = false;
+
+  constructor(
+    readonly id: number,
+    readonly name: string,
+    quota: number,
+    readonly viommu: ViommuKind,
+    private readonly deps: VmDeps,
+  ) {
+    const core = deps.core;
+    this.set = core.setAlloc({ quota, name });
+    const undo: (() => void)[] = [];
+    try {
+      core.setGet(this.set);
+      undo.push(() => core.setPut(this.set));
+      this.kvm = deps.kvm.createVm(this.set, name);
+      undo.push(() => deps.kvm.destroyVm(this.kvm));
+      this.vdcm = deps.vdcm.createVm(this.set, name);
+      undo.push(() => deps.vdcm.destroyVm(this.vdcm));
+      this.mem = new MemTableMap(deps.memory, name);
+      this.pageRequests = new PageRequestTracker(deps.maxPendingPageRequests, deps.pageRequestTimeoutMs);
+      this.container = new VfioContainer({
+        vmName: name,
+        core,
+        set: this.set,
+        iommu: deps.iommu,
+        mem: this.mem,
+        vdcm: this.vdcm,
+        trace: deps.trace,
+        allocHostRid: deps.allocHostRid,
+        freeHostRid: deps.freeHostRid,
+        deviceEnv: {
+          pageRequests: this.pageRequests,
+          sendFault: (msg) => {
+            const s = this.session;
+            if (s === null || !s.backendAttached) return;
+            s.send('FAULT', msg).catch((e: unknown) => log.debug({ vm: name, err: String(e) }, 'FAULT not delivered'));
+          },
+          sendPageRequest: (msg) => {
+            const s = this.session;
+            if (s === null) return Promise.reject(new VsvaError('ENOTCONN', `${name} is disconnected`));
+            return s.send('PAGE_REQUEST', msg);
+          },
+        },
+      });
+    } catch (e) {
+      for (const u of undo.reverse()) u();
+      throw e;
+    }
+  }
+
+  get connected(): boolean {
+    return this.session !== null && !this.session.closed;
+  }
+
+  get counters(): ContainerCounters {
+    return this.container.counters;
+  }
+
+  /** The connection ended: outstanding page requests fail; state is kept. */
+  detachSession(): void {
+    this.session = null;
+    this.disconnectedAt = Date.now();
+    this.pageRequests.cancelAll();
+  }
+
+  attachSession(s: Session): void {
+    if (this.graceTimer) clearTimeout(this.graceTimer);
+    this.graceTimer = null;
+    this.session = s;
+    this.disconnectedAt = null;
+  }
+
+  /**
+   * Release everything the VM held (DESIGN §4): page requests, bindings and attachments (with
+   * their references and UNBIND notifications), devices, mappings, domains, KVM and VDCM
+   * references, then every PASID (free_all_in_set) and the set itself, then the memory table.
+   */
+  teardown(): void {
+    if (this.tornDown) return;
+    this.tornDown = true;
+    if (this.graceTimer) clearTimeout(this.graceTimer);
+    this.graceTimer = null;
+    this.pageRequests.cancelAll();
+    const core = this.deps.core;
+    this.container.close();
+    this.deps.vdcm.destroyVm(this.vdcm);
+    this.deps.kvm.destroyVm(this.kvm);
+    if (core.isSetValid(this.set)) {
+      const r = core.freeAllInSet(this.set);
+      if (r.pending > 0) log.warn({ vm: this.name, pending: r.pending }, 'PASIDs still referenced after teardown');
+      if (core.isSetValid(this.set)) core.setPut(this.set);
+    }
+    this.mem.clear();
+    this.session?.close();
+    this.session = null;
+  }
+
+  snapshot(): VmSnapshot & Record<string, unknown> {
+    const core = this.deps.core;
+    const valid = core.isSetValid(this.set);
+    const s = valid ? core.snapshotSet(this.set) : null;
+    const pasids: PasidSnapshot[] = (s?.ids ?? []).map((id) => ({
+      hpasid: id.id,
+      gpasid: id.spid,
+      state: id.state,
+      refs: id.refs,
+      users: id.users,
+      bindings: this.container.bindingsOf(id.id),
+    }));
+    return {
+      name: this.name,
+      connected: this.connected,
+      set: { quota: s?.set.quota ?? 0, used: s?.set.used ?? 0 },
+      devices: this.container.listDevices().map((d) => ({ bdf: d.bdf, kind: d.kind })),
+      pasids,
+      // Extras (not part of the DESIGN §7 contract).
+      id: this.id,
+      viommu: this.viommu,
+      stats: { ...this.container.counters },
+      memory: { regions: this.mem.list.length, bytes: this.mem.totalBytes },
+      domains: this.container.listDomains(),
+      deviceState: this.container.listDevices(),
+      kvm: this.kvm.entries(),
+      adis: this.vdcm.list(),
+      pendingPageRequests: this.pageRequests.size,
+      disconnectedForMs: this.disconnectedAt === null ? null : Date.now() - this.disconnectedAt,
+    };
+  }
+}

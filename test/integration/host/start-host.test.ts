@@ -1,0 +1,43 @@
+/**
+ * startHost from the package root: a spawned `vsva host` child (default) and the in-process
+ * variant with the dashboard; snapshot() and a clean close().
+ */
+import { describe, it, expect } from 'vitest';
+import { existsSync } from 'node:fs';
+import { startHost } from '../../../src/index.js';
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+describe('startHost', () => {
+  it('spawns `vsva host`, snapshots it over GET_STATE, and closes it (process gone, socket removed)', async () => {
+    const h = await startHost({ pasidBits: 8 });
+    expect(h.pid).not.toBe(process.pid);
+    expect(existsSync(h.socket)).toBe(true);
+    const s = await h.snapshot();
+    expect(s).toMatchObject({ pasidBits: 8, capacity: { total: 255, available: 255 }, vms: [] });
+    await h.close();
+    expect(alive(h.pid)).toBe(false);
+    expect(existsSync(h.socket)).toBe(false);
+  });
+
+  it('runs in-process with the dashboard when spawn is false', async () => {
+    const h = await startHost({ spawn: false, dashboard: { port: 0 } });
+    try {
+      expect(h.pid).toBe(process.pid);
+      expect(h.dashboard).toMatch(/^http:\/\/127\.0\.0\.1:\d+\/$/);
+      const res = await fetch(h.dashboard!);
+      expect(res.status).toBe(200);
+      expect(await h.snapshot()).toMatchObject({ pasidBits: 20, capacity: { total: 2 ** 20 - 1, available: 2 ** 20 - 1 }, vms: [] });
+    } finally {
+      await h.close();
+    }
+    expect(existsSync(h.socket)).toBe(false);
+  });
+});
