@@ -117,6 +117,8 @@ export class VtdDriver {
   private prq = 0n;
   private prqSize = 0;
   private readonly devices = new Map<number, DeviceState>();
+  /** PASIDs bound per device RID (for device-TLB flushes of ATS-enabled devices). */
+  private readonly bound = new Map<number, Set<number>>();
   /** PASIDs this driver allocated through VCMD. */
   private readonly vcmdPasids = new Set<number>();
   private readonly contexts = new Map<number, bigint>();
@@ -367,6 +369,9 @@ export class VtdDriver {
     const pasid = opts.pasid ?? (await this.allocPasid());
     await this.writePasidEntry(dev, pasid, this.firstLevelEntry(proc, opts));
     await this.pasidFlushCaches(opts.did ?? SVA_DID, pasid);
+    let set = this.bound.get(dev.rid);
+    if (set === undefined) this.bound.set(dev.rid, (set = new Set()));
+    set.add(pasid);
     return pasid;
   }
 
@@ -375,12 +380,24 @@ export class VtdDriver {
     const dev = this.device(bdf);
     await writeWords(this.h, await this.entryGpa(dev, pasid), new Array(8).fill(0n));
     await this.pasidFlushCaches(opts.did ?? SVA_DID, pasid);
+    this.bound.get(dev.rid)?.delete(pasid);
     if (opts.free !== false && this.vcmdPasids.has(pasid)) await this.freePasid(pasid);
   }
 
-  /** Page-selective-within-PASID IOTLB flush after an unmap (qi_flush_piotlb). */
+  /**
+   * Flush after an unmap: page-selective-within-PASID IOTLB flush (qi_flush_piotlb), then a
+   * PASID-based device-TLB flush for every ATS-enabled device the PASID is bound on
+   * (qi_flush_dev_iotlb_pasid: S = 1 with the size encoded in the low address bits).
+   */
   async flushRange(pasid: number, range: FlushRange, did = SVA_DID): Promise<void> {
-    await this.submit([encodeDescriptor(InvDescType.PIOTLB, { G: PIOTLB_G.PSI_IN_PASID, DID: did, PASID: pasid, AM: range.am, ADDR: range.addr >> 12n }, 1)]);
+    const descs = [encodeDescriptor(InvDescType.PIOTLB, { G: PIOTLB_G.PSI_IN_PASID, DID: did, PASID: pasid, AM: range.am, ADDR: range.addr >> 12n }, 1)];
+    for (const dev of this.devices.values()) {
+      if (!dev.ats || !this.bound.get(dev.rid)?.has(pasid)) continue;
+      const s = range.am > 0;
+      const addr = (range.addr >> 12n) | (s ? (1n << BigInt(range.am - 1)) - 1n : 0n);
+      descs.push(encodeDescriptor(InvDescType.PASID_DEVICE_IOTLB, { SID: dev.rid, PASID: pasid, S: s, ADDR: addr }, 1));
+    }
+    await this.submit(descs);
   }
 
   // ---- page requests and faults -----------------------------------------------------------------

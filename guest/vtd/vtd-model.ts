@@ -91,7 +91,7 @@ export class VtdModel implements ViommuModel, DescriptorSink {
   private rootTable: bigint | null = null;
   private scalable = false;
   private readonly contexts = new Map<number, ContextInfo>();
-  /** DEVICE_CONFIG flags last sent per device (the host starts with none). */
+  /** DEVICE_CONFIG flags last sent per device (sent at the first context load, then on change). */
   private readonly deviceFlags = new Map<number, number>();
   private deviceConfigSupported = true;
   private deviceConfigs = 0;
@@ -275,7 +275,7 @@ export class VtdModel implements ViommuModel, DescriptorSink {
     let flags = 0;
     if (ctx?.pre && (dev.caps & DeviceCap.PRI) !== 0) flags |= DeviceConfigFlag.PRI_ENABLE;
     if (ctx?.dte && (dev.caps & DeviceCap.ATS) !== 0) flags |= DeviceConfigFlag.ATS_ENABLE;
-    if ((this.deviceFlags.get(rid) ?? 0) === flags) return;
+    if (this.deviceFlags.get(rid) === flags) return;
     await this.batch.flush();
     try {
       await this.host.call('DEVICE_CONFIG', { rid, flags });

@@ -71,7 +71,7 @@ export function portIsFree(port: number): Promise<boolean> {
 
 export class Demo {
   private stopping = false;
-  private wake: (() => void) | null = null;
+  private readonly sleepers = new Set<() => void>();
   private host: StartedHost | null = null;
   private readonly vms: DemoVm[] = [];
   private readonly t0 = Date.now();
@@ -81,7 +81,7 @@ export class Demo {
   /** Ask the demo to wind down (idempotent). */
   stop(): void {
     this.stopping = true;
-    this.wake?.();
+    for (const wake of [...this.sleepers]) wake();
   }
 
   get stopped(): boolean {
@@ -144,16 +144,13 @@ export class Demo {
   private sleep(ms: number): Promise<void> {
     if (this.stopping || ms <= 0) return Promise.resolve();
     return new Promise((resolve) => {
-      const timer = setTimeout(done, ms);
-      const prev = this.wake;
-      function done(): void {
+      const done = (): void => {
         clearTimeout(timer);
+        this.sleepers.delete(done);
         resolve();
-      }
-      this.wake = () => {
-        prev?.();
-        done();
       };
+      const timer = setTimeout(done, ms);
+      this.sleepers.add(done);
     });
   }
 

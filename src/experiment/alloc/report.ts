@@ -181,7 +181,7 @@ export function buildSummary(r: AllocResults, files: string[]): string {
   const dId = r.dma.find((x) => x.scheme === 'vcmd-identity' && x.device === 'pf');
   for (const d of r.dma.filter((x) => !(x.scheme === 'vcmd-identity' && x.device === 'pf'))) {
     const base = r.dma.find((x) => x.scheme === 'vcmd-identity' && x.device === 'pf' && x.length === d.length);
-    if (base) findings.push(`DMA ${d.length} B p50, ${SCHEME_LABEL[d.scheme]} with ${d.device === "adi" ? "an" : "a"} ${d.device} device vs identity with a pf device: ${mdNumber(d.p50_us)} µs vs ${mdNumber(base.p50_us)} µs (${pct(d.p50_us, base.p50_us)}; p99 ${mdNumber(d.p99_us)} vs ${mdNumber(base.p99_us)} µs).`);
+    if (base) findings.push(`DMA ${d.length} B p50, ${SCHEME_LABEL[d.scheme]} with ${d.device === 'adi' ? 'an' : 'a'} ${d.device} device vs identity with a pf device: ${mdNumber(d.p50_us)} µs vs ${mdNumber(base.p50_us)} µs (${pct(d.p50_us, base.p50_us)}; p99 ${mdNumber(d.p99_us)} vs ${mdNumber(base.p99_us)} µs).`);
   }
   if (r.micro) findings.push(`Host-side SPID translation alone (find_by_spid): ${mdNumber(r.micro.findBySpidNs)} ns per lookup, beside ${mdNumber(r.micro.mapGetNs)} ns for a Map lookup${dId ? ` — ${mdNumber((r.micro.findBySpidNs / 1000 / dId.p50_us) * 100)} % of one identity DMA round trip` : ''}.`);
   if (r.skipped.length) findings.push(`${r.skipped.length} grid point(s) could not run (see Skipped points).`);

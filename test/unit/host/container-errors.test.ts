@@ -26,7 +26,7 @@ let root: number;
 
 /** The snapshot without what every request moves (counters, IOMMU statistics, timings). */
 function stable(): unknown {
-  const s = host.snapshot() as Record<string, unknown> & { vms: Record<string, unknown>[] };
+  const s = host.snapshot() as unknown as Record<string, unknown> & { vms: Record<string, unknown>[] };
   return {
     ...s,
     iommu: undefined,

@@ -1,0 +1,97 @@
+/**
+ * The example scenarios in scenarios/ run against a real (in-process) host with real VT-d and
+ * virtio-iommu guests and pass; wrong expectations fail with a report that shows expected vs
+ * actual and where; `vsva run` exits 0 / 1 / 2 for pass / fail / malformed.
+ */
+import { describe, it, expect } from 'vitest';
+import { readdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { spawnSync } from 'node:child_process';
+import { loadScenario } from '../../../src/scenario/parse.js';
+import { runScenario } from '../../../src/scenario/runner.js';
+import { renderReport } from '../../../src/scenario/report.js';
+import type { Scenario } from '../../../src/scenario/schema.js';
+
+function load(file: string): Scenario {
+  const r = loadScenario(file);
+  if (!r.ok) throw new Error(`${file} is malformed`);
+  return r.scenario;
+}
+
+const examples = readdirSync('scenarios').filter((f) => /\.(ya?ml|json)$/.test(f));
+
+describe('example scenarios', () => {
+  it.each(examples)('%s passes', async (f) => {
+    const r = await runScenario(load(join('scenarios', f)));
+    expect(r.passed, renderReport(r)).toBe(true);
+    expect(r.steps.every((s) => s.status === 'pass')).toBe(true);
+  });
+
+  it('covers the required flows', () => {
+    const all = examples.map((f) => load(join('scenarios', f)));
+    const ops = (sc: Scenario) => new Set(sc.steps.map((s) => s.op));
+    expect(all.some((s) => s.vms.some((v) => v.viommu === 'vtd') && ops(s).has('bind') && ops(s).has('dma') && ops(s).has('unbind'))).toBe(true);
+    expect(all.some((s) => s.steps.some((st) => st.op === 'alloc' && st.error?.errno === 'ENOSPC'))).toBe(true);
+    expect(all.some((s) => s.steps.some((st) => st.op === 'page-requests'))).toBe(true);
+    expect(all.some((s) => ops(s).has('virtio-map') && ops(s).has('virtio-unmap'))).toBe(true);
+    expect(all.some((s) => new Set(s.vms.map((v) => v.viommu)).size === 2)).toBe(true);
+  });
+});
+
+describe('failing scenarios', () => {
+  it('a wrong PASID-table expectation fails at its step with expected vs actual', async () => {
+    const sc = load('test/integration/scenario/fixtures/wrong-refs.yaml');
+    const r = await runScenario(sc);
+    expect(r.passed).toBe(false);
+    expect(r.steps.map((s) => s.status)).toEqual(['pass', 'pass', 'pass', 'fail', 'skip']);
+    const bad = r.steps[3]!;
+    expect(bad.mismatch).toEqual({ what: `VM vtd0 PASID row (gpasid 1): users`, expected: '["iommu","kvm","vdcm"]', actual: '["iommu","kvm"]' });
+    const text = renderReport(r);
+    expect(text).toContain('✗ 4 expect vtd0 (test/integration/scenario/fixtures/wrong-refs.yaml:9)');
+    expect(text).toContain('expected: ["iommu","kvm","vdcm"]');
+    expect(text).toContain('actual:   ["iommu","kvm"]');
+    expect(text).toContain('· 5 unbind app from 00:03.0 (not run)');
+    expect(text).toMatch(/FAIL 3\/5 steps passed in [0-9.]+ s; first failure: step 4 at test\/integration\/scenario\/fixtures\/wrong-refs\.yaml:9$/);
+    // Everything was released even though the scenario stopped early.
+    expect(r.teardownError).toBeUndefined();
+  });
+
+  it('wrong data in guest memory names the first differing byte', async () => {
+    const r = await runScenario(load('test/integration/scenario/fixtures/wrong-data.json'));
+    expect(r.passed).toBe(false);
+    expect(r.steps[4]!.mismatch).toMatchObject({ what: expect.stringContaining('memory at app VA 0x400000, byte 0'), expected: expect.stringMatching(/^12 12 12/), actual: expect.stringMatching(/^11 11 11/) });
+  });
+
+  it('a step that should fail but succeeds is a failure', async () => {
+    const r = await runScenario(load('test/integration/scenario/fixtures/unexpected-success.yaml'));
+    expect(r.passed).toBe(false);
+    expect(r.steps[0]!.mismatch).toMatchObject({ what: 'outcome', expected: 'an error (ENOSPC)', actual: 'success (PASID 1)' });
+  });
+});
+
+describe('vsva run', () => {
+  const run = (...files: string[]) => spawnSync(process.execPath, ['bin/vsva.js', 'run', '--no-color', ...files], { encoding: 'utf8', timeout: 60_000, env: { ...process.env, VSVA_LOG: 'silent' } });
+
+  it('exits 0 and prints the report for a passing scenario', () => {
+    const r = run('scenarios/virtio-map-unmap.yaml');
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stdout).toContain('scenario: virtio-iommu map and unmap');
+    expect(r.stdout).toMatch(/PASS 10\/10 steps/);
+  });
+
+  it('exits 1 with the first mismatch for a failing scenario', () => {
+    const r = run('test/integration/scenario/fixtures/wrong-refs.yaml');
+    expect(r.status).toBe(1);
+    expect(r.stdout).toContain('expected: ["iommu","kvm","vdcm"]');
+    expect(r.stdout).toMatch(/FAIL 3\/5/);
+  });
+
+  it('exits 2 with file:line:col issues for a malformed scenario, running nothing', () => {
+    const r = run('test/integration/scenario/fixtures/malformed.yaml', 'scenarios/virtio-map-unmap.yaml');
+    expect(r.status).toBe(2);
+    expect(r.stdout).toBe('');
+    expect(r.stderr).toContain('malformed scenario (2 problems)');
+    expect(r.stderr).toContain("test/integration/scenario/fixtures/malformed.yaml:5:28: steps[0].bind.process: no live process named 'ghost'");
+    expect(r.stderr).toContain('test/integration/scenario/fixtures/malformed.yaml:6:30: steps[1].free.pasid: variable $NOPE is not defined by an earlier step');
+  });
+});
