@@ -51,11 +51,28 @@ export function buildHandlers(host: HostServer, session: Session): HandlerTable<
   return traced(host, session, table);
 }
 
-/** Emit a 'message' trace event per request while someone listens. */
+/**
+ * Requests that cannot change a VM's PASID table or device list (the snapshot cache stays valid;
+ * a DEVICE_DMA that programs an ADI bumps the generation through the VDCM).
+ */
+const READ_ONLY_FOR_SNAPSHOT: ReadonlySet<FrontendRequestName> = new Set<FrontendRequestName>([
+  'GET_STATE', 'GET_NESTING_INFO', 'DEVICE_DMA', 'CACHE_INVALIDATE', 'PAGE_RESPONSE', 'DMA_MAP', 'DMA_UNMAP', 'SET_MEM_TABLE',
+  'DOMAIN_ALLOC',
+]);
+
+/** Emit a 'message' trace event per request while someone listens; keep the snapshot generation. */
 function traced(host: HostServer, session: Session, table: HandlerTable<Session>): HandlerTable<Session> {
   const out: Record<string, unknown> = {};
   for (const [name, h] of Object.entries(table) as [FrontendRequestName, (r: unknown, s: Session) => unknown][]) {
+    const bumps = !READ_ONLY_FOR_SNAPSHOT.has(name);
     out[name] = (r: unknown, s: Session) => {
+      if (bumps) {
+        try {
+          host.vmOf(session).generation++;
+        } catch {
+          /* no VM yet (VM_SETUP creates one with an empty cache) */
+        }
+      }
       const t = host.trace;
       if (t.active) {
         let vmName: string | undefined;

@@ -65,6 +65,12 @@ export class Vm {
   graceTimer: NodeJS.Timeout | null = null;
   disconnectedAt: number | null = null;
   tornDown = false;
+  /**
+   * Bumped by every request that can change the VM's PASIDs (their refs, users, SPIDs,
+   * bindings) or devices; the snapshot's PASID table is rebuilt only when it moved.
+   */
+  generation = 0;
+  private cached: { generation: number; pasids: PasidSnapshot[]; devices: VmSnapshot['devices'] } | null = null;
 
   constructor(
     readonly id: number,
@@ -82,6 +88,7 @@ export class Vm {
       this.kvm = deps.kvm.createVm(this.set, name);
       undo.push(() => deps.kvm.destroyVm(this.kvm));
       this.vdcm = deps.vdcm.createVm(this.set, name);
+      this.vdcm.onChange = () => this.generation++;
       undo.push(() => deps.vdcm.destroyVm(this.vdcm));
       this.mem = new MemTableMap(deps.memory, name);
       this.pageRequests = new PageRequestTracker(deps.maxPendingPageRequests, deps.pageRequestTimeoutMs);
@@ -165,21 +172,30 @@ export class Vm {
   snapshot(): VmSnapshot & Record<string, unknown> {
     const core = this.deps.core;
     const valid = core.isSetValid(this.set);
-    const s = valid ? core.snapshotSet(this.set) : null;
-    const pasids: PasidSnapshot[] = (s?.ids ?? []).map((id) => ({
-      hpasid: id.id,
-      gpasid: id.spid,
-      state: id.state,
-      refs: id.refs,
-      users: id.users,
-      bindings: this.container.bindingsOf(id.id),
-    }));
+    const info = valid ? core.setInfo(this.set) : null;
+    let c = this.cached;
+    if (c === null || c.generation !== this.generation) {
+      const ids = valid ? core.snapshotSet(this.set).ids : [];
+      c = {
+        generation: this.generation,
+        pasids: ids.map((id) => ({
+          hpasid: id.id,
+          gpasid: id.spid,
+          state: id.state,
+          refs: id.refs,
+          users: id.users,
+          bindings: this.container.bindingsOf(id.id),
+        })),
+        devices: this.container.listDevices().map((d) => ({ bdf: d.bdf, kind: d.kind })),
+      };
+      this.cached = c;
+    }
     return {
       name: this.name,
       connected: this.connected,
-      set: { quota: s?.set.quota ?? 0, used: s?.set.used ?? 0 },
-      devices: this.container.listDevices().map((d) => ({ bdf: d.bdf, kind: d.kind })),
-      pasids,
+      set: { quota: info?.quota ?? 0, used: info?.used ?? 0 },
+      devices: c.devices.slice(),
+      pasids: c.pasids.slice(),
       // Extras (not part of the DESIGN §7 contract).
       id: this.id,
       viommu: this.viommu,

@@ -32,6 +32,8 @@ export interface AdiState {
 
 /** One VM's ADIs. */
 export class VdcmVm {
+  /** Called whenever a programming takes or drops a reference (the owner's snapshot changes). */
+  onChange: (() => void) | null = null;
   private readonly adis = new Map<number, AdiState>();
   private readonly notifier: IoasidNotifier;
   private detached = false;
@@ -69,6 +71,7 @@ export class VdcmVm {
     const hpasid = this.core.findBySpid(this.set, gpasid, VDCM_USER);
     if (hpasid === null) fail('ENOENT', `guest PASID ${gpasid} is not bound for ${this.vmName} (find_by_spid found no host PASID)`);
     adi.programmed.set(gpasid, hpasid);
+    this.onChange?.();
     log.debug({ vm: this.vmName, rid, gpasid, hpasid }, 'ADI PASID programmed');
     return hpasid;
   }
@@ -117,6 +120,7 @@ export class VdcmVm {
     const hpasid = adi.programmed.get(gpasid)!;
     adi.programmed.delete(gpasid);
     this.core.put(this.set, hpasid, VDCM_USER);
+    this.onChange?.();
     log.debug({ vm: this.vmName, rid: adi.rid, gpasid, hpasid }, 'ADI PASID cleared');
   }
 

@@ -73,7 +73,8 @@ interface PasidRoute {
   readonly kind: 'nested' | 'sl' | 'pt';
   /** Container-local domain id (GPA_DOMAIN for nested bindings). */
   readonly domain: number;
-  readonly flptr?: bigint;
+  /** Nested bindings: the guest first-level root (GPA), as the snapshot shows it. */
+  readonly flptrHex?: string;
 }
 
 /** Counters per VM (the dashboard's CounterSet minus the IOTLB figures). */
@@ -202,7 +203,7 @@ export class VfioContainer {
       this.env.iommu.unbindNested(dev.hostRid, b.hpasid);
       throw e;
     }
-    this.setRoute(b.hpasid, dev.guestRid, { kind: 'nested', domain: GPA_DOMAIN, flptr: b.gpgd });
+    this.setRoute(b.hpasid, dev.guestRid, { kind: 'nested', domain: GPA_DOMAIN, flptrHex: `0x${b.gpgd.toString(16)}` });
     if (!nested) {
       if (b.gpasid !== null) core.attachSpid(this.env.set, b.hpasid, b.gpasid);
       core.notify(b.hpasid, 'BIND', { rid: dev.guestRid });
@@ -244,10 +245,11 @@ export class VfioContainer {
       } catch (e) {
         if (!isVsvaError(e)) throw e;
         log.debug({ vm: this.env.vmName, entry: i, code: e.code }, e.message);
+        this.emit('invalidate', 'CACHE_INVALIDATE', { entries: entries.length, handled: i, error: e.code });
         return { handled: i, first_error: toNegErrno(e) };
       }
     }
-    if (this.env.trace?.active) this.emit('invalidate', 'CACHE_INVALIDATE', { entries: entries.length });
+    this.emit('invalidate', 'CACHE_INVALIDATE', { entries: entries.length, handled: entries.length });
     return { handled: entries.length, first_error: 0 };
   }
 
@@ -453,11 +455,15 @@ export class VfioContainer {
   bindingsOf(hpasid: number): PasidBindingSnapshot[] {
     const rs = this.routes.get(hpasid);
     if (!rs) return [];
-    return [...rs].sort((a, b) => a[0] - b[0]).map(([rid, r]) => {
-      const out: PasidBindingSnapshot = { bdf: formatBdf(rid), pgtt: r.kind };
-      if (r.flptr !== undefined) out.flptr = `0x${r.flptr.toString(16)}`;
-      return out;
-    });
+    const out: PasidBindingSnapshot[] = [];
+    const rids = rs.size === 1 ? rs.keys() : [...rs.keys()].sort((a, b) => a - b);
+    for (const rid of rids) {
+      const r = rs.get(rid)!;
+      const b: PasidBindingSnapshot = { bdf: this.devices.get(rid)?.bdf ?? formatBdf(rid), pgtt: r.kind };
+      if (r.flptrHex !== undefined) b.flptr = r.flptrHex;
+      out.push(b);
+    }
+    return out;
   }
 
   listDevices(): { bdf: string; kind: DeviceKind; hostBdf: string; pri: boolean; ats: boolean }[] {

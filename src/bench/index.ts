@@ -5,6 +5,7 @@ export async function loadBenchModules(only?: string[]): Promise<BenchModule[]> 
   const loaders: Record<string, () => Promise<{ bench: BenchModule }>> = {
     protocol: () => import('./protocol.js'),
     ioasid: () => import('./ioasid.js'),
+    iommu: () => import('./iommu.js'),
     'e2e-vtd': () => import('./e2e-vtd.js'),
     scale: () => import('./scale.js'),
   };

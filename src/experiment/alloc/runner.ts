@@ -123,6 +123,8 @@ async function runFairnessPoint(env: ExperimentEnv, p: FairnessPoint, res: Alloc
         vms.push(await env.startVm(host, p.scheme, { name: `f${++runSeq}-vm${i}`, quota: plan.quota }));
         row.setup_ok = true;
       } catch (e) {
+        // A refused set-up (OpFailure) is a result; anything else means the scheme cannot run.
+        if (!(e instanceof OpFailure)) throw e;
         vms.push(null);
         row.status = `setup:${failureStatus(e)}`;
       }

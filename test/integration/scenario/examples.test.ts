@@ -91,7 +91,7 @@ describe('vsva run', () => {
     expect(r.status).toBe(2);
     expect(r.stdout).toBe('');
     expect(r.stderr).toContain('malformed scenario (2 problems)');
-    expect(r.stderr).toContain("test/integration/scenario/fixtures/malformed.yaml:5:28: steps[0].bind.process: no live process named 'ghost'");
+    expect(r.stderr).toContain("test/integration/scenario/fixtures/malformed.yaml:5:22: steps[0].bind.process: no live process named 'ghost' at this step");
     expect(r.stderr).toContain('test/integration/scenario/fixtures/malformed.yaml:6:30: steps[1].free.pasid: variable $NOPE is not defined by an earlier step');
   });
 });

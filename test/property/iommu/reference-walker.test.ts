@@ -241,10 +241,24 @@ describe('host IOMMU against a cache-free reference walker', () => {
     );
   });
 
-  it('also when every translation is repeated (cache hits must agree with the walk)', () => {
+  it('also when translations are repeated and bracket every first-level edit (stale entries would show)', () => {
+    // Translate the edited slot through both PASIDs before and after each first-level edit, and
+    // repeat every translation (and its opposite access), so cached entries are always in play.
+    const probe = (which: number, off: number): Op[] =>
+      [1, 2].flatMap((pasid): Op[] => [
+        { op: 'xlate', pasid, which, off, write: false },
+        { op: 'xlate', pasid, which, off, write: true },
+      ]);
     fc.assert(
       fc.property(fc.array(opArb, { minLength: 10, maxLength: 60 }), (ops) =>
-        run(ops.flatMap((o): Op[] => (o.op === 'xlate' ? [o, o, { ...o, write: !o.write }, o] : [o]))),
+        run(
+          ops.flatMap((o): Op[] => {
+            if (o.op === 'xlate') return [o, o, { ...o, write: !o.write }, o];
+            if (o.op === 'flMap4k' || o.op === 'flUnmap4k') return [...probe(o.idx, 0x10), o, ...probe(o.idx, 0x20)];
+            if (o.op === 'flMap2m' || o.op === 'flUnmap2m') return [...probe(32 + o.idx, 0x10), o, ...probe(32 + o.idx, 0x20)];
+            return [o];
+          }),
+        ),
       ),
       { numRuns: 40 },
     );

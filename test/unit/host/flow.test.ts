@@ -109,4 +109,64 @@ describe('host service core flow (in-process)', () => {
     expect(await errnoOf(fe.call('PASID_ALLOC', { min: 1, max: 10 }))).toBe('EPERM');
     fe.close();
   });
+
+  it('feeds the dashboard: counters per VM, trace events, and the disconnect-vm control action', async () => {
+    const { host, start } = await setup(5000);
+    const events: string[] = [];
+    host.trace.on((e) => events.push(`${e.kind}:${e.vm ?? '-'}`));
+    const g = await start('vm0');
+    const pasid = await g.alloc();
+    await g.bind(RID, pasid, g.fl.newRoot(), 3);
+    await g.invalidate([{ cache: 1, granularity: 1, flags: 1, pasid: BigInt(pasid) }]);
+    await g.read(RID, 0x1000n, 4, pasid);
+    const src = host.monitorSource();
+    const st = src.stats!();
+    expect(st.vms.vm0).toMatchObject({ allocs: 1, binds: 1, invalidations: 1, faults: 1 });
+    expect(st.total.allocs).toBe(1);
+    expect(typeof st.total.iotlbMisses).toBe('number');
+    for (const k of ['vm:vm0', 'alloc:vm0', 'bind:vm0', 'invalidate:vm0', 'dma:vm0', 'message:vm0']) expect(events).toContain(k);
+    expect(await src.control!('disconnect-vm', 'vm0')).toEqual({ disconnected: 'vm0' });
+    await new Promise((r) => setTimeout(r, 10));
+    expect(((await src.snapshot()) as { vms: { connected: boolean }[] }).vms[0]!.connected).toBe(false);
+    await expect(src.control!('disconnect-vm', 'nope')).rejects.toThrow(/ENOENT/);
+  });
+
+  it('attaches RID+PASID second-level and pass-through routes, maps and unmaps domains, reports nesting info', async () => {
+    const { start } = await setup();
+    const g = await start('vm0');
+    const info = await g.fe.call('GET_NESTING_INFO');
+    expect(info).toMatchObject({ format: 1, features: 0xf, addr_width: 48, pasid_bits: 20 });
+    expect((info.ecap_reg >> 26n) & 1n).toBe(1n); // NEST
+    expect((info.ecap_reg >> 40n) & 1n).toBe(1n); // PASID
+
+    const dom = (await g.fe.call('DOMAIN_ALLOC', {})).domain;
+    expect(dom).toBe(1);
+    await g.fe.call('DMA_MAP', { domain: dom, flags: 3, iova: 0x8000_0000n, gpa: 0x30_0000n, size: 0x2000n });
+    const sl = await g.alloc();
+    const pt = await g.alloc();
+    await g.fe.call('ATTACH', { rid: RID, pgtt: 2, flags: 1, pasid: sl, domain: dom });
+    await g.fe.call('ATTACH', { rid: RID, pgtt: 4, flags: 1, pasid: pt, domain: 0 });
+    g.ram.write(0x30_1000, new Uint8Array([5, 6]));
+    expect([...(await g.read(RID, 0x8000_1000n, 2, sl)).data!]).toEqual([5, 6]);
+    expect([...(await g.read(RID, 0x30_1000n, 2, pt)).data!]).toEqual([5, 6]);
+    const vm = await g.vm();
+    expect(vm.pasids.map((p) => [p.hpasid, p.refs, p.users, p.bindings])).toEqual([
+      [sl, 2, ['iommu'], [{ bdf: '00:03.0', pgtt: 'sl' }]],
+      [pt, 2, ['iommu'], [{ bdf: '00:03.0', pgtt: 'pt' }]],
+    ]);
+    // The memory table may be re-announced unchanged, not changed while mapped.
+    await g.fe.call('SET_MEM_TABLE', { regions: [{ guest_phys_addr: 0n, memory_size: BigInt(g.ram.size), userspace_addr: 0n, mmap_offset: 0n, path: g.ram.path }] });
+    // Unmap: nothing in range → 0 bytes; the whole mapping → its size; DMA then faults.
+    expect(await g.fe.call('DMA_UNMAP', { domain: dom, iova: 0x9000_0000n, size: 0x1000n })).toEqual({ unmapped: 0n });
+    expect(await g.fe.call('DMA_UNMAP', { domain: dom, iova: 0x8000_0000n, size: 0x10_0000n })).toEqual({ unmapped: 0x2000n });
+    expect((await g.read(RID, 0x8000_1000n, 2, sl)).status).toBe(1);
+    await g.fe.call('DETACH', { rid: RID, pgtt: 0, flags: 1, pasid: sl, domain: dom });
+    await g.fe.call('DOMAIN_FREE', { domain: dom });
+    // The RID itself: detach from domain 0, then DMA without PASID faults; re-attach restores it.
+    expect((await g.read(RID, 0x30_1000n, 2)).status).toBe(0);
+    await g.fe.call('DETACH', { rid: RID, pgtt: 0, flags: 0, pasid: 0, domain: 0 });
+    expect((await g.read(RID, 0x30_1000n, 2)).status).toBe(1);
+    await g.fe.call('ATTACH', { rid: RID, pgtt: 0, flags: 0, pasid: 0, domain: 0 });
+    expect((await g.read(RID, 0x30_1000n, 2)).status).toBe(0);
+  });
 });

@@ -205,3 +205,13 @@ describe('malformed scenarios', () => {
     if (!r.ok) expect(formatIssues(r.issues)).toMatch(/^\/nonexistent\/s\.yaml:1:1: cannot read the scenario/);
   });
 });
+
+describe('docs/scenarios.md', () => {
+  it('documents every action and every example', async () => {
+    const { readFileSync } = await import('node:fs');
+    const { STEP_OPS } = await import('../../../src/scenario/schema.js');
+    const doc = readFileSync('docs/scenarios.md', 'utf8');
+    for (const op of STEP_OPS) expect(doc.includes(`| \`${op}\` |`) || doc.includes(`- ${op}:`), op).toBe(true);
+    for (const f of readdirSync('scenarios')) expect(doc, f).toContain(`scenarios/${f}`);
+  });
+});
