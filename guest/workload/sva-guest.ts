@@ -22,7 +22,7 @@
 import type { GuestHandle } from '../../src/api/types.js';
 import { fail } from '../../src/errors.js';
 import type { Logger } from '../../src/log.js';
-import { GuestProcess, flushRangeFor, type FlushRange, type FlLevels, type MapOptions } from '../driver/guest-process.js';
+import { GuestProcess, type FlushRange, type FlLevels, type MapOptions } from '../driver/guest-process.js';
 import { PAGE_SIZE } from '../driver/guest-memory.js';
 import { PageAllocator } from '../driver/page-allocator.js';
 
@@ -121,21 +121,23 @@ export abstract class SvaGuest {
     return out;
   }
 
-  /** Unmap the leaves covering `pages` 4 KiB pages at `va`, then flush every binding's IOTLB. */
+  /**
+   * Unmap the leaves covering `pages` 4 KiB pages at `va`, then flush every binding's IOTLB, one
+   * page-selective flush per leaf (each leaf's range is naturally aligned, so the flush covers
+   * exactly it).
+   */
   async unmapPages(proc: GuestProcess, va: bigint, pages: number, flush = true): Promise<void> {
     const end = va + BigInt(pages * PAGE_SIZE);
+    const ranges: FlushRange[] = [];
     let cur = va;
-    let first: bigint | undefined;
-    let last = va;
     while (cur < end) {
       const r = await proc.unmap(cur);
-      first ??= r.flush.addr;
-      last = r.va + BigInt(r.flush.npages * PAGE_SIZE);
-      cur = last > cur ? last : cur + BigInt(PAGE_SIZE);
+      ranges.push(r.flush);
+      const next = r.va + BigInt(r.flush.npages * PAGE_SIZE);
+      cur = next > cur ? next : cur + BigInt(PAGE_SIZE);
     }
-    if (!flush || first === undefined) return;
-    const range = flushRangeFor(first, Number((last - first) / BigInt(PAGE_SIZE)));
-    for (const b of this.bindingsOf(proc)) await this.flushRange(b.bdf, b.pasid, range);
+    if (!flush) return;
+    for (const b of this.bindingsOf(proc)) for (const range of ranges) await this.flushRange(b.bdf, b.pasid, range);
   }
 
   /** The process exits: unbind everywhere, free its tables and pages. */

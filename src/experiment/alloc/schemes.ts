@@ -30,8 +30,8 @@ import { translationMicro } from './translation-micro.js';
 const GUEST_RAM = 16 * 1024 * 1024;
 const BDF = '00:03.0';
 const RID = 0x18;
-/** First guest-chosen PASID of the SPID schemes (any value works: they are guest-private). */
-const GUEST_PASID_BASE = 0x100;
+/** First guest-chosen PASID of the SPID schemes: 1, so that a VM can use its whole advertised PASID width (PASID 0 is RID_PASID). */
+const GUEST_PASID_BASE = 1;
 
 const statusName = (s: number): string => (Object.entries(ReqStatus).find(([, v]) => v === s)?.[0] ?? `status ${s}`);
 
