@@ -24,7 +24,7 @@
  */
 import { fail, VsvaError } from '../../src/errors.js';
 import { decodeCap, decodeEcap } from '../../src/vtd/cap-ecap.js';
-import { encodeDescriptor, InvDescType, PC_G, PIOTLB_G, CC_G, IOTLB_G, PGRP_RESP_CODE } from '../../src/vtd/descriptors.js';
+import { encodeDescriptor, InvDescType, PC_G, PIOTLB_G, CC_G, IOTLB_G, PGRP_RESP_CODE, PASID_DEVICE_IOTLB_G } from '../../src/vtd/descriptors.js';
 import { decodeFaultRecord, type FaultRecord } from '../../src/vtd/fault.js';
 import { encode } from '../../src/vtd/layout.js';
 import { decodePageRequest, pageGroupResponseFor, PAGE_REQ_DSC_SIZE, type PageRequestFields, type PageResponseCode } from '../../src/vtd/page-request.js';
@@ -393,9 +393,7 @@ export class VtdDriver {
     const descs = [encodeDescriptor(InvDescType.PIOTLB, { G: PIOTLB_G.PSI_IN_PASID, DID: did, PASID: pasid, AM: range.am, ADDR: range.addr >> 12n }, 1)];
     for (const dev of this.devices.values()) {
       if (!dev.ats || !this.bound.get(dev.rid)?.has(pasid)) continue;
-      const s = range.am > 0;
-      const addr = (range.addr >> 12n) | (s ? (1n << BigInt(range.am - 1)) - 1n : 0n);
-      descs.push(encodeDescriptor(InvDescType.PASID_DEVICE_IOTLB, { SID: dev.rid, PASID: pasid, S: s, ADDR: addr }, 1));
+      descs.push(pasidDevTlbDescriptor(dev.rid, pasid, range));
     }
     await this.submit(descs);
   }
@@ -462,4 +460,15 @@ export class VtdDriver {
     await this.h.writel(DMAR.FSTS, FSTS.PFO | FSTS.PPF | FSTS.PRO);
     return out;
   }
+}
+
+/**
+ * PASID-based device-TLB invalidation of `range` (VT-d 6.5.2.6; Linux qi_flush_dev_iotlb_pasid):
+ * one page with S = 0; 2^am pages with S = 1 and the size encoded in ADDR's low bits (the
+ * address with bits 12 + am - 2 … 12 set).
+ */
+export function pasidDevTlbDescriptor(sid: number, pasid: number, range: FlushRange): bigint[] {
+  let addr = range.addr;
+  if (range.am > 0) addr |= (1n << BigInt(12 + range.am - 1)) - 1n;
+  return encodeDescriptor(InvDescType.PASID_DEVICE_IOTLB, { G: PASID_DEVICE_IOTLB_G.SELECTED, SID: sid, PASID: pasid, S: range.am > 0 ? 1 : 0, ADDR: addr >> 12n }, 1);
 }

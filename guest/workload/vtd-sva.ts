@@ -17,11 +17,11 @@
 import type { GuestHandle } from '../../src/api/types.js';
 import { fail } from '../../src/errors.js';
 import { childLogger } from '../../src/log.js';
-import { encodeDescriptor, InvDescType, IOTLB_G, PASID_DEVICE_IOTLB_G, PC_G, PIOTLB_G } from '../../src/vtd/descriptors.js';
+import { encodeDescriptor, InvDescType, IOTLB_G, PC_G, PIOTLB_G } from '../../src/vtd/descriptors.js';
 import { parseBdf } from '../../src/pci.js';
 import { DMAR, FSTS, PRS } from '../../src/vtd/registers.js';
 import type { FlushRange, GuestProcess } from '../driver/guest-process.js';
-import { SVA_DID, VtdDriver } from '../driver/vtd-driver.js';
+import { SVA_DID, VtdDriver, pasidDevTlbDescriptor } from '../driver/vtd-driver.js';
 import { SvaGuest, guestPageAllocator } from './sva-guest.js';
 
 /** How often the page request queue and fault registers are polled (ms). */
@@ -120,16 +120,9 @@ export class VtdSvaGuest extends SvaGuest {
     await this.lock.run(() => this.driver.unbind(bdf, pasid, { free: false }));
   }
 
-  /**
-   * After an unmap: page-selective PASID-based IOTLB flush, then — the device has ATS enabled
-   * (the driver turns it on with PRI) — the PASID-based device-TLB flush of the same range, as
-   * Linux's intel_flush_svm_range_dev does (qi_flush_piotlb + qi_flush_dev_iotlb_pasid).
-   */
-  protected async flushRange(bdf: string, pasid: number, range: FlushRange): Promise<void> {
-    await this.lock.run(async () => {
-      await this.driver.flushRange(pasid, range);
-      if (this.driver.hasPrs) await this.driver.submit([pasidDevTlbDescriptor(parseBdf(bdf), pasid, range)]);
-    });
+  /** After an unmap: the driver's PIOTLB page flush plus the device-TLB flush of ATS devices. */
+  protected async flushRange(_bdf: string, pasid: number, range: FlushRange): Promise<void> {
+    await this.lock.run(() => this.driver.flushRange(pasid, range));
   }
 
   // --- explicit invalidations (scenario 'flush' / 'wait') ------------------------------------------
@@ -173,13 +166,3 @@ export class VtdSvaGuest extends SvaGuest {
   }
 }
 
-/**
- * PASID-based device-TLB invalidation of `range` (VT-d 6.5.2.6; Linux qi_flush_dev_iotlb_pasid):
- * one page with S = 0; 2^am pages with S = 1 and the size encoded in ADDR's low bits (the
- * address with bits 12 + am - 2 … 12 set).
- */
-export function pasidDevTlbDescriptor(sid: number, pasid: number, range: FlushRange): bigint[] {
-  let addr = range.addr;
-  if (range.am > 0) addr |= (1n << BigInt(12 + range.am - 1)) - 1n;
-  return encodeDescriptor(InvDescType.PASID_DEVICE_IOTLB, { G: PASID_DEVICE_IOTLB_G.SELECTED, SID: sid, PASID: pasid, S: range.am > 0 ? 1 : 0, ADDR: addr >> 12n }, 1);
-}

@@ -19,6 +19,10 @@
  *
  * PASIDs the guest sees in FAULT / PAGE_REQUEST / the reply are the ones it used: the guest
  * PASID for an ADI, the programmed PASID for a pf.
+ *
+ * ATS: only while the guest has ATS enabled (DEVICE_CONFIG ATS_ENABLE) does the device cache
+ * translations in its device-TLB (and need device-TLB invalidations); otherwise every request
+ * is translated by the IOMMU (its IOTLB and paging caches).
  */
 import type { DmaResult, DeviceKind } from '../../src/api/types.js';
 import { fail, isVsvaError } from '../../src/errors.js';
@@ -113,6 +117,9 @@ export class DmaTestDevice {
 
   private attempt(access: DmaAccess, req: DeviceDmaRequest): DmaResult {
     const iommu = this.env.iommu;
+    // ATS not enabled by the guest: the device keeps no translations of its own, so whatever
+    // its device-TLB holds is dropped and the request is translated by the IOMMU.
+    if (this.caps.ats && !this.atsEnabled) iommu.invalidateDevTlb(this.hostRid, null, null);
     return access.write ? iommu.dmaWrite(this.hostRid, access, req.data!) : iommu.dmaRead(this.hostRid, access, req.length);
   }
 

@@ -374,6 +374,7 @@ export class VfioContainer {
     if (pri && !dev.caps.pri) fail('EINVAL', `DEVICE_CONFIG: ${dev.bdf} has no PRI capability`);
     if (ats && !dev.caps.ats) fail('EINVAL', `DEVICE_CONFIG: ${dev.bdf} has no ATS capability`);
     dev.priEnabled = pri;
+    if (dev.atsEnabled && !ats) this.env.iommu.invalidateDevTlb(dev.hostRid, null, null);
     dev.atsEnabled = ats;
   }
 
