@@ -20,11 +20,45 @@ export interface GuestDevice {
   pasidWidth: number;
 }
 
+/**
+ * How a model reaches the host: typed requests by message name. In a VM this is the HostLink
+ * (guest/reconnect.ts), which survives reconnects; unit tests pass a fake or a bare client.
+ */
+export type HostCalls = Pick<FrontendClient, 'call'>;
+
+/** What a model's replay re-created on a fresh host (docs/reliability.md §2). */
+export interface ReplayReport {
+  /** PASIDs allocated again (VT-d: the VCMD PASIDs at their old values; virtio: host PASIDs). */
+  pasids: number;
+  /** Bindings and PASID attachments made again. */
+  bindings: number;
+  /** Host domains allocated again (SL shadows, virtio domains). */
+  domains: number;
+  /** DMA mappings made again (domain 0 not counted). */
+  mappings: number;
+  /** DEVICE_CONFIG (PRI / ATS enables) sent again. */
+  deviceConfigs: number;
+  /** What could not be restored, one line each (a PASID another VM took meanwhile, …). */
+  failures: string[];
+}
+
+export function emptyReplayReport(): ReplayReport {
+  return { pasids: 0, bindings: 0, domains: 0, mappings: 0, deviceConfigs: 0, failures: [] };
+}
+
+/** What a model holds on the host, for the reconciliation after a resumed session. */
+export interface HostResources {
+  /** Host PASIDs the model allocated and has not freed. */
+  pasids: ReadonlySet<number>;
+  /** Host domain ids the model allocated and has not freed (0 excluded). */
+  domains: ReadonlySet<number>;
+}
+
 /** What a device model is given when the VM creates it. */
 export interface GuestContext {
   readonly name: string;
   readonly ram: GuestRam;
-  readonly client: FrontendClient;
+  readonly client: HostCalls;
   readonly devices: readonly GuestDevice[];
   readonly log: Logger;
   readonly trace: TraceBus;
@@ -57,6 +91,15 @@ export interface ViommuModel {
   dmaFaultReason?(rid: number, pasid: number | undefined, hostReason: number): number;
   /** Release host resources the model holds (called before the connection closes). */
   close(): Promise<void>;
+  /**
+   * Re-create on a fresh host (after VM_SETUP, SET_MEM_TABLE, DEVICE_ADD and domain 0's
+   * DMA_MAP) everything the model's shadows say the host held: PASIDs at their old values,
+   * domains and mappings, RID attachments, bindings, device enables. Requests go to `host`
+   * directly (the link is not up yet). Guest-visible state does not change.
+   */
+  replay?(host: HostCalls): Promise<ReplayReport>;
+  /** What the model holds on the host (for reconciliation after a resume). */
+  hostResources?(): HostResources;
 }
 
 export type ViommuFactory = (ctx: GuestContext) => ViommuModel | Promise<ViommuModel>;

@@ -5,22 +5,30 @@
  * Bring-up mirrors a VMM with VFIO: vhost-user handshake, VM_SETUP (IOASID set quota, session
  * token), SET_MEM_TABLE (the RAM file), DEVICE_ADD per assigned device, and a DMA_MAP of all
  * guest RAM into domain 0 (the VM's GPA domain, the second level every nested bind sits on).
+ *
+ * Reconnect (guest/reconnect.ts, docs/reliability.md): the VM talks to the host through a
+ * HostLink. When the connection is lost the link reconnects with backoff and calls
+ * `establish`: VM_SETUP with the session token resumes the VM (the host kept its state for the
+ * grace period; the VM then reconciles what requests in flight may have left behind); when the
+ * host no longer knows the token (it restarted, or the grace period expired) the VM is set up
+ * afresh, re-announces memory, devices and domain 0, and the vIOMMU model replays its shadows.
  */
 import { randomUUID } from 'node:crypto';
 import { childLogger, type Logger } from '../src/log.js';
-import { fail, VsvaError } from '../src/errors.js';
+import { fail, isVsvaError, VsvaError } from '../src/errors.js';
 import { TraceBus } from '../src/trace/bus.js';
 import { parseBdf } from '../src/pci.js';
 import type { DeviceSpec, DmaRequest, DmaResult, GuestHandle } from '../src/api/types.js';
 import { FrontendClient } from '../vhost/roles/frontend.js';
 import { DeviceCap, DeviceKind } from '../vhost/messages/device.js';
-import { VmViommu } from '../vhost/messages/vm.js';
+import { VM_SETUP_REPLY_RESUMED, VmViommu } from '../vhost/messages/vm.js';
 import { DeviceDmaFlag, DeviceDmaOp, DeviceDmaStatus, DEVICE_DMA_MAX_LENGTH } from '../vhost/messages/page.js';
 import { DmaMapFlag } from '../vhost/messages/dma.js';
 import type { Transport } from '../vhost/transport/transport.js';
 import { GuestRam } from './memory/guest-ram.js';
 import { SerialQueue } from './serial-queue.js';
-import type { GuestContext, GuestDevice, ViommuFactory, ViommuModel } from './viommu.js';
+import { HostLink, type ReconnectPolicy } from './reconnect.js';
+import type { GuestContext, GuestDevice, HostCalls, ReplayReport, ViommuFactory, ViommuModel } from './viommu.js';
 
 export interface GuestVmOptions {
   /** The host's socket path (or `connect` for an in-memory transport). */
@@ -36,6 +44,18 @@ export interface GuestVmOptions {
   /** Per-request timeout towards the host, ms. */
   timeoutMs?: number;
   trace?: TraceBus;
+  /** Reconnect after a lost connection (default: on, DEFAULT_RECONNECT_POLICY). */
+  reconnect?: ReconnectPolicy;
+}
+
+/** What the VM did at its last reconnect. */
+export interface ReconnectRecord {
+  /** The host resumed the session (true) or the VM was set up afresh and replayed (false). */
+  resumed: boolean;
+  /** Fresh set-up: what the model replayed. */
+  replay: ReplayReport | null;
+  /** Resume: host PASIDs and domains the VM did not know of, freed by the reconciliation. */
+  reconciled: { pasids: number[]; domains: number[] } | null;
 }
 
 export const DEFAULT_GUEST_MEMORY = 256 * 1024 * 1024;
@@ -48,21 +68,30 @@ const TEST_DEVICE_CAPS = DeviceCap.PASID | DeviceCap.ATS | DeviceCap.PRI | Devic
 export class GuestVm implements GuestHandle {
   readonly name: string;
   readonly ram: GuestRam;
-  readonly client: FrontendClient;
+  readonly link: HostLink;
   readonly devices: GuestDevice[];
   readonly trace: TraceBus;
   readonly log: Logger;
   readonly pasidQuota: number;
   vmId = 0;
   sessionToken: Uint8Array = new Uint8Array(16);
+  /** The last reconnect's outcome (null before any). */
+  lastReconnect: ReconnectRecord | null = null;
   private model!: ViommuModel;
   private readonly queue = new SerialQueue();
   private closed = false;
+  private readonly viommuKind: 'vtd' | 'virtio';
 
-  private constructor(name: string, ram: GuestRam, client: FrontendClient, devices: GuestDevice[], pasidQuota: number, trace: TraceBus) {
+  private constructor(name: string, ram: GuestRam, client: FrontendClient, devices: GuestDevice[], pasidQuota: number, trace: TraceBus, opts: GuestVmOptions) {
     this.name = name;
     this.ram = ram;
-    this.client = client;
+    this.viommuKind = opts.viommu;
+    this.link = new HostLink(client, {
+      connect: () => FrontendClient.connect({ path: opts.socket, connect: opts.connect, timeoutMs: opts.timeoutMs }),
+      establish: (c) => this.establish(c),
+      log: childLogger('guest-link', { vm: name }),
+      ...(opts.reconnect ? { policy: opts.reconnect } : {}),
+    });
     this.devices = devices;
     this.pasidQuota = pasidQuota;
     this.trace = trace;
@@ -85,33 +114,33 @@ export class GuestVm implements GuestHandle {
     if (rids.size !== devices.length) fail('EINVAL', 'two devices share one PCI address');
 
     const ram = GuestRam.create(memory, { backing: opts.ramBacking ?? 'file' });
-    let client: FrontendClient | undefined;
+    let client: FrontendClient;
     try {
       client = await FrontendClient.connect({ path: opts.socket, connect: opts.connect, timeoutMs: opts.timeoutMs });
-      const vm = new GuestVm(name, ram, client, devices, quota, opts.trace ?? new TraceBus());
-      await vm.bringUp(opts.viommu);
+    } catch (e) {
+      ram.close();
+      throw e;
+    }
+    const vm = new GuestVm(name, ram, client, devices, quota, opts.trace ?? new TraceBus(), opts);
+    try {
+      await client.handshake();
+      await vm.freshSetup(client);
       vm.model = await factory(vm.context());
-      client.onBackendMessage((ev) => vm.queue.run(() => vm.model.onBackendMessage(ev)));
+      client.onBackendMessage(vm.backendHandler);
       vm.trace.emit({ kind: 'vm', side: 'guest', vm: name, name: 'VM up', args: { viommu: opts.viommu, memory, devices: devices.length } });
       return vm;
     } catch (e) {
-      client?.close();
+      vm.link.close();
       ram.close();
       throw e;
     }
   }
 
-  private async bringUp(viommu: 'vtd' | 'virtio'): Promise<void> {
-    const c = this.client;
-    await c.handshake();
-    const setup = await c.setupVm({
-      name: this.name,
-      pasid_quota: this.pasidQuota,
-      flags: viommu === 'vtd' ? VmViommu.VTD : VmViommu.VIRTIO,
-      session_token: new Uint8Array(16),
-    });
-    this.vmId = setup.vm_id;
-    this.sessionToken = setup.session_token;
+  /** Back-end messages go to the model, serialised with the guest's register accesses. */
+  private readonly backendHandler = (ev: Parameters<ViommuModel['onBackendMessage']>[0]): Promise<void> => this.queue.run(() => this.model.onBackendMessage(ev));
+
+  /** SET_MEM_TABLE, DEVICE_ADD per device, and all of guest RAM mapped in domain 0. */
+  private async announce(c: HostCalls): Promise<void> {
     await c.call('SET_MEM_TABLE', {
       regions: [{ guest_phys_addr: 0n, memory_size: BigInt(this.ram.size), userspace_addr: 0n, mmap_offset: 0n, path: this.ram.path }],
     });
@@ -121,8 +150,104 @@ export class GuestVm implements GuestHandle {
     await c.call('DMA_MAP', { domain: 0, flags: DmaMapFlag.READ | DmaMapFlag.WRITE, iova: 0n, gpa: 0n, size: BigInt(this.ram.size) });
   }
 
+  /**
+   * Re-establish the VM on a new client (HostLink's reconnect). With the session token the host
+   * resumes it; ENOENT (the host restarted, or the grace period expired) sets it up afresh and
+   * replays the model. A fresh set-up interrupted before its replay finished leaves a half-built
+   * VM on the host: the token is forgotten, so the next attempt waits (EEXIST) until that VM's
+   * grace period releases it and then starts over.
+   */
+  private async establish(c: FrontendClient): Promise<void> {
+    c.onBackendMessage(this.backendHandler);
+    await c.handshake();
+    const token = this.sessionToken;
+    if (token.some((b) => b !== 0)) {
+      try {
+        const setup = await c.setupVm({ name: this.name, pasid_quota: this.pasidQuota, flags: this.viommuFlags, session_token: token });
+        this.vmId = setup.vm_id;
+        this.sessionToken = setup.session_token;
+        if ((setup.flags & VM_SETUP_REPLY_RESUMED) !== 0) {
+          const reconciled = await this.reconcile(c);
+          this.lastReconnect = { resumed: true, replay: null, reconciled };
+          this.trace.emit({ kind: 'vm', side: 'guest', vm: this.name, name: 'VM resumed', args: { freedPasids: reconciled?.pasids.length ?? 0 } });
+          return;
+        }
+      } catch (e) {
+        if (!isVsvaError(e, 'ENOENT')) throw e;
+        this.log.info('the host does not know this VM (restarted, or grace period over): setting it up again');
+      }
+    }
+    try {
+      await this.freshSetup(c);
+      const replay = (await this.model?.replay?.(c)) ?? null;
+      this.lastReconnect = { resumed: false, replay, reconciled: null };
+      if (replay && replay.failures.length > 0) this.log.error({ failures: replay.failures }, 'replay could not restore everything');
+      this.trace.emit({ kind: 'vm', side: 'guest', vm: this.name, name: 'VM replayed', args: { pasids: replay?.pasids ?? 0, bindings: replay?.bindings ?? 0, failures: replay?.failures.length ?? 0 } });
+    } catch (e) {
+      this.sessionToken = new Uint8Array(16);
+      throw e;
+    }
+  }
+
+  private get viommuFlags(): number {
+    return this.viommuKind === 'vtd' ? VmViommu.VTD : VmViommu.VIRTIO;
+  }
+
+  /** VM_SETUP with a zero token on a connection whose handshake is done, then the announcement. */
+  private async freshSetup(c: FrontendClient): Promise<void> {
+    const setup = await c.setupVm({
+      name: this.name,
+      pasid_quota: this.pasidQuota,
+      flags: this.viommuFlags,
+      session_token: ZERO_TOKEN,
+    });
+    this.vmId = setup.vm_id;
+    this.sessionToken = setup.session_token;
+    await this.announce(c);
+  }
+
+  /**
+   * After a resume: requests in flight when the connection dropped may have taken effect on the
+   * host without the model knowing (a PASID_ALLOC, a DOMAIN_ALLOC). Free the host PASIDs and
+   * empty domains of this VM that the model does not hold.
+   */
+  private async reconcile(c: FrontendClient): Promise<{ pasids: number[]; domains: number[] } | null> {
+    const known = this.model?.hostResources?.();
+    if (!known) return null;
+    const { json } = await c.call('GET_STATE');
+    const snap = JSON.parse(json) as { vms: { name: string; pasids: { hpasid: number; state: string }[]; domains?: { id: number; rids: string[] }[] }[] };
+    const me = snap.vms.find((v) => v.name === this.name);
+    const out = { pasids: [] as number[], domains: [] as number[] };
+    if (!me) return out;
+    for (const p of me.pasids) {
+      if (p.state === 'free-pending' || known.pasids.has(p.hpasid)) continue;
+      try {
+        await c.call('PASID_FREE', { min: p.hpasid, max: p.hpasid });
+        out.pasids.push(p.hpasid);
+      } catch (e) {
+        this.log.warn({ err: e, pasid: p.hpasid }, 'reconcile: freeing an unknown host PASID failed');
+      }
+    }
+    for (const d of me.domains ?? []) {
+      if (d.id === 0 || known.domains.has(d.id) || d.rids.length > 0) continue;
+      try {
+        await c.call('DOMAIN_FREE', { domain: d.id });
+        out.domains.push(d.id);
+      } catch (e) {
+        this.log.warn({ err: e, domain: d.id }, 'reconcile: freeing an unknown host domain failed');
+      }
+    }
+    if (out.pasids.length + out.domains.length > 0) this.log.warn(out, 'reconcile: freed host resources left by requests in flight at the drop');
+    return out;
+  }
+
+  /** The client requests currently go to (it changes at each reconnect). */
+  get client(): FrontendClient {
+    return this.link.current;
+  }
+
   context(): GuestContext {
-    return { name: this.name, ram: this.ram, client: this.client, devices: this.devices, log: this.log, trace: this.trace, pasidQuota: this.pasidQuota };
+    return { name: this.name, ram: this.ram, client: this.link, devices: this.devices, log: this.log, trace: this.trace, pasidQuota: this.pasidQuota };
   }
 
   get viommu(): ViommuModel {
@@ -181,7 +306,7 @@ export class GuestVm implements GuestHandle {
     let flags = hasPasid ? DeviceDmaFlag.PASID_VALID : 0;
     if (req.privileged) flags |= DeviceDmaFlag.PRIV;
     if (req.execute) flags |= DeviceDmaFlag.EXEC;
-    const reply = await this.client.call('DEVICE_DMA', {
+    const reply = await this.link.call('DEVICE_DMA', {
       rid: dev.rid,
       op: write ? DeviceDmaOp.WRITE : DeviceDmaOp.READ,
       flags,
@@ -205,11 +330,13 @@ export class GuestVm implements GuestHandle {
     } catch (e) {
       this.log.warn({ err: e }, 'vIOMMU model close failed');
     } finally {
-      this.client.close();
+      this.link.close();
       this.ram.close();
     }
   }
 }
+
+const ZERO_TOKEN = new Uint8Array(16);
 
 function checkOffset(offset: number, size: number): void {
   if (!Number.isSafeInteger(offset) || offset < 0 || offset % size !== 0) {

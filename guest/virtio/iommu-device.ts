@@ -19,8 +19,8 @@ import { isVsvaError } from '../../src/errors.js';
 import type { Logger } from '../../src/log.js';
 import { DmaMapFlag } from '../../vhost/messages/dma.js';
 import { FaultFlag as HostFaultFlag } from '../../vhost/messages/backend.js';
-import type { BackendEvent, FrontendClient } from '../../vhost/roles/frontend.js';
-import type { GuestContext } from '../viommu.js';
+import type { BackendEvent } from '../../vhost/roles/frontend.js';
+import { emptyReplayReport, type GuestContext, type HostCalls, type HostResources, type ReplayReport } from '../viommu.js';
 import { encodeFault, virtioFaultReason } from './events.js';
 import {
   ATTACH_F_BYPASS, AttachReq, DetachReq, EVENTQ, FaultFlag, IommuConfig, MSI_WINDOW_END, MSI_WINDOW_START, MapFlag, MapReq,
@@ -77,7 +77,7 @@ export class VirtioIommuDevice implements VirtioDevice {
   readonly inputRange: { start: bigint; end: bigint };
   /** Config `bypass` (sticky across device reset). */
   bypass: boolean;
-  readonly client: FrontendClient;
+  readonly client: HostCalls;
   readonly log: Logger;
   private pendingEvents: PendingEvent[] = [];
   /** Events dropped (no buffer and the pending list full, or a buffer too small). */
@@ -209,6 +209,63 @@ export class VirtioIommuDevice implements VirtioDevice {
         this.log.debug({ err: e }, 'virtio-iommu close: domain teardown failed');
       }
     }
+  }
+
+  // --- reconnect -----------------------------------------------------------------------------------
+
+  /**
+   * Replay on a fresh host (ViommuModel.replay; docs/reliability.md §2): every non-bypass domain
+   * gets a new host domain and its mappings again (from the guest-visible mapping tree), each
+   * endpoint's RID goes back where it was (its new domain, domain 0, or detached), then the
+   * PASID extension re-allocates its host PASIDs and re-binds every table. Guest domain ids,
+   * mappings and guest PASIDs do not change.
+   */
+  async replay(host: HostCalls): Promise<ReplayReport> {
+    const r = emptyReplayReport();
+    const newHost = new Map<number, number>([[0, 0]]);
+    for (const d of this.domains.values()) {
+      if (d.bypass) continue;
+      const old = d.hostId;
+      try {
+        d.hostId = (await host.call('DOMAIN_ALLOC', {})).domain;
+        newHost.set(old, d.hostId);
+        r.domains++;
+      } catch (e) {
+        r.failures.push(`domain ${d.id}: ${isVsvaError(e) ? e.code : 'EIO'}`);
+        continue;
+      }
+      for (const m of d.mappings) {
+        const flags = (m.flags & MapFlag.READ ? DmaMapFlag.READ : 0) | (m.flags & MapFlag.WRITE ? DmaMapFlag.WRITE : 0);
+        if (flags === 0) continue;
+        try {
+          await host.call('DMA_MAP', { domain: d.hostId, flags, iova: m.start, gpa: m.phys, size: m.end - m.start + 1n });
+          r.mappings++;
+        } catch (e) {
+          r.failures.push(`domain ${d.id} mapping 0x${m.start.toString(16)}: ${isVsvaError(e) ? e.code : 'EIO'}`);
+        }
+      }
+    }
+    for (const ep of this.endpoints.values()) {
+      // A re-added device's RID starts on domain 0.
+      const want = ep.host === null ? null : (newHost.get(ep.host) ?? null);
+      try {
+        if (want !== 0) await host.call('DETACH', { rid: ep.id, pgtt: 0, flags: 0, pasid: 0, domain: 0 });
+        if (want !== null && want !== 0) await host.call('ATTACH', { rid: ep.id, pgtt: 0, flags: 0, pasid: 0, domain: want });
+        ep.host = want;
+      } catch (e) {
+        ep.host = 0;
+        r.failures.push(`endpoint 0x${ep.id.toString(16)} attachment: ${isVsvaError(e) ? e.code : 'EIO'}`);
+      }
+    }
+    await this.pasid.replay(host, r);
+    return r;
+  }
+
+  /** Host PASIDs and domains this device holds (reconciliation after a resume). */
+  hostResources(): HostResources {
+    const domains = new Set<number>();
+    for (const d of this.domains.values()) if (!d.bypass) domains.add(d.hostId);
+    return { pasids: new Set(this.pasid.pasidMap().map((p) => p.hpasid)), domains };
   }
 
   // --- requestq -----------------------------------------------------------------------------------

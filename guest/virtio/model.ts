@@ -4,7 +4,7 @@
  * guest-private PASIDs of the PASID extension.
  */
 import type { BackendEvent } from '../../vhost/roles/frontend.js';
-import type { GuestContext, ViommuModel } from '../viommu.js';
+import type { GuestContext, HostCalls, HostResources, ReplayReport, ViommuModel } from '../viommu.js';
 import { VirtioIommuDevice, type VirtioIommuOptions } from './iommu-device.js';
 
 export class VirtioIommuModel implements ViommuModel {
@@ -40,5 +40,13 @@ export class VirtioIommuModel implements ViommuModel {
 
   close(): Promise<void> {
     return this.device.close();
+  }
+
+  replay(host: HostCalls): Promise<ReplayReport> {
+    return this.device.replay(host);
+  }
+
+  hostResources(): HostResources {
+    return this.device.hostResources();
   }
 }

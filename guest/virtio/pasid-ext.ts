@@ -35,6 +35,7 @@ import {
 import type { VirtioIommuDevice } from './iommu-device.js';
 import { reject } from './req-status.js';
 import type { Domain, Endpoint, ReqReader, TableBinding } from './state.js';
+import type { HostCalls, ReplayReport } from '../viommu.js';
 
 /** What the host's GET_NESTING_INFO said (defaults when it cannot say). */
 export interface NestingSummary {
@@ -368,6 +369,61 @@ export class PasidExtension {
       kind: 'page-response', side: 'guest', vm: this.dev.ctx.name, name: 'virtio PAGE_RESP',
       args: { endpoint: ep.id, gpasid: pasidValid ? gpasid : null, hpasid: hpasid ?? null, grpid, code },
     });
+  }
+
+  /**
+   * Replay on a fresh host: each guest PASID's host PASID again — the same value when the host
+   * can give it (PASID_ALLOC min = max), else any (guest PASIDs are guest-private, so only the
+   * VMM's map changes) — then every table binding, then PRI for endpoints with a PRI table.
+   * Outstanding page-request groups died with the old host and are forgotten.
+   */
+  async replay(host: HostCalls, r: ReplayReport): Promise<void> {
+    this.outstanding.clear();
+    const info = await this.nestingInfo();
+    for (const [gpasid, entry] of [...this.byGuest]) {
+      const old = entry.hpasid;
+      let hpasid: number;
+      try {
+        hpasid = (await host.call('PASID_ALLOC', { min: old, max: old })).pasid;
+      } catch {
+        try {
+          hpasid = (await host.call('PASID_ALLOC', { min: 1, max: Math.min(PASID_MAX, 2 ** info.pasidBits - 1) })).pasid;
+        } catch (e) {
+          r.failures.push(`guest PASID ${gpasid}: no host PASID (${isVsvaError(e) ? e.code : 'EIO'})`);
+          for (const ep of [...entry.users]) {
+            const b = ep.tables.get(gpasid);
+            if (b) this.forget(ep, b);
+          }
+          continue;
+        }
+      }
+      r.pasids++;
+      if (hpasid !== old) {
+        this.byHost.delete(old);
+        this.byHost.set(hpasid, gpasid);
+        entry.hpasid = hpasid;
+      }
+      for (const ep of [...entry.users]) {
+        const b = ep.tables.get(gpasid);
+        if (!b) continue;
+        b.hpasid = hpasid;
+        try {
+          await host.call('BIND_GPASID', this.bindData(ep, b));
+          r.bindings++;
+        } catch (e) {
+          r.failures.push(`endpoint 0x${ep.id.toString(16)} guest PASID ${gpasid}: ${isVsvaError(e) ? e.code : 'EIO'}`);
+        }
+      }
+    }
+    for (const ep of this.dev.endpoints.values()) {
+      if (!anyPri(ep)) continue;
+      try {
+        await host.call('DEVICE_CONFIG', { rid: ep.id, flags: DeviceConfigFlag.PRI_ENABLE | DeviceConfigFlag.ATS_ENABLE });
+        r.deviceConfigs++;
+      } catch (e) {
+        r.failures.push(`endpoint 0x${ep.id.toString(16)} PRI: ${isVsvaError(e) ? e.code : 'EIO'}`);
+      }
+    }
   }
 
   /** The host freed one of this VM's PASIDs on its own: forget every binding of it. */

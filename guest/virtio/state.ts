@@ -10,8 +10,8 @@ export interface Domain {
   readonly id: number;
   /** Created by an ATTACH with ATTACH_F_BYPASS: identity (the VM's GPA domain on the host). */
   readonly bypass: boolean;
-  /** Host domain id: DOMAIN_ALLOC's, or 0 (the GPA domain) for a bypass domain. */
-  readonly hostId: number;
+  /** Host domain id: DOMAIN_ALLOC's, or 0 (the GPA domain) for a bypass domain (a replay renews it). */
+  hostId: number;
   readonly endpoints: Set<Endpoint>;
   readonly mappings: MappingTree;
 }

@@ -231,6 +231,67 @@ export class PasidShadow {
     }
   }
 
+  /**
+   * Replay on a fresh host (docs/reliability.md §2): the VM was set up again (its devices' RIDs
+   * are on domain 0, nothing is bound); re-create from this shadow the SL shadow domains with
+   * their mappings, each device's RID attachment, and every binding / PASID attachment.
+   * `lost`: PASIDs the host could not give back — their entries become `refused` (ENOSPC).
+   * Requests go to `host` directly. Returns counts and what failed.
+   */
+  async replay(host: HostPort, lost: ReadonlySet<number>): Promise<{ domains: number; mappings: number; bindings: number; failures: string[] }> {
+    const out = { domains: 0, mappings: 0, bindings: 0, failures: [] as string[] };
+    const newDomain = new Map<number, number>([[0, 0]]);
+    for (const d of this.slDomains.values()) {
+      const old = d.domain;
+      try {
+        out.mappings += await d.replay(host);
+        newDomain.set(old, d.domain);
+        out.domains++;
+      } catch (e) {
+        out.failures.push(`SL shadow domain of 0x${d.slptptr.toString(16)}: ${errnoOf(e)}`);
+      }
+    }
+    for (const [rid, dom] of this.ridDomain) {
+      const want = dom === null ? null : (newDomain.get(dom) ?? null);
+      try {
+        if (want !== 0) await host.call('DETACH', { rid, pgtt: 0, flags: 0, pasid: 0, domain: 0 });
+        if (want !== null && want !== 0) await host.call('ATTACH', { rid, pgtt: 0, flags: 0, pasid: 0, domain: want });
+        this.ridDomain.set(rid, want);
+      } catch (e) {
+        out.failures.push(`RID ${ridToBdf(rid)} attachment: ${errnoOf(e)}`);
+        this.ridDomain.set(rid, 0);
+      }
+    }
+    for (const [k, e] of this.map) {
+      const b = e.binding;
+      if (b.kind === 'sl') {
+        const domain = newDomain.get(b.domain);
+        if (domain === undefined) {
+          this.map.set(k, { ...e, binding: { kind: 'refused', errno: 'EIO', why: 'its SL shadow domain could not be replayed' } });
+          continue;
+        }
+        this.map.set(k, { ...e, binding: { ...b, domain } });
+      }
+      if (e.pasid === null || b.kind === 'invalid' || b.kind === 'refused') continue;
+      if (lost.has(e.pasid)) {
+        this.map.set(k, { ...e, binding: { kind: 'refused', errno: 'ENOSPC', why: `PASID ${e.pasid} could not be allocated again on the new host` } });
+        out.failures.push(`${ridToBdf(e.rid)} PASID ${e.pasid}: the PASID was lost`);
+        continue;
+      }
+      try {
+        if (b.kind === 'nested') await host.call('BIND_GPASID', this.bindData(e.rid, e.pasid, b));
+        else if (b.kind === 'pt') await host.call('ATTACH', { rid: e.rid, pgtt: AttachPgtt.PASS_THROUGH, flags: ATTACH_PASID_VALID, pasid: e.pasid, domain: 0 });
+        else await host.call('ATTACH', { rid: e.rid, pgtt: AttachPgtt.SECOND_LEVEL, flags: ATTACH_PASID_VALID, pasid: e.pasid, domain: newDomain.get(b.domain)! });
+        out.bindings++;
+      } catch (err) {
+        const errno = errnoOf(err);
+        this.map.set(k, { ...e, binding: { kind: 'refused', errno, why: err instanceof Error ? err.message : String(err) } });
+        out.failures.push(`${ridToBdf(e.rid)} PASID ${e.pasid} (${b.kind}): ${errno}`);
+      }
+    }
+    return out;
+  }
+
   /** Undo everything forwarded (model close). Errors are logged. */
   async releaseAll(): Promise<void> {
     for (const e of [...this.map.values()]) {

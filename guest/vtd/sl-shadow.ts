@@ -46,8 +46,8 @@ export class SlDomainShadow {
     /** GPA of the guest's top-level SL table. */
     readonly slptptr: bigint,
     readonly levels: number,
-    /** Host domain id. */
-    readonly domain: number,
+    /** Host domain id (a replay on a fresh host gives it a new one). */
+    public domain: number,
   ) {}
 
   static async create(host: HostPort, ram: GuestRam, log: Logger, slptptr: bigint, levels: number): Promise<SlDomainShadow> {
@@ -97,6 +97,28 @@ export class SlDomainShadow {
     );
     for (const r of results) if (r.status === 'rejected') this.log.warn({ err: r.reason, domain: this.domain }, 'SL shadow: host DMA_MAP failed');
     return { mapped: results.filter((r) => r.status === 'fulfilled').length, unmapped: unmaps.length };
+  }
+
+  /**
+   * Replay on a fresh host (docs/reliability.md §2): allocate a new host domain and map every
+   * shadowed extent again from the shadow — not from guest memory, so what the host holds is
+   * exactly what it held before (the guest's later IOTLB invalidations bring changes, as
+   * before). Returns the mappings made; a refused map drops that extent (logged).
+   */
+  async replay(host: HostPort): Promise<number> {
+    const { domain } = await host.call('DOMAIN_ALLOC', {});
+    this.domain = domain;
+    let n = 0;
+    for (const e of [...this.extents.values()]) {
+      try {
+        await host.call('DMA_MAP', { domain, flags: e.flags, iova: e.iova, gpa: e.gpa, size: e.size });
+        n++;
+      } catch (err) {
+        this.extents.delete(e.iova);
+        this.log.warn({ err, domain, iova: e.iova.toString(16) }, 'SL shadow replay: host DMA_MAP failed');
+      }
+    }
+    return n;
   }
 
   /** Free the host domain (its mappings go with it). */

@@ -85,7 +85,13 @@ export class VirtualCommands {
     }
     if (cmd === VCMD_CMD.ALLOC_PASID) {
       try {
-        const r = await this.host.call('PASID_ALLOC', { min: VCMD_PASID_MIN, max: PASID_MAX - 1 });
+        const range = { min: VCMD_PASID_MIN, max: PASID_MAX - 1 };
+        // The link does not resend a PASID_ALLOC lost in flight (ECONNRESET): once it is back,
+        // the VM's reconciliation has freed whatever that one allocated, so ask again.
+        const r = await this.host.call('PASID_ALLOC', range).catch((e: unknown) => {
+          if ((e as { code?: string }).code !== 'ECONNRESET') throw e;
+          return this.host.call('PASID_ALLOC', range);
+        });
         this.owned.add(r.pasid);
         this.counters.allocs++;
         this.trace.emit({ kind: 'alloc', side: 'guest', vm: this.vm, name: 'VCMD ALLOC_PASID', dur: (performance.now() - started) * 1000, args: { pasid: r.pasid, layout: this.layoutName } });

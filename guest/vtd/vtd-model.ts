@@ -37,7 +37,7 @@ import { DeviceConfigFlag } from '../../vhost/messages/device-config.js';
 import { IOMMU_PAGE_RESP, PAGE_RESPONSE_PASID_VALID } from '../../vhost/messages/page.js';
 import type { BackendEvent } from '../../vhost/roles/frontend.js';
 import type { GuestRam } from '../memory/guest-ram.js';
-import type { GuestContext, GuestDevice, ViommuModel } from '../viommu.js';
+import { emptyReplayReport, type GuestContext, type GuestDevice, type HostResources, type ReplayReport, type ViommuModel } from '../viommu.js';
 import { devIotlb, devTlbRange, iotlbAll, iotlbPasid, iotlbPasidAddr, InvalidationBatch } from './cache-invalidations.js';
 import { FaultRecorder } from './fault-recorder.js';
 import type { HostPort } from './host-port.js';
@@ -589,6 +589,57 @@ export class VtdModel implements ViommuModel, DescriptorSink {
     const e = this.pasidShadow.get(rid, pasid ?? null);
     if (e !== undefined && e.binding.kind === 'invalid') return e.binding.reason;
     return hostReason;
+  }
+
+  // ---- reconnect ------------------------------------------------------------------------------
+
+  /**
+   * Replay on a fresh host (ViommuModel.replay; docs/reliability.md §2), in dependency order:
+   * 1. every PASID the guest holds through VCMD, at its old value (PASID_ALLOC with
+   *    min = max = the PASID — identity mapping, so guest PASID = host PASID must not change);
+   *    a PASID the host cannot give back is lost: the guest's VCMD view drops it (as on a
+   *    host-forced free) and its entries are marked refused;
+   * 2. the devices' PRI / ATS enables (DEVICE_CONFIG) as last sent;
+   * 3. the PASID shadow: SL shadow domains and their mappings, RID attachments, bindings.
+   * Guest RAM, registers, queues and the cached context entries are guest-side and unchanged.
+   */
+  async replay(host: HostPort): Promise<ReplayReport> {
+    const r = emptyReplayReport();
+    const lost = new Set<number>();
+    if (this.vcmd !== null) {
+      for (const p of [...this.vcmd.owned].sort((a, b) => a - b)) {
+        try {
+          const got = await host.call('PASID_ALLOC', { min: p, max: p });
+          if (got.pasid !== p) throw new VsvaError('EIO', `host gave PASID ${got.pasid} for [${p}, ${p}]`);
+          r.pasids++;
+        } catch (e) {
+          lost.add(p);
+          this.vcmd.hostFreed(p);
+          r.failures.push(`VCMD PASID ${p}: ${e instanceof VsvaError ? e.code : 'EIO'}`);
+        }
+      }
+    }
+    for (const [rid, flags] of this.deviceFlags) {
+      if (flags === 0) continue;
+      try {
+        await host.call('DEVICE_CONFIG', { rid, flags });
+        r.deviceConfigs++;
+      } catch (e) {
+        r.failures.push(`DEVICE_CONFIG ${rid.toString(16)}: ${e instanceof VsvaError ? e.code : 'EIO'}`);
+      }
+    }
+    const s = await this.pasidShadow.replay(host, lost);
+    r.domains += s.domains;
+    r.mappings += s.mappings;
+    r.bindings += s.bindings;
+    r.failures.push(...s.failures);
+    this.trace.emit({ kind: 'bind', side: 'guest', vm: this.vm, name: 'replay', args: { pasids: r.pasids, bindings: r.bindings, domains: r.domains, failures: r.failures.length } });
+    return r;
+  }
+
+  /** Host PASIDs (VCMD) and host domains (SL shadows) this model holds. */
+  hostResources(): HostResources {
+    return { pasids: new Set(this.vcmd?.owned ?? []), domains: new Set(this.pasidShadow.domains().map((d) => d.domain)) };
   }
 
   async close(): Promise<void> {

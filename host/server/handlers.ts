@@ -27,6 +27,7 @@ export function buildHandlers(host: HostServer, session: Session): HandlerTable<
     SET_MEM_TABLE: (t) => {
       const v = vm();
       if (v.mem.same(t)) return;
+      v.mem.check(t);
       if (v.container.mappings > 0) fail('EBUSY', 'SET_MEM_TABLE: DMA mappings exist; unmap them before changing the memory table');
       v.mem.replace(t);
     },

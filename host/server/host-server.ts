@@ -69,6 +69,7 @@ export class HostServer {
   private readonly vmsByToken = new Map<string, Vm>();
   private readonly sessionVm = new Map<Session, Vm>();
   private readonly hostRids = new Set<number>();
+  private readonly memoryFileOwners = new Map<string, string>();
   private readonly retired = zeroCounters();
   private nextVmId = 1;
   private readonly pageRequestTimeoutMs: number;
@@ -143,6 +144,7 @@ export class HostServer {
       freeHostRid: (rid) => this.hostRids.delete(rid),
       pageRequestTimeoutMs: this.pageRequestTimeoutMs,
       maxPendingPageRequests: this.maxPendingPageRequests,
+      memoryFileOwners: this.memoryFileOwners,
     });
     this.nextVmId++;
     vm.attachSession(s);

@@ -21,7 +21,7 @@ import type { HostMemory } from '../memory/host-memory.js';
 import { PageRequestTracker } from '../devices/page-requests.js';
 import { VfioContainer, type ContainerCounters } from '../vfio/container.js';
 import type { ContainerIommu } from '../vfio/iommu-port.js';
-import { MemTableMap } from '../vfio/mem-table.js';
+import { MemTableMap, type MemoryFileOwners } from '../vfio/mem-table.js';
 
 const log = childLogger('host-vm');
 
@@ -38,6 +38,8 @@ export interface VmDeps {
   freeHostRid(rid: number): void;
   pageRequestTimeoutMs: number;
   maxPendingPageRequests: number;
+  /** Memory files mapped by the host's VMs (one VM per file). */
+  memoryFileOwners: MemoryFileOwners;
 }
 
 /** A fresh session token: 16 random bytes, never all zero. */
@@ -90,7 +92,7 @@ export class Vm {
       this.vdcm = deps.vdcm.createVm(this.set, name);
       this.vdcm.onChange = () => this.generation++;
       undo.push(() => deps.vdcm.destroyVm(this.vdcm));
-      this.mem = new MemTableMap(deps.memory, name);
+      this.mem = new MemTableMap(deps.memory, name, deps.memoryFileOwners);
       this.pageRequests = new PageRequestTracker(deps.maxPendingPageRequests, deps.pageRequestTimeoutMs);
       this.container = new VfioContainer({
         vmName: name,

@@ -5,13 +5,16 @@
  *
  * Rules (docs/protocol.md §5.1, host service):
  * - Region files must lie inside the memory directories (/dev/shm, VSVA_MEM_DIR, the OS temp
- *   dir) — anything else is EACCES; `inproc:` stores are allowed (in-process mode).
+ *   dir), also after following symbolic links — anything else is EACCES; `inproc:` stores are
+ *   allowed (in-process mode).
  * - guest_phys_addr, memory_size and mmap_offset must be 4 KiB aligned (EINVAL); regions must
  *   not overlap in GPA (EINVAL); the file must hold mmap_offset + memory_size bytes (EINVAL);
  *   a missing file is ENOENT.
  * - Opening is all-or-nothing: a failure closes what was opened and changes nothing.
  */
+import * as fs from 'node:fs';
 import * as os from 'node:os';
+import * as path from 'node:path';
 import { fail } from '../../src/errors.js';
 import { openBacking, type MemoryBacking } from '../../src/memory/backing.js';
 import type { MemTable, MemoryRegion } from '../../vhost/messages/handshake.js';
@@ -24,6 +27,37 @@ export function memoryDirs(): string[] {
   const dirs = ['/dev/shm', os.tmpdir()];
   if (process.env.VSVA_MEM_DIR) dirs.push(process.env.VSVA_MEM_DIR);
   return dirs;
+}
+
+function inside(dir: string, p: string): boolean {
+  const rel = path.relative(dir, p);
+  return rel !== '' && !rel.startsWith('..') && !path.isAbsolute(rel);
+}
+
+/**
+ * The real path of a region file, confined to `dirs`: EACCES when the path — as written, or
+ * after following symbolic links (a link in /dev/shm to /etc/… is refused) — leaves them;
+ * ENOENT when it does not exist. `inproc:` names pass unchanged.
+ */
+export function confinePath(p: string, dirs: string[]): string {
+  if (p.startsWith('inproc:')) return p;
+  const lexical = path.resolve(p);
+  if (!dirs.some((d) => inside(path.resolve(d), lexical))) fail('EACCES', `memory file '${p}' is outside the memory directories`);
+  let real: string;
+  try {
+    real = fs.realpathSync(lexical);
+  } catch {
+    fail('ENOENT', `memory file '${p}' does not exist`);
+  }
+  const ok = dirs.some((d) => {
+    try {
+      return inside(fs.realpathSync(d), real);
+    } catch {
+      return false;
+    }
+  });
+  if (!ok) fail('EACCES', `memory file '${p}' resolves to '${real}', outside the memory directories`);
+  return real;
 }
 
 /** A window of a backing: bytes [offset, offset + size) of the store (mmap_offset). */
@@ -65,6 +99,8 @@ export interface MappedRegion {
   readonly size: number;
   readonly hpa: number;
   readonly path: string;
+  /** The path after following symbolic links (what the ownership registry is keyed by). */
+  readonly realPath: string;
   readonly mmapOffset: number;
   readonly host: HostRegion;
   readonly backing: MemoryBacking;
@@ -75,12 +111,17 @@ function toNum(v: bigint, what: string): number {
   return Number(v);
 }
 
+/** Which VM has each memory file mapped (real path → VM name), shared by a host's VMs. */
+export type MemoryFileOwners = Map<string, string>;
+
 export class MemTableMap {
   private regions: MappedRegion[] = [];
 
   constructor(
     private readonly mem: HostMemory,
     private readonly vmName: string,
+    /** A file one VM mapped is refused to every other VM (EACCES): no VM reaches another's RAM. */
+    private readonly owners: MemoryFileOwners = new Map(),
     private readonly allowedDirs: string[] = memoryDirs(),
   ) {}
 
@@ -116,17 +157,35 @@ export class MemTableMap {
     }
   }
 
+  /**
+   * Check `t` without opening anything: alignment and overlap (EINVAL), each path confined to
+   * the memory directories (EACCES) and existing (ENOENT), no file another VM has mapped (EACCES).
+   */
+  check(t: MemTable): void {
+    MemTableMap.validate(t);
+    for (const r of t.regions) {
+      const real = confinePath(r.path, this.allowedDirs);
+      const owner = this.owners.get(real);
+      if (owner !== undefined && owner !== this.vmName) fail('EACCES', `memory file '${r.path}' is mapped by another VM`);
+    }
+  }
+
   /** Replace the table with `t` (all-or-nothing). The old regions are unmapped afterwards. */
   replace(t: MemTable): void {
     MemTableMap.validate(t);
     const opened: { r: MemoryRegion; backing: MemoryBacking; inner: MemoryBacking }[] = [];
+    const reals: string[] = [];
     const placed: MappedRegion[] = [];
     try {
       for (const r of t.regions) {
         const size = toNum(r.memory_size, 'memory_size');
         const off = toNum(r.mmap_offset, 'mmap_offset');
         toNum(r.guest_phys_addr + r.memory_size, 'guest_phys_addr + memory_size');
-        const inner = openBacking(r.path, off + size, this.allowedDirs);
+        const real = confinePath(r.path, this.allowedDirs);
+        const owner = this.owners.get(real);
+        if (owner !== undefined && owner !== this.vmName) fail('EACCES', `memory file '${r.path}' is mapped by another VM`);
+        const inner = openBacking(real, off + size);
+        reals.push(real);
         const backing = off === 0 && inner.size === size ? inner : new WindowBacking(inner, off, size);
         opened.push({ r, backing, inner });
       }
@@ -134,7 +193,7 @@ export class MemTableMap {
         const size = backing.size;
         const hpa = this.mem.findFree(size);
         const host = this.mem.addRegion(`${this.vmName} ram@0x${r.guest_phys_addr.toString(16)}`, hpa, backing, size);
-        placed.push({ gpa: Number(r.guest_phys_addr), size, hpa, path: r.path, mmapOffset: Number(r.mmap_offset), host, backing });
+        placed.push({ gpa: Number(r.guest_phys_addr), size, hpa, path: r.path, realPath: reals[placed.length]!, mmapOffset: Number(r.mmap_offset), host, backing });
       }
     } catch (e) {
       for (const p of placed) this.mem.removeRegion(p.host);
@@ -144,6 +203,7 @@ export class MemTableMap {
     const old = this.regions;
     this.regions = placed.sort((a, b) => a.gpa - b.gpa);
     this.release(old);
+    for (const r of this.regions) this.owners.set(r.realPath, this.vmName);
   }
 
   /**
@@ -175,6 +235,7 @@ export class MemTableMap {
     for (const r of rs) {
       this.mem.removeRegion(r.host);
       if (r.backing.kind === 'file') r.backing.close();
+      if (this.owners.get(r.realPath) === this.vmName) this.owners.delete(r.realPath);
     }
   }
 }

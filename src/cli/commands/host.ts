@@ -55,11 +55,17 @@ export const hostCommand: CommandModule<object, Args> = {
     await server.listen(socket);
     let monitor: MonitorHandle | null = null;
     if (args['dashboard-port'] !== undefined) {
-      monitor = await startMonitor(server.monitorSource(), {
-        port: args['dashboard-port'],
-        host: args['dashboard-host'],
-        ...(args['dashboard-token'] !== undefined ? { token: args['dashboard-token'] } : {}),
-      });
+      try {
+        monitor = await startMonitor(server.monitorSource(), {
+          port: args['dashboard-port'],
+          host: args['dashboard-host'],
+          ...(args['dashboard-token'] !== undefined ? { token: args['dashboard-token'] } : {}),
+        });
+      } catch (e) {
+        await server.close();
+        fs.rmSync(socket, { force: true });
+        throw e;
+      }
     }
     let stopping = false;
     const stop = async (why: string): Promise<void> => {

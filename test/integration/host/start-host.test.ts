@@ -41,3 +41,31 @@ describe('startHost', () => {
     expect(existsSync(h.socket)).toBe(false);
   });
 });
+
+describe('vsva host', () => {
+  it('shuts down cleanly on SIGTERM: exit status 0, socket removed', async () => {
+    const { spawn } = await import('node:child_process');
+    const { fileURLToPath } = await import('node:url');
+    const { tmpdir } = await import('node:os');
+    const { join } = await import('node:path');
+    const sock = join(tmpdir(), `vsva-sigterm-${process.pid}.sock`);
+    const bin = fileURLToPath(new URL('../../../bin/vsva.js', import.meta.url));
+    const child = spawn(process.execPath, [bin, 'host', '--socket', sock], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const line = await new Promise<string>((resolve, reject) => {
+      let buf = '';
+      child.once('exit', (c) => reject(new Error(`exited early (${c})`)));
+      child.stdout!.on('data', (d: Buffer) => {
+        buf += d.toString();
+        if (buf.includes('\n')) resolve(buf.slice(0, buf.indexOf('\n')));
+      });
+    });
+    expect(JSON.parse(line)).toMatchObject({ ready: true, socket: sock, dashboard: null });
+    expect(existsSync(sock)).toBe(true);
+    const code = await new Promise<number | null>((resolve) => {
+      child.once('exit', (c) => resolve(c));
+      child.kill('SIGTERM');
+    });
+    expect(code).toBe(0);
+    expect(existsSync(sock)).toBe(false);
+  });
+});

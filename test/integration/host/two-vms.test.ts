@@ -90,13 +90,16 @@ describe('vsva host with two VMs over a real socket', () => {
     expect(new Set([...ra.pasids, ...rb.pasids]).size).toBe(6);
     expect(vmOf(s, 'vmA').devices).toEqual([{ bdf: '00:03.0', kind: 'pf' }, { bdf: '00:04.0', kind: 'adi' }]);
 
-    // Invalidation: the guest unmaps a page; the IOTLB still serves it until the PASID-selective flush.
+    // Invalidation: with ATS enabled the pf caches translations in its device-TLB. The guest
+    // unmaps a page; the IOTLB flush alone leaves the device-TLB stale; the device-TLB flush ends it.
     const p0 = ra.pasids[0]!;
-    a.fl.unmap(ra.roots[0]!, 0x4000_0000n);
+    await a.fe.call('DEVICE_CONFIG', { rid: PF, flags: 2 });
     expect((await a.read(PF, 0x4000_0000n, 4, p0)).status).toBe(0);
-    // The pf has ATS: its device-TLB must be flushed too (IOTLB | DEV_IOTLB), as a guest driver does.
-    const inv = await a.invalidate([{ rid: PF, cache: 3, granularity: 2, flags: 1, pasid: BigInt(p0), addr: 0x4000_0000n, granule_size: 4096n, nb_granules: 1n }]);
-    expect(inv).toEqual({ handled: 1, first_error: 0 });
+    a.fl.unmap(ra.roots[0]!, 0x4000_0000n);
+    const range = { flags: 1, pasid: BigInt(p0), addr: 0x4000_0000n, granule_size: 4096n, nb_granules: 1n, granularity: 2 };
+    expect(await a.invalidate([{ ...range, cache: 1 }])).toEqual({ handled: 1, first_error: 0 });
+    expect((await a.read(PF, 0x4000_0000n, 4, p0)).status).toBe(0);
+    expect(await a.invalidate([{ ...range, cache: 2, rid: PF }])).toEqual({ handled: 1, first_error: 0 });
     const f = await a.read(PF, 0x4000_0000n, 4, p0);
     expect(f).toMatchObject({ status: 1, reason: 0x71, pasid: p0, fault_addr: 0x4000_0000n });
 
@@ -153,13 +156,26 @@ describe('vsva host with two VMs over a real socket', () => {
     expect(await b.invalidate([{ cache: 1, granularity: 1, flags: 1, pasid: BigInt(pa) }])).toEqual({ handled: 0, first_error: -2 });
     // B's pf tagged with A's PASID: not B's PASID.
     expect(await errnoOf(b.read(PF, 0x6000_0000n, 4, pa))).toBe('ENOENT');
-    // B maps a GPA outside its own memory table: EFAULT (A's RAM is not B's to name).
+    // B cannot announce A's RAM file as its own memory, nor map a GPA outside its memory table.
+    expect(await errnoOf(b.fe.call('SET_MEM_TABLE', { regions: [{ guest_phys_addr: 0x1000_0000n, memory_size: 0x1000n, userspace_addr: 0n, mmap_offset: 0n, path: a.ram.path }] }))).toBe('EACCES');
     expect(await errnoOf(b.fe.call('DMA_MAP', { domain: 0, flags: 3, iova: 0x1000_0000n, gpa: 0x1000_0000n, size: 0x1000n }))).toBe('EFAULT');
     // B's device reaches only B's RAM: IOVAs beyond B's mapped memory fault.
     const r = await b.read(PF, BigInt(b.ram.size), 4);
     expect(r.status).toBe(1);
 
     expect(contract(await host.snapshot())).toEqual(before);
+
+    // Even through its own nested binding, B's device reaches only what B's GPA domain maps: a
+    // first-level table pointing at guest-physical memory B does not have faults, reads nothing.
+    const pb = await b.alloc();
+    const broot = b.fl.newRoot();
+    b.fl.map(broot, 0x7000n, b.ram.size + 0x1000); // a GPA beyond B's RAM
+    await b.bind(PF, pb, broot, 502);
+    const far = await b.read(PF, 0x7000n, 4, pb);
+    expect(far.status).toBe(1);
+    expect(far.data).toBeUndefined();
+    await b.unbind(PF, pb);
+    await b.free(pb);
     await a.unbind(PF, pa);
     await a.free(pa);
   });

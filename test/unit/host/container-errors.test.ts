@@ -205,7 +205,7 @@ describe('container uAPI error paths: exact errno, nothing changed', () => {
     await a.fe.call('DEVICE_CONFIG', { rid: PF, flags: 0 });
   });
 
-  it('SET_MEM_TABLE path checks: outside the memory directories EACCES, missing ENOENT, unaligned/overlapping EINVAL', async () => {
+  it('SET_MEM_TABLE path checks: outside the memory directories (or linked out of them) EACCES, missing ENOENT, unaligned/overlapping EINVAL', async () => {
     const fe = await FrontendClient.connect({ connect: host.connector() });
     await fe.handshake();
     await fe.setupVm({ name: 'C', pasid_quota: 1, flags: 0, session_token: new Uint8Array(16) });
@@ -219,6 +219,8 @@ describe('container uAPI error paths: exact errno, nothing changed', () => {
       expect(await errnoOf(fe.call('SET_MEM_TABLE', { regions: [region(outside)] }))).toBe('EACCES');
       expect(await errnoOf(fe.call('SET_MEM_TABLE', { regions: [region('/etc/passwd')] }))).toBe('EACCES');
       expect(await errnoOf(fe.call('SET_MEM_TABLE', { regions: [region(path.join(dir, 'missing'))] }))).toBe('ENOENT');
+      fs.symlinkSync(outside, path.join(dir, 'link'));
+      expect(await errnoOf(fe.call('SET_MEM_TABLE', { regions: [region(path.join(dir, 'link'))] }))).toBe('EACCES');
       expect(await errnoOf(fe.call('SET_MEM_TABLE', { regions: [region(file, 0x800n)] }))).toBe('EINVAL');
       expect(await errnoOf(fe.call('SET_MEM_TABLE', { regions: [region(file, 0n, 0x2000n), region(file, 0x1000n)] }))).toBe('EINVAL');
       expect(await errnoOf(fe.call('SET_MEM_TABLE', { regions: [region(file, 0n, 0x4000n)] }))).toBe('EINVAL');

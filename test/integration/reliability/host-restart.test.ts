@@ -1,0 +1,182 @@
+/**
+ * Issue 11 acceptance: the host process is killed with SIGKILL in the middle of a workload and
+ * a new one is started on the same socket. Every guest reconnects, is set up afresh and replays
+ * its shadows: the same host PASIDs (VT-d VCMD PASIDs keep their values), the same guest
+ * PASIDs and bindings, the same DMA results; DMA during the outage waits for the host (or fails
+ * with ENOTCONN past the VM's bound) and never returns wrong data; after the guests close the
+ * new host is back to full capacity.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { startHost, type StartedHost } from '../../../src/api/start-host.js';
+import { startGuest, type StartedGuest } from '../../../src/api/start-guest.js';
+import { GuestVm } from '../../../guest/vm.js';
+import { createVtdModel } from '../../../guest/vtd/index.js';
+import { VtdBenchDriver, BENCH_BUFFER_VA } from '../../../src/bench/vtd-bench-driver.js';
+import { VirtioIommuDriver } from '../../../guest/driver/virtio-iommu-driver.js';
+import { PageAllocator } from '../../../guest/driver/page-allocator.js';
+import { GuestProcess } from '../../../guest/driver/guest-process.js';
+import { MapFlag, ReqStatus } from '../../../guest/virtio/index.js';
+import type { VtdModel } from '../../../guest/vtd/index.js';
+import { durableState, reconnected, snapshotInvariants, vmIn, waitFor } from './helpers.js';
+
+const MEM = 16 << 20;
+const socket = path.join(os.tmpdir(), `vsva-restart-${process.pid}-${randomBytes(3).toString('hex')}.sock`);
+const hosts: StartedHost[] = [];
+const guests: GuestVm[] = [];
+const enc = (s: string): Uint8Array => new TextEncoder().encode(s);
+const dec = (b: Uint8Array | undefined): string => new TextDecoder().decode(b);
+
+let vtd: StartedGuest;
+let drv: VtdBenchDriver;
+let vtdPasids: number[];
+let virtio: StartedGuest;
+let proc: GuestProcess;
+const VIRTIO_VA = 0x5000_0000n;
+const IOVA = 0x20_0000n;
+let iovaGpa: bigint;
+
+async function spawnHost(): Promise<StartedHost> {
+  const h = await startHost({ socket, graceMs: 1000 });
+  hosts.push(h);
+  return h;
+}
+
+beforeAll(async () => {
+  await spawnHost();
+  vtd = await startGuest({ socket, name: 'restart-vtd', viommu: 'vtd', memory: MEM });
+  guests.push(vtd);
+  drv = await VtdBenchDriver.create(vtd, { bufferBytes: 8192 });
+  vtdPasids = [];
+  for (let i = 0; i < 6; i++) {
+    const p = await drv.allocPasid();
+    await drv.bindPasid(p);
+    vtdPasids.push(p);
+  }
+  await drv.process.write(BENCH_BUFFER_VA, enc('vtd buffer before the crash'));
+
+  virtio = await startGuest({ socket, name: 'restart-virtio', viommu: 'virtio', memory: MEM, devices: [{ bdf: '00:03.0' }, { bdf: '00:04.0' }] });
+  guests.push(virtio);
+  const alloc = new PageAllocator(virtio, { base: 0x40_0000n, size: MEM - 0x40_0000 });
+  const vdrv = await VirtioIommuDriver.probe(virtio, { alloc });
+  expect(await vdrv.attach(1, 0x18)).toBe(ReqStatus.OK);
+  expect(await vdrv.attach(1, 0x20)).toBe(ReqStatus.OK);
+  iovaGpa = await alloc.alloc(1);
+  await virtio.memwrite(iovaGpa, enc('virtio iova page'));
+  expect(await vdrv.map(1, IOVA, IOVA + 0xfffn, iovaGpa, MapFlag.READ | MapFlag.WRITE)).toBe(ReqStatus.OK);
+  proc = await GuestProcess.create(virtio, alloc);
+  await proc.mapNew(VIRTIO_VA, 0x1000);
+  await proc.write(VIRTIO_VA, enc('virtio process page'));
+  for (const [ep, pasid] of [[0x18, 5], [0x18, 0x2345], [0x20, 5]] as const) {
+    expect(await vdrv.attachTable({ domain: 1, endpoint: ep, pasid, pgd: proc.pgd, addrWidth: 48 })).toBe(ReqStatus.OK);
+  }
+}, 60_000);
+
+afterAll(async () => {
+  for (const g of guests) await g.close().catch(() => undefined);
+  for (const h of hosts) await h.close().catch(() => undefined);
+});
+
+/** One round of the workload: DMA through every PASID of both VMs, checking the data. */
+async function workloadRound(): Promise<{ ok: number; wrong: string[]; errors: string[] }> {
+  const r = { ok: 0, wrong: [] as string[], errors: [] as string[] };
+  const check = async (what: string, p: Promise<{ ok: boolean; data?: Uint8Array }>, want: string): Promise<void> => {
+    try {
+      const res = await p;
+      if (res.ok && dec(res.data) === want) r.ok++;
+      else r.wrong.push(`${what}: ${res.ok ? JSON.stringify(dec(res.data)) : 'fault'}`);
+    } catch (e) {
+      r.errors.push(`${what}: ${(e as { code?: string }).code ?? String(e)}`);
+    }
+  };
+  const jobs: Promise<void>[] = [];
+  for (const p of vtdPasids) jobs.push(check(`vtd pasid ${p}`, vtd.dma('00:03.0', { pasid: p, addr: BENCH_BUFFER_VA, length: 27 }), 'vtd buffer before the crash'));
+  jobs.push(check('virtio pasid 5 on 00:03.0', virtio.dma('00:03.0', { pasid: 5, addr: VIRTIO_VA, length: 19 }), 'virtio process page'));
+  jobs.push(check('virtio pasid 0x2345', virtio.dma('00:03.0', { pasid: 0x2345, addr: VIRTIO_VA, length: 19 }), 'virtio process page'));
+  jobs.push(check('virtio pasid 5 on 00:04.0', virtio.dma('00:04.0', { pasid: 5, addr: VIRTIO_VA, length: 19 }), 'virtio process page'));
+  jobs.push(check('virtio iova', virtio.dma('00:04.0', { addr: IOVA, length: 16 }), 'virtio iova page'));
+  await Promise.all(jobs);
+  return r;
+}
+
+describe('host process killed with SIGKILL mid-workload, new host on the same socket', () => {
+  it('every guest comes back with the same PASIDs, bindings and DMA results; nothing leaks', async () => {
+    const first = await workloadRound();
+    expect(first.wrong).toEqual([]);
+    expect(first.errors).toEqual([]);
+    const before = await hosts[0]!.snapshot();
+    expect(snapshotInvariants(before)).toEqual([]);
+    const want = { vtd: durableState(vmIn(before, vtd.name)), virtio: durableState(vmIn(before, virtio.name)) };
+    expect(vmIn(before, vtd.name)!.pasids.map((p) => p.hpasid).sort((a, b) => a - b)).toEqual([...vtdPasids].sort((a, b) => a - b));
+
+    // The workload keeps running through the crash.
+    let stop = false;
+    const rounds: Awaited<ReturnType<typeof workloadRound>>[] = [];
+    const loop = (async () => {
+      while (!stop) rounds.push(await workloadRound());
+    })();
+    await new Promise((r) => setTimeout(r, 50));
+    const drops = [vtd.link.counters.reconnects, virtio.link.counters.reconnects];
+    process.kill(hosts[0]!.pid, 'SIGKILL');
+    await waitFor(() => vtd.link.state !== 'up' && virtio.link.state !== 'up', 5000, 'links down');
+    // DMA submitted during the outage waits for the host (bound: the link's outageWaitMs).
+    const during = vtd.dma('00:03.0', { pasid: vtdPasids[0]!, addr: BENCH_BUFFER_VA, length: 27 });
+    const host2 = await spawnHost();
+    await reconnected(vtd, drops[0]!);
+    await reconnected(virtio, drops[1]!);
+    const d = await during;
+    expect(d.ok && dec(d.data)).toBe('vtd buffer before the crash');
+    await new Promise((r) => setTimeout(r, 100));
+    stop = true;
+    await loop;
+
+    // Nothing silently wrong: every DMA of the workload returned the right data or a clear error.
+    expect(rounds.flatMap((r) => r.wrong)).toEqual([]);
+    for (const e of rounds.flatMap((r) => r.errors)) expect(e).toMatch(/ECONNRESET|ENOTCONN/);
+    expect(rounds.at(-1)!.errors).toEqual([]);
+
+    // The replay restored everything, at the same host PASIDs.
+    expect(vtd.lastReconnect).toMatchObject({ resumed: false, replay: { failures: [] } });
+    expect(virtio.lastReconnect).toMatchObject({ resumed: false, replay: { failures: [] } });
+    const after = await host2.snapshot();
+    expect(snapshotInvariants(after)).toEqual([]);
+    expect({ vtd: durableState(vmIn(after, vtd.name)), virtio: durableState(vmIn(after, virtio.name)) }).toEqual(want);
+    const final = await workloadRound();
+    expect(final).toEqual({ ok: 10, wrong: [], errors: [] });
+
+    // The guest keeps working: a new VCMD PASID is a new number, and binds.
+    const p = await drv.allocPasid();
+    expect(vtdPasids).not.toContain(p);
+    await drv.bindPasid(p);
+    const r = await vtd.dma('00:03.0', { pasid: p, addr: BENCH_BUFFER_VA, length: 27 });
+    expect(r.ok && dec(r.data)).toBe('vtd buffer before the crash');
+    expect((vtd.viommu as VtdModel).shadow().filter((e) => e.pasid !== null && e.binding.kind === 'nested')).toHaveLength(7);
+
+    // Teardown on the new host returns every PASID: capacity is back where it started.
+    for (const g of guests) await g.close();
+    await waitFor(async () => {
+      const s = await host2.snapshot();
+      return s.vms.length === 0 && s.capacity.available === s.capacity.total;
+    }, 5000, 'capacity restored');
+  }, 60_000);
+
+  it('a DMA issued while no host is there fails with ENOTCONN once the VM stops waiting', async () => {
+    const host = hosts.at(-1)!;
+    const vm = await GuestVm.start({ socket, name: 'restart-short-wait', viommu: 'vtd', memory: 4 << 20, reconnect: { outageWaitMs: 200, initialDelayMs: 10, maxDelayMs: 50 } }, (ctx) => createVtdModel(ctx));
+    guests.push(vm);
+    await vm.memwrite(0x1000n, enc('gpa'));
+    const ok = await vm.dma('00:03.0', { addr: 0x1000n, length: 3 });
+    expect(ok.ok && dec(ok.data)).toBe('gpa');
+    process.kill(host.pid, 'SIGKILL');
+    await waitFor(() => vm.link.state !== 'up', 5000, 'link down');
+    await expect(vm.dma('00:03.0', { addr: 0x1000n, length: 3 })).rejects.toMatchObject({ code: 'ENOTCONN' });
+    // And once a host is back, the VM is too (translation off: DMA at GPA through domain 0).
+    const since = vm.link.counters.reconnects;
+    await spawnHost();
+    await reconnected(vm, since);
+    const again = await vm.dma('00:03.0', { addr: 0x1000n, length: 3 });
+    expect(again.ok && dec(again.data)).toBe('gpa');
+  }, 30_000);
+});
