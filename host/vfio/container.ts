@@ -21,6 +21,14 @@
  *
  * Caps on guest-controlled growth (ENOSPC past them): MAX_DEVICES devices, MAX_DOMAINS domains,
  * MAX_MAPPINGS DMA mappings per VM.
+ *
+ * Duplicates are successes (docs/reliability.md §3: a front-end may resend a request after a
+ * reconnect without knowing whether the first one took effect): BIND_GPASID of a binding
+ * identical to the one in place (same device, PASID, guest PASID, table, width and flags),
+ * ATTACH of a RID to the domain it is attached to or of a RID+PASID to the domain and PGTT it
+ * is attached with, and DMA_MAP of a mapping identical to an existing one (same domain, iova,
+ * size, gpa, flags) change nothing and return 0. A different request for the same object keeps
+ * its error (EEXIST / EBUSY).
  */
 import { fail, isVsvaError, toNegErrno, type VsvaError } from '../../src/errors.js';
 import { childLogger } from '../../src/log.js';
@@ -57,6 +65,8 @@ interface Mapping {
   size: number;
   gpa: number;
   hpa: number;
+  /** DMA_MAP flags (READ / WRITE), to recognise an identical re-MAP. */
+  flags: number;
 }
 
 interface ContainerDomain {
@@ -75,6 +85,8 @@ interface PasidRoute {
   readonly domain: number;
   /** Nested bindings: the guest first-level root (GPA), as the snapshot shows it. */
   readonly flptrHex?: string;
+  /** Nested bindings: everything the bind data set, to recognise an identical re-BIND. */
+  readonly bindKey?: string;
 }
 
 /** Counters per VM (the dashboard's CounterSet minus the IOTLB figures). */
@@ -170,6 +182,8 @@ export class VfioContainer {
     this.ownLivePasid(b.hpasid);
     const routes = this.routes.get(b.hpasid);
     const cur = routes?.get(dev.guestRid);
+    const bindKey = `${b.gpgd}:${b.levels}:${b.vtdFlags}:${b.pat}:${b.emt}:${b.gpasid}`;
+    if (cur?.kind === 'nested' && cur.bindKey === bindKey) return; // identical re-BIND: done
     if (cur?.kind === 'nested') fail('EEXIST', `PASID ${b.hpasid} is already bound on ${dev.bdf}`);
     if (cur) fail('EBUSY', `PASID ${b.hpasid} of ${dev.bdf} is attached to domain ${cur.domain}; detach it first`);
     const core = this.env.core;
@@ -203,7 +217,7 @@ export class VfioContainer {
       this.env.iommu.unbindNested(dev.hostRid, b.hpasid);
       throw e;
     }
-    this.setRoute(b.hpasid, dev.guestRid, { kind: 'nested', domain: GPA_DOMAIN, flptrHex: `0x${b.gpgd.toString(16)}` });
+    this.setRoute(b.hpasid, dev.guestRid, { kind: 'nested', domain: GPA_DOMAIN, flptrHex: `0x${b.gpgd.toString(16)}`, bindKey });
     if (!nested) {
       if (b.gpasid !== null) core.attachSpid(this.env.set, b.hpasid, b.gpasid);
       core.notify(b.hpasid, 'BIND', { rid: dev.guestRid });
@@ -280,11 +294,12 @@ export class VfioContainer {
     const iova = Number(r.iova);
     const size = Number(r.size);
     const ov = d.mappings.find((m) => iova < m.iova + m.size && m.iova < iova + size);
+    if (ov && ov.iova === iova && ov.size === size && ov.gpa === Number(r.gpa) && ov.flags === r.flags) return; // identical re-MAP: done
     if (ov) fail('EEXIST', `DMA_MAP: [0x${iova.toString(16)}, +0x${size.toString(16)}) overlaps the mapping at 0x${ov.iova.toString(16)}`);
     if (this.mappingCount >= MAX_MAPPINGS) fail('ENOSPC', `DMA_MAP: ${this.env.vmName} has ${MAX_MAPPINGS} mappings (the cap)`);
     this.env.iommu.map(d.did, iova, hpa, size, { read: (r.flags & 1) !== 0, write: (r.flags & 2) !== 0 });
     const at = d.mappings.findIndex((m) => m.iova > iova);
-    d.mappings.splice(at < 0 ? d.mappings.length : at, 0, { iova, size, gpa: Number(r.gpa), hpa });
+    d.mappings.splice(at < 0 ? d.mappings.length : at, 0, { iova, size, gpa: Number(r.gpa), hpa, flags: r.flags });
     this.mappingCount++;
   }
 
@@ -384,6 +399,7 @@ export class VfioContainer {
     const d = this.domain(r.domain);
     if ((r.flags & ATTACH_PASID_VALID) === 0) {
       const curr = this.ridDomain(dev.guestRid);
+      if (curr === d) return; // attached there already: done
       if (curr !== undefined) fail('EBUSY', `ATTACH: ${dev.bdf} is attached to domain ${curr.id}; detach it first`);
       this.env.iommu.attachRid(dev.hostRid, d.did);
       d.rids.add(dev.guestRid);
@@ -394,6 +410,7 @@ export class VfioContainer {
     this.ownLivePasid(pasid);
     if (r.pgtt === AttachPgtt.PASS_THROUGH && d.id !== GPA_DOMAIN) fail('EINVAL', 'ATTACH: pass-through (pgtt 4) means GPA = IOVA and needs domain 0');
     const cur = this.routes.get(pasid)?.get(dev.guestRid);
+    if (cur && cur.kind === (r.pgtt === AttachPgtt.PASS_THROUGH ? 'pt' : 'sl') && cur.domain === d.id) return; // attached so already: done
     if (cur) fail('EBUSY', `ATTACH: PASID ${pasid} of ${dev.bdf} is already ${cur.kind === 'nested' ? 'bound' : `attached to domain ${cur.domain}`}`);
     this.iommuCall(() => this.env.iommu.attachPasid(dev.hostRid, pasid, d.did, r.pgtt === AttachPgtt.PASS_THROUGH ? 'pt' : 'sl'));
     try {

@@ -169,23 +169,15 @@ export function defaultMemoryDir(): string {
 
 /**
  * Open the store another half announced. `inproc:` paths resolve to a live in-process store;
- * file paths are opened with positioned I/O. `allowedDirs`, when given, confines file paths
- * (a guest must not make the host open arbitrary files).
+ * file paths are opened with positioned I/O. Callers that take paths from a peer confine them
+ * first (the host does, with symbolic links resolved: host/vfio/mem-table.ts confinePath).
  */
-export function openBacking(p: string, size: number, allowedDirs?: string[]): MemoryBacking {
+export function openBacking(p: string, size: number): MemoryBacking {
   if (p.startsWith(INPROC_PREFIX)) {
     const b = inprocRegistry.get(p);
     if (!b) fail('ENOENT', `no in-process memory named '${p}'`);
     if (b.size < size) fail('EINVAL', `in-process memory '${p}' is ${b.size} bytes, ${size} needed`);
     return b;
-  }
-  if (allowedDirs) {
-    const real = path.resolve(p);
-    const ok = allowedDirs.some((d) => {
-      const rel = path.relative(path.resolve(d), real);
-      return rel !== '' && !rel.startsWith('..') && !path.isAbsolute(rel);
-    });
-    if (!ok) fail('EACCES', `memory file '${p}' is outside the allowed directories`);
   }
   return FileBacking.open(p, size);
 }

@@ -90,7 +90,7 @@ const cases: Case[] = [
   ['BIND on a device without PASID', 'EINVAL', bind({}, BARE)],
   ['BIND of an unallocated PASID', 'ENOENT', bind({}, PF, () => 0xabcde)],
   ['BIND of another VM’s PASID', 'ENOENT', bind({}, PF, () => pb)],
-  ['BIND of a PASID already bound on the device', 'EEXIST', bind({}, PF, () => pa, 100)],
+  ['BIND of a PASID already bound on the device (another table)', 'EEXIST', bind({ gpgd: 0xfff000n }, PF, () => pa, 100)],
   ['BIND of a PASID attached on the device', 'EBUSY', bind({}, PF, () => pa2)],
   ['BIND with a guest PASID another host PASID carries', 'EINVAL', bind({}, PF, () => pa3, 100)],
   ['BIND on a second device with a different guest PASID', 'EINVAL', bind({}, ADI, () => pa, 101)],

@@ -1,0 +1,221 @@
+/**
+ * Connection drops without host death (docs/reliability.md §3): resume with the session token
+ * within the grace period (nothing lost, in-flight idempotent requests sent again, orphans of
+ * lost non-idempotent requests reconciled), the grace period expiring (the VM is set up afresh
+ * and replays), a session without its token, and the host's rule for duplicate requests.
+ * In-process host over in-memory connections.
+ */
+import { afterEach, describe, expect, it } from 'vitest';
+import { HostServer } from '../../../host/server/index.js';
+import { GuestVm } from '../../../guest/vm.js';
+import { createVtdModel } from '../../../guest/vtd/index.js';
+import type { ReconnectPolicy } from '../../../guest/reconnect.js';
+import { VtdBenchDriver, BENCH_BUFFER_VA } from '../../../src/bench/vtd-bench-driver.js';
+import { FrontendClient, type Transport } from '../../../vhost/index.js';
+import { FrontendMessages } from '../../../vhost/catalogue.js';
+import { TestGuest, errnoOf } from '../host/client.js';
+import { durableState, reconnected, snapshotInvariants, vmIn, waitFor } from './helpers.js';
+
+const enc = (s: string): Uint8Array => new TextEncoder().encode(s);
+const dec = (b: Uint8Array | undefined): string => new TextDecoder().decode(b);
+const open: { close(): unknown }[] = [];
+
+afterEach(async () => {
+  for (const o of open.splice(0).reverse()) await o.close();
+});
+
+/**
+ * Wraps the VM's transports: when armed with a request code, the next request with that code is
+ * written and the connection is cut as its reply arrives — the host did the work, the guest
+ * never saw the answer.
+ */
+class ReplyCutter {
+  armed: number | null = null;
+  cuts = 0;
+  wrap(t: Transport): Transport {
+    let cutNext = false;
+    const self = this;
+    return {
+      start(sink) {
+        t.start({
+          data: (chunk) => {
+            if (cutNext) {
+              cutNext = false;
+              self.cuts++;
+              t.close();
+              return;
+            }
+            sink.data(chunk);
+          },
+          close: (err) => sink.close(err),
+        });
+      },
+      write(d) {
+        const code = d.length >= 4 ? Buffer.from(d.buffer, d.byteOffset, 4).readUInt32LE(0) : -1;
+        t.write(d);
+        if (self.armed === code) {
+          self.armed = null;
+          cutNext = true;
+        }
+      },
+      close: () => t.close(),
+      get closed() {
+        return t.closed;
+      },
+      label: `cut(${t.label})`,
+    };
+  }
+}
+
+async function rig(graceMs: number, reconnect: ReconnectPolicy = { initialDelayMs: 5, maxDelayMs: 20 }, pasids = 3) {
+  const host = new HostServer({ graceMs });
+  open.push(host);
+  const cutter = new ReplyCutter();
+  const connector = host.connector();
+  const vm = await GuestVm.start(
+    { connect: async () => cutter.wrap(await connector()), name: 'rc', viommu: 'vtd', memory: 8 << 20, ramBacking: 'inproc', reconnect },
+    (ctx) => createVtdModel(ctx),
+  );
+  open.push(vm);
+  const drv = await VtdBenchDriver.create(vm, { bufferBytes: 4096 });
+  const bound: number[] = [];
+  for (let i = 0; i < pasids; i++) {
+    const p = await drv.allocPasid();
+    await drv.bindPasid(p);
+    bound.push(p);
+  }
+  await drv.process.write(BENCH_BUFFER_VA, enc('hello'));
+  return { host, vm, drv, bound, cutter };
+}
+
+async function dmaAll(vm: GuestVm, pasids: number[]): Promise<string[]> {
+  return Promise.all(pasids.map(async (p) => {
+    const r = await vm.dma('00:03.0', { pasid: p, addr: BENCH_BUFFER_VA, length: 5 });
+    return r.ok ? dec(r.data) : `fault ${r.fault.reason}`;
+  }));
+}
+
+describe('reconnect with the session token (connection dropped, host alive)', () => {
+  it('resumes the same VM: state untouched, DMA unchanged', async () => {
+    const { host, vm, bound } = await rig(5000);
+    const id = vm.vmId;
+    const token = Buffer.from(vm.sessionToken).toString('hex');
+    const before = durableState(vmIn(host.snapshot(), 'rc'));
+    vm.client.close();
+    await reconnected(vm, 0);
+    expect(vm.lastReconnect).toEqual({ resumed: true, replay: null, reconciled: { pasids: [], domains: [] } });
+    expect(vm.vmId).toBe(id);
+    expect(Buffer.from(vm.sessionToken).toString('hex')).toBe(token);
+    expect(durableState(vmIn(host.snapshot(), 'rc'))).toEqual(before);
+    expect(await dmaAll(vm, bound)).toEqual(bound.map(() => 'hello'));
+  });
+
+  it('sends an idempotent request again when its reply was lost, and the host takes the duplicate', async () => {
+    const { host, vm, drv, bound, cutter } = await rig(5000);
+    const p = await drv.allocPasid();
+    cutter.armed = FrontendMessages.BIND_GPASID.code;
+    await drv.bindPasid(p); // the host binds, the reply is cut, the link resumes and re-sends
+    expect(cutter.cuts).toBe(1);
+    expect(vm.link.counters.retried).toBe(1);
+    expect(vm.lastReconnect?.resumed).toBe(true);
+    const entry = vmIn(host.snapshot(), 'rc')!.pasids.find((x) => x.hpasid === p)!;
+    expect(entry.bindings).toEqual([{ bdf: '00:03.0', pgtt: 'nested', flptr: `0x${drv.process.pgd.toString(16)}` }]);
+    expect(entry.refs).toBe(vmIn(host.snapshot(), 'rc')!.pasids.find((x) => x.hpasid === bound[0])!.refs);
+    expect(snapshotInvariants(host.snapshot())).toEqual([]);
+    expect(await dmaAll(vm, [...bound, p])).toEqual([...bound, p].map(() => 'hello'));
+  });
+
+  it('frees what a lost non-idempotent request left on the host (PASID_ALLOC whose reply never came)', async () => {
+    const { host, vm, drv, bound, cutter } = await rig(5000);
+    cutter.armed = FrontendMessages.PASID_ALLOC.code;
+    // VCMD ALLOC_PASID: the host allocates, the reply is lost; the VCMD asks again after the
+    // resume, and the reconciliation has freed the orphan.
+    const p = await drv.allocPasid();
+    expect(cutter.cuts).toBe(1);
+    expect(vm.lastReconnect?.reconciled?.pasids).toHaveLength(1);
+    const orphan = vm.lastReconnect!.reconciled!.pasids[0]!;
+    const s = vmIn(host.snapshot(), 'rc')!;
+    expect(s.pasids.map((x) => x.hpasid).sort((a, b) => a - b)).toEqual([...bound, p].sort((a, b) => a - b));
+    expect(s.set.used).toBe(bound.length + 1);
+    expect(orphan === p || !s.pasids.some((x) => x.hpasid === orphan)).toBe(true);
+  });
+
+  it('fails a lost DEVICE_DMA with ECONNRESET instead of repeating it', async () => {
+    const { vm, bound, cutter } = await rig(5000);
+    cutter.armed = FrontendMessages.DEVICE_DMA.code;
+    await expect(vm.dma('00:03.0', { pasid: bound[0]!, addr: BENCH_BUFFER_VA, length: 5 })).rejects.toMatchObject({ code: 'ECONNRESET' });
+    await reconnected(vm, 0);
+    expect(await dmaAll(vm, bound)).toEqual(bound.map(() => 'hello'));
+  });
+});
+
+describe('grace period expiring', () => {
+  it('releases the VM on the host; the guest then sets it up afresh and replays the same PASIDs', async () => {
+    const { host, vm, bound } = await rig(50, { initialDelayMs: 300, maxDelayMs: 300 });
+    const before = durableState(vmIn(host.snapshot(), 'rc'));
+    const total = host.snapshot().capacity.total;
+    vm.client.close();
+    await waitFor(() => host.snapshot().vms.length === 0, 2000, 'VM released');
+    expect(host.snapshot().capacity.available).toBe(total);
+    await reconnected(vm, 0);
+    expect(vm.lastReconnect).toMatchObject({ resumed: false, replay: { pasids: 3, bindings: 3, failures: [] } });
+    expect(durableState(vmIn(host.snapshot(), 'rc'))).toEqual(before);
+    expect(await dmaAll(vm, bound)).toEqual(bound.map(() => 'hello'));
+  });
+});
+
+describe('a session without its token', () => {
+  it('cannot take the VM over: EEXIST for its name in the grace period, ENOENT for a wrong token; afterwards a fresh VM starts empty', async () => {
+    const { host, vm } = await rig(300, { enabled: false });
+    vm.client.close();
+    await waitFor(() => vm.link.state === 'failed', 1000, 'link failed');
+    await expect(vm.dma('00:03.0', { addr: 0n, length: 4 })).rejects.toMatchObject({ code: 'ENOTCONN' });
+    const fe = await FrontendClient.connect({ connect: host.connector() });
+    open.push(fe);
+    await fe.handshake();
+    const zero = new Uint8Array(16);
+    expect(await errnoOf(fe.call('VM_SETUP', { name: 'rc', pasid_quota: 4, flags: 1, session_token: zero }))).toBe('EEXIST');
+    expect(await errnoOf(fe.call('VM_SETUP', { name: 'rc', pasid_quota: 4, flags: 1, session_token: new Uint8Array(16).fill(7) }))).toBe('ENOENT');
+    await waitFor(() => host.snapshot().vms.length === 0, 2000, 'VM released');
+    const r = await fe.setupVm({ name: 'rc', pasid_quota: 4, flags: 1, session_token: zero });
+    expect(r.flags).toBe(0);
+    expect(vmIn(host.snapshot(), 'rc')!.pasids).toEqual([]);
+  });
+});
+
+describe('duplicate requests at the host (what a resend after a reconnect relies on)', () => {
+  it('re-BIND, re-ATTACH and re-MAP of identical objects succeed and change nothing; different ones keep EEXIST / EBUSY', async () => {
+    const host = new HostServer({ graceMs: 0 });
+    open.push(host);
+    const g = await TestGuest.start({ name: 'dup', connect: host.connector(), backing: 'inproc', quota: 4, devices: [{ rid: 0x18 }, { rid: 0x20 }] });
+    open.push(g);
+    const p = await g.alloc();
+    const q = await g.alloc();
+    const root = g.fl.newRoot();
+    await g.bind(0x18, p, root, 9);
+    const dom = (await g.fe.call('DOMAIN_ALLOC', {})).domain;
+    await g.fe.call('DMA_MAP', { domain: dom, flags: 3, iova: 0x10_0000n, gpa: 0x20_0000n, size: 0x2000n });
+    await g.fe.call('ATTACH', { rid: 0x18, pgtt: 2, flags: 1, pasid: q, domain: dom });
+    await g.fe.call('DETACH', { rid: 0x20, pgtt: 0, flags: 0, pasid: 0, domain: 0 });
+    await g.fe.call('ATTACH', { rid: 0x20, pgtt: 0, flags: 0, pasid: 0, domain: dom });
+    const before = JSON.stringify({ ...vmIn(host.snapshot(), 'dup'), stats: null });
+
+    await g.bind(0x18, p, root, 9);
+    await g.fe.call('DMA_MAP', { domain: dom, flags: 3, iova: 0x10_0000n, gpa: 0x20_0000n, size: 0x2000n });
+    await g.fe.call('ATTACH', { rid: 0x18, pgtt: 2, flags: 1, pasid: q, domain: dom });
+    await g.fe.call('ATTACH', { rid: 0x20, pgtt: 0, flags: 0, pasid: 0, domain: dom });
+    await g.fe.call('SET_MEM_TABLE', { regions: [{ guest_phys_addr: 0n, memory_size: BigInt(g.ram.size), userspace_addr: 0n, mmap_offset: 0n, path: g.ram.path }] });
+    expect(JSON.stringify({ ...vmIn(host.snapshot(), 'dup'), stats: null })).toBe(before);
+
+    expect(await errnoOf(g.bind(0x18, p, g.fl.newRoot(), 9))).toBe('EEXIST');
+    expect(await errnoOf(g.fe.call('DMA_MAP', { domain: dom, flags: 1, iova: 0x10_0000n, gpa: 0x20_0000n, size: 0x2000n }))).toBe('EEXIST');
+    expect(await errnoOf(g.fe.call('ATTACH', { rid: 0x18, pgtt: 4, flags: 1, pasid: q, domain: 0 }))).toBe('EBUSY');
+    expect(await errnoOf(g.fe.call('ATTACH', { rid: 0x20, pgtt: 0, flags: 0, pasid: 0, domain: 0 }))).toBe('EBUSY');
+    // A second removal finds nothing: ENOENT at the host (the link counts that as done on a resend).
+    await g.unbind(0x18, p);
+    expect(await errnoOf(g.unbind(0x18, p))).toBe('ENOENT');
+    expect((await g.fe.call('DMA_UNMAP', { domain: dom, iova: 0x10_0000n, size: 0x2000n })).unmapped).toBe(0x2000n);
+    expect((await g.fe.call('DMA_UNMAP', { domain: dom, iova: 0x10_0000n, size: 0x2000n })).unmapped).toBe(0n);
+    expect(snapshotInvariants(host.snapshot())).toEqual([]);
+  });
+});
