@@ -35,6 +35,8 @@ const log = childLogger('host-server');
 
 /** Default grace period for a disconnected VM (ms). */
 export const DEFAULT_GRACE_MS = 2000;
+/** Default cap on VMs one host serves (connected or in their grace period); VM_SETUP past it is ENOSPC. */
+export const DEFAULT_MAX_VMS = 1024;
 /** Host requester ids handed to VM devices: bus 0x80 and up (unique across VMs). */
 const HOST_RID_BASE = 0x8000;
 
@@ -49,6 +51,8 @@ export interface HostServerOptions {
   maxPendingPageRequests?: number;
   /** Trace events go here (the dashboard listens); a fresh bus when absent. */
   trace?: TraceBus;
+  /** VMs served at once, grace periods included (default DEFAULT_MAX_VMS). */
+  maxVms?: number;
 }
 
 function zeroCounters(): CounterSet {
@@ -74,6 +78,7 @@ export class HostServer {
   private nextVmId = 1;
   private readonly pageRequestTimeoutMs: number;
   private readonly maxPendingPageRequests: number;
+  private readonly maxVms: number;
   private closed = false;
 
   constructor(opts: HostServerOptions = {}) {
@@ -82,6 +87,7 @@ export class HostServer {
     if (!Number.isInteger(this.graceMs) || this.graceMs < 0) fail('EINVAL', `grace period ${this.graceMs} ms is not a non-negative integer`);
     this.pageRequestTimeoutMs = opts.pageRequestTimeoutMs ?? DEFAULT_PAGE_REQUEST_TIMEOUT_MS;
     this.maxPendingPageRequests = opts.maxPendingPageRequests ?? DEFAULT_MAX_PENDING_PAGE_REQUESTS;
+    this.maxVms = opts.maxVms ?? DEFAULT_MAX_VMS;
     this.core = new IoasidCore({ pasidBits: opts.pasidBits ?? 20, trace: this.trace });
     this.memory = new HostMemory();
     this.iommu = new HostIommu({ memory: this.memory, trace: this.trace });
@@ -133,6 +139,7 @@ export class HostServer {
       return { vm, resumed: true };
     }
     if (this.vmsByName.has(name)) fail('EEXIST', `VM_SETUP: a VM named '${name}' exists`);
+    if (this.vmsByName.size >= this.maxVms) fail('ENOSPC', `VM_SETUP: the host serves ${this.maxVms} VMs (the cap)`);
     const vm = new Vm(this.nextVmId, name, quota, viommu, {
       core: this.core,
       iommu: this.port,

@@ -1,5 +1,5 @@
 /** The host half as a service (DESIGN §4): server, VMs, wire handlers. */
-export { HostServer, DEFAULT_GRACE_MS, type HostServerOptions } from './host-server.js';
+export { HostServer, DEFAULT_GRACE_MS, DEFAULT_MAX_VMS, type HostServerOptions } from './host-server.js';
 export { Vm, type ViommuKind } from './vm.js';
 export { buildHandlers } from './handlers.js';
 export { VfioContainer, IOMMU_USER, GPA_DOMAIN, MAX_DEVICES, MAX_DOMAINS, MAX_MAPPINGS, type ContainerCounters } from '../vfio/container.js';

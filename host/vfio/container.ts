@@ -293,13 +293,14 @@ export class VfioContainer {
     const hpa = this.env.mem.gpaToHpa(r.gpa, r.size);
     const iova = Number(r.iova);
     const size = Number(r.size);
-    const ov = d.mappings.find((m) => iova < m.iova + m.size && m.iova < iova + size);
+    // Mappings are sorted and disjoint: the first one ending after iova is the only overlap candidate.
+    const at = firstEndingAfter(d.mappings, iova);
+    const ov = at < d.mappings.length && d.mappings[at]!.iova < iova + size ? d.mappings[at] : undefined;
     if (ov && ov.iova === iova && ov.size === size && ov.gpa === Number(r.gpa) && ov.flags === r.flags) return; // identical re-MAP: done
     if (ov) fail('EEXIST', `DMA_MAP: [0x${iova.toString(16)}, +0x${size.toString(16)}) overlaps the mapping at 0x${ov.iova.toString(16)}`);
     if (this.mappingCount >= MAX_MAPPINGS) fail('ENOSPC', `DMA_MAP: ${this.env.vmName} has ${MAX_MAPPINGS} mappings (the cap)`);
     this.env.iommu.map(d.did, iova, hpa, size, { read: (r.flags & 1) !== 0, write: (r.flags & 2) !== 0 });
-    const at = d.mappings.findIndex((m) => m.iova > iova);
-    d.mappings.splice(at < 0 ? d.mappings.length : at, 0, { iova, size, gpa: Number(r.gpa), hpa, flags: r.flags });
+    d.mappings.splice(at, 0, { iova, size, gpa: Number(r.gpa), hpa, flags: r.flags });
     this.mappingCount++;
   }
 
@@ -647,4 +648,17 @@ export class VfioContainer {
     const t = this.env.trace;
     if (t?.active) t.emit({ kind, side: 'host', vm: this.env.vmName, name, args });
   }
+}
+
+/** Index of the first mapping (sorted by iova, disjoint) that ends after `iova`; length when none. */
+function firstEndingAfter(ms: readonly Mapping[], iova: number): number {
+  let lo = 0;
+  let hi = ms.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    const m = ms[mid]!;
+    if (m.iova + m.size <= iova) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
 }

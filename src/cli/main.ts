@@ -29,6 +29,16 @@ export async function main(argv: string[]): Promise<void> {
     .recommendCommands()
     .wrap(Math.min(110, process.stdout.columns ?? 110));
   for (const c of commands) cli = cli.command(c as CommandModule);
-  cli = cli.demandCommand(1, 'Give a command; see --help.');
+  cli = cli.demandCommand(1, 'Give a command; see --help.').fail((msg, err, y) => {
+    // Usage mistakes: the message and the command's help. Failures of a command: one line with
+    // the errno-style code (the stack only at debug level), exit status 1.
+    if (err) {
+      process.stderr.write(`vsva: ${err.message}\n`);
+      if (process.env.VSVA_LOG === 'debug' || process.env.VSVA_LOG === 'trace') process.stderr.write(`${err.stack ?? ''}\n`);
+      process.exit(1);
+    }
+    process.stderr.write(`${y.help() && ''}${msg}\nRun with --help for usage.\n`);
+    process.exit(2);
+  });
   await cli.parseAsync();
 }
