@@ -263,13 +263,25 @@ export class GuestVm implements GuestHandle {
 
   // --- register window (qtest names) ---------------------------------------------------------
 
+  /*
+   * The guest's vCPU and the VMM share one event loop here. A guest that polls a register in a
+   * tight `await readq()` loop (VCRSP.IP, a wait descriptor's status) must not starve the host
+   * replies it is waiting for, so a read yields to pending I/O first whenever a host request is
+   * in flight. With nothing in flight a read costs no extra turn of the loop.
+   */
   readl(offset: number): Promise<number> {
     checkOffset(offset, 4);
-    return this.queue.run(async () => Number((await this.model.mmioRead(offset, 4)) & 0xffff_ffffn));
+    return this.queue.run(async () => {
+      if (this.client.outstanding > 0) await yieldToIo();
+      return Number((await this.model.mmioRead(offset, 4)) & 0xffff_ffffn);
+    });
   }
   readq(offset: number): Promise<bigint> {
     checkOffset(offset, 8);
-    return this.queue.run(async () => BigInt.asUintN(64, await this.model.mmioRead(offset, 8)));
+    return this.queue.run(async () => {
+      if (this.client.outstanding > 0) await yieldToIo();
+      return BigInt.asUintN(64, await this.model.mmioRead(offset, 8));
+    });
   }
   writel(offset: number, value: number): Promise<void> {
     checkOffset(offset, 4);
@@ -285,6 +297,8 @@ export class GuestVm implements GuestHandle {
   // --- guest physical memory -----------------------------------------------------------------
 
   async memread(gpa: bigint, length: number): Promise<Uint8Array> {
+    // Same rule as register reads: a polling guest must let in-flight host replies land.
+    if (this.client.outstanding > 0) await yieldToIo();
     return this.ram.read(toGpa(gpa), length);
   }
   async memwrite(gpa: bigint, data: Uint8Array): Promise<void> {
@@ -337,6 +351,10 @@ export class GuestVm implements GuestHandle {
 }
 
 const ZERO_TOKEN = new Uint8Array(16);
+
+function yieldToIo(): Promise<void> {
+  return new Promise((resolve) => setImmediate(resolve));
+}
 
 function checkOffset(offset: number, size: number): void {
   if (!Number.isSafeInteger(offset) || offset < 0 || offset % size !== 0) {
