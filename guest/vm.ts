@@ -271,16 +271,16 @@ export class GuestVm implements GuestHandle {
    */
   readl(offset: number): Promise<number> {
     checkOffset(offset, 4);
-    return this.queue.run(async () => {
-      if (this.client.outstanding > 0) await yieldToIo();
-      return Number((await this.model.mmioRead(offset, 4)) & 0xffff_ffffn);
+    return this.queue.run(() => {
+      const v = this.model.mmioRead(offset, 4);
+      return typeof v === 'bigint' ? Number(v & 0xffff_ffffn) : v.then((x) => Number(x & 0xffff_ffffn));
     });
   }
   readq(offset: number): Promise<bigint> {
     checkOffset(offset, 8);
-    return this.queue.run(async () => {
-      if (this.client.outstanding > 0) await yieldToIo();
-      return BigInt.asUintN(64, await this.model.mmioRead(offset, 8));
+    return this.queue.run(() => {
+      const v = this.model.mmioRead(offset, 8);
+      return typeof v === 'bigint' ? BigInt.asUintN(64, v) : v.then((x) => BigInt.asUintN(64, x));
     });
   }
   writel(offset: number, value: number): Promise<void> {
@@ -316,7 +316,9 @@ export class GuestVm implements GuestHandle {
       fail('EINVAL', `dma: length must be 1..${DEVICE_DMA_MAX_LENGTH} bytes (got ${length})`);
     }
     const hasPasid = req.pasid !== undefined;
-    const pasid = hasPasid ? (this.model.devicePasid?.(dev.rid, req.pasid!) ?? req.pasid!) : 0;
+    // A pf puts on the wire the PASID the VMM programmed (devicePasid); an ADI is programmed
+    // with the guest PASID and the host's VDCM translates it (find_by_spid).
+    const pasid = !hasPasid ? 0 : dev.kind === 'adi' ? req.pasid! : (this.model.devicePasid?.(dev.rid, req.pasid!) ?? req.pasid!);
     let flags = hasPasid ? DeviceDmaFlag.PASID_VALID : 0;
     if (req.privileged) flags |= DeviceDmaFlag.PRIV;
     if (req.execute) flags |= DeviceDmaFlag.EXEC;

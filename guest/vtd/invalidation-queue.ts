@@ -12,6 +12,15 @@
  *   resumes from IQH (as hardware does — Linux's qi_check_fault rewrites the bad slot, then
  *   clears IQE); an IQT write then also resumes.
  *
+ * Fetching: the whole range from IQH to IQT is read from guest RAM in one access per contiguous
+ * piece (at most two when the ring wraps), clamped to guest RAM; the first descriptor outside RAM
+ * is the fetch error. Descriptors are then decoded one at a time in order. The common PASID-based
+ * IOTLB descriptor (0x6) with its reserved bits clear goes to the sink's allocation-free
+ * `piotlb` (when it has one, and no trace listener wants every descriptor); every other
+ * descriptor — and any with a reserved bit set — goes through decodeDescriptor. IQH is written
+ * when the run ends, stops at an error, or awaits host work (nothing else can read it meanwhile:
+ * the VM serialises register accesses, and the run is one of them).
+ *
  * Wait descriptors are handled here: first every earlier descriptor's effect reaches the host
  * (sink.flush), then SW writes the 32-bit status data to guest RAM and IF sets ICS.IWC and raises
  * the invalidation completion event. FN needs nothing more (descriptors are processed in order,
@@ -20,7 +29,7 @@
  */
 import type { Logger } from '../../src/log.js';
 import type { TraceBus } from '../../src/trace/bus.js';
-import { decodeDescriptor, descriptorBytes, InvDescType, type DecodedDescriptor } from '../../src/vtd/descriptors.js';
+import { decodeDescriptor, descriptorBytes, InvDescType, PIOTLB_DESC, type DecodedDescriptor } from '../../src/vtd/descriptors.js';
 import { hex64, wordsFromBytes } from '../../src/vtd/layout.js';
 import { GSTS, ICS, IQEI, VTD_IQT_QT_256_RSV_BIT, iqEntries, iqIndexFromReg, iqRegFromIndex } from '../../src/vtd/registers.js';
 import type { GuestRam } from '../memory/guest-ram.js';
@@ -37,6 +46,12 @@ export interface DescriptorSink {
    * granularity the type does not define, AM above MAMV); the queue then stops at it.
    */
   handle(d: ValidDescriptor): Promise<number | undefined>;
+  /**
+   * Optional fast path for a PASID-based IOTLB descriptor (0x6) whose reserved bits are clear,
+   * given as its fields (ADDR as the 64-bit address in two 32-bit halves, bits 11:0 clear): the
+   * same effect and result as `handle` of its decoded form, synchronously.
+   */
+  piotlb?(g: number, did: number, pasid: number, am: number, ih: boolean, addrLo: number, addrHi: number): number | undefined;
   /** Make every earlier descriptor's effect reach the host. */
   flush(): Promise<void>;
 }
@@ -44,6 +59,9 @@ export interface DescriptorSink {
 export class InvalidationQueue {
   readonly counters = { runs: 0, descriptors: 0, waits: 0, errors: 0, statusWrites: 0 };
   private running: Promise<void> = Promise.resolve();
+  /** Descriptors of the current run as read from guest RAM (reused between runs). */
+  private fetched: Buffer = Buffer.alloc(0);
+  private fetchedView = new DataView(this.fetched.buffer, this.fetched.byteOffset, 0);
 
   constructor(
     private readonly regs: RegisterFile,
@@ -84,40 +102,76 @@ export class InvalidationQueue {
     this.counters.runs++;
     const bytes = descriptorBytes(dw);
     const words = dw ? 4 : 2;
+    const fast = dw && this.sink.piotlb !== undefined;
+    const ramSize = BigInt(this.ram.size);
     while (head !== tail) {
+      // One contiguous piece of the ring, clamped to guest RAM.
       const gpa = base + BigInt(head * bytes);
-      if (gpa + BigInt(bytes) > BigInt(this.ram.size)) {
+      const upTo = tail > head ? tail : entries;
+      const fit = gpa >= ramSize ? 0 : Math.min(upTo - head, Number((ramSize - gpa) / BigInt(bytes)));
+      if (fit === 0) {
+        this.regs.set('IQH', iqRegFromIndex(head, dw));
         await this.sink.flush();
         return this.error(IQEI.FETCH_DESCRIPTOR_ERR, `descriptor ${head} at ${hex64(gpa)} is outside guest RAM`, head, dw);
       }
-      const raw = wordsFromBytes(this.ram.read(Number(gpa), bytes), 0, words);
-      const d = decodeDescriptor(raw, dw);
-      if (d.kind !== 'descriptor' || d.reserved.length > 0) {
-        await this.sink.flush();
-        const iqei = d.kind === 'invalid-type' ? IQEI.INVALID_DESCRIPTOR_TYPE : d.kind === 'invalid-width' ? IQEI.INVALID_DESCRIPTOR_WIDTH : IQEI.RSVD_FIELD_VIOLATION;
-        const why =
-          d.kind === 'invalid-type'
-            ? `unknown descriptor type 0x${d.type.toString(16)}`
-            : d.kind === 'invalid-width'
-              ? `type 0x${d.type.toString(16)} needs 256-bit descriptors`
-              : `${d.name}: reserved bits ${d.reserved.map((r) => `qw${r.word}:0x${r.bits.toString(16)}`).join(', ')}`;
-        return this.error(iqei, why, head, dw, raw);
+      const len = fit * bytes;
+      if (this.fetched.length < len) {
+        this.fetched = Buffer.alloc(Math.max(len, 2 * this.fetched.length));
+        this.fetchedView = new DataView(this.fetched.buffer, this.fetched.byteOffset, this.fetched.length);
       }
-      if (this.trace.active) this.trace.emit({ kind: 'descriptor', side: 'guest', vm: this.vm, name: d.name, args: { index: head, qw0: hex64(raw[0]!), qw1: hex64(raw[1]!) } });
-      if (d.type === InvDescType.WAIT) {
-        await this.wait(d as Extract<ValidDescriptor, { type: 0x5 }>);
-      } else {
-        const bad = await this.sink.handle(d);
-        if (bad !== undefined) {
-          await this.sink.flush();
-          return this.error(bad, `${d.name}: invalid granularity or address mask`, head, dw, raw);
+      const buf = this.fetched;
+      const v = this.fetchedView;
+      this.ram.readInto(Number(gpa), buf.subarray(0, len));
+      for (let off = 0; off < len; off += bytes) {
+        const dw0 = v.getUint32(off, true);
+        if (fast && ((dw0 & 0xf) | ((dw0 >>> 5) & 0x70)) === InvDescType.PIOTLB && !this.trace.active && piotlbReservedClear(v, off)) {
+          const dw2 = v.getUint32(off + 8, true);
+          const bad = this.sink.piotlb!((dw0 >>> 4) & 3, dw0 >>> 16, v.getUint32(off + 4, true) & 0xfffff, dw2 & 0x3f, (dw2 & 0x40) !== 0, (dw2 & 0xffff_f000) >>> 0, v.getUint32(off + 12, true));
+          if (bad !== undefined) {
+            this.regs.set('IQH', iqRegFromIndex(head, dw));
+            await this.sink.flush();
+            return this.error(bad, 'PIOTLB_DESC: invalid granularity or address mask', head, dw, wordsFromBytes(buf, off, words));
+          }
+        } else {
+          this.regs.set('IQH', iqRegFromIndex(head, dw));
+          const stop = await this.slow(wordsFromBytes(buf, off, words), dw, head);
+          if (stop) return;
         }
+        this.counters.descriptors++;
+        head = head + 1 === entries ? 0 : head + 1;
       }
-      this.counters.descriptors++;
-      head = (head + 1) % entries;
-      this.regs.set('IQH', iqRegFromIndex(head, dw));
     }
+    this.regs.set('IQH', iqRegFromIndex(head, dw));
     await this.sink.flush();
+  }
+
+  /** One descriptor through decodeDescriptor. Returns true when the queue stopped at it (IQE). */
+  private async slow(raw: bigint[], dw: boolean, head: number): Promise<boolean> {
+    const d = decodeDescriptor(raw, dw);
+    if (d.kind !== 'descriptor' || d.reserved.length > 0) {
+      await this.sink.flush();
+      const iqei = d.kind === 'invalid-type' ? IQEI.INVALID_DESCRIPTOR_TYPE : d.kind === 'invalid-width' ? IQEI.INVALID_DESCRIPTOR_WIDTH : IQEI.RSVD_FIELD_VIOLATION;
+      const why =
+        d.kind === 'invalid-type'
+          ? `unknown descriptor type 0x${d.type.toString(16)}`
+          : d.kind === 'invalid-width'
+            ? `type 0x${d.type.toString(16)} needs 256-bit descriptors`
+            : `${d.name}: reserved bits ${d.reserved.map((r) => `qw${r.word}:0x${r.bits.toString(16)}`).join(', ')}`;
+      this.error(iqei, why, head, dw, raw);
+      return true;
+    }
+    if (this.trace.active) this.trace.emit({ kind: 'descriptor', side: 'guest', vm: this.vm, name: d.name, args: { index: head, qw0: hex64(raw[0]!), qw1: hex64(raw[1]!) } });
+    if (d.type === InvDescType.WAIT) {
+      await this.wait(d as Extract<ValidDescriptor, { type: 0x5 }>);
+    } else {
+      const bad = await this.sink.handle(d);
+      if (bad !== undefined) {
+        await this.sink.flush();
+        this.error(bad, `${d.name}: invalid granularity or address mask`, head, dw, raw);
+        return true;
+      }
+    }
+    return false;
   }
 
   private async wait(d: Extract<ValidDescriptor, { type: 0x5 }>): Promise<void> {
@@ -152,4 +206,16 @@ export class InvalidationQueue {
       args: { iqei, why, index: head ?? null, qw0: raw ? hex64(raw[0]!) : null },
     });
   }
+}
+
+/** PIOTLB_DESC's 256-bit reserved masks as eight 32-bit words (from the declared layout). */
+const PIOTLB_RSVD32: readonly number[] = PIOTLB_DESC.d256.reserved.flatMap((m) => [Number(m & 0xffff_ffffn), Number(m >> 32n)]);
+
+/** True when no reserved bit of the 256-bit PASID-based IOTLB descriptor at `off` is set. */
+function piotlbReservedClear(v: DataView, off: number): boolean {
+  for (let i = 0; i < 8; i++) {
+    const m = PIOTLB_RSVD32[i]!;
+    if (m !== 0 && (v.getUint32(off + 4 * i, true) & m) !== 0) return false;
+  }
+  return true;
 }

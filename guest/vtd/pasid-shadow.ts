@@ -15,6 +15,13 @@
  * The bind data follows QEMU's vSVA series (reference §4): format VT-d, gpgd = FLPTR,
  * addr_width = 48 + 9·FLPM, GPASID_VAL, vendor flags SRE/EAFE/PCD/PWT/EMTE/CD/WPE, PAT, EMT.
  *
+ * PASIDs: with the virtual command interface the guest's PASIDs are host PASIDs (identity,
+ * hpasid = gpasid). Without it (`vcmd: false`) they are guest-private: the shadow is given a
+ * GuestPrivatePasids and every PASID binding or attachment uses the host PASID allocated for
+ * the guest PASID (BIND_GPASID hpasid ≠ gpasid, GPASID_VAL; ATTACH / DETACH with the host
+ * PASID), allocated at the first binding of the guest PASID and freed after its last; an entry
+ * whose host PASID cannot be allocated is `refused` (ENOSPC).
+ *
  * Contract: `apply` first tears down what the old shadow forwarded, then sets up the new one;
  * when the host refuses a setup the entry is shadowed as `refused` (nothing bound) and the
  * error is logged — the guest's view of the hardware never throws.
@@ -36,6 +43,7 @@ import {
 } from '../../vhost/messages/pasid.js';
 import type { GuestRam } from '../memory/guest-ram.js';
 import type { HostPort } from './host-port.js';
+import type { GuestPrivatePasids } from './guest-private-pasids.js';
 import { SlDomainShadow } from './sl-shadow.js';
 import type { PasidEntryRead } from './tables.js';
 
@@ -150,8 +158,25 @@ function errnoOf(e: unknown): string {
   return isVsvaError(e) ? e.code : 'EIO';
 }
 
+/** A Map that counts its changes (lookups memoised against `version` stay valid until it moves). */
+class VersionedMap<K, V> extends Map<K, V> {
+  version = 0;
+  override set(k: K, v: V): this {
+    this.version++;
+    return super.set(k, v);
+  }
+  override delete(k: K): boolean {
+    this.version++;
+    return super.delete(k);
+  }
+  override clear(): void {
+    this.version++;
+    super.clear();
+  }
+}
+
 export class PasidShadow {
-  private readonly map = new Map<string, PasidShadowEntry>();
+  private readonly map = new VersionedMap<string, PasidShadowEntry>();
   /** Host domain each device's requests without PASID are attached to (null: detached). */
   private readonly ridDomain = new Map<number, number | null>();
   private readonly slDomains = new Map<string, SlDomainShadow>();
@@ -166,6 +191,8 @@ export class PasidShadow {
     rids: readonly number[],
     /** Called before any host request, so batched invalidations reach the host first. */
     private readonly beforeHostRequest: () => Promise<void>,
+    /** Guest-private PASIDs (no VCMD); null: identity, the guest's PASIDs are host PASIDs. */
+    readonly privatePasids: GuestPrivatePasids | null = null,
   ) {
     // A VFIO device starts attached to the container's domain (domain 0, the GPA domain).
     for (const rid of rids) this.ridDomain.set(rid, 0);
@@ -173,6 +200,16 @@ export class PasidShadow {
 
   get(rid: number, pasid: number | null): PasidShadowEntry | undefined {
     return this.map.get(key(rid, pasid));
+  }
+
+  /** Changes when any shadowed entry or PASID mapping changes (for memoised lookups). */
+  get version(): number {
+    return this.map.version + (this.privatePasids?.version ?? 0);
+  }
+
+  /** The host PASID the guest PASID is forwarded as (identity without private PASIDs), or undefined. */
+  hostPasid(gpasid: number): number | undefined {
+    return this.privatePasids === null ? gpasid : this.privatePasids.hostOf(gpasid);
   }
 
   /** Every shadowed entry, RID paths included, in insertion order. */
@@ -208,14 +245,20 @@ export class PasidShadow {
       this.map.set(k, { ...old, did: want.did, fpd: want.fpd, words: want.words, ridPasid: want.ridPasid ?? old.ridPasid });
       return;
     }
-    if (old !== undefined) await this.teardown(old);
-    if (want === null) {
-      this.map.delete(k);
-      if (pasid === null) await this.detachRid(rid);
-      return;
+    // A guest-private PASID re-bound keeps its host PASID across the teardown and the setup.
+    const held = pasid !== null && want !== null && this.privatePasids !== null && this.privatePasids.hold(pasid);
+    try {
+      if (old !== undefined) await this.teardown(old);
+      if (want === null) {
+        this.map.delete(k);
+        if (pasid === null) await this.detachRid(rid);
+        return;
+      }
+      const binding = await this.setup(rid, pasid, want);
+      this.map.set(k, { rid, bdf: ridToBdf(rid), pasid, ridPasid: want.ridPasid ?? null, did: want.did, fpd: want.fpd, binding, words: want.words });
+    } finally {
+      if (held) await this.releaseHostPasid(pasid!);
     }
-    const binding = await this.setup(rid, pasid, want);
-    this.map.set(k, { rid, bdf: ridToBdf(rid), pasid, ridPasid: want.ridPasid ?? null, did: want.did, fpd: want.fpd, binding, words: want.words });
   }
 
   /** Re-walk SL shadow domains: all of them, or those of a guest DID, in [start, end). */
@@ -240,6 +283,11 @@ export class PasidShadow {
    */
   async replay(host: HostPort, lost: ReadonlySet<number>): Promise<{ domains: number; mappings: number; bindings: number; failures: string[] }> {
     const out = { domains: 0, mappings: 0, bindings: 0, failures: [] as string[] };
+    if (this.privatePasids !== null) {
+      // Guest-private PASIDs: new host PASIDs (any will do; the guest never sees them).
+      const r = await this.privatePasids.replay(host);
+      if (r.lost.length > 0) lost = new Set([...lost, ...r.lost]);
+    }
     const newDomain = new Map<number, number>([[0, 0]]);
     for (const d of this.slDomains.values()) {
       const old = d.domain;
@@ -278,10 +326,11 @@ export class PasidShadow {
         out.failures.push(`${ridToBdf(e.rid)} PASID ${e.pasid}: the PASID was lost`);
         continue;
       }
+      const hpasid = this.hostPasid(e.pasid)!;
       try {
-        if (b.kind === 'nested') await host.call('BIND_GPASID', this.bindData(e.rid, e.pasid, b));
-        else if (b.kind === 'pt') await host.call('ATTACH', { rid: e.rid, pgtt: AttachPgtt.PASS_THROUGH, flags: ATTACH_PASID_VALID, pasid: e.pasid, domain: 0 });
-        else await host.call('ATTACH', { rid: e.rid, pgtt: AttachPgtt.SECOND_LEVEL, flags: ATTACH_PASID_VALID, pasid: e.pasid, domain: newDomain.get(b.domain)! });
+        if (b.kind === 'nested') await host.call('BIND_GPASID', this.bindData(e.rid, e.pasid, hpasid, b));
+        else if (b.kind === 'pt') await host.call('ATTACH', { rid: e.rid, pgtt: AttachPgtt.PASS_THROUGH, flags: ATTACH_PASID_VALID, pasid: hpasid, domain: 0 });
+        else await host.call('ATTACH', { rid: e.rid, pgtt: AttachPgtt.SECOND_LEVEL, flags: ATTACH_PASID_VALID, pasid: hpasid, domain: newDomain.get(b.domain)! });
         out.bindings++;
       } catch (err) {
         const errno = errnoOf(err);
@@ -290,6 +339,31 @@ export class PasidShadow {
       }
     }
     return out;
+  }
+
+  /**
+   * The PASID was freed on the host (the guest's VCMD FREE_PASID while its entries were still
+   * present, or a host-forced free): the host tore its routes down (reference A.3), so the
+   * shadow records them as refused — a later PASID-cache invalidation tries them again — and
+   * SL shadow domains they held are released.
+   */
+  async pasidFreed(pasid: number): Promise<void> {
+    for (const [k, e] of this.map) {
+      if (e.pasid !== pasid) continue;
+      const b = e.binding;
+      if (b.kind === 'invalid' || b.kind === 'refused') continue;
+      this.map.set(k, { ...e, binding: { kind: 'refused', errno: 'ENOENT', why: `PASID ${pasid} was freed while bound` } });
+      if (b.kind === 'sl') {
+        const dom = this.slDomains.get(slKey(b));
+        if (dom !== undefined) {
+          try {
+            await this.releaseSlDomain(dom);
+          } catch (err) {
+            this.log.warn({ err, pasid }, 'releasing the SL shadow domain of a freed PASID failed');
+          }
+        }
+      }
+    }
   }
 
   /** Undo everything forwarded (model close). Errors are logged. */
@@ -314,24 +388,30 @@ export class PasidShadow {
       return b;
     }
     await this.beforeHostRequest();
+    let acquired = false;
     try {
+      if (pasid !== null && this.privatePasids !== null) {
+        await this.privatePasids.acquire(pasid);
+        acquired = true;
+      }
+      const hpasid = pasid === null ? null : this.hostPasid(pasid)!;
       switch (b.kind) {
         case 'nested': {
-          if (pasid === null) throw Object.assign(new Error('first-level translation of requests without PASID is not supported by the host bind'), { code: 'EOPNOTSUPP' });
-          await this.host.call('BIND_GPASID', this.bindData(rid, pasid, b));
+          if (pasid === null || hpasid === null) throw Object.assign(new Error('first-level translation of requests without PASID is not supported by the host bind'), { code: 'EOPNOTSUPP' });
+          await this.host.call('BIND_GPASID', this.bindData(rid, pasid, hpasid, b));
           this.counters.binds++;
-          this.trace.emit({ kind: 'bind', side: 'guest', vm: this.vm, name: 'BIND_GPASID', args: { rid, pasid, flptr: hex64(b.flptr), addrWidth: b.addrWidth } });
+          this.trace.emit({ kind: 'bind', side: 'guest', vm: this.vm, name: 'BIND_GPASID', args: { rid, pasid, hpasid, flptr: hex64(b.flptr), addrWidth: b.addrWidth } });
           return b;
         }
         case 'pt':
-          await this.attach(rid, pasid, AttachPgtt.PASS_THROUGH, 0);
+          await this.attach(rid, hpasid, AttachPgtt.PASS_THROUGH, 0);
           return b;
         case 'sl': {
           const dom = await this.slDomain(b.slptptr, b.levels);
           dom.users++;
           dom.dids.add(want.did);
           try {
-            await this.attach(rid, pasid, AttachPgtt.SECOND_LEVEL, dom.domain);
+            await this.attach(rid, hpasid, AttachPgtt.SECOND_LEVEL, dom.domain);
           } catch (e) {
             await this.releaseSlDomain(dom);
             throw e;
@@ -340,6 +420,7 @@ export class PasidShadow {
         }
       }
     } catch (e) {
+      if (acquired) await this.releaseHostPasid(pasid!);
       this.counters.refused++;
       const errno = (e as { code?: string }).code ?? errnoOf(e);
       this.log.warn({ err: e, rid, pasid }, 'host refused a shadowed PASID entry');
@@ -354,13 +435,14 @@ export class PasidShadow {
     if (b.kind === 'invalid' || b.kind === 'refused') return;
     await this.beforeHostRequest();
     try {
-      if (b.kind === 'nested' && old.pasid !== null) {
-        await this.host.call('UNBIND_GPASID', this.bindData(old.rid, old.pasid, b));
+      const hpasid = old.pasid === null ? undefined : this.hostPasid(old.pasid);
+      if (b.kind === 'nested' && old.pasid !== null && hpasid !== undefined) {
+        await this.host.call('UNBIND_GPASID', this.bindData(old.rid, old.pasid, hpasid, b));
         this.counters.unbinds++;
-        this.trace.emit({ kind: 'unbind', side: 'guest', vm: this.vm, name: 'UNBIND_GPASID', args: { rid: old.rid, pasid: old.pasid } });
+        this.trace.emit({ kind: 'unbind', side: 'guest', vm: this.vm, name: 'UNBIND_GPASID', args: { rid: old.rid, pasid: old.pasid, hpasid } });
       } else if (b.kind === 'pt' || b.kind === 'sl') {
-        if (old.pasid !== null) await this.detach(old.rid, old.pasid, b.kind === 'pt' ? 0 : b.domain);
-        else await this.detachRid(old.rid);
+        if (old.pasid === null) await this.detachRid(old.rid);
+        else if (hpasid !== undefined) await this.detach(old.rid, hpasid, b.kind === 'pt' ? 0 : b.domain);
         if (b.kind === 'sl') {
           const dom = this.slDomains.get(slKey(b));
           if (dom !== undefined) await this.releaseSlDomain(dom);
@@ -369,9 +451,21 @@ export class PasidShadow {
     } catch (e) {
       this.log.warn({ err: e, rid: old.rid, pasid: old.pasid }, 'host teardown of a shadowed PASID entry failed');
     }
+    if (old.pasid !== null) await this.releaseHostPasid(old.pasid);
   }
 
-  private bindData(rid: number, pasid: number, b: Extract<ShadowBinding, { kind: 'nested' }>): GpasidBindRequest {
+  /** One binding fewer on a guest-private PASID's host PASID (no-op for identity). Errors are logged. */
+  private async releaseHostPasid(gpasid: number): Promise<void> {
+    if (this.privatePasids === null) return;
+    try {
+      await this.privatePasids.release(gpasid);
+    } catch (e) {
+      this.log.warn({ err: e, pasid: gpasid }, 'freeing the host PASID of a guest-private PASID failed');
+    }
+  }
+
+  /** Bind data: host PASID `hpasid` for guest PASID `gpasid` (equal under identity), GPASID_VAL. */
+  private bindData(rid: number, gpasid: number, hpasid: number, b: Extract<ShadowBinding, { kind: 'nested' }>): GpasidBindRequest {
     return {
       rid,
       argsz: IOMMU_GPASID_BIND_DATA_SIZE,
@@ -380,8 +474,8 @@ export class PasidShadow {
       addr_width: b.addrWidth,
       flags: IOMMU_SVA_GPASID_VAL,
       gpgd: b.flptr,
-      hpasid: BigInt(pasid),
-      gpasid: BigInt(pasid),
+      hpasid: BigInt(hpasid),
+      gpasid: BigInt(gpasid),
       padding: 0n,
       vtd_flags: b.vtdFlags,
       vtd_pat: b.pat,

@@ -11,10 +11,16 @@
  *   allocation, e.g. quota exhausted), invalid PASID (freeing a PASID this VM did not allocate
  *   through VCMD, or one the host does not hold for it).
  * - Allocated PASIDs are guest PASIDs and host PASIDs at once (identity, hpasid = gpasid).
+ * - A VCRSP read that arrives while a command is in flight is held until the command completes,
+ *   for at most VCRSP_READ_STALL_MS (`settledWithin`): an MMIO read may take as long as the
+ *   device model needs (the vCPU waits in the exit; QEMU even performs the whole command inside
+ *   the VCMD write). A guest that polls VCRSP therefore sees the result on its first read after
+ *   the host answered instead of one poll interval later; a command slower than the bound still
+ *   shows IP, and the guest polls on.
  */
 import type { Logger } from '../../src/log.js';
 import type { TraceBus } from '../../src/trace/bus.js';
-import { decodeVcmd, encodeVcrsp, VCMD_CMD, VCMD_LAYOUTS, type VcmdLayoutName } from '../../src/vtd/vcmd.js';
+import { VCMD_CMD, VCMD_LAYOUTS, type VcmdLayoutName } from '../../src/vtd/vcmd.js';
 import { PASID_MAX } from '../../src/vtd/pasid-entry.js';
 import type { HostPort } from './host-port.js';
 import type { RegisterFile } from './register-file.js';
@@ -22,11 +28,22 @@ import type { RegisterFile } from './register-file.js';
 /** Lowest PASID handed out: PASID 0 is RID_PASID and never bound (QEMU VTD_HPASID_MIN). */
 export const VCMD_PASID_MIN = 1;
 
+/** Longest a VCRSP read waits for a command in flight before it returns IP. */
+export const VCRSP_READ_STALL_MS = 1;
+
+const ALLOC_RANGE = { min: VCMD_PASID_MIN, max: PASID_MAX - 1 } as const;
+/** VCRSP with IP set (bit 0 in both layouts). */
+const VCRSP_IP = 1n;
+
 export class VirtualCommands {
   /** PASIDs this VM allocated through VCMD and has not freed. */
   readonly owned = new Set<number>();
   readonly counters = { allocs: 0, frees: 0, errors: 0, ignored: 0 };
   private inFlight: Promise<void> | null = null;
+  /** settledWithin callers, told when the command in flight completes. */
+  private waiters: (() => void)[] = [];
+  /** Called after the host freed a PASID this VM held (VCMD FREE_PASID or a host-forced free). */
+  onFreed: ((pasid: number) => Promise<void>) | null = null;
   private readonly layout: (typeof VCMD_LAYOUTS)[VcmdLayoutName];
 
   constructor(
@@ -50,24 +67,56 @@ export class VirtualCommands {
     while (this.inFlight !== null) await this.inFlight;
   }
 
+  /**
+   * Null when no command is in flight; else a promise that resolves when it completes or after
+   * `ms`, whichever is first (never rejects). For a VCRSP read to wait on.
+   */
+  settledWithin(ms: number = VCRSP_READ_STALL_MS): Promise<void> | null {
+    if (this.inFlight === null) return null;
+    return new Promise<void>((resolve) => {
+      const t = setTimeout(resolve, ms);
+      this.waiters.push(() => {
+        clearTimeout(t);
+        resolve();
+      });
+    });
+  }
+
   /** The guest wrote VCMD (the whole register, or its high half last). */
   onWrite(value: bigint): void {
     if (this.inFlight !== null) {
       this.counters.ignored++;
       return;
     }
-    const cmd = decodeVcmd(this.layoutName, value);
-    this.regs.set('VCRSP', encodeVcrsp(this.layoutName, { ip: true }));
-    const run = this.execute(cmd.cmd, cmd.pasid, cmd.reserved.length > 0)
-      .catch((e: unknown) => {
-        this.log.error({ err: e }, 'virtual command failed unexpectedly');
-        return { sc: this.layout.status.NO_PASID, result: 0 };
-      })
-      .then(({ sc, result }) => {
-        this.regs.set('VCRSP', encodeVcrsp(this.layoutName, { ip: false, sc, result }));
-        this.inFlight = null;
-      });
-    this.inFlight = run;
+    // decodeVcmd's fields without its objects (the layout: CMD 7:0, OPERAND from operandShift,
+    // 3.3 reserves 15:8); the PASID is the operand's low 20 bits.
+    const lo = Number(value & 0xffff_ffffn);
+    const shift = this.layout.operandShift;
+    const reservedSet = shift === 16 && ((lo >>> 8) & 0xff) !== 0;
+    const pasid = Number((value >> BigInt(shift)) & 0xfffffn);
+    this.regs.set('VCRSP', VCRSP_IP);
+    this.inFlight = this.run(lo & 0xff, pasid, reservedSet);
+  }
+
+  /** One command: execute, then VCRSP = status and result with IP clear. Never rejects. */
+  private async run(cmd: number, pasid: number, reservedSet: boolean): Promise<void> {
+    let sc: number;
+    let result: number;
+    try {
+      ({ sc, result } = await this.execute(cmd, pasid, reservedSet));
+    } catch (e) {
+      this.log.error({ err: e }, 'virtual command failed unexpectedly');
+      sc = this.layout.status.NO_PASID;
+      result = 0;
+    }
+    // encodeVcrsp with IP clear: SC at bit 1 (layout-wide mask), RSLT at operandShift.
+    this.regs.set('VCRSP', BigInt(result * 2 ** this.layout.operandShift + ((sc & this.layout.scMask) << this.layout.scShift)));
+    this.inFlight = null;
+    if (this.waiters.length > 0) {
+      const w = this.waiters;
+      this.waiters = [];
+      for (const f of w) f();
+    }
   }
 
   /** The host freed a PASID on its own (PASID_FREED): it is no longer this VM's. */
@@ -77,7 +126,7 @@ export class VirtualCommands {
 
   private async execute(cmd: number, pasid: number, reservedSet: boolean): Promise<{ sc: number; result: number }> {
     const st = this.layout.status;
-    const started = performance.now();
+    const started = this.trace.active ? performance.now() : 0;
     if (reservedSet || (cmd !== VCMD_CMD.ALLOC_PASID && cmd !== VCMD_CMD.FREE_PASID)) {
       this.counters.errors++;
       this.trace.emit({ kind: 'alloc', side: 'guest', vm: this.vm, name: 'VCMD undefined command', args: { cmd, layout: this.layoutName } });
@@ -85,16 +134,18 @@ export class VirtualCommands {
     }
     if (cmd === VCMD_CMD.ALLOC_PASID) {
       try {
-        const range = { min: VCMD_PASID_MIN, max: PASID_MAX - 1 };
-        // The link does not resend a PASID_ALLOC lost in flight (ECONNRESET): once it is back,
-        // the VM's reconciliation has freed whatever that one allocated, so ask again.
-        const r = await this.host.call('PASID_ALLOC', range).catch((e: unknown) => {
+        let r: { pasid: number };
+        try {
+          r = await this.host.call('PASID_ALLOC', ALLOC_RANGE);
+        } catch (e) {
+          // The link does not resend a PASID_ALLOC lost in flight (ECONNRESET): once it is back,
+          // the VM's reconciliation has freed whatever that one allocated, so ask again.
           if ((e as { code?: string }).code !== 'ECONNRESET') throw e;
-          return this.host.call('PASID_ALLOC', range);
-        });
+          r = await this.host.call('PASID_ALLOC', ALLOC_RANGE);
+        }
         this.owned.add(r.pasid);
         this.counters.allocs++;
-        this.trace.emit({ kind: 'alloc', side: 'guest', vm: this.vm, name: 'VCMD ALLOC_PASID', dur: (performance.now() - started) * 1000, args: { pasid: r.pasid, layout: this.layoutName } });
+        if (this.trace.active) this.trace.emit({ kind: 'alloc', side: 'guest', vm: this.vm, name: 'VCMD ALLOC_PASID', dur: (performance.now() - started) * 1000, args: { pasid: r.pasid, layout: this.layoutName } });
         return { sc: st.SUCCESS, result: r.pasid };
       } catch (e) {
         this.counters.errors++;
@@ -110,6 +161,7 @@ export class VirtualCommands {
     try {
       const r = await this.host.call('PASID_FREE', { min: pasid, max: pasid });
       this.owned.delete(pasid);
+      await this.onFreed?.(pasid);
       if (r.freed < 1) throw new Error(`host freed ${r.freed} PASIDs`);
       this.counters.frees++;
       this.trace.emit({ kind: 'free', side: 'guest', vm: this.vm, name: 'VCMD FREE_PASID', args: { pasid } });

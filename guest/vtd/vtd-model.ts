@@ -16,6 +16,13 @@
  * IOTLB_REG.IVT (register-based invalidations), VCMD (a write of the whole register or of its
  * high half — a 32-bit guest writes low then high).
  *
+ * PASIDs: with VCMD the guest allocates host PASIDs (identity). With `vcmd: false` the guest
+ * picks its own PASIDs and the model maps each bound guest PASID to a host PASID of its own
+ * (guest-private-pasids.ts): bindings, PASID-based invalidations and a pf device's DMA
+ * (`devicePasid`) use the host PASID; the PASID of a pf device's faults and page requests is
+ * translated back to the guest PASID (and page responses to the host PASID). An adi device is
+ * programmed with the guest PASID and reports it (the host VDCM translates with find_by_spid).
+ *
  * Context entries are cached as hardware may with CAP.CM = 1: loaded on first use and kept until
  * a context-cache invalidation (descriptor or CCMD) or SRTP. When a cached entry's PRE or DTE
  * differs from what the host was told, the model sends DEVICE_CONFIG (PRI / ATS enables).
@@ -30,6 +37,7 @@ import { hex64 } from '../../src/vtd/layout.js';
 import { GCMD, GSTS, ICS, DMAR, VCMD_REG_OFFSETS } from '../../src/vtd/registers.js';
 import { RTADDR_SMT } from '../../src/vtd/root-context.js';
 import { VTD_MAMV } from '../../src/vtd/cap-ecap.js';
+import { PASID_MAX } from '../../src/vtd/pasid-entry.js';
 import type { VcmdLayoutName } from '../../src/vtd/vcmd.js';
 import { FaultFlag, PageRequestFlag, type FaultMessage, type PageRequestMessage } from '../../vhost/messages/backend.js';
 import { DeviceCap } from '../../vhost/messages/device.js';
@@ -40,6 +48,7 @@ import type { GuestRam } from '../memory/guest-ram.js';
 import { emptyReplayReport, type GuestContext, type GuestDevice, type HostResources, type ReplayReport, type ViommuModel } from '../viommu.js';
 import { devIotlb, devTlbRange, iotlbAll, iotlbPasid, iotlbPasidAddr, InvalidationBatch } from './cache-invalidations.js';
 import { FaultRecorder } from './fault-recorder.js';
+import { GuestPrivatePasids } from './guest-private-pasids.js';
 import type { HostPort } from './host-port.js';
 import { EventInterrupts, type InterruptMessage } from './interrupts.js';
 import { InvalidationQueue, type DescriptorSink, type ValidDescriptor } from './invalidation-queue.js';
@@ -80,6 +89,12 @@ export class VtdModel implements ViommuModel, DescriptorSink {
   readonly vcmd: VirtualCommands | null;
   private readonly batch: InvalidationBatch;
   private readonly pasidShadow: PasidShadow;
+  /** Guest-private PASIDs (no VCMD), else null (identity). */
+  private readonly privatePasids: GuestPrivatePasids | null;
+  /** VCRSP's offset in the VCMD layout in use (-1 without VCMD). */
+  private readonly vcrspOffset: number;
+  /** Last PIOTLB target looked up: (PASID, DID) → host PASID or -1, valid while the shadow's version holds. */
+  private piotlbMemo = { version: -1, pasid: -1, did: -1, hpasid: -1 };
   private readonly iq: InvalidationQueue;
   private readonly ram: GuestRam;
   private readonly host: HostPort;
@@ -108,9 +123,13 @@ export class VtdModel implements ViommuModel, DescriptorSink {
     this.interrupts = new EventInterrupts(this.regs, this.trace, this.vm);
     this.faults = new FaultRecorder(this.regs, this.interrupts, this.trace, this.vm);
     this.pageRequests = new PageRequestQueue(this.regs, this.ram, this.interrupts, this.trace, this.vm);
+    this.vcrspOffset = vcmd === false ? -1 : VCMD_REG_OFFSETS[vcmd].VCRSP;
     this.vcmd = vcmd === false ? null : new VirtualCommands(vcmd, this.regs, this.host, this.log, this.trace, this.vm);
     this.batch = new InvalidationBatch(this.host, this.log, this.trace, this.vm);
-    this.pasidShadow = new PasidShadow(this.host, this.ram, this.log, this.trace, this.vm, this.devices.map((d) => d.rid), () => this.batch.flush());
+    const flush = (): Promise<void> => this.batch.flush();
+    this.privatePasids = vcmd === false ? new GuestPrivatePasids(this.host, flush) : null;
+    this.pasidShadow = new PasidShadow(this.host, this.ram, this.log, this.trace, this.vm, this.devices.map((d) => d.rid), flush, this.privatePasids);
+    if (this.vcmd !== null) this.vcmd.onFreed = (pasid) => this.pasidShadow.pasidFreed(pasid);
     this.iq = new InvalidationQueue(this.regs, this.ram, this.faults, this.interrupts, this, this.trace, this.vm, this.log);
   }
 
@@ -119,6 +138,14 @@ export class VtdModel implements ViommuModel, DescriptorSink {
   /** The shadow of every guest PASID entry forwarded to the host (RID paths have pasid null). */
   shadow(): PasidShadowEntry[] {
     return this.pasidShadow.entries();
+  }
+
+  /**
+   * Guest-private PASIDs (no VCMD): each guest PASID the model forwarded and the host PASID it
+   * stands for. Empty with VCMD (identity: guest PASID = host PASID).
+   */
+  pasidMappings(): { gpasid: number; hpasid: number; users: number }[] {
+    return this.privatePasids?.mappings() ?? [];
   }
 
   /** The host domain a device's requests without PASID are attached to (null: blocked). */
@@ -150,7 +177,17 @@ export class VtdModel implements ViommuModel, DescriptorSink {
 
   // ---- MMIO ---------------------------------------------------------------------------------
 
-  mmioRead(offset: number, size: 4 | 8): bigint {
+  mmioRead(offset: number, size: 4 | 8): bigint | Promise<bigint> {
+    // A VCRSP read while a virtual command is in flight is held until it completes (bounded;
+    // virtual-commands.ts): the read then returns the result instead of IP.
+    if (this.vcmd !== null && offset === this.vcrspOffset && this.vcmd.busy) {
+      const settled = this.vcmd.settledWithin();
+      if (settled !== null) return settled.then(() => this.readRegister(offset, size));
+    }
+    return this.readRegister(offset, size);
+  }
+
+  private readRegister(offset: number, size: 4 | 8): bigint {
     const v = this.regs.read(offset, size);
     if (this.trace.active) this.trace.emit({ kind: 'mmio', side: 'guest', vm: this.vm, name: `read 0x${offset.toString(16)}`, args: { offset, size, value: hex64(v) } });
     return v;
@@ -388,17 +425,8 @@ export class VtdModel implements ViommuModel, DescriptorSink {
         return undefined; // interrupt remapping is not modelled
       case InvDescType.PIOTLB: {
         const f = d.fields;
-        const g = Number(f.G);
-        if ((g !== PIOTLB_G.ALL_IN_PASID && g !== PIOTLB_G.PSI_IN_PASID) || Number(f.AM) > VTD_MAMV) return 4;
-        const pasid = Number(f.PASID);
-        const did = Number(f.DID);
-        // Host IOTLB entries exist only for nested bindings; the entry must carry this DID.
-        const bound = this.devices.some((x) => {
-          const e = this.pasidShadow.get(x.rid, pasid);
-          return e !== undefined && e.binding.kind === 'nested' && e.did === did;
-        });
-        if (bound) this.batch.add(g === PIOTLB_G.ALL_IN_PASID ? iotlbPasid(pasid) : iotlbPasidAddr(pasid, f.ADDR << 12n, Number(f.AM), f.IH === 1n));
-        return undefined;
+        const addr = f.ADDR << 12n;
+        return this.piotlb(Number(f.G), Number(f.DID), Number(f.PASID), Number(f.AM), f.IH === 1n, Number(addr & 0xffff_ffffn), Number(addr >> 32n));
       }
       case InvDescType.PC: {
         const f = d.fields;
@@ -417,7 +445,8 @@ export class VtdModel implements ViommuModel, DescriptorSink {
           this.batch.add(devIotlb(sid, undefined, r.addr, r.size));
         } else {
           const e = this.pasidShadow.get(sid, pasid);
-          if (e !== undefined && (e.binding.kind === 'nested' || e.binding.kind === 'pt')) this.batch.add(devIotlb(sid, pasid, r.addr, r.size));
+          const hpasid = this.pasidShadow.hostPasid(pasid);
+          if (e !== undefined && hpasid !== undefined && (e.binding.kind === 'nested' || e.binding.kind === 'pt')) this.batch.add(devIotlb(sid, hpasid, r.addr, r.size));
         }
         return undefined;
       }
@@ -435,7 +464,7 @@ export class VtdModel implements ViommuModel, DescriptorSink {
         await this.batch.flush();
         const hostCode = code === PGRP_RESP_CODE.SUCCESS ? IOMMU_PAGE_RESP.SUCCESS : code === PGRP_RESP_CODE.INVALID ? IOMMU_PAGE_RESP.INVALID : IOMMU_PAGE_RESP.FAILURE;
         try {
-          await this.host.call('PAGE_RESPONSE', { rid, flags: pp ? PAGE_RESPONSE_PASID_VALID : 0, pasid: pasid ?? 0, grpid: Number(f.PRGI), code: hostCode });
+          await this.host.call('PAGE_RESPONSE', { rid, flags: pp ? PAGE_RESPONSE_PASID_VALID : 0, pasid: pp ? this.reportedPasid(m) : 0, grpid: Number(f.PRGI), code: hostCode });
           this.trace.emit({ kind: 'page-response', side: 'guest', vm: this.vm, name: 'PAGE_RESPONSE', args: { rid, pasid: pasid ?? null, prgi: Number(f.PRGI), code } });
         } catch (e) {
           this.log.warn({ err: e, rid, pasid }, 'PAGE_RESPONSE refused by the host');
@@ -445,6 +474,35 @@ export class VtdModel implements ViommuModel, DescriptorSink {
       default:
         return undefined;
     }
+  }
+
+  /**
+   * PASID-based IOTLB invalidation (DescriptorSink.piotlb; also the decoded descriptor's path):
+   * G 2 all-in-PASID or 3 page-selective, AM ≤ MAMV (else IQEI 4). Host IOTLB entries exist only
+   * for nested bindings, so an entry is forwarded (with the host PASID) only when a device has
+   * the PASID bound nested with this DID.
+   */
+  piotlb(g: number, did: number, pasid: number, am: number, ih: boolean, addrLo: number, addrHi: number): number | undefined {
+    if ((g !== PIOTLB_G.ALL_IN_PASID && g !== PIOTLB_G.PSI_IN_PASID) || am > VTD_MAMV) return 4;
+    const hpasid = this.nestedHostPasid(pasid, did);
+    if (hpasid < 0) return undefined;
+    if (g === PIOTLB_G.ALL_IN_PASID) this.batch.addPasid(hpasid);
+    else this.batch.addPasidAddr(hpasid, addrLo, addrHi, am, ih);
+    return undefined;
+  }
+
+  /** The host PASID of a guest PASID some device has bound nested with `did`, or -1 (memoised). */
+  private nestedHostPasid(pasid: number, did: number): number {
+    const m = this.piotlbMemo;
+    const version = this.pasidShadow.version;
+    if (m.version === version && m.pasid === pasid && m.did === did) return m.hpasid;
+    const bound = this.devices.some((x) => {
+      const e = this.pasidShadow.get(x.rid, pasid);
+      return e !== undefined && e.binding.kind === 'nested' && e.did === did;
+    });
+    const hpasid = bound ? (this.pasidShadow.hostPasid(pasid) ?? -1) : -1;
+    this.piotlbMemo = { version, pasid, did, hpasid };
+    return hpasid;
   }
 
   async flush(): Promise<void> {
@@ -462,7 +520,11 @@ export class VtdModel implements ViommuModel, DescriptorSink {
       await this.pasidShadow.resyncSl(null);
       return;
     }
-    const pasids = new Set(this.nestedEntries(did).map((e) => e.pasid!));
+    const pasids = new Set<number>();
+    for (const e of this.nestedEntries(did)) {
+      const h = this.pasidShadow.hostPasid(e.pasid!);
+      if (h !== undefined) pasids.add(h);
+    }
     if (g === IOTLB_G.DSI) {
       for (const p of pasids) this.batch.add(iotlbPasid(p));
       await this.pasidShadow.resyncSl(did);
@@ -531,16 +593,66 @@ export class VtdModel implements ViommuModel, DescriptorSink {
       case 'PAGE_REQUEST':
         this.hostPageRequest(ev.msg);
         break;
-      case 'PASID_FREED':
+      case 'PASID_FREED': {
+        // Guest-private: the host freed the host PASID of a guest PASID; the shadow knows the latter.
+        const g = this.privatePasids === null ? ev.msg.pasid : this.privatePasids.forget(ev.msg.pasid);
         this.vcmd?.hostFreed(ev.msg.pasid);
+        if (g !== undefined) void this.pasidShadow.pasidFreed(g);
         this.trace.emit({ kind: 'free', side: 'guest', vm: this.vm, name: 'host freed PASID', args: { pasid: ev.msg.pasid, reason: ev.msg.reason } });
         break;
+      }
     }
+  }
+
+  // ---- guest-private PASIDs on the device side ---------------------------------------------------
+
+  private isPf(rid: number): boolean {
+    return this.devices.some((d) => d.rid === rid && d.kind === 'pf');
+  }
+
+  /**
+   * The PASID a pf device is programmed with for guest PASID `gpasid` (ViommuModel.devicePasid):
+   * identity with VCMD; without VCMD the host PASID the model allocated for it. A guest PASID
+   * with no host PASID (not bound) is programmed as is unless that value is one of the VM's host
+   * PASIDs — then as the highest PASID that is not, so the DMA cannot reach another guest PASID's
+   * tables; either way the host has no PASID entry for it and the DMA faults (reported back as
+   * `gpasid`). An adi is programmed with the guest PASID (the VDCM translates it).
+   */
+  devicePasid(rid: number, gpasid: number): number {
+    const pp = this.privatePasids;
+    if (pp === null || !this.isPf(rid)) return gpasid;
+    const h = pp.hostOf(gpasid);
+    if (h !== undefined) return h;
+    if (pp.guestOf(gpasid) === undefined) return gpasid;
+    let v = PASID_MAX - 1;
+    while (pp.guestOf(v) !== undefined) v--;
+    this.unboundAlias = { hpasid: v, gpasid };
+    return v;
+  }
+
+  /** devicePasid's stand-in for an unbound guest PASID whose value is a host PASID. */
+  private unboundAlias = { hpasid: -1, gpasid: -1 };
+
+  /** The guest PASID behind a PASID the host reported for device `rid`. */
+  private guestPasidOf(rid: number, pasid: number): number {
+    const pp = this.privatePasids;
+    if (pp === null || !this.isPf(rid)) return pasid;
+    const g = pp.guestOf(pasid);
+    if (g !== undefined) return g;
+    return pasid === this.unboundAlias.hpasid ? this.unboundAlias.gpasid : pasid;
+  }
+
+  /** Page requests delivered to the guest with a translated PASID → the PASID the host reported. */
+  private readonly hostReportedPasid = new WeakMap<PageRequestMessage, number>();
+
+  /** The PASID to answer a page request with: the one the host reported it with. */
+  private reportedPasid(m: PageRequestMessage): number {
+    return this.hostReportedPasid.get(m) ?? m.pasid;
   }
 
   private hostFault(m: FaultMessage): void {
     const hasPasid = (m.flags & FaultFlag.PASID_VALID) !== 0;
-    const pasid = hasPasid ? m.pasid : null;
+    const pasid = hasPasid ? this.guestPasidOf(m.rid, m.pasid) : null;
     const e = this.pasidShadow.get(m.rid, pasid);
     const c = this.peekContext(m.rid);
     const fpd = (e?.fpd ?? false) || (c.ok && c.value.fpd);
@@ -550,7 +662,7 @@ export class VtdModel implements ViommuModel, DescriptorSink {
         sid: m.rid,
         reason: this.dmaFaultReason(m.rid, pasid ?? undefined, m.reason),
         type: (m.flags & FaultFlag.WRITE) !== 0 ? FaultRequestType.WRITE : FaultRequestType.READ,
-        ...(hasPasid ? { pasid: m.pasid } : {}),
+        ...(pasid !== null ? { pasid } : {}),
         priv: (m.flags & FaultFlag.PRIV) !== 0,
         exe: (m.flags & FaultFlag.EXEC) !== 0,
       },
@@ -558,7 +670,15 @@ export class VtdModel implements ViommuModel, DescriptorSink {
     );
   }
 
-  private hostPageRequest(m: PageRequestMessage): void {
+  private hostPageRequest(hm: PageRequestMessage): void {
+    let m = hm;
+    if ((hm.flags & PageRequestFlag.PASID_VALID) !== 0) {
+      const g = this.guestPasidOf(hm.rid, hm.pasid);
+      if (g !== hm.pasid) {
+        m = { ...hm, pasid: g };
+        this.hostReportedPasid.set(m, hm.pasid);
+      }
+    }
     const c = this.peekContext(m.rid);
     if (!(c.ok && c.value.pre)) {
       // PRE clear: the IOMMU does not accept page requests from this device.
@@ -575,7 +695,7 @@ export class VtdModel implements ViommuModel, DescriptorSink {
     const pp = (m.flags & PageRequestFlag.PASID_VALID) !== 0;
     // Not awaited: the host may wait for this backend message's ack before answering.
     this.host
-      .call('PAGE_RESPONSE', { rid: m.rid, flags: pp ? PAGE_RESPONSE_PASID_VALID : 0, pasid: pp ? m.pasid : 0, grpid: m.prgi, code })
+      .call('PAGE_RESPONSE', { rid: m.rid, flags: pp ? PAGE_RESPONSE_PASID_VALID : 0, pasid: pp ? this.reportedPasid(m) : 0, grpid: m.prgi, code })
       .catch((e: unknown) => this.log.warn({ err: e, rid: m.rid }, 'automatic PAGE_RESPONSE refused by the host'));
     this.trace.emit({ kind: 'page-response', side: 'guest', vm: this.vm, name: 'automatic page response', args: { rid: m.rid, prgi: m.prgi, code } });
   }
@@ -639,7 +759,7 @@ export class VtdModel implements ViommuModel, DescriptorSink {
 
   /** Host PASIDs (VCMD) and host domains (SL shadows) this model holds. */
   hostResources(): HostResources {
-    return { pasids: new Set(this.vcmd?.owned ?? []), domains: new Set(this.pasidShadow.domains().map((d) => d.domain)) };
+    return { pasids: new Set([...(this.vcmd?.owned ?? []), ...(this.privatePasids?.hostPasids() ?? [])]), domains: new Set(this.pasidShadow.domains().map((d) => d.domain)) };
   }
 
   async close(): Promise<void> {

@@ -3,12 +3,20 @@
  * guest asks (DEVICE_DMA), through the host IOMMU's translation engine into host memory.
  *
  * PASID handling by kind:
- * - 'pf'  tags the request with the PASID as programmed. It must be a host PASID of this VM
- *         (identity allocation through VCMD; a VMM with guest-private PASIDs programs the pf
- *         with the host PASID, so the guest half translates before sending) — else ENOENT.
+ * - 'pf'  tags the request with the PASID as programmed: a host PASID of this VM (identity
+ *         allocation through VCMD; a VMM with guest-private PASIDs programs the pf with the
+ *         host PASID, so the guest half translates before sending).
  * - 'adi' a SIOV interface: the guest programs a guest PASID, which the VDCM translates with
- *         find_by_spid (and holds a 'vdcm' reference while programmed) — ENOENT when no bound
- *         ID of the VM carries it. An ADI's DMA always carries a PASID (EINVAL otherwise).
+ *         find_by_spid (and holds a 'vdcm' reference while programmed). An ADI's DMA always
+ *         carries a PASID (EINVAL otherwise).
+ * A PASID with no host PASID of this VM behind it — another VM's, unallocated, being freed, or
+ * (ADI) a guest PASID no bound ID carries — has no entry in the device's PASID table, so the
+ * request ends as the IOMMU ends it on hardware: a translation fault, reason 0x59 (SPT.2,
+ * PASID-table entry not present) at the request's address, with the PASID as the guest gave
+ * it; FAULT goes on the backend channel and no page request is made even with PRI enabled
+ * (there is no PASID entry to fault a page into). Nothing is translated, so no other VM's memory
+ * is reached. Malformed requests stay errors: a PASID on a device without the PASID capability,
+ * an ADI request without PASID (EINVAL).
  *
  * Faults: with PRI disabled, a translation fault is reported as FAULT on the backend channel
  * and returned in the DMA reply. With PRI enabled (DEVICE_CONFIG PRI_ENABLE), the translation is
@@ -20,12 +28,14 @@
  * PASIDs the guest sees in FAULT / PAGE_REQUEST / the reply are the ones it used: the guest
  * PASID for an ADI, the programmed PASID for a pf.
  *
- * ATS: only while the guest has ATS enabled (DEVICE_CONFIG ATS_ENABLE) does the device cache
- * translations in its device-TLB (and need device-TLB invalidations); otherwise every request
- * is translated by the IOMMU (its IOTLB and paging caches).
+ * ATS: only while the guest has ATS enabled (DEVICE_CONFIG ATS_ENABLE → the IOMMU device's ATS
+ * Enable, HostIommu.setAtsEnabled) does the device cache translations in its device-TLB (and
+ * need device-TLB invalidations); otherwise every request is translated by the IOMMU (its
+ * IOTLB and paging caches).
  */
 import type { DmaResult, DeviceKind } from '../../src/api/types.js';
 import { fail, isVsvaError } from '../../src/errors.js';
+import { FaultReason } from '../../src/vtd/fault.js';
 import { childLogger } from '../../src/log.js';
 import type { TraceBus } from '../../src/trace/bus.js';
 import { FaultFlag, PageRequestFlag, type FaultMessage, type PageRequestMessage } from '../../vhost/messages/backend.js';
@@ -77,15 +87,12 @@ export class DmaTestDevice {
     let hpasid: number | null = null;
     if (pasidValid) {
       if (this.caps.pasidBits === 0) fail('EINVAL', `device ${this.bdf} has no PASID capability`);
-      if (this.kind === 'adi') hpasid = env.vdcm.program(this.guestRid, req.pasid);
-      else {
-        if (!env.ownsPasid(req.pasid)) fail('ENOENT', `PASID ${req.pasid} is not a PASID of ${env.vmName}`);
-        hpasid = req.pasid;
-      }
+      hpasid = this.hostPasid(req.pasid);
     } else if (this.kind === 'adi') {
       fail('EINVAL', `ADI ${this.bdf} performs DMA only with a PASID`);
     }
     const write = req.op === DeviceDmaOp.WRITE;
+    if (pasidValid && hpasid === null) return this.pasidEntryAbsent(req, write);
     const access: DmaAccess = {
       pasid: hpasid,
       addr: req.addr,
@@ -115,11 +122,40 @@ export class DmaTestDevice {
     return this.reply(r, guestPasid);
   }
 
+  /**
+   * The host PASID the device tags a request with guest-given `pasid`, or null when this VM has
+   * none behind it (pf: not a live PASID of this VM; adi: no bound ID carries the guest PASID).
+   */
+  private hostPasid(pasid: number): number | null {
+    const env = this.env;
+    if (this.kind === 'pf') return env.ownsPasid(pasid) ? pasid : null;
+    try {
+      return env.vdcm.program(this.guestRid, pasid);
+    } catch (e) {
+      if (isVsvaError(e, 'ENOENT')) return null;
+      throw e;
+    }
+  }
+
+  /** A request whose PASID has no PASID-table entry: fault 0x59 (SPT.2), nothing translated. */
+  private pasidEntryAbsent(req: DeviceDmaRequest, write: boolean): DeviceDmaReply {
+    const env = this.env;
+    const reason = FaultReason.SPT_2_PASID_ENTRY_NOT_PRESENT;
+    const access = { write, priv: (req.flags & DeviceDmaFlag.PRIV) !== 0, exec: (req.flags & DeviceDmaFlag.EXEC) !== 0 };
+    env.count('dmas');
+    env.count('faults');
+    env.sendFault(this.faultMessage(access, req.pasid, reason, req.addr));
+    if (env.trace?.active) {
+      env.trace.emit({
+        kind: 'dma', side: 'host', vm: env.vmName, name: `${this.kind} ${write ? 'write' : 'read'}`,
+        args: { bdf: this.bdf, pasid: req.pasid, addr: `0x${req.addr.toString(16)}`, length: req.length, ok: false, reason },
+      });
+    }
+    return this.reply({ ok: false, fault: { reason, addr: req.addr, pasid: req.pasid } }, req.pasid);
+  }
+
   private attempt(access: DmaAccess, req: DeviceDmaRequest): DmaResult {
     const iommu = this.env.iommu;
-    // ATS not enabled by the guest: the device keeps no translations of its own, so whatever
-    // its device-TLB holds is dropped and the request is translated by the IOMMU.
-    if (this.caps.ats && !this.atsEnabled) iommu.invalidateDevTlb(this.hostRid, null, null);
     return access.write ? iommu.dmaWrite(this.hostRid, access, req.data!) : iommu.dmaRead(this.hostRid, access, req.length);
   }
 
@@ -146,7 +182,7 @@ export class DmaTestDevice {
     return o;
   }
 
-  private faultMessage(access: DmaAccess, guestPasid: number | null, reason: number, addr: bigint): FaultMessage {
+  private faultMessage(access: Pick<DmaAccess, 'write' | 'priv' | 'exec'>, guestPasid: number | null, reason: number, addr: bigint): FaultMessage {
     let flags = 0;
     if (guestPasid !== null) flags |= FaultFlag.PASID_VALID;
     if (access.write) flags |= FaultFlag.WRITE;

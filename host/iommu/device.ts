@@ -3,6 +3,11 @@
  * PRI), its physical PASID table, the routes attached through it, its device-TLB (ATS), its
  * fault handler and its outstanding page requests.
  *
+ * ATS is a capability (`ats`) and a runtime switch (`atsEnabled`, the ATS control register's
+ * Enable bit, PCIe ATS 5.1.3): only while it is on does the device cache translations in its
+ * device-TLB; with it off every request is translated by the IOMMU. HostIommu.setAtsEnabled
+ * flips it (and drops the device-TLB when it goes off).
+ *
  * The context entry of the RID is modelled by `pasidDirPtr` (PASIDDIRPTR), `pasidBits` (PDTS /
  * PASID enable) and `pri` (PRE): a request is checked against these before its PASID entry.
  */
@@ -56,6 +61,8 @@ export class IommuDevice {
   readonly contexts = new Map<number, RequestContext>();
   readonly devTlb: DevTlb | null;
   faultHandler: FaultHandler | null = null;
+  /** ATS Enable: the device-TLB is filled and consulted only while set (needs `ats`). */
+  atsEnabled: boolean;
   /** Outstanding page requests by key (pasid + 1) · 512 + prgi. */
   readonly pendingPageRequests = new Map<number, PendingPageRequest>();
 
@@ -68,10 +75,26 @@ export class IommuDevice {
     readonly pri: boolean,
     readonly pasidTable: PasidTable,
     devTlbCapacity: number,
+    atsEnabled: boolean,
   ) {
     this.bdf = ridToBdf(rid);
     this.pasidDirPtr = pasidTable.dirHpa;
     this.devTlb = ats ? new DevTlb(devTlbCapacity) : null;
+    this.atsEnabled = ats && atsEnabled;
+  }
+
+  /** IOTLB or device-TLB hits of this device's requests (counted per context: nothing extra on the hit path). */
+  get iotlbHits(): number {
+    let n = 0;
+    for (const c of this.contexts.values()) n += c.hits;
+    return n;
+  }
+
+  /** Translations of this device's requests that missed every cache and walked the tables. */
+  get iotlbMisses(): number {
+    let n = 0;
+    for (const c of this.contexts.values()) n += c.misses;
+    return n;
   }
 
   /** Number of routes attached through this device. */

@@ -6,7 +6,7 @@
  * entry's PGTT says. Reference: vtd-scalable-mode.md §2 (PASID entries), §5 (tables, nested
  * walk, fault reasons).
  *
- * Caches: device-TLB (ATS devices) → IOTLB (DID, PASID; 4K/2M/1G) → first-level
+ * Caches: device-TLB (devices with ATS enabled) → IOTLB (DID, PASID; 4K/2M/1G) → first-level
  * paging-structure cache → memory. Nothing is dropped without an invalidation (tlb.ts).
  *
  * Hot path: numbers only; a PTE is read as two u32 halves (phys-port.ts); a hit is one Map
@@ -99,7 +99,7 @@ const SL_FL_TABLE_WRITE = 3;
 /** Counters of the engine (a snapshot is returned by HostIommu.stats()). */
 export interface EngineCounters {
   translations: number;
-  /** IOTLB or device-TLB hits. */
+  /** IOTLB or device-TLB hits (also counted per request context; IommuDevice.iotlbHits / iotlbMisses sum them). */
   hits: number;
   devTlbHits: number;
   misses: number;
@@ -235,6 +235,7 @@ export class TranslationEngine {
     const e = b.m4k.get(vpn);
     if (e !== undefined && e.gen === b.gen && (e.allow & CLASS_BIT_OF_FLAGS[flags & 7]!) !== 0) {
       this.hits++;
+      ctx.hits++;
       if (ctx.dtlb !== null) this.devTlbHits++;
       this.extent = 4096 - off;
       return e.base + off;
@@ -303,6 +304,7 @@ export class TranslationEngine {
     let e = ctx.first.lookup(vpn);
     if (e !== undefined && (e.allow & cls) !== 0) {
       if (ctx.dtlb !== null) this.devTlbHits++;
+      ctx.hits++;
       return this.hit(e.base, e.level, vpn, off);
     }
     const dt = ctx.dtlb;
@@ -310,10 +312,12 @@ export class TranslationEngine {
       e = ctx.iotlb.lookup(vpn);
       if (e !== undefined && (e.allow & cls) !== 0) {
         ctx.device.devTlb!.insert(dt, vpn, e.level, e.base, e.allow);
+        ctx.hits++;
         return this.hit(e.base, e.level, vpn, off);
       }
     }
     this.misses++;
+    ctx.misses++;
     this.walks++;
     let hpa: number;
     const pgtt = pe.pgtt;

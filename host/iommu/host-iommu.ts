@@ -107,6 +107,8 @@ export interface AddDeviceOptions {
   /** PASID width in bits, 0..20 (0 = no PASID capability). Default 20. */
   pasidBits?: number;
   ats?: boolean;
+  /** ATS Enable at start (only with `ats`). Default: as `ats` (the host driver enabled it at probe). */
+  atsEnabled?: boolean;
   pri?: boolean;
   name?: string;
 }
@@ -350,8 +352,10 @@ export class HostIommu {
     if (!Number.isInteger(pasidBits) || pasidBits < 0 || pasidBits > PASID_BITS) fail('EINVAL', `PASID width ${pasidBits} is not in 0..${PASID_BITS}`);
     if (this.devices.has(rid)) fail('EEXIST', `device ${ridName(rid)} already exists`);
     if (opts.pri === true && pasidBits === 0) fail('EINVAL', `device ${ridName(rid)}: PRI without PASID is not modelled`);
+    if (opts.atsEnabled === true && opts.ats !== true) fail('EINVAL', `device ${ridName(rid)}: ATS enabled without the ATS capability`);
     const table = new PasidTable(this.pool, this.memory, pasidBits);
-    const dev = new IommuDevice(rid, opts.name ?? ridName(rid), pasidBits, opts.ats === true, opts.pri === true, table, this.devTlbCapacity);
+    const ats = opts.ats === true;
+    const dev = new IommuDevice(rid, opts.name ?? ridName(rid), pasidBits, ats, opts.pri === true, table, this.devTlbCapacity, opts.atsEnabled ?? ats);
     this.devices.set(rid, dev);
     this.engine.resetContextCache();
     return dev;
@@ -370,6 +374,22 @@ export class HostIommu {
 
   device(rid: number): IommuDevice {
     return this.deviceOf(rid);
+  }
+
+  /**
+   * ATS Enable of device `rid` (PCIe ATS control register; what the guest's DEVICE_CONFIG
+   * ATS_ENABLE drives). On: requests fill and hit the device-TLB, which then needs device-TLB
+   * invalidations (stale until flushed, as on hardware). Off: no device-TLB fill or lookup, and
+   * whatever the device-TLB held is dropped (a device drops its ATC when ATS is disabled).
+   * ENODEV: unknown RID; EOPNOTSUPP: enabling on a device without the ATS capability.
+   */
+  setAtsEnabled(rid: number, on: boolean): void {
+    const dev = this.deviceOf(rid);
+    if (on && !dev.ats) fail('EOPNOTSUPP', `device ${dev.bdf} has no ATS capability`);
+    if (dev.atsEnabled === on) return;
+    dev.atsEnabled = on;
+    if (!on) dev.devTlb?.invalidateAll();
+    for (const c of dev.contexts.values()) c.setAts(on);
   }
 
   listDevices(): IommuDevice[] {
@@ -872,7 +892,7 @@ export class HostIommu {
     this.invalidatePasidCache(did, pasid);
     if (att.pgtt === PGTT_PT || att.pgtt === PGTT_FL) this.invalidatePasidIotlb(did, pasid);
     else this.invalidateIotlbDomain(did);
-    if (dev.devTlb !== null) {
+    if (dev.atsEnabled) {
       if (att.pasid === null) this.invalidateDevTlb(dev.rid);
       else this.invalidateDevTlb(dev.rid, { pasid });
     }
@@ -889,7 +909,7 @@ export class HostIommu {
     else this.invalidateIotlbPages(d.did, Math.floor(v0 / 2 ** am) * 2 ** am * 4096, am);
     for (const att of d.attachments.values()) {
       const dev = this.devices.get(att.rid);
-      if (dev === undefined || dev.devTlb === null) continue;
+      if (dev === undefined || !dev.atsEnabled) continue;
       const pasidOpt = att.pasid === null ? {} : { pasid: att.pasid };
       if (att.pgtt === PGTT_NESTED) this.invalidateDevTlb(att.rid, pasidOpt);
       else if (am > VTD_MAMV) this.invalidateDevTlb(att.rid, pasidOpt);

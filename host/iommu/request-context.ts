@@ -16,12 +16,15 @@ export class RequestContext {
   pe: CachedPasidEntry | null = null;
   /** IOTLB bucket (pe.did, peIndex) while `pe` is cached. */
   iotlb: TlbBucket = EMPTY_BUCKET;
-  /** First cache the request looks in: the device-TLB bucket for ATS devices, else `iotlb`. */
+  /** First cache the request looks in: the device-TLB bucket while ATS is enabled, else `iotlb`. */
   first: TlbBucket = EMPTY_BUCKET;
-  /** Device-TLB bucket (ATS devices), fixed for the context's life. */
-  readonly dtlb: TlbBucket | null;
+  /** Device-TLB bucket while the device has ATS enabled, else null. */
+  dtlb: TlbBucket | null;
   /** PASID entry index: the PASID, or RID_PASID for requests without PASID. */
   readonly peIndex: number;
+  /** IOTLB / device-TLB hits and misses of this context's requests (per-device statistics). */
+  hits = 0;
+  misses = 0;
 
   constructor(
     readonly device: IommuDevice,
@@ -29,7 +32,14 @@ export class RequestContext {
     readonly pasid: number,
   ) {
     this.peIndex = pasid < 0 ? RID_PASID : pasid;
-    this.dtlb = device.devTlb === null ? null : device.devTlb.bucket(pasid);
+    this.dtlb = device.devTlb === null || !device.atsEnabled ? null : device.devTlb.bucket(pasid);
+  }
+
+  /** Follow the device's ATS Enable: use its device-TLB bucket (on) or translate through the IOTLB only (off). */
+  setAts(on: boolean): void {
+    const tlb = this.device.devTlb;
+    this.dtlb = on && tlb !== null ? tlb.bucket(this.pasid) : null;
+    if (this.pe !== null) this.first = this.dtlb ?? this.iotlb;
   }
 
   /** Drop the cached PASID entry (PASID-cache invalidation). */

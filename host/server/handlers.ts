@@ -31,7 +31,7 @@ export function buildHandlers(host: HostServer, session: Session): HandlerTable<
       if (v.container.mappings > 0) fail('EBUSY', 'SET_MEM_TABLE: DMA mappings exist; unmap them before changing the memory table');
       v.mem.replace(t);
     },
-    GET_STATE: () => ({ json: JSON.stringify(host.snapshot()) }),
+    GET_STATE: () => ({ json: host.snapshotJson() }),
     DEVICE_ADD: (r) => vm().container.deviceAdd(r),
     DEVICE_CONFIG: (r) => vm().container.deviceConfig(r),
     DOMAIN_ALLOC: () => ({ domain: vm().container.domainAlloc() }),

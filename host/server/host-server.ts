@@ -20,7 +20,6 @@ import { TraceBus } from '../../src/trace/bus.js';
 import type { HostSnapshot } from '../../src/api/types.js';
 import { BackendServer, type Session } from '../../vhost/roles/server.js';
 import type { Transport } from '../../vhost/transport/transport.js';
-import { IoasidCore } from '../ioasid/index.js';
 import { HostIommu } from '../iommu/host-iommu.js';
 import { HostMemory } from '../memory/host-memory.js';
 import { Kvm } from '../kvm/kvm.js';
@@ -29,6 +28,7 @@ import type { CounterSet, MonitorSource, MonitorStats } from '../monitor/types.j
 import { DEFAULT_MAX_PENDING_PAGE_REQUESTS, DEFAULT_PAGE_REQUEST_TIMEOUT_MS } from '../devices/page-requests.js';
 import { HostIommuPort } from '../vfio/host-iommu-port.js';
 import { buildHandlers } from './handlers.js';
+import { TrackedIoasidCore } from './tracked-core.js';
 import { tokenHex, Vm } from './vm.js';
 
 const log = childLogger('host-server');
@@ -61,7 +61,8 @@ function zeroCounters(): CounterSet {
 
 export class HostServer {
   readonly trace: TraceBus;
-  readonly core: IoasidCore;
+  /** The IOASID core; it tells each VM's snapshot rows which of its PASIDs changed. */
+  readonly core: TrackedIoasidCore;
   readonly memory: HostMemory;
   readonly iommu: HostIommu;
   readonly kvm: Kvm;
@@ -72,7 +73,8 @@ export class HostServer {
   private readonly vmsByName = new Map<string, Vm>();
   private readonly vmsByToken = new Map<string, Vm>();
   private readonly sessionVm = new Map<Session, Vm>();
-  private readonly hostRids = new Set<number>();
+  /** Host requester ids in use → the VM whose device has it (per-VM IOTLB statistics). */
+  private readonly hostRids = new Map<number, string>();
   private readonly memoryFileOwners = new Map<string, string>();
   private readonly retired = zeroCounters();
   private nextVmId = 1;
@@ -88,7 +90,7 @@ export class HostServer {
     this.pageRequestTimeoutMs = opts.pageRequestTimeoutMs ?? DEFAULT_PAGE_REQUEST_TIMEOUT_MS;
     this.maxPendingPageRequests = opts.maxPendingPageRequests ?? DEFAULT_MAX_PENDING_PAGE_REQUESTS;
     this.maxVms = opts.maxVms ?? DEFAULT_MAX_VMS;
-    this.core = new IoasidCore({ pasidBits: opts.pasidBits ?? 20, trace: this.trace });
+    this.core = new TrackedIoasidCore({ pasidBits: opts.pasidBits ?? 20, trace: this.trace });
     this.memory = new HostMemory();
     this.iommu = new HostIommu({ memory: this.memory, trace: this.trace });
     this.port = new HostIommuPort(this.iommu);
@@ -147,7 +149,7 @@ export class HostServer {
       kvm: this.kvm,
       vdcm: this.vdcm,
       trace: this.trace,
-      allocHostRid: () => this.allocHostRid(),
+      allocHostRid: () => this.allocHostRid(name),
       freeHostRid: (rid) => this.hostRids.delete(rid),
       pageRequestTimeoutMs: this.pageRequestTimeoutMs,
       maxPendingPageRequests: this.maxPendingPageRequests,
@@ -163,26 +165,62 @@ export class HostServer {
     return { vm, resumed: false };
   }
 
-  /** The DESIGN §7 snapshot (plus extras: per-VM stats, domains, KVM and VDCM state; IOMMU stats). */
+  /**
+   * The DESIGN §7 snapshot (plus extras: per-VM stats, domains, KVM and VDCM state; IOMMU stats).
+   * Each VM's PASID table is kept row by row (pasid-rows.ts), so a snapshot costs O(VMs +
+   * changed PASIDs) plus copying the row arrays, whatever the number of PASIDs.
+   */
   snapshot(): HostSnapshot & Record<string, unknown> {
     const cap = this.core.capacity;
     return {
       pasidBits: this.core.pasidBits,
       capacity: { total: cap.total, available: cap.available },
-      vms: [...this.vms].sort((a, b) => a.id - b.id).map((vm) => vm.snapshot()),
+      vms: this.vmsById().map((vm) => vm.snapshot()),
       iommu: this.port.stats(),
     };
   }
 
-  /** Cumulative counters per VM and for the host (MonitorSource.stats). */
+  /**
+   * JSON text of `snapshot()` (GET_STATE), built from each VM's cached PASID-table and KVM-table
+   * text instead of serialising every row again. Same fields and values; in each VM object the
+   * `pasids` and `kvm` keys come last.
+   */
+  snapshotJson(): string {
+    const cap = this.core.capacity;
+    const vms: string[] = [];
+    for (const vm of this.vmsById()) {
+      const { pasids, kvm, ...rest } = vm.snapshot();
+      void pasids;
+      void kvm;
+      const head = JSON.stringify(rest);
+      const rows = vm.pasidRows;
+      vms.push(`${head.slice(0, -1)},"pasids":${rows.json()},"kvm":${rows.derivedJson('kvm', () => vm.kvm.entries())}}`);
+    }
+    const top = JSON.stringify({ pasidBits: this.core.pasidBits, capacity: { total: cap.total, available: cap.available } });
+    return `${top.slice(0, -1)},"vms":[${vms.join(',')}],"iommu":${JSON.stringify(this.port.stats())}}`;
+  }
+
+  /**
+   * Cumulative counters per VM and for the host (MonitorSource.stats). A VM's IOTLB hits and
+   * misses are those of its devices' requests (the IOMMU counts them per device; a VM's devices
+   * are the host RIDs handed out to it). The host total is the IOMMU's own count, which keeps
+   * what released VMs did.
+   */
   stats(): MonitorStats {
     const total: CounterSet = { ...this.retired };
     const vms: Record<string, CounterSet> = {};
     for (const vm of this.vms) {
       const c = vm.counters;
-      const set: CounterSet = { ...zeroCounters(), allocs: c.allocs, frees: c.frees, binds: c.binds, unbinds: c.unbinds, invalidations: c.invalidations, faults: c.faults, pageRequests: c.pageRequests };
+      const set: CounterSet = { ...zeroCounters(), allocs: c.allocs, frees: c.frees, binds: c.binds, unbinds: c.unbinds, invalidations: c.invalidations, faults: c.faults, pageRequests: c.pageRequests, iotlbHits: 0, iotlbMisses: 0 };
       vms[vm.name] = set;
       for (const k of ['allocs', 'frees', 'binds', 'unbinds', 'invalidations', 'faults', 'pageRequests'] as const) total[k] += set[k];
+    }
+    for (const dev of this.iommu.listDevices()) {
+      const owner = this.hostRids.get(dev.rid);
+      const set = owner === undefined ? undefined : vms[owner];
+      if (set === undefined) continue;
+      set.iotlbHits! += dev.iotlbHits;
+      set.iotlbMisses! += dev.iotlbMisses;
     }
     const s = this.port.stats();
     total.iotlbHits = s.iotlbHits;
@@ -215,10 +253,14 @@ export class HostServer {
     for (const vm of this.vms) this.teardown(vm);
   }
 
-  private allocHostRid(): number {
+  private vmsById(): Vm[] {
+    return [...this.vmsByName.values()].sort((a, b) => a.id - b.id);
+  }
+
+  private allocHostRid(vmName: string): number {
     for (let rid = HOST_RID_BASE; rid <= 0xffff; rid++) {
       if (!this.hostRids.has(rid)) {
-        this.hostRids.add(rid);
+        this.hostRids.set(rid, vmName);
         return rid;
       }
     }
@@ -249,6 +291,7 @@ export class HostServer {
     } catch (e) {
       log.error({ err: e, vm: vm.name }, 'VM teardown failed');
     }
+    vm.pasidRows.dispose();
     this.vmsByName.delete(vm.name);
     this.vmsByToken.delete(tokenHex(vm.token));
     this.traceVm(vm, 'VM released');

@@ -12,7 +12,7 @@ import { randomBytes } from 'node:crypto';
 import { VsvaError } from '../../src/errors.js';
 import { childLogger } from '../../src/log.js';
 import type { TraceBus } from '../../src/trace/bus.js';
-import type { PasidSnapshot, VmSnapshot } from '../../src/api/types.js';
+import type { VmSnapshot } from '../../src/api/types.js';
 import type { Session } from '../../vhost/roles/server.js';
 import type { IoasidCore, IoasidSet } from '../ioasid/index.js';
 import { Kvm, type KvmVm } from '../kvm/kvm.js';
@@ -22,6 +22,7 @@ import { PageRequestTracker } from '../devices/page-requests.js';
 import { VfioContainer, type ContainerCounters } from '../vfio/container.js';
 import type { ContainerIommu } from '../vfio/iommu-port.js';
 import { MemTableMap, type MemoryFileOwners } from '../vfio/mem-table.js';
+import { PasidRows } from './pasid-rows.js';
 
 const log = childLogger('host-vm');
 
@@ -62,6 +63,8 @@ export class Vm {
   readonly mem: MemTableMap;
   readonly container: VfioContainer;
   readonly pageRequests: PageRequestTracker;
+  /** The snapshot's PASID table, updated row by row as the VM's PASIDs change. */
+  readonly pasidRows: PasidRows;
   session: Session | null = null;
   /** Grace-period timer while disconnected. */
   graceTimer: NodeJS.Timeout | null = null;
@@ -69,10 +72,10 @@ export class Vm {
   tornDown = false;
   /**
    * Bumped by every request that can change the VM's PASIDs (their refs, users, SPIDs,
-   * bindings) or devices; the snapshot's PASID table is rebuilt only when it moved.
+   * bindings) or devices; the snapshot's device list is rebuilt only when it moved.
    */
   generation = 0;
-  private cached: { generation: number; pasids: PasidSnapshot[]; devices: VmSnapshot['devices'] } | null = null;
+  private cached: { generation: number; devices: VmSnapshot['devices'] } | null = null;
 
   constructor(
     readonly id: number,
@@ -122,6 +125,7 @@ export class Vm {
       for (const u of undo.reverse()) u();
       throw e;
     }
+    this.pasidRows = new PasidRows(core, this.set, (id) => this.container.bindingsOf(id));
   }
 
   get connected(): boolean {
@@ -177,19 +181,7 @@ export class Vm {
     const info = valid ? core.setInfo(this.set) : null;
     let c = this.cached;
     if (c === null || c.generation !== this.generation) {
-      const ids = valid ? core.snapshotSet(this.set).ids : [];
-      c = {
-        generation: this.generation,
-        pasids: ids.map((id) => ({
-          hpasid: id.id,
-          gpasid: id.spid,
-          state: id.state,
-          refs: id.refs,
-          users: id.users,
-          bindings: this.container.bindingsOf(id.id),
-        })),
-        devices: this.container.listDevices().map((d) => ({ bdf: d.bdf, kind: d.kind })),
-      };
+      c = { generation: this.generation, devices: this.container.listDevices().map((d) => ({ bdf: d.bdf, kind: d.kind })) };
       this.cached = c;
     }
     return {
@@ -197,7 +189,7 @@ export class Vm {
       connected: this.connected,
       set: { quota: info?.quota ?? 0, used: info?.used ?? 0 },
       devices: c.devices.slice(),
-      pasids: c.pasids.slice(),
+      pasids: this.pasidRows.rows(),
       // Extras (not part of the DESIGN §7 contract).
       id: this.id,
       viommu: this.viommu,
@@ -205,7 +197,7 @@ export class Vm {
       memory: { regions: this.mem.list.length, bytes: this.mem.totalBytes },
       domains: this.container.listDomains(),
       deviceState: this.container.listDevices(),
-      kvm: this.kvm.entries(),
+      kvm: this.pasidRows.derived('kvm', () => this.kvm.entries()).slice(),
       adis: this.vdcm.list(),
       pendingPageRequests: this.pageRequests.size,
       disconnectedForMs: this.disconnectedAt === null ? null : Date.now() - this.disconnectedAt,

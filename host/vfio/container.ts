@@ -251,10 +251,19 @@ export class VfioContainer {
 
   /** Entries in order; stops at the first failure and reports how many were handled. */
   cacheInvalidate(entries: CacheInvalidateEntry[]): CacheInvalidateReply {
+    // Per message, not per entry: the domains (nothing in the loop adds or frees one) and the
+    // last PASID found to be this VM's (nothing in the loop frees one).
+    const dids = [...this.domains.values()].map((d) => d.did);
+    let owned = -1;
     for (let i = 0; i < entries.length; i++) {
       try {
         const c = checkInvalidateEntry(entries[i]!, i);
-        this.applyInvalidate(c, entries[i]!.rid);
+        const pasid = c.granu === 'domain' ? null : c.pasid;
+        if (pasid !== null && pasid !== owned) {
+          this.ownPasid(pasid);
+          owned = pasid;
+        }
+        this.applyInvalidate(c, pasid, entries[i]!.rid, dids);
         this.counters.invalidations++;
       } catch (e) {
         if (!isVsvaError(e)) throw e;
@@ -267,12 +276,10 @@ export class VfioContainer {
     return { handled: entries.length, first_error: 0 };
   }
 
-  private applyInvalidate(c: CheckedInvalidate, rid: number): void {
+  /** One checked entry whose PASID (if any) is this VM's. */
+  private applyInvalidate(c: CheckedInvalidate, pasid: number | null, rid: number, dids: readonly number[]): void {
     const iommu = this.env.iommu;
-    const pasid = c.granu === 'domain' ? null : c.pasid;
-    if (pasid !== null) this.ownPasid(pasid);
     const devTlbDev = (c.cache & IOMMU_CACHE_INV_TYPE.DEV_IOTLB) !== 0 ? this.device(rid) : null;
-    const dids = [...this.domains.values()].map((d) => d.did);
     const range = c.granu === 'addr' ? { addr: c.addr, size: c.size, leaf: c.leaf } : null;
     if ((c.cache & IOMMU_CACHE_INV_TYPE.PASID) !== 0) {
       for (const dev of this.devices.values()) iommu.invalidatePasidCache(dev.hostRid, pasid);
@@ -390,7 +397,7 @@ export class VfioContainer {
     if (pri && !dev.caps.pri) fail('EINVAL', `DEVICE_CONFIG: ${dev.bdf} has no PRI capability`);
     if (ats && !dev.caps.ats) fail('EINVAL', `DEVICE_CONFIG: ${dev.bdf} has no ATS capability`);
     dev.priEnabled = pri;
-    if (dev.atsEnabled && !ats) this.env.iommu.invalidateDevTlb(dev.hostRid, null, null);
+    if (dev.caps.ats) this.env.iommu.setAtsEnabled(dev.hostRid, ats);
     dev.atsEnabled = ats;
   }
 

@@ -42,7 +42,11 @@ export class HostIommuPort implements ContainerIommu {
   }
 
   addDevice(rid: number, name: string, caps: DeviceCaps): void {
-    this.iommu.addDevice({ rid, name, pasidBits: caps.pasidBits, ats: caps.ats, pri: caps.pri });
+    // ATS starts disabled: the guest enables it (DEVICE_CONFIG ATS_ENABLE → setAtsEnabled).
+    this.iommu.addDevice({ rid, name, pasidBits: caps.pasidBits, ats: caps.ats, atsEnabled: false, pri: caps.pri });
+  }
+  setAtsEnabled(rid: number, on: boolean): void {
+    this.iommu.setAtsEnabled(rid, on);
   }
   removeDevice(rid: number): void {
     this.iommu.removeDevice(rid);

@@ -92,6 +92,8 @@ export interface ContainerIommu {
   invalidateIotlb(did: number, pasid: number | null, range: { addr: bigint; size: bigint; leaf: boolean } | null): void;
   /** PASID-entry cache of a device: all PASIDs, or one. */
   invalidatePasidCache(rid: number, pasid: number | null): void;
+  /** ATS Enable of a device (DEVICE_CONFIG ATS_ENABLE): off drops its device-TLB and stops filling it. */
+  setAtsEnabled(rid: number, on: boolean): void;
   /** Device-TLB of an ATS device: all, one PASID, or a range. */
   invalidateDevTlb(rid: number, pasid: number | null, range: { addr: bigint; size: bigint } | null): void;
 

@@ -154,8 +154,23 @@ describe('vsva host with two VMs over a real socket', () => {
     expect(await errnoOf(b.bind(PF, pa, b.fl.newRoot(), 501))).toBe('ENOENT');
     expect(await errnoOf(b.unbind(PF, pa))).toBe('ENOENT');
     expect(await b.invalidate([{ cache: 1, granularity: 1, flags: 1, pasid: BigInt(pa) }])).toEqual({ handled: 0, first_error: -2 });
-    // B's pf tagged with A's PASID: not B's PASID.
-    expect(await errnoOf(b.read(PF, 0x6000_0000n, 4, pa))).toBe('ENOENT');
+    // B's pf tagged with A's PASID: B's device has no PASID entry for it, so the request faults
+    // (0x59, PASID-table entry not present) — read nothing, write nothing into A's RAM — and
+    // the fault goes to B only.
+    a.ram.write(0x3f_0000, Uint8Array.of(0xa1, 0xa2, 0xa3, 0xa4));
+    const aEvents = a.events.length;
+    const bEvents = b.events.length;
+    const rd = await b.read(PF, 0x6000_0000n, 4, pa);
+    expect(rd).toMatchObject({ status: 1, reason: 0x59, flags: 1, pasid: pa, fault_addr: 0x6000_0000n });
+    expect(rd.data).toBeUndefined();
+    const wr = await b.write(PF, 0x6000_0000n, Uint8Array.of(0xb1, 0xb2, 0xb3, 0xb4), pa);
+    expect(wr).toMatchObject({ status: 1, reason: 0x59, pasid: pa, fault_addr: 0x6000_0000n });
+    expect([...a.ram.read(0x3f_0000, 4)]).toEqual([0xa1, 0xa2, 0xa3, 0xa4]);
+    await new Promise((r) => setTimeout(r, 20));
+    expect(b.events.slice(bEvents).map((e) => [e.name, e.name === 'FAULT' ? e.msg.reason : null, e.msg.pasid])).toEqual([['FAULT', 0x59, pa], ['FAULT', 0x59, pa]]);
+    expect(a.events.length).toBe(aEvents);
+    // A's own device reaches the same GVA through the same PASID.
+    expect([...(await a.read(PF, 0x6000_0000n, 4, pa)).data!]).toEqual([0xa1, 0xa2, 0xa3, 0xa4]);
     // B cannot announce A's RAM file as its own memory, nor map a GPA outside its memory table.
     expect(await errnoOf(b.fe.call('SET_MEM_TABLE', { regions: [{ guest_phys_addr: 0x1000_0000n, memory_size: 0x1000n, userspace_addr: 0n, mmap_offset: 0n, path: a.ram.path }] }))).toBe('EACCES');
     expect(await errnoOf(b.fe.call('DMA_MAP', { domain: 0, flags: 3, iova: 0x1000_0000n, gpa: 0x1000_0000n, size: 0x1000n }))).toBe('EFAULT');

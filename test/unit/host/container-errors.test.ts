@@ -139,10 +139,8 @@ const cases: Case[] = [
   ['PAGE_RESPONSE of an unknown device', 'ENOENT', () => a.fe.call('PAGE_RESPONSE', { rid: 0x30, flags: 0, pasid: 0, grpid: 0, code: 0 })],
   ['PAGE_RESPONSE with nothing outstanding', 'EINVAL', () => a.fe.call('PAGE_RESPONSE', { rid: PF, flags: 1, pasid: pa, grpid: 3, code: 0 })],
   ['DEVICE_DMA of an unknown device', 'ENOENT', () => a.read(0x30, 0n, 4)],
-  ['DEVICE_DMA of a pf with another VM’s PASID', 'ENOENT', () => a.read(PF, 0x1000n, 4, pb)],
   ['DEVICE_DMA with a PASID on a device without PASID', 'EINVAL', () => a.read(BARE, 0x1000n, 4, pa)],
   ['DEVICE_DMA of an ADI without PASID', 'EINVAL', () => a.read(ADI, 0x1000n, 4)],
-  ['DEVICE_DMA of an ADI with a guest PASID nobody bound', 'ENOENT', () => a.read(ADI, 0x1000n, 4, 555)],
   // memory table
   ['SET_MEM_TABLE change while mappings exist', 'EBUSY', () => a.fe.call('SET_MEM_TABLE', { regions: [{ guest_phys_addr: 0n, memory_size: 0x1000n, userspace_addr: 0n, mmap_offset: 0n, path: a.ram.path }] })],
 ];
@@ -155,6 +153,31 @@ describe('container uAPI error paths: exact errno, nothing changed', () => {
       expect(stable()).toEqual(before);
     });
   }
+
+  it('DEVICE_DMA with a PASID the VM has no host PASID for → fault 0x59 (PASID entry not present), FAULT sent, nothing changed', async () => {
+    await a.fe.call('DEVICE_CONFIG', { rid: PF, flags: 3 }); // PRI on: still no page request
+    const unallocated = 0xabcde;
+    const tries: [string, () => ReturnType<TestGuest['read']>, number, number, bigint][] = [
+      ['pf read with another VM’s PASID', () => a.read(PF, 0x1000n, 4, pb), PF, pb, 0x1000n],
+      ['pf write with another VM’s PASID', () => a.write(PF, 0x1040n, Uint8Array.of(1, 2, 3), pb), PF, pb, 0x1040n],
+      ['pf read with an unallocated PASID', () => a.read(PF, 0x2000n, 4, unallocated), PF, unallocated, 0x2000n],
+      ['ADI read with a guest PASID nobody bound', () => a.read(ADI, 0x3000n, 8, 555), ADI, 555, 0x3000n],
+    ];
+    const ramBefore = a.ram.read(0, a.ram.size).slice();
+    for (const [what, call, rid, pasid, addr] of tries) {
+      const before = stable();
+      const seen = a.events.length;
+      const r = await call();
+      expect({ what, r }).toEqual({ what, r: { status: 1, reason: 0x59, flags: 1, pasid, fault_addr: addr } });
+      await new Promise((res) => setTimeout(res, 5));
+      const sent = a.events.slice(seen);
+      expect(sent.map((e) => e.name)).toEqual(['FAULT']);
+      expect(sent[0]!.msg).toMatchObject({ rid, reason: 0x59, pasid, addr });
+      expect(stable()).toEqual(before); // no reference taken, nothing programmed
+    }
+    expect(Buffer.from(a.ram.read(0, a.ram.size)).equals(Buffer.from(ramBefore))).toBe(true);
+    await a.fe.call('DEVICE_CONFIG', { rid: PF, flags: 0 });
+  });
 
   it('PASID_ALLOC beyond the quota → ENOSPC (the set is unchanged by the refusal)', async () => {
     const last = await a.alloc();

@@ -25,14 +25,14 @@ interface World {
 }
 
 /** VM second level GPA [0, 16 MiB) → G (2 MiB leaves); FL table at GPA 0x1000; GVA → GPA 0x400000. */
-function world(dev: { ats?: boolean } = {}): World {
+function world(dev: { ats?: boolean; atsEnabled?: boolean } = {}): World {
   fx = makeFixture();
   const { iommu } = fx;
   const vm = iommu.allocDomain();
   iommu.map(vm, 0, G, 0x1000000, { read: true, write: true });
   const fl = new FlBuilder(fx.ram, 4, 0x1000n);
   fl.map(GVA, 0x400000n);
-  iommu.addDevice({ rid: RID, ats: dev.ats === true });
+  iommu.addDevice({ rid: RID, ats: dev.ats === true, ...(dev.atsEnabled === undefined ? {} : { atsEnabled: dev.atsEnabled }) });
   iommu.bindPgtablePasid(RID, PASID, vm, { flptr: fl.root });
   return { iommu, fl, did: vm.did };
 }
@@ -231,6 +231,85 @@ describe('device-TLB', () => {
     w.iommu.invalidatePasidIotlb(w.did, PASID);
     w.iommu.invalidateDevTlb(RID, { allPasids: true });
     expect(tr(w)).toBe(G + 0x500000);
+  });
+});
+
+describe('ATS Enable at run time', () => {
+  it('ATS capable but disabled: no device-TLB, so the IOTLB invalidation alone ends a stale translation', () => {
+    const w = world({ ats: true, atsEnabled: false });
+    expect(w.iommu.device(RID).atsEnabled).toBe(false);
+    expect(tr(w)).toBe(G + 0x400000);
+    expect(tr(w)).toBe(G + 0x400000);
+    remap(w, GVA, 0x500000n);
+    w.iommu.invalidatePasidIotlb(w.did, PASID);
+    expect(tr(w)).toBe(G + 0x500000);
+    expect(w.iommu.stats().devTlbHits).toBe(0);
+  });
+
+  it('disabling drops the device-TLB (no invalidation counted); enabling again fills it and it is stale until flushed', () => {
+    const w = world({ ats: true });
+    expect(tr(w)).toBe(G + 0x400000);
+    remap(w, GVA, 0x500000n);
+    w.iommu.invalidatePasidIotlb(w.did, PASID);
+    expect(tr(w)).toBe(G + 0x400000); // the device-TLB still holds the old page
+    const inv = w.iommu.stats().invalidations;
+    w.iommu.setAtsEnabled(RID, false);
+    expect(w.iommu.stats().invalidations).toEqual(inv);
+    expect(tr(w)).toBe(G + 0x500000);
+    w.iommu.setAtsEnabled(RID, true);
+    expect(tr(w)).toBe(G + 0x500000); // fills the device-TLB
+    remap(w, GVA, 0x600000n);
+    w.iommu.invalidatePasidIotlb(w.did, PASID);
+    const hits = w.iommu.stats().devTlbHits;
+    expect(tr(w)).toBe(G + 0x500000);
+    expect(w.iommu.stats().devTlbHits).toBe(hits + 1);
+    w.iommu.invalidateDevTlb(RID, { pasid: PASID });
+    expect(tr(w)).toBe(G + 0x600000);
+  });
+
+  it('route teardown flushes the device-TLB only while ATS is enabled', () => {
+    const w = world({ ats: true, atsEnabled: false });
+    tr(w);
+    let before = w.iommu.stats().invalidations.devTlb;
+    w.iommu.unbindPgtablePasid(RID, PASID);
+    expect(w.iommu.stats().invalidations.devTlb).toBe(before);
+    w.iommu.setAtsEnabled(RID, true);
+    w.iommu.bindPgtablePasid(RID, PASID, w.did, { flptr: w.fl.root });
+    tr(w);
+    before = w.iommu.stats().invalidations.devTlb;
+    w.iommu.unbindPgtablePasid(RID, PASID);
+    expect(w.iommu.stats().invalidations.devTlb).toBe(before + 1);
+  });
+
+  it('refuses ATS on a device without the capability, and unknown devices, changing nothing', () => {
+    const w = world();
+    expect(() => w.iommu.setAtsEnabled(RID, true)).toThrow(expect.objectContaining({ code: 'EOPNOTSUPP' }));
+    expect(w.iommu.device(RID).atsEnabled).toBe(false);
+    w.iommu.setAtsEnabled(RID, false); // already off: nothing to do
+    expect(() => w.iommu.setAtsEnabled(0x99, false)).toThrow(expect.objectContaining({ code: 'ENODEV' }));
+    expect(() => w.iommu.addDevice({ rid: 0x30, atsEnabled: true })).toThrow(expect.objectContaining({ code: 'EINVAL' }));
+    expect(() => w.iommu.device(0x30)).toThrow(expect.objectContaining({ code: 'ENODEV' }));
+  });
+});
+
+describe('per-device IOTLB statistics', () => {
+  it('counts each device’s hits and misses, and they add up to the IOMMU’s', () => {
+    const w = world();
+    w.iommu.addDevice({ rid: 0x20 });
+    w.iommu.bindPgtablePasid(0x20, PASID, w.did, { flptr: w.fl.root });
+    const s0 = w.iommu.stats();
+    tr(w); // miss (walk)
+    tr(w); // hit
+    tr(w); // hit
+    tr(w, GVA, 0x20); // hit: same DID and PASID share IOTLB entries
+    tr(w, GVA + 0x1000n, 0x20); // miss: not mapped, faults after the walk
+    const a = w.iommu.device(RID);
+    const b = w.iommu.device(0x20);
+    expect([a.iotlbHits, a.iotlbMisses]).toEqual([2, 1]);
+    expect([b.iotlbHits, b.iotlbMisses]).toEqual([1, 1]);
+    const s1 = w.iommu.stats();
+    expect(s1.hits - s0.hits).toBe(a.iotlbHits + b.iotlbHits);
+    expect(s1.misses - s0.misses).toBe(a.iotlbMisses + b.iotlbMisses);
   });
 });
 
