@@ -22,7 +22,7 @@ import { BackendServer, type Session } from '../../vhost/roles/server.js';
 import type { Transport } from '../../vhost/transport/transport.js';
 import { HostIommu } from '../iommu/host-iommu.js';
 import { HostMemory } from '../memory/host-memory.js';
-import { Kvm } from '../kvm/kvm.js';
+import { Kvm, type KvmEntry } from '../kvm/kvm.js';
 import { Vdcm } from '../vdcm/vdcm.js';
 import type { CounterSet, MonitorSource, MonitorStats } from '../monitor/types.js';
 import { DEFAULT_MAX_PENDING_PAGE_REQUESTS, DEFAULT_PAGE_REQUEST_TIMEOUT_MS } from '../devices/page-requests.js';
@@ -53,6 +53,16 @@ export interface HostServerOptions {
   trace?: TraceBus;
   /** VMs served at once, grace periods included (default DEFAULT_MAX_VMS). */
   maxVms?: number;
+}
+
+/** JSON text of KVM's table (what JSON.stringify gives, written directly: numbers only). */
+function kvmJson(entries: readonly KvmEntry[]): string {
+  let s = '[';
+  for (let i = 0; i < entries.length; i++) {
+    const e = entries[i]!;
+    s += `${i === 0 ? '' : ','}{"gpasid":${e.gpasid},"hpasid":${e.hpasid}}`;
+  }
+  return s + ']';
 }
 
 function zeroCounters(): CounterSet {
@@ -194,7 +204,7 @@ export class HostServer {
       void kvm;
       const head = JSON.stringify(rest);
       const rows = vm.pasidRows;
-      vms.push(`${head.slice(0, -1)},"pasids":${rows.json()},"kvm":${rows.derivedJson('kvm', () => vm.kvm.entries())}}`);
+      vms.push(`${head.slice(0, -1)},"pasids":${rows.json()},"kvm":${rows.derivedJson('kvm', () => vm.kvm.entries(), kvmJson)}}`);
     }
     const top = JSON.stringify({ pasidBits: this.core.pasidBits, capacity: { total: cap.total, available: cap.available } });
     return `${top.slice(0, -1)},"vms":[${vms.join(',')}],"iommu":${JSON.stringify(this.port.stats())}}`;

@@ -96,10 +96,10 @@ export class PasidRows {
     return this.memo(key, make).value as T;
   }
 
-  /** JSON text of `derived(key, make)`, cached with it. */
-  derivedJson(key: string, make: () => unknown): string {
+  /** JSON text of `derived(key, make)` (by `toJson`, default JSON.stringify), cached with it. */
+  derivedJson<T>(key: string, make: () => T, toJson: (value: T) => string = JSON.stringify): string {
     const m = this.memo(key, make);
-    m.json ??= JSON.stringify(m.value);
+    m.json ??= toJson(m.value as T);
     return m.json;
   }
 

@@ -55,6 +55,11 @@ export class Connection {
     if (!this.ended) this.transport.write(buf);
   }
 
+  /** Flow control towards the peer (see Transport.setReading). */
+  setReading(on: boolean): void {
+    if (!this.ended) this.transport.setReading(on);
+  }
+
   /** Allocate a message buffer with its header written; the payload goes at offset 12. */
   static message(request: number, flags: number, size: number): Buffer {
     const buf = Buffer.allocUnsafe(VHOST_USER_HDR_SIZE + size);

@@ -32,12 +32,25 @@ interface Slot {
   buf: Buffer | null;
 }
 
+/**
+ * Back-pressure on a peer that keeps sending while a reply is held back behind a pending
+ * handler (docs/protocol.md §8): past this many owed replies, or this many bytes of finished
+ * replies waiting their turn, the dispatcher stops reading the connection; it reads again once
+ * both are below half. Requests already read are still dispatched; the peer's further writes
+ * wait in the socket.
+ */
+export const MAX_HELD_REPLIES = 256;
+export const MAX_HELD_REPLY_BYTES = 32 * 1024 * 1024;
+
 function isThenable(v: unknown): v is PromiseLike<unknown> {
   return v !== null && typeof v === 'object' && typeof (v as { then?: unknown }).then === 'function';
 }
 
 export class Dispatcher {
   private readonly slots = new Ring<Slot>();
+  /** Bytes of finished replies waiting behind a pending one. */
+  private heldBytes = 0;
+  private readingPaused = false;
   /** Requests received (including rejected ones). */
   received = 0;
 
@@ -75,7 +88,10 @@ export class Dispatcher {
     }
     if (isThenable(result)) {
       const slot: Slot | null = replies ? { buf: null } : null;
-      if (slot) this.slots.push(slot);
+      if (slot) {
+        this.slots.push(slot);
+        this.checkHeld();
+      }
       result.then(
         (v) => {
           if (slot) this.fill(slot, this.okReply(spec, v));
@@ -125,18 +141,42 @@ export class Dispatcher {
     }
   }
 
+  /** Whether reading is paused for back-pressure. */
+  get paused(): boolean {
+    return this.readingPaused;
+  }
+
   private emit(buf: Buffer): void {
-    if (this.slots.length === 0) this.conn.write(buf);
-    else this.slots.push({ buf });
+    if (this.slots.length === 0) {
+      this.conn.write(buf);
+      return;
+    }
+    this.slots.push({ buf });
+    this.heldBytes += buf.length;
+    this.checkHeld();
   }
 
   private fill(slot: Slot, buf: Buffer): void {
     slot.buf = buf;
+    if (slot !== this.slots.peek()) this.heldBytes += buf.length;
     let head = this.slots.peek();
     while (head !== undefined && head.buf !== null) {
       this.slots.shift();
+      if (head !== slot) this.heldBytes -= head.buf.length;
       this.conn.write(head.buf);
       head = this.slots.peek();
+    }
+    this.checkHeld();
+  }
+
+  private checkHeld(): void {
+    if (!this.readingPaused && (this.slots.length > MAX_HELD_REPLIES || this.heldBytes > MAX_HELD_REPLY_BYTES)) {
+      this.readingPaused = true;
+      this.conn.setReading(false);
+      this.log.debug({ held: this.slots.length, bytes: this.heldBytes }, 'replies held back: pausing reads');
+    } else if (this.readingPaused && this.slots.length <= MAX_HELD_REPLIES / 2 && this.heldBytes <= MAX_HELD_REPLY_BYTES / 2) {
+      this.readingPaused = false;
+      this.conn.setReading(true);
     }
   }
 }

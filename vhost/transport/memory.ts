@@ -13,6 +13,7 @@ class MemoryEnd implements Transport {
   private ended = false;
   private peerEnded = false;
   private closeDelivered = false;
+  private paused = false;
 
   constructor(readonly label: string) {}
 
@@ -23,6 +24,11 @@ class MemoryEnd implements Transport {
   start(sink: TransportSink): void {
     this.sink = sink;
     this.schedule();
+  }
+
+  setReading(on: boolean): void {
+    this.paused = !on;
+    if (on) this.schedule();
   }
 
   write(data: Uint8Array): void {
@@ -52,14 +58,8 @@ class MemoryEnd implements Transport {
   private deliver(): void {
     this.scheduled = false;
     const sink = this.sink!;
-    while (this.inbox.length > 0 && !this.ended) {
-      const batch = this.inbox;
-      this.inbox = [];
-      for (const b of batch) {
-        if (this.ended) break;
-        sink.data(b);
-      }
-    }
+    while (this.inbox.length > 0 && !this.ended && !this.paused) sink.data(this.inbox.shift()!);
+    if (this.paused && !this.ended) return;
     if ((this.ended || this.peerEnded) && !this.closeDelivered) {
       this.ended = true;
       this.inbox = [];

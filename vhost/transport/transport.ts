@@ -16,6 +16,12 @@ export interface Transport {
   start(sink: TransportSink): void;
   /** Queue bytes for the peer. The transport takes ownership of `data` (do not modify it). */
   write(data: Uint8Array): void;
+  /**
+   * Flow control: with `false`, stop delivering received bytes (they wait in the transport — the
+   * kernel socket buffer for a Unix socket, so the peer's writes eventually block); with `true`,
+   * deliver them again. Reading is on after start().
+   */
+  setReading(on: boolean): void;
   /** Flush queued bytes, then end the stream. Idempotent. */
   close(): void;
   readonly closed: boolean;

@@ -48,6 +48,12 @@ export class UnixTransport implements Transport {
     if (this.socketClosed) this.deliverClose();
   }
 
+  setReading(on: boolean): void {
+    if (this.ended) return;
+    if (on) this.socket.resume();
+    else this.socket.pause();
+  }
+
   /**
    * The first write of a tick goes out at once (lowest latency for a lone request or reply);
    * further writes in the same tick are corked and leave together in one writev on nextTick.

@@ -36,6 +36,7 @@ class ReplyCutter {
     let cutNext = false;
     const self = this;
     return {
+      setReading: (on) => t.setReading(on),
       start(sink) {
         t.start({
           data: (chunk) => {

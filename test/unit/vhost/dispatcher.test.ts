@@ -3,6 +3,7 @@ import {
   BackendDispatcher, createMemoryPair, FrontendMessages, ProtocolFeature, MAX_REQUEST_PAYLOAD, REPLY_FLAGS,
   VHOST_USER_F_PROTOCOL_FEATURES, type HandlerTable,
 } from '../../../vhost/index.js';
+import { MAX_HELD_REPLIES } from '../../../vhost/roles/dispatcher.js';
 import { VsvaError, Errno } from '../../../src/errors.js';
 import { RawPeer, status } from './raw-peer.js';
 
@@ -168,6 +169,35 @@ describe('back-end dispatcher: replies in request order while handlers are pendi
     expect(order).toEqual(['dma start', 'alloc 7', 'page response', 'alloc 8', 'dma done']);
     expect(r.slice(1).map((m) => m.request)).toEqual([0x10f, 0x109, 0x10e, 0x109]);
     expect(r.slice(1).map(status)).toEqual([0, 0, 0, 0]);
+  });
+});
+
+describe('back-end dispatcher: back-pressure while replies are held back', () => {
+  it('stops reading past MAX_HELD_REPLIES owed replies and resumes, in order, once the pending one completes', async () => {
+    let release!: () => void;
+    const { be, peer } = setup({
+      DEVICE_DMA: async () => {
+        await new Promise<void>((r) => (release = r));
+        return { status: 0, reason: 0, flags: 0, pasid: 0, fault_addr: 0n };
+      },
+      PASID_ALLOC: (r) => ({ pasid: r.min }),
+    });
+    await negotiate(peer);
+    const dma = Buffer.alloc(32);
+    dma.writeUInt32LE(8, 12); // READ 8 bytes
+    peer.send(0x10f, NEED, dma);
+    const extra = MAX_HELD_REPLIES * 2;
+    for (let i = 1; i <= extra; i++) peer.send(0x109, NEED, pasidRange(i, i));
+    await new Promise((r) => setTimeout(r, 20));
+    // Reading stopped once the owed replies passed the cap: not all requests were taken in.
+    expect(be.dispatcher.paused).toBe(true);
+    expect(be.dispatcher.received).toBeLessThan(1 + 1 + extra);
+    expect(be.dispatcher.pendingReplies).toBeLessThanOrEqual(MAX_HELD_REPLIES + 1);
+    release();
+    const r = await peer.waitFor(1 + 1 + extra);
+    expect(be.dispatcher.paused).toBe(false);
+    expect(r[1]!.request).toBe(0x10f);
+    expect(r.slice(2).map((m) => m.payload.readUInt32LE(8))).toEqual(Array.from({ length: extra }, (_, i) => i + 1));
   });
 });
 
