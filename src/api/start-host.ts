@@ -37,6 +37,8 @@ export interface StartHostExtraOptions {
   graceMs?: number;
   pageRequestTimeoutMs?: number;
   maxPendingPageRequests?: number;
+  /** VMs the host accepts before VM_SETUP fails with ENOSPC. */
+  maxVms?: number;
 }
 
 const READY_TIMEOUT_MS = 30_000;
@@ -65,6 +67,7 @@ async function startInProcess(
   if (opts.graceMs !== undefined) serverOpts.graceMs = opts.graceMs;
   if (opts.pageRequestTimeoutMs !== undefined) serverOpts.pageRequestTimeoutMs = opts.pageRequestTimeoutMs;
   if (opts.maxPendingPageRequests !== undefined) serverOpts.maxPendingPageRequests = opts.maxPendingPageRequests;
+  if (opts.maxVms !== undefined) serverOpts.maxVms = opts.maxVms;
   const server = new HostServer(serverOpts);
   await server.listen(socket);
   let monitor: MonitorHandle | null = null;
@@ -112,6 +115,7 @@ async function startChild(
   if (opts.graceMs !== undefined) args.push('--grace-ms', String(opts.graceMs));
   if (opts.pageRequestTimeoutMs !== undefined) args.push('--page-request-timeout-ms', String(opts.pageRequestTimeoutMs));
   if (opts.maxPendingPageRequests !== undefined) args.push('--max-page-requests', String(opts.maxPendingPageRequests));
+  if (opts.maxVms !== undefined) args.push('--max-vms', String(opts.maxVms));
   const child = spawn(process.execPath, args, { stdio: ['pipe', 'pipe', 'inherit'] });
   const ready = await waitReady(child);
   const exited = new Promise<void>((resolve) => {

@@ -10,7 +10,7 @@ import * as path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import type { CommandModule } from 'yargs';
 import { logger } from '../../log.js';
-import { HostServer, DEFAULT_GRACE_MS } from '../../../host/server/index.js';
+import { HostServer, DEFAULT_GRACE_MS, DEFAULT_MAX_VMS } from '../../../host/server/index.js';
 import { DEFAULT_MAX_PENDING_PAGE_REQUESTS, DEFAULT_PAGE_REQUEST_TIMEOUT_MS } from '../../../host/devices/page-requests.js';
 import { startMonitor, type MonitorHandle } from '../../../host/monitor/index.js';
 
@@ -23,6 +23,7 @@ interface Args {
   'grace-ms': number;
   'page-request-timeout-ms': number;
   'max-page-requests': number;
+  'max-vms': number;
   'exit-on-stdin-close': boolean;
 }
 
@@ -43,6 +44,7 @@ export const hostCommand: CommandModule<object, Args> = {
       .option('grace-ms', { type: 'number', default: DEFAULT_GRACE_MS, describe: "keep a disconnected VM's state this long for a reconnect with its token (0: release at once)" })
       .option('page-request-timeout-ms', { type: 'number', default: DEFAULT_PAGE_REQUEST_TIMEOUT_MS, describe: 'how long a device waits for a PAGE_RESPONSE' })
       .option('max-page-requests', { type: 'number', default: DEFAULT_MAX_PENDING_PAGE_REQUESTS, describe: 'outstanding page requests per VM before DMA fails with EAGAIN' })
+      .option('max-vms', { type: 'number', default: DEFAULT_MAX_VMS, describe: 'VMs (connected or in their grace period) before VM_SETUP fails with ENOSPC' })
       .option('exit-on-stdin-close', { type: 'boolean', default: false, describe: 'shut down when stdin ends (for a supervising parent)' }) as never,
   handler: async (args) => {
     const socket = args.socket ?? defaultSocketPath();
@@ -51,6 +53,7 @@ export const hostCommand: CommandModule<object, Args> = {
       graceMs: args['grace-ms'],
       pageRequestTimeoutMs: args['page-request-timeout-ms'],
       maxPendingPageRequests: args['max-page-requests'],
+      maxVms: args['max-vms'],
     });
     await server.listen(socket);
     let monitor: MonitorHandle | null = null;
