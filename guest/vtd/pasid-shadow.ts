@@ -6,7 +6,7 @@
  *
  * | guest entry                         | host                                                      |
  * |-------------------------------------|-----------------------------------------------------------|
- * | PGTT 1 (first level)                | BIND_GPASID nested over domain 0, hpasid = gpasid          |
+ * | PGTT 1 (first level)                | BIND_GPASID nested over domain 0 (hpasid: see PASIDs below) |
  * | PGTT 4 (pass-through)               | ATTACH rid+pasid, host PGTT 4, domain 0 (the GPA domain)   |
  * | PGTT 2 (second level)               | DOMAIN_ALLOC + DMA_MAP of the guest SL leaves, ATTACH PGTT 2 |
  * | PGTT 3, reserved bits, bad FLPM/AW  | nothing bound; use faults with 0x5a / 0x5b (guest-visible)  |

@@ -55,14 +55,11 @@ export interface HostServerOptions {
   maxVms?: number;
 }
 
-/** JSON text of KVM's table (what JSON.stringify gives, written directly: numbers only). */
+/** JSON text of KVM's table: what JSON.stringify gives, written directly (numbers only). */
 function kvmJson(entries: readonly KvmEntry[]): string {
-  let s = '[';
-  for (let i = 0; i < entries.length; i++) {
-    const e = entries[i]!;
-    s += `${i === 0 ? '' : ','}{"gpasid":${e.gpasid},"hpasid":${e.hpasid}}`;
-  }
-  return s + ']';
+  const parts = new Array<string>(entries.length);
+  for (let i = 0; i < entries.length; i++) parts[i] = `{"gpasid":${entries[i]!.gpasid},"hpasid":${entries[i]!.hpasid}}`;
+  return `[${parts.join(',')}]`;
 }
 
 function zeroCounters(): CounterSet {
