@@ -29,8 +29,10 @@ import {
   MAX_PAGE_ROWS,
   MAX_SUBSCRIPTIONS,
   PROTOCOL_VERSION,
+  REFRESH_TIMING_WINDOW,
   parseClientMessage,
   type ClientMessage,
+  type RefreshTiming,
   type ServerMessage,
   type Subscription,
 } from './protocol.js';
@@ -160,9 +162,22 @@ export class MonitorHub {
     this.clients.clear();
   }
 
+  /** Durations (ms) of the last refreshes, oldest first. */
+  private readonly refreshMs: number[] = [];
+
+  /** The hub's own timing of its snapshot refreshes (answered in pong). */
+  refreshTiming(): RefreshTiming {
+    const n = this.refreshMs.length;
+    if (n === 0) return { count: 0, last: null, min: null, median: null, max: null };
+    const sorted = [...this.refreshMs].sort((a, b) => a - b);
+    const median = n % 2 ? sorted[(n - 1) / 2]! : (sorted[n / 2 - 1]! + sorted[n / 2]!) / 2;
+    return { count: n, last: this.refreshMs[n - 1]!, min: sorted[0]!, median, max: sorted[n - 1]! };
+  }
+
   private async refresh(): Promise<void> {
     let snap: HostSnapshot;
     let stats: MonitorStats | undefined;
+    const t0 = performance.now();
     try {
       snap = await this.source.snapshot();
       stats = this.source.stats ? this.source.stats() : this.counters?.stats();
@@ -175,6 +190,8 @@ export class MonitorHub {
     this.vmByName = new Map(snap.vms.map((vm) => [vm.name, vm]));
     this.pageCache.clear();
     this.summaryBody = JSON.stringify(buildSummary(snap, stats));
+    this.refreshMs.push(performance.now() - t0);
+    if (this.refreshMs.length > REFRESH_TIMING_WINDOW) this.refreshMs.shift();
     for (const c of this.clients) {
       this.sendSummary(c, this.summaryBody);
       this.sendPages(c, c.subs);
@@ -259,7 +276,7 @@ export class MonitorHub {
   private handle(c: Client, msg: ClientMessage): void {
     switch (msg.type) {
       case 'ping':
-        c.sendMessage({ type: 'pong', id: msg.id });
+        c.sendMessage({ type: 'pong', id: msg.id, refresh: this.refreshTiming() });
         return;
       case 'subscribe': {
         const kept = new Set(msg.vms.map((s) => s.name));

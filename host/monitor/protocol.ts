@@ -15,7 +15,9 @@
  *   subscribe { vms: [{ name, offset?, limit? }] }   replace the set of VMs whose PASID table the
  *                                                     client wants (≤ MAX_SUBSCRIPTIONS; [] = none)
  *   control   { id?, action, vm?, token? }           a control action (token required)
- *   ping      { id? }                                 answered with pong { id }
+ *   ping      { id? }                                 answered with pong { id, refresh }: refresh is
+ *                                                     the hub's own timing of its last snapshots
+ *                                                     (HostSnapshot + summary build, ms)
  *
  * Errors (errno names as in src/errors.ts): EINVAL malformed message or field, E2BIG too many
  * subscriptions / rows, EPERM control on a read-only monitor, EACCES bad or missing token,
@@ -94,8 +96,21 @@ export type ServerMessage =
   | { type: 'events'; events: TraceEvent[]; dropped: number }
   | { type: 'control-result'; id: number | null; ok: true; result: unknown }
   | { type: 'control-result'; id: number | null; ok: false; code: ErrnoName; message: string }
-  | { type: 'pong'; id: number | null }
+  | { type: 'pong'; id: number | null; refresh: RefreshTiming }
   | { type: 'error'; code: ErrnoName; message: string };
+
+/** How long the hub's snapshot refreshes took (ms): source.snapshot() + stats + summary JSON. */
+export interface RefreshTiming {
+  /** Refreshes timed (the last REFRESH_TIMING_WINDOW at most). */
+  count: number;
+  last: number | null;
+  min: number | null;
+  median: number | null;
+  max: number | null;
+}
+
+/** Refreshes the pong's timing covers. */
+export const REFRESH_TIMING_WINDOW = 32;
 
 export interface Subscription {
   name: string;

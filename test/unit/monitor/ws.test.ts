@@ -165,6 +165,23 @@ describe('dashboard WebSocket: state', () => {
   });
 });
 
+describe('dashboard WebSocket: refresh timing', () => {
+  it("pong reports the hub's own snapshot refresh timing", async () => {
+    const m = await serve(new FakeSource());
+    const c = await client(m);
+    c.send({ type: 'ping', id: 1 });
+    const first = await c.next('pong');
+    await c.next('summary');
+    c.send({ type: 'ping', id: 2 });
+    const pong = await c.next('pong');
+    expect(pong.id).toBe(2);
+    expect(pong.refresh.count).toBeGreaterThanOrEqual(1);
+    expect(pong.refresh.count).toBeGreaterThanOrEqual(first.refresh.count);
+    expect(pong.refresh.median).toBeGreaterThanOrEqual(0);
+    expect(pong.refresh.max).toBeGreaterThanOrEqual(pong.refresh.median);
+  });
+});
+
 describe('dashboard WebSocket: validation', () => {
   it('answers a malformed message with an error and stays usable', async () => {
     const m = await serve(new FakeSource());
