@@ -12,6 +12,7 @@ import { startHost, type StartedHost } from '../../src/api/start-host.js';
 import { startGuest, type StartedGuest } from '../../src/api/start-guest.js';
 import { startSvaGuest, type SvaGuest } from '../../guest/workload/index.js';
 import { runDmaJob } from '../../guest/workload/dma-jobs.js';
+import type { GuestHandle } from '../../src/api/types.js';
 
 const CHROMIUM = '/usr/bin/chromium';
 const ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'];
@@ -31,8 +32,11 @@ describe('dashboard of a running host with a VT-d and a virtio-iommu VM', () => 
     const p = await g.createProcess(name);
     await g.mapPages(p, 0x4000_0000n, 2);
     const id = await g.bind(p, BDF, pasid);
-    const r = await runDmaJob({ dma: (bdf, req) => g.handle.dma(bdf, req), bdf: BDF, pasid: id }, { op: 'fill', addr: 0x4000_0000n, length: 8192, value: 0x42 });
+    const target = { dma: (bdf: string, req: Parameters<GuestHandle['dma']>[1]) => g.handle.dma(bdf, req), bdf: BDF, pasid: id };
+    const r = await runDmaJob(target, { op: 'fill', addr: 0x4000_0000n, length: 8192, value: 0x42 });
     expect(r.ok).toBe(true);
+    // Read it back a few times: the first access to each page misses the IOTLB, later ones hit.
+    for (let i = 0; i < 3; i++) expect((await runDmaJob(target, { op: 'read', addr: 0x4000_0000n, length: 8192 })).ok).toBe(true);
     return id;
   }
 
@@ -105,6 +109,8 @@ describe('dashboard of a running host with a VT-d and a virtio-iommu VM', () => 
     await expect.poll(() => rows.count()).toBe(2);
 
     await page.locator('[data-testid=event-row]').first().waitFor();
+    // The host's IOTLB counters reach the page: 2 misses then 6 hits per process → a real ratio.
+    await expect.poll(() => page.getByTestId('counter-iotlb').textContent(), { timeout: 5000 }).toMatch(/^(?!0\.0%)\d+\.\d%$/);
     await page.waitForTimeout(1500); // let a chart sample or two land for the screenshot
     mkdirSync('artifacts', { recursive: true });
     await page.screenshot({ path: SCREENSHOT, fullPage: true });
