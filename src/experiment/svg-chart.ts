@@ -22,6 +22,8 @@ export interface LineChartSpec {
   series: readonly Series[];
   xLog?: boolean;
   yLog?: boolean;
+  /** The x values are counts: only whole-number ticks (linear axes only). */
+  xInteger?: boolean;
   /** Force the y axis to start at 0 (linear axes only; default true). */
   yFromZero?: boolean;
   width?: number;
@@ -103,14 +105,18 @@ interface Axis {
   map(v: number): number;
 }
 
-function linearAxis(values: number[], from: number, to: number, fromZero: boolean): Axis {
+function linearAxis(values: number[], from: number, to: number, fromZero: boolean, integer = false): Axis {
   let lo = Math.min(...values);
   let hi = Math.max(...values);
   if (fromZero) {
     lo = Math.min(0, lo);
     hi = Math.max(0, hi);
   }
-  const ticks = niceTicks(lo, hi);
+  let ticks = niceTicks(lo, hi);
+  if (integer) {
+    const whole = ticks.filter(Number.isInteger);
+    ticks = whole.length >= 2 ? whole : [Math.floor(lo), Math.max(Math.ceil(hi), Math.floor(lo) + 1)];
+  }
   const t0 = ticks[0]!;
   const t1 = ticks[ticks.length - 1]!;
   return { ticks, map: (v) => from + ((v - t0) / (t1 - t0)) * (to - from) };
@@ -129,7 +135,7 @@ function num(v: number): string {
   return String(Math.round(v * 10) / 10);
 }
 
-function frame(width: number, height: number, title: string, xLabel: string, yLabel: string, plotBottom: number): string[] {
+function frame(width: number, height: number, title: string, xLabel: string, yLabel: string, plotBottom: number, plotRightX: number): string[] {
   const out: string[] = [];
   out.push(`<?xml version="1.0" encoding="UTF-8"?>`);
   out.push(`<svg xmlns="http://www.w3.org/2000/svg" version="1.1" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" role="img">`);
@@ -137,7 +143,7 @@ function frame(width: number, height: number, title: string, xLabel: string, yLa
   out.push(`<rect x="0" y="0" width="${width}" height="${height}" fill="#ffffff"/>`);
   out.push(`<text class="title" x="${width / 2}" y="24" text-anchor="middle" ${FONT} font-size="16" font-weight="bold">${escapeXml(title)}</text>`);
   const px0 = MARGIN.left;
-  const px1 = width - MARGIN.right;
+  const px1 = plotRightX;
   out.push(`<text class="x-label" x="${num((px0 + px1) / 2)}" y="${num(plotBottom + 44)}" text-anchor="middle" ${FONT} font-size="13">${escapeXml(xLabel)}</text>`);
   const cy = (MARGIN.top + plotBottom) / 2;
   out.push(`<text class="y-label" x="18" y="${num(cy)}" text-anchor="middle" transform="rotate(-90 18 ${num(cy)})" ${FONT} font-size="13">${escapeXml(yLabel)}</text>`);
@@ -156,9 +162,19 @@ function yAxisMarks(out: string[], y: Axis, x0: number, x1: number, top: number,
   out.push(`</g>`);
 }
 
-function legend(out: string[], names: readonly string[], x1: number, top: number, marker: 'line' | 'box'): void {
-  const w = Math.max(...names.map((n) => n.length)) * 6.6 + 34;
-  const x = x1 - w - 6;
+function legendWidth(names: readonly string[]): number {
+  return Math.max(...names.map((n) => n.length)) * 6.6 + 34;
+}
+
+/** Right edge of the plot area: the legend sits to its right, outside the data. */
+function plotRight(width: number, names: readonly string[]): number {
+  return width - MARGIN.right - legendWidth(names) - 16;
+}
+
+/** The legend, right-aligned at `right` (outside the plot area). */
+function legend(out: string[], names: readonly string[], right: number, top: number, marker: 'line' | 'box'): void {
+  const w = legendWidth(names);
+  const x = right - w;
   out.push(`<g class="legend">`);
   out.push(`<rect x="${num(x)}" y="${top + 4}" width="${num(w)}" height="${names.length * LEGEND_ROW + 8}" fill="#ffffff" fill-opacity="0.85" stroke="#bbb"/>`);
   names.forEach((n, i) => {
@@ -173,7 +189,7 @@ function legend(out: string[], names: readonly string[], x1: number, top: number
 
 /** A line chart with one polyline (and point markers) per series. */
 export function lineChart(spec: LineChartSpec): string {
-  const width = spec.width ?? 720;
+  const width = spec.width ?? 900;
   const height = spec.height ?? 420;
   if (spec.series.length === 0) fail('EINVAL', `chart '${spec.title}' has no series`);
   const ok = (p: readonly [number, number]): boolean =>
@@ -181,14 +197,14 @@ export function lineChart(spec: LineChartSpec): string {
   const pts = spec.series.flatMap((s) => s.points.filter(ok));
   if (pts.length === 0) fail('EINVAL', `chart '${spec.title}' has no finite point`);
   const x0 = MARGIN.left;
-  const x1 = width - MARGIN.right;
+  const x1 = plotRight(width, spec.series.map((s) => s.name));
   const top = MARGIN.top;
   const bottom = height - MARGIN.bottom;
   const xs = pts.map((p) => p[0]);
   const ys = pts.map((p) => p[1]);
-  const x = spec.xLog ? logAxis(xs, x0, x1) : linearAxis(xs, x0, x1, false);
+  const x = spec.xLog ? logAxis(xs, x0, x1) : linearAxis(xs, x0, x1, false, spec.xInteger === true);
   const y = spec.yLog ? logAxis(ys, bottom, top) : linearAxis(ys, bottom, top, spec.yFromZero ?? true);
-  const out = frame(width, height, spec.title, spec.xLabel, spec.yLabel, bottom);
+  const out = frame(width, height, spec.title, spec.xLabel, spec.yLabel, bottom, x1);
   yAxisMarks(out, y, x0, x1, top, bottom);
   out.push(`<g class="x-axis">`);
   for (const t of x.ticks) {
@@ -220,14 +236,14 @@ export function lineChart(spec: LineChartSpec): string {
     flush();
     out.push(`</g>`);
   });
-  legend(out, spec.series.map((s) => s.name), x1, top, 'line');
+  legend(out, spec.series.map((s) => s.name), width - MARGIN.right, top, 'line');
   out.push(`</svg>`);
   return out.join('\n') + '\n';
 }
 
 /** A grouped bar chart: one group per category, one bar per series inside it. */
 export function barChart(spec: BarChartSpec): string {
-  const width = spec.width ?? 720;
+  const width = spec.width ?? 900;
   const height = spec.height ?? 420;
   if (spec.categories.length === 0) fail('EINVAL', `chart '${spec.title}' has no categories`);
   if (spec.series.length === 0) fail('EINVAL', `chart '${spec.title}' has no series`);
@@ -238,12 +254,12 @@ export function barChart(spec: BarChartSpec): string {
   const vals = spec.series.flatMap((s) => s.values.filter((v) => Number.isFinite(v) && (!spec.yLog || v > 0)));
   if (vals.length === 0) fail('EINVAL', `chart '${spec.title}' has no finite value`);
   const x0 = MARGIN.left;
-  const x1 = width - MARGIN.right;
+  const x1 = plotRight(width, spec.series.map((s) => s.name));
   const top = MARGIN.top;
   const bottom = height - MARGIN.bottom;
   const y = spec.yLog ? logAxis(vals, bottom, top) : linearAxis(vals, bottom, top, true);
   const base = spec.yLog ? bottom : y.map(0);
-  const out = frame(width, height, spec.title, spec.xLabel, spec.yLabel, bottom);
+  const out = frame(width, height, spec.title, spec.xLabel, spec.yLabel, bottom, x1);
   yAxisMarks(out, y, x0, x1, top, bottom);
   const groupW = (x1 - x0) / spec.categories.length;
   const barW = (groupW * 0.8) / spec.series.length;
@@ -268,7 +284,7 @@ export function barChart(spec: BarChartSpec): string {
     });
     out.push(`</g>`);
   });
-  legend(out, spec.series.map((s) => s.name), x1, top, 'box');
+  legend(out, spec.series.map((s) => s.name), width - MARGIN.right, top, 'box');
   out.push(`</svg>`);
   return out.join('\n') + '\n';
 }

@@ -51,18 +51,21 @@ export function buildCharts(r: AllocResults): Record<string, string> {
     charts['bind-latency-vs-vms.svg'] = lineChart({
       title: `Bind latency p50 vs concurrent VMs (${maxPasids} PASIDs per VM)`,
       xLabel: 'concurrent VMs (count)',
+      xInteger: true,
       yLabel: 'bind latency p50 (µs)',
       series: s((x) => x.bind_p50_us),
     });
     charts['alloc-latency-vs-vms.svg'] = lineChart({
       title: `Allocation latency p50 vs concurrent VMs (${maxPasids} PASIDs per VM)`,
       xLabel: 'concurrent VMs (count)',
+      xInteger: true,
       yLabel: 'allocation latency p50 (µs)',
       series: s((x) => x.alloc_p50_us),
     });
     charts['throughput-vs-vms.svg'] = lineChart({
       title: `Set-up throughput vs concurrent VMs (${maxPasids} PASIDs per VM)`,
       xLabel: 'concurrent VMs (count)',
+      xInteger: true,
       yLabel: 'PASIDs allocated and bound (per second, all VMs)',
       series: s((x) => x.throughput_per_s),
     });

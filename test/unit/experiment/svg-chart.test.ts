@@ -84,6 +84,14 @@ describe('lineChart', () => {
     // series 2 has points 1 and 3 only, each alone: no polyline drawn for it; series 1 has one.
     expect(x.elements.filter((e) => e.name === 'polyline')).toHaveLength(1);
   });
+  it('labels a count axis with whole numbers only', () => {
+    const s = lineChart({ title: 'n', xLabel: 'VMs (count)', yLabel: 'µs', xInteger: true, series: [{ name: 'a', points: [[1, 5], [2, 7]] }] });
+    const labels = parseXml(s).texts;
+    expect(labels).toEqual(expect.arrayContaining(['1', '2']));
+    expect(labels).not.toContain('1.2'); // what a plain linear axis over 1..2 would show
+    const plain = parseXml(lineChart({ title: 'n', xLabel: 'x', yLabel: 'µs', series: [{ name: 'a', points: [[1, 5], [2, 7]] }] })).texts;
+    expect(plain).toContain('1.2');
+  });
   it('supports log axes', () => {
     const s = lineChart({ title: 'cdf', xLabel: 'latency (µs)', yLabel: 'fraction', xLog: true, series: [{ name: 'a', points: [[5, 0.1], [500, 1]] }] });
     const x = parseXml(s);
