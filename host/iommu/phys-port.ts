@@ -193,24 +193,16 @@ export class PhysPort {
 
   private select(rs: readonly HostRegion[], hpa: number, length: number): RegionView | null {
     if (!Number.isSafeInteger(hpa) || hpa < 0) return null;
-    let lo = 0;
-    let hi = rs.length - 1;
-    while (lo <= hi) {
-      const mid = (lo + hi) >> 1;
-      const r = rs[mid]!;
-      if (hpa < r.hpa) hi = mid - 1;
-      else if (hpa >= r.hpa + r.size) lo = mid + 1;
-      else {
-        if (hpa + length > r.hpa + r.size) return null;
-        let v = this.views.get(r);
-        if (v === undefined) {
-          v = new RegionView(r, r.backing);
-          this.views.set(r, v);
-        }
-        v.idx = mid;
-        return v;
-      }
+    const i = this.mem.indexOf(hpa);
+    if (i < 0) return null;
+    const r = rs[i]!;
+    if (hpa + length > r.hpa + r.size) return null;
+    let v = this.views.get(r);
+    if (v === undefined) {
+      v = new RegionView(r, r.backing);
+      this.views.set(r, v);
     }
-    return null;
+    v.idx = i;
+    return v;
   }
 }

@@ -56,10 +56,11 @@ export class HostMemory implements PhysAccess {
     return this.regions;
   }
 
-  /** The region holding [hpa, hpa+length), or EFAULT. */
-  regionFor(hpa: number, length: number): HostRegion {
-    const l = this.last;
-    if (l !== undefined && hpa >= l.hpa && hpa + length <= l.hpa + l.size) return l;
+  /**
+   * Index in listRegions() of the region that contains `hpa`, or -1 (the regions are sorted and
+   * do not overlap: a binary search). Whether [hpa, hpa+length) fits in it is the caller's check.
+   */
+  indexOf(hpa: number): number {
     const rs = this.regions;
     let lo = 0;
     let hi = rs.length - 1;
@@ -68,13 +69,21 @@ export class HostMemory implements PhysAccess {
       const r = rs[mid]!;
       if (hpa < r.hpa) hi = mid - 1;
       else if (hpa >= r.hpa + r.size) lo = mid + 1;
-      else {
-        checkRange(hpa - r.hpa, length, r.size, `host memory region '${r.name}'`);
-        this.last = r;
-        return r;
-      }
+      else return mid;
     }
-    fail('EFAULT', `host physical address 0x${hpa.toString(16)} (+${length}) is not backed by any region`);
+    return -1;
+  }
+
+  /** The region holding [hpa, hpa+length), or EFAULT. */
+  regionFor(hpa: number, length: number): HostRegion {
+    const l = this.last;
+    if (l !== undefined && hpa >= l.hpa && hpa + length <= l.hpa + l.size) return l;
+    const i = this.indexOf(hpa);
+    if (i < 0) fail('EFAULT', `host physical address 0x${hpa.toString(16)} (+${length}) is not backed by any region`);
+    const r = this.regions[i]!;
+    checkRange(hpa - r.hpa, length, r.size, `host memory region '${r.name}'`);
+    this.last = r;
+    return r;
   }
 
   readU8(hpa: number): number {
