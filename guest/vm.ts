@@ -264,23 +264,25 @@ export class GuestVm implements GuestHandle {
   // --- register window (qtest names) ---------------------------------------------------------
 
   /*
-   * The guest's vCPU and the VMM share one event loop here. A guest that polls a register in a
-   * tight `await readq()` loop (VCRSP.IP, a wait descriptor's status) must not starve the host
-   * replies it is waiting for, so a read yields to pending I/O first whenever a host request is
-   * in flight. With nothing in flight a read costs no extra turn of the loop.
+   * The guest's vCPU and the VMM share one event loop here, so a guest that polls in a tight
+   * loop must not starve the host replies it is waiting for. A register access costs no extra
+   * turn of the loop (an idle serial queue runs it at once); a VCRSP read while a virtual command
+   * is in flight is held until the command completes (bounded: guest/vtd/virtual-commands.ts),
+   * so polling VCRSP.IP needs no yield; a guest-memory read (a wait descriptor's status) yields
+   * to pending I/O first whenever a host request is in flight (memread).
    */
   readl(offset: number): Promise<number> {
     checkOffset(offset, 4);
     return this.queue.run(() => {
       const v = this.model.mmioRead(offset, 4);
-      return typeof v === 'bigint' ? Number(v & 0xffff_ffffn) : v.then((x) => Number(x & 0xffff_ffffn));
+      return typeof v === 'bigint' ? low32(v) : v.then(low32);
     });
   }
   readq(offset: number): Promise<bigint> {
     checkOffset(offset, 8);
     return this.queue.run(() => {
       const v = this.model.mmioRead(offset, 8);
-      return typeof v === 'bigint' ? BigInt.asUintN(64, v) : v.then((x) => BigInt.asUintN(64, x));
+      return typeof v === 'bigint' ? BigInt.asUintN(64, v) : v.then(u64);
     });
   }
   writel(offset: number, value: number): Promise<void> {
@@ -297,7 +299,7 @@ export class GuestVm implements GuestHandle {
   // --- guest physical memory -----------------------------------------------------------------
 
   async memread(gpa: bigint, length: number): Promise<Uint8Array> {
-    // Same rule as register reads: a polling guest must let in-flight host replies land.
+    // A guest polling guest memory must let in-flight host replies land.
     if (this.client.outstanding > 0) await yieldToIo();
     return this.ram.read(toGpa(gpa), length);
   }
@@ -353,6 +355,16 @@ export class GuestVm implements GuestHandle {
 }
 
 const ZERO_TOKEN = new Uint8Array(16);
+
+/** A register value as the guest's 32-bit read returns it. */
+function low32(v: bigint): number {
+  return Number(v & 0xffff_ffffn);
+}
+
+/** A register value as the guest's 64-bit read returns it. */
+function u64(v: bigint): bigint {
+  return BigInt.asUintN(64, v);
+}
 
 function yieldToIo(): Promise<void> {
   return new Promise((resolve) => setImmediate(resolve));

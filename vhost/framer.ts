@@ -9,7 +9,7 @@
  * broken; the owner closes the connection.
  */
 import { VsvaError } from '../src/errors.js';
-import { VHOST_USER_HDR_SIZE, checkHeaderFlagsAndSize } from './header.js';
+import { VHOST_USER_HDR_SIZE, checkHeaderFlagsAndSize, readU32 } from './header.js';
 
 export type FrameSink = (request: number, flags: number, payload: Buffer) => void;
 
@@ -46,9 +46,9 @@ export class Framer {
         this.need = VHOST_USER_HDR_SIZE;
         break;
       }
-      const request = buf.readUInt32LE(off);
-      const flags = buf.readUInt32LE(off + 4);
-      const size = buf.readUInt32LE(off + 8);
+      const request = readU32(buf, off);
+      const flags = readU32(buf, off + 4);
+      const size = readU32(buf, off + 8);
       try {
         checkHeaderFlagsAndSize(flags, size, this.maxPayload);
       } catch (e) {

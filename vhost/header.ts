@@ -37,12 +37,29 @@ export interface MessageHeader {
   size: number;
 }
 
-/** Write a header at `off` of `buf`. */
+/**
+ * Write a header at `off` of `buf` (each field as its low 32 bits, little-endian). Plain byte
+ * stores: every message on both sides passes here.
+ */
 export function writeHeader(buf: Uint8Array, off: number, request: number, flags: number, size: number): void {
-  const b = buf as Buffer;
-  b.writeUInt32LE(request >>> 0, off);
-  b.writeUInt32LE(flags >>> 0, off + 4);
-  b.writeUInt32LE(size >>> 0, off + 8);
+  if (!(off >= 0 && off + VHOST_USER_HDR_SIZE <= buf.length)) throw new RangeError(`header at offset ${off} does not fit ${buf.length} bytes`);
+  buf[off] = request;
+  buf[off + 1] = request >>> 8;
+  buf[off + 2] = request >>> 16;
+  buf[off + 3] = request >>> 24;
+  buf[off + 4] = flags;
+  buf[off + 5] = flags >>> 8;
+  buf[off + 6] = flags >>> 16;
+  buf[off + 7] = flags >>> 24;
+  buf[off + 8] = size;
+  buf[off + 9] = size >>> 8;
+  buf[off + 10] = size >>> 16;
+  buf[off + 11] = size >>> 24;
+}
+
+/** The u32 at `off` (little-endian; the caller has checked that 4 bytes exist). */
+export function readU32(buf: Uint8Array, off: number): number {
+  return (buf[off]! | (buf[off + 1]! << 8) | (buf[off + 2]! << 16)) + buf[off + 3]! * 0x100_0000;
 }
 
 /** Encode a header into a fresh 12-byte buffer. */

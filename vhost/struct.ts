@@ -7,6 +7,16 @@
  * Validation follows the protocol's errno glossary (errno.ts): a value outside a field's
  * documented range or enum → EINVAL; a non-zero reserved field or an unknown flag bit →
  * EOPNOTSUPP. Sizes are checked by the message codecs (messages/codec.ts).
+ *
+ * Every message goes through these codecs on both sides, so each Struct is compiled once, when
+ * it is declared, into a straight-line encoder and decoder for its own fields (generated with
+ * `new Function` from the field table only: offsets, sizes and limits are numbers, names are
+ * quoted as string literals; nothing from the wire or from callers reaches the generated
+ * source). They test exactly the conditions of the per-field walk, in the same field order,
+ * and on any failure hand the field to the walk's own check, so errnos and messages are the
+ * walk's. The walk itself stays as `encodeIntoGeneric` / `decodeGeneric`: the specification the
+ * compiled code is tested against (test/unit/vhost/struct-compiled.test.ts), and the path for
+ * an offset that leaves the buffer (the walk's RangeError).
  */
 import { fail } from '../src/errors.js';
 
@@ -69,6 +79,7 @@ const utf8 = new TextDecoder('utf-8', { fatal: true });
 export class Struct<T extends object> {
   readonly fields: readonly LaidOutField[];
   readonly size: number;
+  private readonly compiled: CompiledCodec<T>;
 
   constructor(
     readonly name: string,
@@ -82,10 +93,32 @@ export class Struct<T extends object> {
       return laid;
     });
     this.size = offset;
+    this.compiled = compileStruct<T>(this.fields, this.size, {
+      bad: (f, x) => this.bad(f, x),
+      check: (f, x) => this.checkValue(f, x),
+      reservedNotZero: (f) => fail('EOPNOTSUPP', `${this.name}: reserved bytes at offset ${f.offset} are not zero`),
+      encodeText: (buf, at, f, x) => this.encodeText(buf, at, f, x),
+      decodeText: (buf, at, f) => this.decodeText(buf, at, f),
+      encodeGeneric: (buf, off, v) => this.encodeIntoGeneric(buf, off, v),
+      decodeGeneric: (buf, off) => this.decodeGeneric(buf, off),
+    });
   }
 
   /** Write `v` at `off`; throws EINVAL for a value the field cannot hold. */
   encodeInto(buf: Buffer, off: number, v: T): void {
+    this.compiled.encode(buf, off, v);
+  }
+
+  /** Decode and validate the struct at `off` (the caller has checked that size bytes exist). */
+  decode(buf: Buffer, off: number): T {
+    return this.compiled.decode(buf, off);
+  }
+
+  /**
+   * The per-field walk behind encodeInto (same result, same errors): the reference the compiled
+   * encoder is tested against.
+   */
+  encodeIntoGeneric(buf: Buffer, off: number, v: T): void {
     const o = v as Record<string, unknown>;
     for (const f of this.fields) {
       const at = off + f.offset;
@@ -112,20 +145,14 @@ export class Struct<T extends object> {
         if (!(x instanceof Uint8Array) || x.length !== t.size) this.bad(f, x);
         buf.set(x as Uint8Array, at);
       } else {
-        const x = o[f.name];
-        if (typeof x !== 'string') this.bad(f, x);
-        if (Buffer.byteLength(x as string, 'utf8') > t.size - 1 || (x as string).includes('\0')) {
-          fail('EINVAL', `${this.name}.${f.name}: text must be at most ${t.size - 1} UTF-8 bytes without NUL`);
-        }
-        const n = buf.write(x as string, at, t.size, 'utf8');
-        buf.fill(0, at + n, at + t.size);
+        this.encodeText(buf, at, f, o[f.name]);
       }
       this.checkValue(f, o[f.name]);
     }
   }
 
-  /** Decode and validate the struct at `off` (the caller has checked that size bytes exist). */
-  decode(buf: Buffer, off: number): T {
+  /** The per-field walk behind decode (same result, same errors): the compiled decoder's reference. */
+  decodeGeneric(buf: Buffer, off: number): T {
     const o: Record<string, unknown> = {};
     for (const f of this.fields) {
       const at = off + f.offset;
@@ -146,20 +173,35 @@ export class Struct<T extends object> {
       } else if (t.kind === 'bytes') {
         o[f.name] = new Uint8Array(buf.subarray(at, at + t.size));
       } else {
-        const end = at + t.size;
-        let nul = buf.indexOf(0, at);
-        if (nul < 0 || nul >= end) fail('EINVAL', `${this.name}.${f.name}: text is not NUL-terminated within ${t.size} bytes`);
-        for (let i = nul; i < end; i++) {
-          if (buf[i] !== 0) fail('EOPNOTSUPP', `${this.name}.${f.name}: padding after the NUL terminator is not zero`);
-        }
-        try {
-          o[f.name] = utf8.decode(buf.subarray(at, nul));
-        } catch {
-          fail('EINVAL', `${this.name}.${f.name}: text is not valid UTF-8`);
-        }
+        o[f.name] = this.decodeText(buf, at, f);
       }
     }
     return o as T;
+  }
+
+  /** A cstr field: UTF-8, at most size-1 bytes, no NUL; NUL-padded. */
+  private encodeText(buf: Buffer, at: number, f: LaidOutField, x: unknown): void {
+    const size = f.size;
+    if (typeof x !== 'string') this.bad(f, x);
+    if (Buffer.byteLength(x as string, 'utf8') > size - 1 || (x as string).includes('\0')) {
+      fail('EINVAL', `${this.name}.${f.name}: text must be at most ${size - 1} UTF-8 bytes without NUL`);
+    }
+    const n = buf.write(x as string, at, size, 'utf8');
+    buf.fill(0, at + n, at + size);
+  }
+
+  private decodeText(buf: Buffer, at: number, f: LaidOutField): string {
+    const end = at + f.size;
+    const nul = buf.indexOf(0, at);
+    if (nul < 0 || nul >= end) fail('EINVAL', `${this.name}.${f.name}: text is not NUL-terminated within ${f.size} bytes`);
+    for (let i = nul; i < end; i++) {
+      if (buf[i] !== 0) fail('EOPNOTSUPP', `${this.name}.${f.name}: padding after the NUL terminator is not zero`);
+    }
+    try {
+      return utf8.decode(buf.subarray(at, nul));
+    } catch {
+      fail('EINVAL', `${this.name}.${f.name}: text is not valid UTF-8`);
+    }
   }
 
   private checkValue(f: LaidOutField, x: unknown): void {
@@ -180,6 +222,137 @@ export class Struct<T extends object> {
   private bad(f: LaidOutField, x: unknown): never {
     fail('EINVAL', `${this.name}.${f.name}: ${typeof x === 'bigint' ? `0x${x.toString(16)}` : String(x)} does not fit ${typeName(f.type)}`);
   }
+}
+
+/** A struct's generated encoder and decoder (method syntax: Struct<T> stays usable as Struct<object>). */
+interface CompiledCodec<T> {
+  encode(buf: Buffer, off: number, v: T): void;
+  decode(buf: Buffer, off: number): T;
+}
+
+/** What the generated code calls out to: the walk's own checks and messages, and the walk itself. */
+interface CompileHooks<T> {
+  /** The value does not fit the field's type (throws the walk's EINVAL). */
+  bad(f: LaidOutField, x: unknown): never;
+  /** The walk's mask / enum / max check (throws its error). */
+  check(f: LaidOutField, x: unknown): void;
+  reservedNotZero(f: LaidOutField): never;
+  encodeText(buf: Buffer, at: number, f: LaidOutField, x: unknown): void;
+  decodeText(buf: Buffer, at: number, f: LaidOutField): string;
+  encodeGeneric(buf: Buffer, off: number, v: T): void;
+  decodeGeneric(buf: Buffer, off: number): T;
+}
+
+const SCALAR_LIMITS: Record<Exclude<ScalarType, 'u64'>, [low: number, high: number]> = {
+  u8: [0, 0xff],
+  u16: [0, 0xffff],
+  u32: [0, 0xffff_ffff],
+  i32: [-0x8000_0000, 0x7fff_ffff],
+};
+
+/**
+ * The condition (JS source over `x`) under which the walk's checkValue rejects `x`, or null when
+ * the field has no mask, enum or max. Same tests as checkValue: number masks with 32-bit `&`,
+ * bigint masks with bigint `&`, `values` by identity, `max` by `>`.
+ */
+function valueCheckSource(f: LaidOutField, bigintValue: boolean): string | null {
+  const parts: string[] = [];
+  if (f.mask !== undefined) {
+    parts.push(bigintValue ? `(x & ${(~BigInt(f.mask)).toString()}n) !== 0n` : `(x & (${~Number(f.mask)})) !== 0`);
+  }
+  if (f.values !== undefined) {
+    for (const v of f.values) if (!Number.isFinite(v)) return 'true'; // never in our tables; let the walk decide
+    parts.push(f.values.length === 0 ? 'true' : `(${f.values.map((v) => `x !== ${v}`).join(' && ')})`);
+  }
+  if (f.max !== undefined) parts.push(Number.isFinite(f.max) ? `x > ${f.max}` : 'true');
+  return parts.length === 0 ? null : parts.join(' || ');
+}
+
+/** Little-endian byte stores of the number `x` (already range-checked) at `at + k`. */
+function storeBytes(n: number): string {
+  const out: string[] = ['buf[at] = x;'];
+  for (let k = 1; k < n; k++) out.push(`buf[at + ${k}] = x >>> ${8 * k};`);
+  return out.join(' ');
+}
+
+/** The compiled encoder and decoder of a laid-out struct (see the file comment). */
+function compileStruct<T>(fields: readonly LaidOutField[], size: number, hooks: CompileHooks<T>): CompiledCodec<T> {
+  const enc: string[] = [];
+  const dec: string[] = [];
+  const keys: string[] = [];
+  fields.forEach((f, i) => {
+    const fi = `F[${i}]`;
+    const key = JSON.stringify(f.name);
+    const t = f.type;
+    enc.push(`at = off + ${f.offset};`);
+    if (typeof t === 'string') {
+      const bigintValue = t === 'u64';
+      const cond = valueCheckSource(f, bigintValue);
+      // encode: type and range, store, then the value check (the walk's order)
+      enc.push(`x = v[${key}];`);
+      if (t === 'u64') {
+        enc.push(`if (typeof x !== 'bigint' || x < 0n || x > 0xffffffffffffffffn) H.bad(${fi}, x);`);
+        enc.push('lo = Number(x & 0xffffffffn); hi = Number(x >> 32n);');
+        enc.push('buf[at] = lo; buf[at + 1] = lo >>> 8; buf[at + 2] = lo >>> 16; buf[at + 3] = lo >>> 24;');
+        enc.push('buf[at + 4] = hi; buf[at + 5] = hi >>> 8; buf[at + 6] = hi >>> 16; buf[at + 7] = hi >>> 24;');
+      } else {
+        const [low, high] = SCALAR_LIMITS[t];
+        enc.push(`if (typeof x !== 'number' || !(x >= ${low} && x <= ${high}) || !Number.isInteger(x)) H.bad(${fi}, x);`);
+        enc.push(storeBytes(f.size));
+      }
+      if (cond !== null) enc.push(`if (${cond}) H.check(${fi}, x);`);
+      // decode: load, value check
+      const o = `off + ${f.offset}`;
+      const load =
+        t === 'u8' ? `buf[${o}]`
+        : t === 'u16' ? `buf[${o}] | (buf[${o} + 1] << 8)`
+        : t === 'u32' ? `(buf[${o}] | (buf[${o} + 1] << 8) | (buf[${o} + 2] << 16)) + buf[${o} + 3] * 0x1000000`
+        : t === 'i32' ? `buf[${o}] | (buf[${o} + 1] << 8) | (buf[${o} + 2] << 16) | (buf[${o} + 3] << 24)`
+        : `BigInt((buf[${o}] | (buf[${o} + 1] << 8) | (buf[${o} + 2] << 16)) + buf[${o} + 3] * 0x1000000) + (BigInt((buf[${o} + 4] | (buf[${o} + 5] << 8) | (buf[${o} + 6] << 16)) + buf[${o} + 7] * 0x1000000) << 32n)`;
+      dec.push(`const x${i} = ${load};`);
+      if (cond !== null) dec.push(`{ const x = x${i}; if (${cond}) H.check(${fi}, x); }`);
+      keys.push(`${key}: x${i}`);
+    } else if (t.kind === 'reserved') {
+      enc.push(t.size <= 16 ? Array.from({ length: t.size }, (_, k) => `buf[at + ${k}] = 0;`).join(' ') : `buf.fill(0, at, at + ${t.size});`);
+      const cond = valueCheckSource(f, false);
+      if (cond !== null) enc.push(`x = v[${key}]; if (${cond}) H.check(${fi}, x);`);
+      const o = `off + ${f.offset}`;
+      dec.push(
+        t.size <= 16
+          ? `if ((${Array.from({ length: t.size }, (_, k) => `buf[${o} + ${k}]`).join(' | ')}) !== 0) H.reservedNotZero(${fi});`
+          : `for (let k = ${o}, e = ${o} + ${t.size}; k < e; k++) if (buf[k] !== 0) H.reservedNotZero(${fi});`,
+      );
+    } else if (t.kind === 'bytes') {
+      enc.push(`x = v[${key}];`);
+      enc.push(`if (!(x instanceof Uint8Array) || x.length !== ${t.size}) H.bad(${fi}, x);`);
+      enc.push('buf.set(x, at);');
+      if (valueCheckSource(f, false) !== null) enc.push(`H.check(${fi}, x);`);
+      dec.push(`const x${i} = new Uint8Array(buf.subarray(off + ${f.offset}, off + ${f.offset + t.size}));`);
+      keys.push(`${key}: x${i}`);
+    } else {
+      enc.push(`x = v[${key}];`);
+      enc.push(`H.encodeText(buf, at, ${fi}, x);`);
+      if (valueCheckSource(f, false) !== null) enc.push(`H.check(${fi}, x);`);
+      dec.push(`const x${i} = H.decodeText(buf, off + ${f.offset}, ${fi});`);
+      keys.push(`${key}: x${i}`);
+    }
+  });
+  // An offset that is not a whole position with `size` bytes after it takes the walk (its RangeError).
+  const guard = `if (!(off >= 0 && off + ${size} <= buf.length) || off !== Math.floor(off))`;
+  const encodeSource = `return function encodeInto(buf, off, v) {
+  ${guard} return H.encodeGeneric(buf, off, v);
+  let at = 0, x, lo = 0, hi = 0;
+  ${enc.join('\n  ')}
+};`;
+  const decodeSource = `return function decode(buf, off) {
+  ${guard} return H.decodeGeneric(buf, off);
+  ${dec.join('\n  ')}
+  return { ${keys.join(', ')} };
+};`;
+  // Source built from our own field table only (see the file comment).
+  const encode = new Function('F', 'H', encodeSource)(fields, hooks) as (buf: Buffer, off: number, v: T) => void;
+  const decode = new Function('F', 'H', decodeSource)(fields, hooks) as (buf: Buffer, off: number) => T;
+  return { encode, decode };
 }
 
 /** The layout of `s` as a Markdown table (offset, size, type, field, meaning). */

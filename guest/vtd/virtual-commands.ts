@@ -17,6 +17,10 @@
  *   the VCMD write). A guest that polls VCRSP therefore sees the result on its first read after
  *   the host answered instead of one poll interval later; a command slower than the bound still
  *   shows IP, and the guest polls on.
+ *
+ * Cost (docs/performance.md, VCMD row): ALLOC_PASID is the hot command. It runs as one promise
+ * reaction on the host request (no async frames in between), and the reads waiting on a command
+ * share one promise and one reusable timer, so a command costs no timer allocation.
  */
 import type { Logger } from '../../src/log.js';
 import type { TraceBus } from '../../src/trace/bus.js';
@@ -40,11 +44,26 @@ export class VirtualCommands {
   readonly owned = new Set<number>();
   readonly counters = { allocs: 0, frees: 0, errors: 0, ignored: 0 };
   private inFlight: Promise<void> | null = null;
-  /** settledWithin callers, told when the command in flight completes. */
-  private waiters: (() => void)[] = [];
+  /**
+   * What the reads waiting on the command in flight wait for (settledWithin): one promise per
+   * command, created by the first such read, resolved when the command completes or when the
+   * stall timer fires.
+   */
+  private settled: Promise<void> | null = null;
+  private releaseSettled: (() => void) | null = null;
+  /**
+   * The stall timer: created once and re-armed (refresh) for each command that has a waiting
+   * read; it is not cleared when the command completes first — firing with no read waiting
+   * does nothing.
+   */
+  private stallTimer: NodeJS.Timeout | null = null;
+  private stallMs = 0;
+  /** ALLOC_PASID in flight: when it started, for its trace event (0 when no one listens). */
+  private allocStarted = 0;
   /** Called after the host freed a PASID this VM held (VCMD FREE_PASID or a host-forced free). */
   onFreed: ((pasid: number) => Promise<void>) | null = null;
   private readonly layout: (typeof VCMD_LAYOUTS)[VcmdLayoutName];
+  private readonly operandShift: bigint;
 
   constructor(
     readonly layoutName: VcmdLayoutName,
@@ -55,6 +74,7 @@ export class VirtualCommands {
     private readonly vm: string,
   ) {
     this.layout = VCMD_LAYOUTS[layoutName];
+    this.operandShift = BigInt(this.layout.operandShift);
   }
 
   /** True while a command is in flight (VCRSP.IP). */
@@ -69,17 +89,40 @@ export class VirtualCommands {
 
   /**
    * Null when no command is in flight; else a promise that resolves when it completes or after
-   * `ms`, whichever is first (never rejects). For a VCRSP read to wait on.
+   * at most `ms`, whichever is first (never rejects). For a VCRSP read to wait on. Reads waiting
+   * on the same command share the promise and the bound armed by the first of them (a later
+   * read with a shorter bound shortens it for all).
    */
   settledWithin(ms: number = VCRSP_READ_STALL_MS): Promise<void> | null {
     if (this.inFlight === null) return null;
-    return new Promise<void>((resolve) => {
-      const t = setTimeout(resolve, ms);
-      this.waiters.push(() => {
-        clearTimeout(t);
-        resolve();
-      });
-    });
+    if (this.settled === null) {
+      this.settled = new Promise<void>((resolve) => (this.releaseSettled = resolve));
+      this.armStall(ms);
+    } else if (ms < this.stallMs) {
+      this.armStall(ms);
+    }
+    return this.settled;
+  }
+
+  private armStall(ms: number): void {
+    if (this.stallTimer !== null && this.stallMs === ms) {
+      this.stallTimer.refresh();
+      return;
+    }
+    if (this.stallTimer !== null) clearTimeout(this.stallTimer);
+    this.stallMs = ms;
+    this.stallTimer = setTimeout(this.onStall, ms);
+  }
+
+  /** The bound passed: the waiting reads go on (they see IP). */
+  private readonly onStall = (): void => this.release();
+
+  private release(): void {
+    const r = this.releaseSettled;
+    if (r === null) return;
+    this.settled = null;
+    this.releaseSettled = null;
+    r();
   }
 
   /** The guest wrote VCMD (the whole register, or its high half last). */
@@ -90,15 +133,74 @@ export class VirtualCommands {
     }
     // decodeVcmd's fields without its objects (the layout: CMD 7:0, OPERAND from operandShift,
     // 3.3 reserves 15:8); the PASID is the operand's low 20 bits.
-    const lo = Number(value & 0xffff_ffffn);
-    const shift = this.layout.operandShift;
-    const reservedSet = shift === 16 && ((lo >>> 8) & 0xff) !== 0;
-    const pasid = Number((value >> BigInt(shift)) & 0xfffffn);
+    const lo = Number(BigInt.asUintN(32, value));
+    const reservedSet = this.layout.operandShift === 16 && ((lo >>> 8) & 0xff) !== 0;
+    const cmd = lo & 0xff;
+    if (cmd === VCMD_CMD.ALLOC_PASID && !reservedSet) {
+      // ALLOC_PASID: the request leaves first (VCRSP shows IP before anything else can run);
+      // the command completes in the reply's own reaction.
+      this.allocStarted = this.trace.active ? performance.now() : 0;
+      const reply = this.callAlloc();
+      this.regs.set('VCRSP', VCRSP_IP);
+      this.inFlight = reply.then(this.allocReplied, this.allocFailed);
+      return;
+    }
     this.regs.set('VCRSP', VCRSP_IP);
-    this.inFlight = this.run(lo & 0xff, pasid, reservedSet);
+    const pasid = Number(BigInt.asUintN(20, value >> this.operandShift));
+    this.inFlight = this.run(cmd, pasid, reservedSet);
   }
 
-  /** One command: execute, then VCRSP = status and result with IP clear. Never rejects. */
+  /** VCRSP = status and result with IP clear; the command is over and waiting reads go on. */
+  private complete(sc: number, result: number): void {
+    // encodeVcrsp with IP clear: SC at bit 1 (layout-wide mask), RSLT at operandShift.
+    this.regs.set('VCRSP', BigInt(result * 2 ** this.layout.operandShift + ((sc & this.layout.scMask) << this.layout.scShift)));
+    this.inFlight = null;
+    this.release();
+  }
+
+  /**
+   * ALLOC_PASID's host request. Its reactions (allocReplied, allocFailed, allocRefused) never
+   * throw, so the command's promise never rejects. The link does not resend a PASID_ALLOC lost
+   * in flight (ECONNRESET): once it is back, the VM's reconciliation has freed whatever that one
+   * allocated, so it is asked again, once.
+   */
+  private callAlloc(): Promise<{ pasid: number }> {
+    try {
+      return this.host.call('PASID_ALLOC', ALLOC_RANGE);
+    } catch (e) {
+      return Promise.reject(e);
+    }
+  }
+
+  private readonly allocReplied = (r: { pasid: number }): void => {
+    try {
+      this.owned.add(r.pasid);
+      this.counters.allocs++;
+      if (this.trace.active) this.trace.emit({ kind: 'alloc', side: 'guest', vm: this.vm, name: 'VCMD ALLOC_PASID', dur: (performance.now() - this.allocStarted) * 1000, args: { pasid: r.pasid, layout: this.layoutName } });
+    } catch (e) {
+      this.log.error({ err: e }, 'virtual command failed unexpectedly');
+      this.complete(this.layout.status.NO_PASID, 0);
+      return;
+    }
+    this.complete(this.layout.status.SUCCESS, r.pasid);
+  };
+
+  private readonly allocFailed = (e: unknown): Promise<void> | void => {
+    if ((e as { code?: string } | null)?.code === 'ECONNRESET') return this.callAlloc().then(this.allocReplied, this.allocRefused);
+    this.allocRefused(e);
+  };
+
+  private readonly allocRefused = (e: unknown): void => {
+    try {
+      this.counters.errors++;
+      this.trace.emit({ kind: 'alloc', side: 'guest', vm: this.vm, name: 'VCMD ALLOC_PASID: no PASID', args: { errno: (e as { code?: string } | null)?.code ?? 'EIO' } });
+    } catch (err) {
+      this.log.error({ err }, 'virtual command failed unexpectedly');
+    }
+    this.complete(this.layout.status.NO_PASID, 0);
+  };
+
+  /** Any other command (FREE_PASID, undefined ones): execute, then complete. Never rejects. */
   private async run(cmd: number, pasid: number, reservedSet: boolean): Promise<void> {
     let sc: number;
     let result: number;
@@ -109,14 +211,7 @@ export class VirtualCommands {
       sc = this.layout.status.NO_PASID;
       result = 0;
     }
-    // encodeVcrsp with IP clear: SC at bit 1 (layout-wide mask), RSLT at operandShift.
-    this.regs.set('VCRSP', BigInt(result * 2 ** this.layout.operandShift + ((sc & this.layout.scMask) << this.layout.scShift)));
-    this.inFlight = null;
-    if (this.waiters.length > 0) {
-      const w = this.waiters;
-      this.waiters = [];
-      for (const f of w) f();
-    }
+    this.complete(sc, result);
   }
 
   /** The host freed a PASID on its own (PASID_FREED): it is no longer this VM's. */
@@ -126,32 +221,10 @@ export class VirtualCommands {
 
   private async execute(cmd: number, pasid: number, reservedSet: boolean): Promise<{ sc: number; result: number }> {
     const st = this.layout.status;
-    const started = this.trace.active ? performance.now() : 0;
-    if (reservedSet || (cmd !== VCMD_CMD.ALLOC_PASID && cmd !== VCMD_CMD.FREE_PASID)) {
+    if (reservedSet || cmd !== VCMD_CMD.FREE_PASID) {
       this.counters.errors++;
       this.trace.emit({ kind: 'alloc', side: 'guest', vm: this.vm, name: 'VCMD undefined command', args: { cmd, layout: this.layoutName } });
       return { sc: st.UNDEFINED_CMD, result: 0 };
-    }
-    if (cmd === VCMD_CMD.ALLOC_PASID) {
-      try {
-        let r: { pasid: number };
-        try {
-          r = await this.host.call('PASID_ALLOC', ALLOC_RANGE);
-        } catch (e) {
-          // The link does not resend a PASID_ALLOC lost in flight (ECONNRESET): once it is back,
-          // the VM's reconciliation has freed whatever that one allocated, so ask again.
-          if ((e as { code?: string }).code !== 'ECONNRESET') throw e;
-          r = await this.host.call('PASID_ALLOC', ALLOC_RANGE);
-        }
-        this.owned.add(r.pasid);
-        this.counters.allocs++;
-        if (this.trace.active) this.trace.emit({ kind: 'alloc', side: 'guest', vm: this.vm, name: 'VCMD ALLOC_PASID', dur: (performance.now() - started) * 1000, args: { pasid: r.pasid, layout: this.layoutName } });
-        return { sc: st.SUCCESS, result: r.pasid };
-      } catch (e) {
-        this.counters.errors++;
-        this.trace.emit({ kind: 'alloc', side: 'guest', vm: this.vm, name: 'VCMD ALLOC_PASID: no PASID', args: { errno: (e as { code?: string }).code ?? 'EIO' } });
-        return { sc: st.NO_PASID, result: 0 };
-      }
     }
     if (!this.owned.has(pasid)) {
       this.counters.errors++;

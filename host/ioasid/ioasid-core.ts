@@ -761,10 +761,11 @@ export class IoasidCore {
   }
 
   private fire(st: SetState, id: number, event: IoasidEvent, data: unknown, flags: number): void {
-    const chains: NotifierChain[] = [];
-    if (flags & IOASID_NOTIFY_FLAG_SET) chains.push(st.chain);
-    if (flags & IOASID_NOTIFY_FLAG_ALL) chains.push(this.globalChain);
-    if (!chains.some((c) => c.size > 0)) return;
+    // Only chains with blocks (dispatch skips empty ones; every allocation passes here).
+    const onSet = (flags & IOASID_NOTIFY_FLAG_SET) !== 0 && st.chain.size > 0;
+    const onAll = (flags & IOASID_NOTIFY_FLAG_ALL) !== 0 && this.globalChain.size > 0;
+    if (!onSet && !onAll) return;
+    const chains: NotifierChain[] = onSet && onAll ? [st.chain, this.globalChain] : [onSet ? st.chain : this.globalChain];
     const spid = this.spidOf[id]!;
     dispatch(chains, {
       event,

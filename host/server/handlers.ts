@@ -53,12 +53,14 @@ export function buildHandlers(host: HostServer, session: Session): HandlerTable<
 }
 
 /**
- * Requests that cannot change a VM's PASID table or device list (the snapshot cache stays valid;
- * a DEVICE_DMA that programs an ADI bumps the generation through the VDCM).
+ * Requests that cannot change a VM's device list, so the snapshot's cached copy stays valid (a
+ * DEVICE_DMA that programs an ADI bumps the generation through the VDCM). PASID_ALLOC and
+ * PASID_FREE change PASID rows only, which the snapshot tracks row by row through the IOASID
+ * core's watchers (tracked-core.ts, pasid-rows.ts), not through the generation.
  */
 const READ_ONLY_FOR_SNAPSHOT: ReadonlySet<FrontendRequestName> = new Set<FrontendRequestName>([
   'GET_STATE', 'GET_NESTING_INFO', 'DEVICE_DMA', 'CACHE_INVALIDATE', 'PAGE_RESPONSE', 'DMA_MAP', 'DMA_UNMAP', 'SET_MEM_TABLE',
-  'DOMAIN_ALLOC',
+  'DOMAIN_ALLOC', 'PASID_ALLOC', 'PASID_FREE',
 ]);
 
 /** Emit a 'message' trace event per request while someone listens; keep the snapshot generation. */

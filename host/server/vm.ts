@@ -71,8 +71,9 @@ export class Vm {
   disconnectedAt: number | null = null;
   tornDown = false;
   /**
-   * Bumped by every request that can change the VM's PASIDs (their refs, users, SPIDs,
-   * bindings) or devices; the snapshot's device list is rebuilt only when it moved.
+   * Bumped by every request that can change the VM's devices (handlers.ts lists the ones that
+   * cannot); the snapshot's device list is rebuilt only when it moved. PASID rows have their
+   * own change tracking (pasidRows).
    */
   generation = 0;
   private cached: { generation: number; devices: VmSnapshot['devices'] } | null = null;

@@ -57,6 +57,8 @@ export const MAX_DOMAINS = 64;
 export const MAX_MAPPINGS = 65536;
 /** The VM's GPA domain. */
 export const GPA_DOMAIN = 0;
+/** PASID_FREE ranges shorter than this are checked ID by ID; longer ones walk the VM's set. */
+const PASID_FREE_PROBE_RANGE = 64;
 
 const PAGE = 4096n;
 
@@ -160,10 +162,20 @@ export class VfioContainer {
    */
   pasidFree(r: PasidRange): number {
     if (r.min > r.max) fail('EINVAL', `PASID_FREE: min ${r.min} > max ${r.max}`);
+    const core = this.env.core;
+    const set = this.env.set;
     const ids: number[] = [];
-    this.env.core.forEach(this.env.set, (id) => {
-      if (id >= r.min && id <= r.max && this.env.core.idInfo(id)?.state !== 'free-pending') ids.push(id);
-    });
+    if (r.max - r.min < PASID_FREE_PROBE_RANGE && core.isSetValid(set)) {
+      // A short range (a guest frees one PASID at a time): look at its IDs instead of the set's.
+      for (let id = r.min; id <= r.max; id++) {
+        const info = core.idInfo(id);
+        if (info !== null && info.set === set.id && info.state !== 'free-pending') ids.push(id);
+      }
+    } else {
+      core.forEach(set, (id) => {
+        if (id >= r.min && id <= r.max && core.idInfo(id)?.state !== 'free-pending') ids.push(id);
+      });
+    }
     if (ids.length === 0) fail('ENOENT', `PASID_FREE: no PASID of ${this.env.vmName} in [${r.min}, ${r.max}]`);
     for (const id of ids) {
       this.env.core.free(this.env.set, id);

@@ -47,8 +47,17 @@ export class FixedCodec<T extends object> implements PayloadCodec<T> {
   }
 
   decode(p: Buffer): T {
-    if (p.length !== this.struct.size) fail('EINVAL', `${this.struct.name}: payload is ${p.length} bytes, expected ${this.struct.size}`);
-    const v = this.struct.decode(p, 0);
+    return this.decodeFrom(p, 0);
+  }
+
+  /**
+   * decode(buf.subarray(start)) without making the view: the payload is `buf` from `start` to
+   * its end (a reply body after its status). Same checks and errors as decode.
+   */
+  decodeFrom(buf: Buffer, start: number): T {
+    const length = buf.length - start;
+    if (length !== this.struct.size) fail('EINVAL', `${this.struct.name}: payload is ${length} bytes, expected ${this.struct.size}`);
+    const v = this.struct.decode(buf, start);
     this.check?.(v);
     return v;
   }

@@ -51,6 +51,9 @@ export class Dispatcher {
   /** Bytes of finished replies waiting behind a pending one. */
   private heldBytes = 0;
   private readingPaused = false;
+  /** negotiatedAll's cache: the negotiated set it is for, and the answer per feature value. */
+  private featuresSeen = -1n;
+  private readonly featureOk = new Map<bigint, boolean>();
   /** Requests received (including rejected ones). */
   received = 0;
 
@@ -77,7 +80,7 @@ export class Dispatcher {
     const replies = spec.replyKind !== 'ack' || (needReply && this.target.acks(spec, payload));
     let result: unknown;
     try {
-      if ((spec.feature & ~this.target.negotiated()) !== 0n) {
+      if (spec.feature !== 0n && !this.negotiatedAll(spec.feature)) {
         throw new VsvaError('EOPNOTSUPP', `${spec.name} needs protocol features 0x${spec.feature.toString(16)}, not negotiated`);
       }
       const req = spec.request.decode(payload);
@@ -106,6 +109,24 @@ export class Dispatcher {
     }
   };
 
+  /**
+   * Whether every bit of `feature` is negotiated. The answer per feature value is kept until the
+   * negotiated set changes (bigint masks allocate; every request asks).
+   */
+  private negotiatedAll(feature: bigint): boolean {
+    const negotiated = this.target.negotiated();
+    if (negotiated !== this.featuresSeen) {
+      this.featuresSeen = negotiated;
+      this.featureOk.clear();
+    }
+    let ok = this.featureOk.get(feature);
+    if (ok === undefined) {
+      ok = (feature & ~negotiated) === 0n;
+      this.featureOk.set(feature, ok);
+    }
+    return ok;
+  }
+
   /** Replies owed but not yet written (a handler is pending). */
   get pendingReplies(): number {
     return this.slots.length;
@@ -127,12 +148,12 @@ export class Dispatcher {
       }
       if (spec.replyKind === 'ack') {
         const buf = Connection.message(spec.code, REPLY_FLAGS, 8);
-        buf.writeBigInt64LE(0n, VHOST_USER_HDR_SIZE);
+        buf.fill(0, VHOST_USER_HDR_SIZE, VHOST_USER_HDR_SIZE + 8); // status 0
         return buf;
       }
       const size = spec.reply.sizeOf(value);
       const buf = Connection.message(spec.code, REPLY_FLAGS, 8 + size);
-      buf.writeBigInt64LE(0n, VHOST_USER_HDR_SIZE);
+      writeZeroStatus(buf);
       spec.reply.encodeInto(buf, VHOST_USER_HDR_SIZE + 8, value);
       return buf;
     } catch (e) {
@@ -179,6 +200,19 @@ export class Dispatcher {
       this.conn.setReading(true);
     }
   }
+}
+
+/** Status 0 (i64) right after the header: eight zero bytes. */
+function writeZeroStatus(buf: Buffer): void {
+  const at = VHOST_USER_HDR_SIZE;
+  buf[at] = 0;
+  buf[at + 1] = 0;
+  buf[at + 2] = 0;
+  buf[at + 3] = 0;
+  buf[at + 4] = 0;
+  buf[at + 5] = 0;
+  buf[at + 6] = 0;
+  buf[at + 7] = 0;
 }
 
 /** A reply carrying only a negative errno (8-byte i64 payload). */

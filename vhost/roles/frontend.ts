@@ -101,21 +101,16 @@ export class FrontendClient {
    * without awaiting earlier ones; replies are matched in order. Messages answered only under
    * REPLY_ACK resolve once written when REPLY_ACK is not negotiated.
    */
-  call<K extends FrontendRequestName>(name: K, ...args: CallArgs<K>): Promise<ReplyOf<K>> {
+  call<K extends FrontendRequestName>(name: K, ...args: CallArgs<K>): Promise<ReplyOf<K>>;
+  call(name: FrontendRequestName, payload?: unknown, opts?: CallOptions): Promise<unknown> {
     const spec: AnySpec = FrontendMessages[name];
-    const [payload, opts] = args;
-    let expectReply: boolean;
-    if (spec.replyKind !== 'ack') expectReply = true;
-    else if (name === 'SET_PROTOCOL_FEATURES') expectReply = this.replyAck || ((payload as bigint) & ProtocolFeature.REPLY_ACK) !== 0n;
-    else expectReply = this.replyAck;
-    const p = this.requester.send(spec, payload, expectReply, expectReply, opts) as Promise<ReplyOf<K>>;
-    if (name === 'SET_PROTOCOL_FEATURES') {
-      return p.then((v) => {
-        this.protocolFeatures = payload as bigint;
-        return v;
-      });
-    }
-    return p;
+    if (spec.replyKind !== 'ack') return this.requester.send(spec, payload, true, true, opts);
+    if (name !== 'SET_PROTOCOL_FEATURES') return this.requester.send(spec, payload, this.replyAck, this.replyAck, opts);
+    const expectReply = this.replyAck || ((payload as bigint) & ProtocolFeature.REPLY_ACK) !== 0n;
+    return this.requester.send(spec, payload, expectReply, expectReply, opts).then((v) => {
+      this.protocolFeatures = payload as bigint;
+      return v;
+    });
   }
 
   /**

@@ -12,6 +12,7 @@ import { VsvaError } from '../../src/errors.js';
 import { VHOST_USER_HDR_SIZE, REPLY_FLAGS, VHOST_USER_REPLY_MASK, requestFlags } from '../header.js';
 import { errorFromStatus, isErrorStatus } from '../errno.js';
 import type { AnySpec } from '../catalogue.js';
+import { FixedCodec } from '../messages/codec.js';
 import { Connection } from './connection.js';
 import { Ring } from './ring.js';
 
@@ -69,17 +70,17 @@ export class Requester {
     } catch (e) {
       return Promise.reject(e);
     }
-    if (!expectReply) {
-      this.conn.write(buf);
-      return Promise.resolve(undefined);
-    }
+    // The request leaves first; its bookkeeping is done while it travels (a reply can only be
+    // delivered from a later turn of the event loop, and nothing closes the connection inside
+    // write, so the entry is in place before anything can settle it).
+    this.conn.write(buf);
+    if (!expectReply) return Promise.resolve(undefined);
     const timeoutMs = opts?.timeoutMs ?? this.defaultTimeoutMs;
     const deadline = performance.now() + timeoutMs;
     const p = new Promise<unknown>((resolve, reject) => {
       this.pending.push({ spec, resolve, reject, deadline, settled: false });
     });
     if (deadline < this.timerAt) this.arm(deadline);
-    this.conn.write(buf);
     return p;
   }
 
@@ -161,6 +162,14 @@ export class Requester {
 /** Decode a reply payload according to the message's reply kind (docs/protocol.md §5). */
 export function decodeReply(spec: AnySpec, payload: Buffer): unknown {
   if (payload.length < 8) throw new VsvaError('EPROTO', `${spec.name} reply: ${payload.length} bytes, expected at least 8`);
+  if (spec.replyKind === 'status' && isZeroStatus(payload)) {
+    // The common case without a bigint: status 0, the reply body follows.
+    try {
+      return spec.reply instanceof FixedCodec ? spec.reply.decodeFrom(payload, 8) : spec.reply.decode(payload.subarray(8));
+    } catch (e) {
+      throw new VsvaError('EPROTO', `${spec.name} reply body is malformed: ${e instanceof Error ? e.message : String(e)}`);
+    }
+  }
   const status = payload.readBigInt64LE(0);
   if (spec.replyKind === 'value') {
     if (payload.length !== 8) throw new VsvaError('EPROTO', `${spec.name} reply: ${payload.length} bytes, expected 8`);
@@ -183,4 +192,9 @@ export function decodeReply(spec: AnySpec, payload: Buffer): unknown {
   } catch (e) {
     throw new VsvaError('EPROTO', `${spec.name} reply body is malformed: ${e instanceof Error ? e.message : String(e)}`);
   }
+}
+
+/** The i64 status at the start of `payload` is 0 (the caller has checked 8 bytes exist). */
+function isZeroStatus(payload: Buffer): boolean {
+  return (payload[0]! | payload[1]! | payload[2]! | payload[3]! | payload[4]! | payload[5]! | payload[6]! | payload[7]!) === 0;
 }

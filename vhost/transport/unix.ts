@@ -57,17 +57,24 @@ export class UnixTransport implements Transport {
   /**
    * The first write of a tick goes out at once (lowest latency for a lone request or reply);
    * further writes in the same tick are corked and leave together in one writev on nextTick.
+   * The end-of-tick callback is scheduled after the first write has gone out, not before.
    */
   write(data: Uint8Array): void {
     if (this.ended) return;
-    if (!this.inTick) {
-      this.inTick = true;
-      process.nextTick(uncork, this);
-    } else if (!this.corked) {
-      this.corked = true;
-      this.socket.cork();
+    if (this.inTick) {
+      if (!this.corked) {
+        this.corked = true;
+        this.socket.cork();
+      }
+      this.socket.write(data);
+      return;
     }
-    this.socket.write(data);
+    this.inTick = true;
+    try {
+      this.socket.write(data);
+    } finally {
+      process.nextTick(uncork, this);
+    }
   }
 
   close(): void {
