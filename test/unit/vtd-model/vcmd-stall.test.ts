@@ -15,9 +15,11 @@ describe('VCRSP stall bound across commands', () => {
     const m = makeModel();
     const port = m.host.port as unknown as { call(name: string, payload?: unknown): Promise<unknown> };
     const inner = port.call.bind(port);
+    // Every allocation is still in flight when the guest reads VCRSP: a fast one answers on the
+    // next turn of the event loop (within the bound), a slow one after the bound.
     let delayMs = 0;
     port.call = async (name: string, payload?: unknown) => {
-      if (name === 'PASID_ALLOC' && delayMs > 0) await new Promise((r) => setTimeout(r, delayMs));
+      if (name === 'PASID_ALLOC') await new Promise((r) => (delayMs > 0 ? setTimeout(r, delayMs) : setImmediate(r)));
       return inner(name, payload);
     };
     const alloc = async () => {
