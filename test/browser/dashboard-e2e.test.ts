@@ -87,8 +87,9 @@ describe('dashboard of a running host with a VT-d and a virtio-iommu VM', () => 
     const pasid = await bindNewProcess(vms[0]!.sva, 'second');
     const row = page.locator(`[data-testid=pasid-row][data-hpasid="${pasid}"]`);
     await row.waitFor();
-    expect(await row.getAttribute('data-gpasid')).toBe(String(pasid));
-    expect(await row.getAttribute('data-state')).toBe('active');
+    // A tick may land between the VCMD allocation (idle, no guest PASID yet) and the bind.
+    await expect.poll(() => row.getAttribute('data-gpasid')).toBe(String(pasid));
+    await expect.poll(() => row.getAttribute('data-state')).toBe('active');
     expect(await rows.count()).toBe(2);
     await expect.poll(() => page.getByTestId('detail-used').textContent()).toBe('2');
   });
