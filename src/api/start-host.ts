@@ -16,6 +16,7 @@ import * as path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import { VsvaError, fail } from '../errors.js';
+import { TraceRecorder } from '../trace/recorder.js';
 import type { HostHandle, HostSnapshot, StartHostOptions } from './types.js';
 import { FrontendClient } from '../../vhost/roles/frontend.js';
 import { ProtocolFeature } from '../../vhost/features.js';
@@ -39,6 +40,8 @@ export interface StartHostExtraOptions {
   maxPendingPageRequests?: number;
   /** VMs the host accepts before VM_SETUP fails with ENOSPC. */
   maxVms?: number;
+  /** Record the host's trace events to this file (JSON lines). */
+  traceFile?: string;
 }
 
 const READY_TIMEOUT_MS = 30_000;
@@ -69,6 +72,7 @@ async function startInProcess(
   if (opts.maxPendingPageRequests !== undefined) serverOpts.maxPendingPageRequests = opts.maxPendingPageRequests;
   if (opts.maxVms !== undefined) serverOpts.maxVms = opts.maxVms;
   const server = new HostServer(serverOpts);
+  const recorder = opts.traceFile !== undefined ? new TraceRecorder(opts.traceFile, `in-process host ${socket}`).attach(server.trace) : null;
   await server.listen(socket);
   let monitor: MonitorHandle | null = null;
   if (dashboard) {
@@ -76,6 +80,7 @@ async function startInProcess(
       monitor = await startMonitor(server.monitorSource(), { port: dashboard.port, ...(dashboard.host ? { host: dashboard.host } : {}) });
     } catch (e) {
       await server.close();
+      recorder?.close();
       fs.rmSync(socket, { force: true });
       throw e;
     }
@@ -92,6 +97,7 @@ async function startInProcess(
       closed = true;
       await monitor?.close();
       await server.close();
+      recorder?.close();
       fs.rmSync(socket, { force: true });
     },
   };
@@ -116,6 +122,7 @@ async function startChild(
   if (opts.pageRequestTimeoutMs !== undefined) args.push('--page-request-timeout-ms', String(opts.pageRequestTimeoutMs));
   if (opts.maxPendingPageRequests !== undefined) args.push('--max-page-requests', String(opts.maxPendingPageRequests));
   if (opts.maxVms !== undefined) args.push('--max-vms', String(opts.maxVms));
+  if (opts.traceFile !== undefined) args.push('--trace', opts.traceFile);
   const child = spawn(process.execPath, args, { stdio: ['pipe', 'pipe', 'inherit'] });
   const ready = await waitReady(child);
   const exited = new Promise<void>((resolve) => {

@@ -8,12 +8,15 @@
  * real guest ↔ host socket protocol; `inProcess` keeps it in this process.
  */
 import * as net from 'node:net';
+import * as path from 'node:path';
 import { childLogger } from '../log.js';
 import { startHost, type StartedHost } from '../api/start-host.js';
 import { startGuest, type StartedGuest } from '../api/start-guest.js';
 import { startSvaGuest } from '../../guest/workload/index.js';
 import type { SvaGuest } from '../../guest/workload/sva-guest.js';
 import { MixedWorkload, type WorkloadStats } from './mixed-workload.js';
+import { TraceBus } from '../trace/bus.js';
+import { TraceRecorder } from '../trace/recorder.js';
 
 const log = childLogger('demo');
 
@@ -35,6 +38,8 @@ export interface DemoOptions {
   progress?: (line: string, final: boolean) => void;
   /** Called once the dashboard is up, with its URL. */
   onReady?: (info: { dashboard: string; vms: string[] }) => void;
+  /** Record trace events: the guests' to `<traceDir>/guest.jsonl`, the host's to `<traceDir>/host.jsonl`. */
+  traceDir?: string;
 }
 
 export interface DemoVmSummary {
@@ -73,6 +78,7 @@ export class Demo {
   private stopping = false;
   private readonly sleepers = new Set<() => void>();
   private host: StartedHost | null = null;
+  private recorder: TraceRecorder | null = null;
   private readonly vms: DemoVm[] = [];
   private readonly t0 = Date.now();
 
@@ -95,14 +101,16 @@ export class Demo {
     const port = wanted === 0 || (await portIsFree(wanted)) ? wanted : 0;
     if (port !== wanted) o.progress?.(`port ${wanted} is busy; the dashboard takes a free port`, false);
     try {
-      this.host = await startHost({ spawn: o.inProcess !== true, dashboard: { port } });
+      const traceBus = new TraceBus();
+      if (o.traceDir !== undefined) this.recorder = new TraceRecorder(path.join(o.traceDir, 'guest.jsonl'), 'vsva demo guests').attach(traceBus);
+      this.host = await startHost({ spawn: o.inProcess !== true, dashboard: { port }, ...(o.traceDir !== undefined ? { traceFile: path.join(o.traceDir, 'host.jsonl') } : {}) });
       const dashboard = this.host.dashboard ?? '';
       const pairs = o.pairs ?? 1;
       const memory = o.memory ?? 64 * 1024 * 1024;
       for (let i = 0; i < pairs && !this.stopping; i++) {
         for (const viommu of ['vtd', 'virtio'] as const) {
           const name = `${viommu}-vm${2 * i + (viommu === 'vtd' ? 0 : 1)}`;
-          const vm = await startGuest({ socket: this.host.socket, name, viommu, memory, pasidQuota: 64, devices: [{ bdf: BDF, kind: 'pf' }] });
+          const vm = await startGuest({ socket: this.host.socket, name, viommu, memory, pasidQuota: 64, devices: [{ bdf: BDF, kind: 'pf' }], trace: traceBus });
           let sva: SvaGuest;
           try {
             sva = await startSvaGuest(vm, { viommu, memory, devices: [{ bdf: BDF }] });
@@ -178,5 +186,7 @@ export class Demo {
     this.vms.length = 0;
     await this.host?.close();
     this.host = null;
+    this.recorder?.close();
+    this.recorder = null;
   }
 }

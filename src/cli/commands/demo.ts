@@ -8,6 +8,7 @@ interface Args {
   rate: number;
   'in-process': boolean;
   seed: number;
+  trace?: string;
 }
 
 export const demoCommand: CommandModule<object, Args> = {
@@ -21,6 +22,7 @@ export const demoCommand: CommandModule<object, Args> = {
       .option('rate', { type: 'number', default: 4, describe: 'workload operations per second per VM' })
       .option('in-process', { type: 'boolean', default: false, describe: 'run the host in this process instead of a child process' })
       .option('seed', { type: 'number', default: 1, describe: 'seed of the workload’s random choices' })
+      .option('trace', { type: 'string', describe: 'record trace events to DIR/guest.jsonl and DIR/host.jsonl (then: vsva trace export DIR/*.jsonl)' })
       .check((a) => {
         if (a.duration !== undefined && !(a.duration > 0)) throw new Error('--duration must be a positive number of seconds');
         if (!Number.isInteger(a.vms) || a.vms < 1 || a.vms > 32) throw new Error('--vms must be an integer in 1..32');
@@ -38,6 +40,7 @@ export const demoCommand: CommandModule<object, Args> = {
       rate: args.rate,
       inProcess: args['in-process'],
       seed: args.seed,
+      ...(args.trace !== undefined ? { traceDir: args.trace } : {}),
       onReady: ({ dashboard, vms }) => {
         process.stdout.write(`dashboard: ${dashboard}\n`);
         process.stderr.write(`running ${vms.join(', ')} — ${args.duration !== undefined ? `for ${args.duration} s` : 'press Ctrl-C to stop'}\n`);

@@ -4,6 +4,8 @@ import type { DeviceKind, DeviceSpec } from '../../api/types.js';
 import { parseBdf } from '../../pci.js';
 import { startSvaGuest } from '../../../guest/workload/index.js';
 import { MixedWorkload } from '../../demo/mixed-workload.js';
+import { TraceBus } from '../../trace/bus.js';
+import { TraceRecorder } from '../../trace/recorder.js';
 
 interface Args {
   socket: string;
@@ -17,6 +19,7 @@ interface Args {
   duration?: number;
   rate: number;
   seed: number;
+  trace?: string;
 }
 
 /** '00:03.0' or '00:03.0:adi' → a device spec (checked). */
@@ -43,6 +46,7 @@ export const guestCommand: CommandModule<object, Args> = {
       .option('duration', { type: 'number', describe: 'stop after this many seconds (default: until Ctrl-C)' })
       .option('rate', { type: 'number', default: 4, describe: 'workload operations per second' })
       .option('seed', { type: 'number', default: 1, describe: 'seed of the workload’s random choices' })
+      .option('trace', { type: 'string', describe: "record the guest half's trace events (MMIO, descriptors, binds, invalidations, faults, page requests) to this file (JSON lines)" })
       .check((a) => {
         if (!Number.isInteger(a.memory) || a.memory < 4 || a.memory > 65536) throw new Error('--memory must be 4..65536 MiB');
         if (!Number.isInteger(a.quota) || a.quota < 0) throw new Error('--quota must be a non-negative integer');
@@ -55,7 +59,10 @@ export const guestCommand: CommandModule<object, Args> = {
     const devices = args.device.map(parseDeviceArg);
     const memory = args.memory * 1024 * 1024;
     const vcmd = args.vcmd === 'off' ? false : (args.vcmd as '3.1' | '3.3');
+    const trace = new TraceBus();
+    const recorder = args.trace ? new TraceRecorder(args.trace, `vsva guest ${args.name ?? ''}`.trim()).attach(trace) : null;
     const vm = await startGuest({
+      trace,
       socket: args.socket,
       ...(args.name ? { name: args.name } : {}),
       viommu: args.viommu,
@@ -104,6 +111,7 @@ export const guestCommand: CommandModule<object, Args> = {
       if (s.checkFailures > 0) process.exitCode = 1;
     } finally {
       await vm.close();
+      recorder?.close();
     }
   },
 };

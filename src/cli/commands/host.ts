@@ -10,6 +10,7 @@ import * as path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import type { CommandModule } from 'yargs';
 import { logger } from '../../log.js';
+import { TraceRecorder } from '../../trace/recorder.js';
 import { HostServer, DEFAULT_GRACE_MS, DEFAULT_MAX_VMS } from '../../../host/server/index.js';
 import { DEFAULT_MAX_PENDING_PAGE_REQUESTS, DEFAULT_PAGE_REQUEST_TIMEOUT_MS } from '../../../host/devices/page-requests.js';
 import { startMonitor, type MonitorHandle } from '../../../host/monitor/index.js';
@@ -24,6 +25,7 @@ interface Args {
   'page-request-timeout-ms': number;
   'max-page-requests': number;
   'max-vms': number;
+  trace?: string;
   'exit-on-stdin-close': boolean;
 }
 
@@ -45,6 +47,7 @@ export const hostCommand: CommandModule<object, Args> = {
       .option('page-request-timeout-ms', { type: 'number', default: DEFAULT_PAGE_REQUEST_TIMEOUT_MS, describe: 'how long a device waits for a PAGE_RESPONSE' })
       .option('max-page-requests', { type: 'number', default: DEFAULT_MAX_PENDING_PAGE_REQUESTS, describe: 'outstanding page requests per VM before DMA fails with EAGAIN' })
       .option('max-vms', { type: 'number', default: DEFAULT_MAX_VMS, describe: 'VMs (connected or in their grace period) before VM_SETUP fails with ENOSPC' })
+      .option('trace', { type: 'string', describe: "record the host's trace events (allocations, binds, invalidations, faults, page requests, messages, DMA) to this file (JSON lines; see vsva trace export)" })
       .option('exit-on-stdin-close', { type: 'boolean', default: false, describe: 'shut down when stdin ends (for a supervising parent)' }) as never,
   handler: async (args) => {
     const socket = args.socket ?? defaultSocketPath();
@@ -55,6 +58,7 @@ export const hostCommand: CommandModule<object, Args> = {
       maxPendingPageRequests: args['max-page-requests'],
       maxVms: args['max-vms'],
     });
+    const recorder = args.trace ? new TraceRecorder(args.trace, `vsva host ${socket}`).attach(server.trace) : null;
     await server.listen(socket);
     let monitor: MonitorHandle | null = null;
     if (args['dashboard-port'] !== undefined) {
@@ -79,6 +83,7 @@ export const hostCommand: CommandModule<object, Args> = {
         await monitor?.close();
         await server.close();
       } finally {
+        recorder?.close();
         fs.rmSync(socket, { force: true });
         process.exit(0);
       }

@@ -6,7 +6,7 @@ import { toChromeTrace } from '../../trace/chrome-export.js';
 import type { TraceEvent } from '../../trace/events.js';
 
 interface ExportArgs {
-  input: string;
+  inputs: string[];
   out?: string;
 }
 interface RecordArgs {
@@ -17,16 +17,20 @@ interface RecordArgs {
 }
 
 const exportCommand: CommandModule<object, ExportArgs> = {
-  command: 'export <input>',
-  describe: 'Convert a recorded trace (JSON lines) to Chrome trace event format for Perfetto',
+  command: 'export <inputs..>',
+  describe: 'Convert recorded traces (JSON lines; several are merged on one timeline, e.g. guest and host) to Chrome trace event format for Perfetto',
   builder: (y) =>
     y
-      .positional('input', { type: 'string', demandOption: true, describe: 'recorded trace file (.jsonl)' })
-      .option('out', { alias: 'o', type: 'string', describe: 'output file (default: <input>.chrome.json)' }) as Argv<ExportArgs>,
+      .positional('inputs', { type: 'string', array: true, demandOption: true, describe: 'recorded trace files (.jsonl)' })
+      .option('out', { alias: 'o', type: 'string', describe: 'output file (default: <first input>.chrome.json)' }) as Argv<ExportArgs>,
   handler: (args) => {
-    const { header, events } = readTrace(args.input);
-    const doc = toChromeTrace(events, { source: header.source, startedAt: header.startedAt });
-    const out = args.out ?? args.input.replace(/\.jsonl?$/, '') + '.chrome.json';
+    const traces = args.inputs.map((f) => readTrace(f));
+    const events = traces.flatMap((t) => t.events);
+    const doc = toChromeTrace(events, {
+      source: traces.map((t) => t.header.source).join(' + '),
+      startedAt: traces.map((t) => t.header.startedAt).sort()[0]!,
+    });
+    const out = args.out ?? args.inputs[0]!.replace(/\.jsonl?$/, '') + '.chrome.json';
     fs.writeFileSync(out, JSON.stringify(doc));
     process.stdout.write(`${events.length} events → ${out} (open in https://ui.perfetto.dev or chrome://tracing)\n`);
   },
