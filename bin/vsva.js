@@ -2,5 +2,5 @@
 // Entry shim: registers the TypeScript loader (tsx) and runs the CLI from source.
 import { register } from 'tsx/esm/api';
 register();
-const { main } = await import('../src/cli/main.ts');
+const { main } = await import('../src/app/cli/main.ts');
 await main(process.argv.slice(2));

@@ -26,7 +26,7 @@
  */
 import { VsvaError, fail, isVsvaError } from '../src/errors.js';
 import type { Logger } from '../src/log.js';
-import type { FrontendRequestName, ReplyOf } from '../vhost/catalogue.js';
+import type { FrontendRequestName, ReplyOf } from '../vhost/messages/catalogue.js';
 import type { CallArgs, FrontendClient } from '../vhost/roles/frontend.js';
 
 export type LinkState = 'up' | 'reconnecting' | 'failed' | 'closed';

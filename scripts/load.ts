@@ -18,10 +18,10 @@
  *   VSVA_LOG=silent node --import tsx scripts/load.ts --vms 64 --pasids 1024 --seconds 30 [--memory-mib 16] [--json out.json]
  */
 import * as fs from 'node:fs';
-import { startHost, type StartedHost } from '../src/api/start-host.js';
-import { startGuest, type StartedGuest } from '../src/api/start-guest.js';
-import { VtdBenchDriver, BENCH_BUFFER_VA } from '../src/bench/vtd-bench-driver.js';
-import { rssOf } from '../src/bench/scale.js';
+import { startHost, type StartedHost } from '../src/app/harness/start-host.js';
+import { startGuest, type StartedGuest } from '../src/app/harness/start-guest.js';
+import { VtdBenchDriver, BENCH_BUFFER_VA } from '../src/app/bench/vtd-bench-driver.js';
+import { rssOf } from '../src/app/bench/scale.js';
 import type { HostSnapshot } from '../src/api/types.js';
 import type { VtdModel } from '../guest/vtd/index.js';
 

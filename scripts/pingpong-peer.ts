@@ -1,5 +1,5 @@
 /**
- * The far end of the protocol benchmark (src/bench/protocol.ts), run as a separate process:
+ * The far end of the protocol benchmark (src/app/bench/protocol.ts), run as a separate process:
  *
  *   node --import tsx scripts/pingpong-peer.ts raw   <socket> <reqBytes> <repBytes>
  *       raw Node ping-pong: for every reqBytes received, write repBytes back

@@ -1,6 +1,6 @@
 /*
  * C ping-pong over a Unix stream socket between two processes: the machine's floor for the
- * protocol benchmark (src/bench/protocol.ts). The parent sends `req` bytes, the child answers
+ * protocol benchmark (src/app/bench/protocol.ts). The parent sends `req` bytes, the child answers
  * with `rep` bytes, `iters` times after a warm-up; the parent prints the round-trip p50 and p99
  * in nanoseconds: "p50_ns p99_ns".
  *

@@ -2,11 +2,11 @@
  * vhost/: the guest↔host wire protocol only (DESIGN §5, docs/protocol.md) — header and framing,
  * the message catalogue with codecs and validators, transports, and the two roles.
  */
-export * from './header.js';
-export * from './errno.js';
-export * from './features.js';
-export * from './framer.js';
-export { Struct, layoutTable, reserved, type FieldDef, type FieldType } from './struct.js';
+export * from './wire/header.js';
+export * from './wire/errno.js';
+export * from './wire/features.js';
+export * from './wire/framer.js';
+export { Struct, layoutTable, reserved, type FieldDef, type FieldType } from './wire/struct.js';
 export * from './messages/codec.js';
 export * from './messages/codes.js';
 export * from './messages/handshake.js';
@@ -18,7 +18,7 @@ export * from './messages/pasid.js';
 export * from './messages/invalidate.js';
 export * from './messages/page.js';
 export * from './messages/backend.js';
-export * from './catalogue.js';
+export * from './messages/catalogue.js';
 export type { Transport, TransportSink } from './transport/transport.js';
 export { UnixTransport, connectUnix, listenUnix, type UnixListener } from './transport/unix.js';
 export { createMemoryPair } from './transport/memory.js';

@@ -10,7 +10,7 @@ import { fail } from '../../src/errors.js';
 import { VM_SETUP_REPLY_RESUMED, VM_SETUP_VIOMMU_MASK, VmViommu, isZeroToken } from '../../vhost/messages/vm.js';
 import type { HandlerTable } from '../../vhost/roles/backend.js';
 import type { Session } from '../../vhost/roles/server.js';
-import type { FrontendRequestName } from '../../vhost/catalogue.js';
+import type { FrontendRequestName } from '../../vhost/messages/catalogue.js';
 import type { HostServer } from './host-server.js';
 import type { ViommuKind } from './vm.js';
 

@@ -8,8 +8,8 @@
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { existsSync, mkdirSync } from 'node:fs';
 import { chromium, type Browser, type Page } from 'playwright-core';
-import { startHost, type StartedHost } from '../../src/api/start-host.js';
-import { startGuest, type StartedGuest } from '../../src/api/start-guest.js';
+import { startHost, type StartedHost } from '../../src/app/harness/start-host.js';
+import { startGuest, type StartedGuest } from '../../src/app/harness/start-guest.js';
 import { startSvaGuest, type SvaGuest } from '../../guest/workload/index.js';
 import { runDmaJob } from '../../guest/workload/dma-jobs.js';
 import type { GuestHandle } from '../../src/api/types.js';

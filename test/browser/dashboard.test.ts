@@ -8,7 +8,7 @@ import { existsSync, mkdirSync } from 'node:fs';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import { startMonitor, type MonitorHandle } from '../../host/monitor/index.js';
 import { syntheticSnapshot } from '../../host/monitor/synthetic.js';
-import { FakeSource, FakeSourceWithStats, pasid, vm } from '../unit/monitor/fake-source.js';
+import { FakeSource, FakeSourceWithStats, pasid, vm } from '../unit/host/monitor/fake-source.js';
 
 const CHROMIUM = '/usr/bin/chromium';
 const ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'];

@@ -4,8 +4,8 @@
  * with a u64 ack (0, or a negative errno), as vhost-user's BACKEND_IOTLB_MSG (reference A.4).
  */
 import { fail } from '../../src/errors.js';
-import { ProtocolFeature } from '../features.js';
-import { Struct, reserved } from '../struct.js';
+import { ProtocolFeature } from '../wire/features.js';
+import { Struct, reserved } from '../wire/struct.js';
 import { EMPTY, FixedCodec, message } from './codec.js';
 import { PASID_MAX, VsvaBackendRequest } from './codes.js';
 import { PRGI_MAX } from './page.js';

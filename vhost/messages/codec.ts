@@ -7,7 +7,7 @@
  * wrap-around → EOVERFLOW). `decode` never returns an unchecked value.
  */
 import { fail } from '../../src/errors.js';
-import { Struct } from '../struct.js';
+import { Struct } from '../wire/struct.js';
 
 export interface PayloadCodec<T> {
   /** Exact encoded size of `v`. */

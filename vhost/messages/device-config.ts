@@ -6,8 +6,8 @@
  * The request replaces both enables at once. A bit whose capability the device lacks (DEVICE_ADD
  * caps) is EINVAL from the back-end; unknown bits are EOPNOTSUPP here.
  */
-import { ProtocolFeature } from '../features.js';
-import { Struct, reserved } from '../struct.js';
+import { ProtocolFeature } from '../wire/features.js';
+import { Struct, reserved } from '../wire/struct.js';
 import { EMPTY, FixedCodec, message } from './codec.js';
 import { VsvaRequest } from './codes.js';
 

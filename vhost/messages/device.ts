@@ -4,8 +4,8 @@
  * default GPA domain; a RID, or a RID+PASID, is attached to a domain.
  */
 import { fail } from '../../src/errors.js';
-import { ProtocolFeature } from '../features.js';
-import { Struct, reserved } from '../struct.js';
+import { ProtocolFeature } from '../wire/features.js';
+import { Struct, reserved } from '../wire/struct.js';
 import { EMPTY, FixedCodec, message } from './codec.js';
 import { PASID_MAX, VsvaRequest } from './codes.js';
 import { IOMMU_PASID_FORMAT_INTEL_VTD } from './pasid.js';

@@ -3,8 +3,8 @@
  * back-end maps IOVA → guest page (GPA, resolved through SET_MEM_TABLE) → host page.
  */
 import { fail } from '../../src/errors.js';
-import { ProtocolFeature } from '../features.js';
-import { Struct, reserved } from '../struct.js';
+import { ProtocolFeature } from '../wire/features.js';
+import { Struct, reserved } from '../wire/struct.js';
 import { EMPTY, FixedCodec, checkNoWrap, message } from './codec.js';
 import { VsvaRequest } from './codes.js';
 

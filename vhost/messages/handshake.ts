@@ -4,7 +4,7 @@
  * file descriptors; the guest's RAM is a file the back-end opens by path).
  */
 import { fail } from '../../src/errors.js';
-import { Struct, reserved } from '../struct.js';
+import { Struct, reserved } from '../wire/struct.js';
 import { EMPTY, U64, checkNoWrap, message, type PayloadCodec } from './codec.js';
 
 export const VHOST_USER_GET_FEATURES = 1;

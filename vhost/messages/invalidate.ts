@@ -9,8 +9,8 @@
  * protocol checks the count, the size and its own reserved bytes.
  */
 import { fail } from '../../src/errors.js';
-import { ProtocolFeature } from '../features.js';
-import { Struct, reserved } from '../struct.js';
+import { ProtocolFeature } from '../wire/features.js';
+import { Struct, reserved } from '../wire/struct.js';
 import { FixedCodec, message, type PayloadCodec } from './codec.js';
 import { VsvaRequest } from './codes.js';
 

@@ -2,8 +2,8 @@
  * Page responses and device DMA submission (docs/protocol.md §5.6).
  */
 import { fail } from '../../src/errors.js';
-import { ProtocolFeature } from '../features.js';
-import { Struct, reserved } from '../struct.js';
+import { ProtocolFeature } from '../wire/features.js';
+import { Struct, reserved } from '../wire/struct.js';
 import { EMPTY, FixedCodec, message, type PayloadCodec } from './codec.js';
 import { PASID_MAX, VsvaRequest } from './codes.js';
 

@@ -8,8 +8,8 @@
  * back-end's emulated container applies the reference's rules and errnos (all EINVAL).
  */
 import { fail } from '../../src/errors.js';
-import { ProtocolFeature } from '../features.js';
-import { Struct, reserved } from '../struct.js';
+import { ProtocolFeature } from '../wire/features.js';
+import { Struct, reserved } from '../wire/struct.js';
 import { EMPTY, FixedCodec, message } from './codec.js';
 import { PASID_MAX, VsvaRequest } from './codes.js';
 

@@ -2,8 +2,8 @@
  * VM setup, the backend-channel attach, and the state snapshot (docs/protocol.md §5.1).
  */
 import { fail } from '../../src/errors.js';
-import { ProtocolFeature } from '../features.js';
-import { Struct, reserved } from '../struct.js';
+import { ProtocolFeature } from '../wire/features.js';
+import { Struct, reserved } from '../wire/struct.js';
 import { EMPTY, FixedCodec, message, type PayloadCodec } from './codec.js';
 import { SESSION_TOKEN_SIZE, VsvaRequest } from './codes.js';
 

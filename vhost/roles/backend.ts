@@ -5,11 +5,11 @@
  */
 import { fail, VsvaError } from '../../src/errors.js';
 import { childLogger, type Logger } from '../../src/log.js';
-import { MAX_REQUEST_PAYLOAD } from '../header.js';
-import { ALL_FEATURES, ALL_PROTOCOL_FEATURES, ProtocolFeature } from '../features.js';
+import { MAX_REQUEST_PAYLOAD } from '../wire/header.js';
+import { ALL_FEATURES, ALL_PROTOCOL_FEATURES, ProtocolFeature } from '../wire/features.js';
 import {
   FrontendMessagesByCode, type AnySpec, type FrontendRequestName, type ReplyOf, type RequestOf,
-} from '../catalogue.js';
+} from '../messages/catalogue.js';
 import type { BackendAttachRequest } from '../messages/vm.js';
 import type { Transport } from '../transport/transport.js';
 import { Connection, type CloseListener } from './connection.js';

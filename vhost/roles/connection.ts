@@ -5,8 +5,8 @@
  */
 import type { Logger } from '../../src/log.js';
 import { VsvaError } from '../../src/errors.js';
-import { Framer, type FrameSink } from '../framer.js';
-import { VHOST_USER_HDR_SIZE, writeHeader } from '../header.js';
+import { Framer, type FrameSink } from '../wire/framer.js';
+import { VHOST_USER_HDR_SIZE, writeHeader } from '../wire/header.js';
 import type { Transport } from '../transport/transport.js';
 
 export type CloseListener = (reason: VsvaError | null) => void;

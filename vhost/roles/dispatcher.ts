@@ -13,8 +13,8 @@
  */
 import { VsvaError, toNegErrno } from '../../src/errors.js';
 import type { Logger } from '../../src/log.js';
-import { VHOST_USER_HDR_SIZE, REPLY_FLAGS, VHOST_USER_NEED_REPLY_MASK, VHOST_USER_REPLY_MASK } from '../header.js';
-import type { AnySpec } from '../catalogue.js';
+import { VHOST_USER_HDR_SIZE, REPLY_FLAGS, VHOST_USER_NEED_REPLY_MASK, VHOST_USER_REPLY_MASK } from '../wire/header.js';
+import type { AnySpec } from '../messages/catalogue.js';
 import { Connection } from './connection.js';
 import { Ring } from './ring.js';
 

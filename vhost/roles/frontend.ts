@@ -11,12 +11,12 @@
  */
 import { VsvaError, fail } from '../../src/errors.js';
 import { childLogger, type Logger } from '../../src/log.js';
-import { MAX_REPLY_PAYLOAD, MAX_REQUEST_PAYLOAD } from '../header.js';
-import { ProtocolFeature, VHOST_USER_F_PROTOCOL_FEATURES } from '../features.js';
+import { MAX_REPLY_PAYLOAD, MAX_REQUEST_PAYLOAD } from '../wire/header.js';
+import { ProtocolFeature, VHOST_USER_F_PROTOCOL_FEATURES } from '../wire/features.js';
 import {
   BackendMessagesByCode, FrontendMessages, type AnySpec, type BackendMessageOf, type BackendRequestName,
   type FrontendRequestName, type ReplyOf, type RequestOf,
-} from '../catalogue.js';
+} from '../messages/catalogue.js';
 import type { VmSetupReply, VmSetupRequest } from '../messages/vm.js';
 import type { Transport } from '../transport/transport.js';
 import { connectUnix } from '../transport/unix.js';

@@ -9,9 +9,9 @@
  * fails only its own request (EPROTO).
  */
 import { VsvaError } from '../../src/errors.js';
-import { VHOST_USER_HDR_SIZE, REPLY_FLAGS, VHOST_USER_REPLY_MASK, requestFlags } from '../header.js';
-import { errorFromStatus, isErrorStatus } from '../errno.js';
-import type { AnySpec } from '../catalogue.js';
+import { VHOST_USER_HDR_SIZE, REPLY_FLAGS, VHOST_USER_REPLY_MASK, requestFlags } from '../wire/header.js';
+import { errorFromStatus, isErrorStatus } from '../wire/errno.js';
+import type { AnySpec } from '../messages/catalogue.js';
 import { FixedCodec } from '../messages/codec.js';
 import { Connection } from './connection.js';
 import { Ring } from './ring.js';

@@ -15,9 +15,9 @@
  */
 import { VsvaError, fail } from '../../src/errors.js';
 import { childLogger, type Logger } from '../../src/log.js';
-import { MAX_REQUEST_PAYLOAD } from '../header.js';
-import { ProtocolFeature } from '../features.js';
-import { BackendMessages, type BackendMessageOf, type BackendRequestName } from '../catalogue.js';
+import { MAX_REQUEST_PAYLOAD } from '../wire/header.js';
+import { ProtocolFeature } from '../wire/features.js';
+import { BackendMessages, type BackendMessageOf, type BackendRequestName } from '../messages/catalogue.js';
 import type { VmSetupReply } from '../messages/vm.js';
 import { createMemoryPair } from '../transport/memory.js';
 import type { Transport } from '../transport/transport.js';

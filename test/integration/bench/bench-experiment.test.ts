@@ -9,11 +9,11 @@ import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { loadBenchModules } from '../../../src/bench/index.js';
-import { renderTable, runBenches, type BenchReport } from '../../../src/bench/runner.js';
-import { runAllocExperiment, ALLOC_COLUMNS, DMA_COLUMNS, FAIRNESS_COLUMNS, FAIRNESS_VM_COLUMNS, SAMPLE_COLUMNS, SUMMARY_SECTIONS, type AllocResults } from '../../../src/experiment/alloc/index.js';
-import { parseCsv } from '../../../src/experiment/csv.js';
-import { parseXml } from '../../unit/experiment/xml-check.js';
+import { loadBenchModules } from '../../../src/app/bench/index.js';
+import { renderTable, runBenches, type BenchReport } from '../../../src/app/bench/runner.js';
+import { runAllocExperiment, ALLOC_COLUMNS, DMA_COLUMNS, FAIRNESS_COLUMNS, FAIRNESS_VM_COLUMNS, SAMPLE_COLUMNS, SUMMARY_SECTIONS, type AllocResults } from '../../../src/app/experiment/alloc/index.js';
+import { parseCsv } from '../../../src/app/experiment/csv.js';
+import { parseXml } from '../../unit/src/app/experiment/xml-check.js';
 
 describe('vsva bench --quick (e2e-vtd, scale)', () => {
   let report: BenchReport;

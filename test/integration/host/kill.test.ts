@@ -10,7 +10,7 @@ import { rmSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { join } from 'node:path';
 import { GuestRam } from '../../../guest/memory/guest-ram.js';
-import { startHost, type StartedHost } from '../../../src/api/start-host.js';
+import { startHost, type StartedHost } from '../../../src/app/harness/start-host.js';
 import type { HostSnapshot } from '../../../src/api/types.js';
 import { TestGuest } from './client.js';
 

@@ -4,7 +4,7 @@
  */
 import { describe, it, expect } from 'vitest';
 import { existsSync } from 'node:fs';
-import { startHost } from '../../../src/index.js';
+import { startHost } from '../../../src/app/index.js';
 
 function alive(pid: number): boolean {
   try {

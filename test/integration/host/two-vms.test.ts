@@ -5,7 +5,7 @@
  * at each step; isolation between the VMs.
  */
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
-import { startHost, type StartedHost } from '../../../src/api/start-host.js';
+import { startHost, type StartedHost } from '../../../src/app/harness/start-host.js';
 import type { HostSnapshot } from '../../../src/api/types.js';
 import { TestGuest, errnoOf } from './client.js';
 

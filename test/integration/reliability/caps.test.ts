@@ -8,7 +8,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { HostServer, MAX_DEVICES, MAX_DOMAINS, MAX_MAPPINGS } from '../../../host/server/index.js';
 import { FrontendClient, DEFAULT_PROTOCOL_FEATURES, MAX_REQUEST_PAYLOAD, VHOST_USER_HDR_SIZE, writeHeader, DeviceKind } from '../../../vhost/index.js';
-import { FrontendMessages } from '../../../vhost/catalogue.js';
+import { FrontendMessages } from '../../../vhost/messages/catalogue.js';
 import { CACHE_INVALIDATE_MAX_ENTRIES } from '../../../vhost/messages/invalidate.js';
 import { TestGuest, errnoOf } from '../host/client.js';
 import { RawPeer, status } from '../../unit/vhost/raw-peer.js';

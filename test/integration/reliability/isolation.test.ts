@@ -4,13 +4,13 @@
  * one VM. A device reaches only what its own VM bound for it. In-process host.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startHost, type StartedHost } from '../../../src/api/start-host.js';
-import { startGuest, type StartedGuest } from '../../../src/api/start-guest.js';
+import { startHost, type StartedHost } from '../../../src/app/harness/start-host.js';
+import { startGuest, type StartedGuest } from '../../../src/app/harness/start-guest.js';
 import { VirtioIommuDriver } from '../../../guest/driver/virtio-iommu-driver.js';
 import { PageAllocator } from '../../../guest/driver/page-allocator.js';
 import { GuestProcess } from '../../../guest/driver/guest-process.js';
 import { ReqStatus } from '../../../guest/virtio/index.js';
-import { VtdBenchDriver, BENCH_BUFFER_VA } from '../../../src/bench/vtd-bench-driver.js';
+import { VtdBenchDriver, BENCH_BUFFER_VA } from '../../../src/app/bench/vtd-bench-driver.js';
 import { snapshotInvariants, vmIn } from './helpers.js';
 
 const MEM = 16 << 20;

@@ -10,9 +10,9 @@ import { HostServer } from '../../../host/server/index.js';
 import { GuestVm } from '../../../guest/vm.js';
 import { createVtdModel } from '../../../guest/vtd/index.js';
 import type { ReconnectPolicy } from '../../../guest/reconnect.js';
-import { VtdBenchDriver, BENCH_BUFFER_VA } from '../../../src/bench/vtd-bench-driver.js';
+import { VtdBenchDriver, BENCH_BUFFER_VA } from '../../../src/app/bench/vtd-bench-driver.js';
 import { FrontendClient, type Transport } from '../../../vhost/index.js';
-import { FrontendMessages } from '../../../vhost/catalogue.js';
+import { FrontendMessages } from '../../../vhost/messages/catalogue.js';
 import { TestGuest, errnoOf } from '../host/client.js';
 import { durableState, reconnected, snapshotInvariants, vmIn, waitFor } from './helpers.js';
 

@@ -7,10 +7,10 @@ import { describe, it, expect } from 'vitest';
 import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
-import { loadScenario } from '../../../src/scenario/parse.js';
-import { runScenario } from '../../../src/scenario/runner.js';
-import { renderReport } from '../../../src/scenario/report.js';
-import type { Scenario } from '../../../src/scenario/schema.js';
+import { loadScenario } from '../../../src/app/scenario/parse.js';
+import { runScenario } from '../../../src/app/scenario/runner.js';
+import { renderReport } from '../../../src/app/scenario/report.js';
+import type { Scenario } from '../../../src/app/scenario/schema.js';
 
 function load(file: string): Scenario {
   const r = loadScenario(file);

@@ -4,7 +4,7 @@
  * guest's as SPIDs — and the snapshot shows them so.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startGuest, startHost, type StartedGuest, type StartedHost } from '../../../src/index.js';
+import { startGuest, startHost, type StartedGuest, type StartedHost } from '../../../src/app/index.js';
 import { VirtioIommuDriver } from '../../../guest/driver/virtio-iommu-driver.js';
 import { PageAllocator } from '../../../guest/driver/page-allocator.js';
 import { GuestProcess } from '../../../guest/driver/guest-process.js';

@@ -5,7 +5,7 @@
  * PASID path: a first-level table for guest PASID 5, DMA with that PASID, invalidate, detach.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startGuest, startHost, type StartedGuest, type StartedHost } from '../../../src/index.js';
+import { startGuest, startHost, type StartedGuest, type StartedHost } from '../../../src/app/index.js';
 import { VirtioIommuDriver } from '../../../guest/driver/virtio-iommu-driver.js';
 import { PageAllocator } from '../../../guest/driver/page-allocator.js';
 import { GuestProcess } from '../../../guest/driver/guest-process.js';

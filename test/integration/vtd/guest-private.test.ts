@@ -6,8 +6,8 @@
  * faults and page requests. Driven through registers and guest memory, host in another process.
  */
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
-import { startHost, type StartedHost } from '../../../src/api/start-host.js';
-import { startGuest, type StartedGuest } from '../../../src/api/start-guest.js';
+import { startHost, type StartedHost } from '../../../src/app/harness/start-host.js';
+import { startGuest, type StartedGuest } from '../../../src/app/harness/start-guest.js';
 import { PageAllocator } from '../../../guest/driver/page-allocator.js';
 import { GuestProcess } from '../../../guest/driver/guest-process.js';
 import { VtdDriver } from '../../../guest/driver/vtd-driver.js';

@@ -3,8 +3,8 @@
  * through the GuestHandle — against a host in another process (issue 7 acceptance).
  */
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
-import { startHost, type StartedHost } from '../../../src/api/start-host.js';
-import { startGuest, type StartedGuest } from '../../../src/api/start-guest.js';
+import { startHost, type StartedHost } from '../../../src/app/harness/start-host.js';
+import { startGuest, type StartedGuest } from '../../../src/app/harness/start-guest.js';
 import { PageAllocator } from '../../../guest/driver/page-allocator.js';
 import { GuestProcess } from '../../../guest/driver/guest-process.js';
 import { VtdDriver, SVA_DID } from '../../../guest/driver/vtd-driver.js';

@@ -7,7 +7,7 @@
  * never a malformed reply; afterwards the world's invariants hold (world.ts).
  */
 import fc from 'fast-check';
-import { FrontendMessages, type AnySpec } from '../../../vhost/catalogue.js';
+import { FrontendMessages, type AnySpec } from '../../../vhost/messages/catalogue.js';
 import { DEFAULT_PROTOCOL_FEATURES, writeHeader, encodePayload, type FrontendRequestName } from '../../../vhost/index.js';
 import { requestArb } from '../vhost/arbitraries.js';
 import { RawPeer } from '../../unit/vhost/raw-peer.js';

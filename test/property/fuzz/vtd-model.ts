@@ -11,7 +11,7 @@
 import fc from 'fast-check';
 import { GuestVm } from '../../../guest/vm.js';
 import { createVtdModel, type VtdModel } from '../../../guest/vtd/index.js';
-import { VtdBenchDriver, BENCH_BUFFER_VA } from '../../../src/bench/vtd-bench-driver.js';
+import { VtdBenchDriver, BENCH_BUFFER_VA } from '../../../src/app/bench/vtd-bench-driver.js';
 import { DMAR, VCMD_REG_OFFSETS, iqRegFromIndex } from '../../../src/vtd/registers.js';
 import { encodeVcmd, VCMD_CMD } from '../../../src/vtd/vcmd.js';
 import { wordsToBytes } from '../../../src/vtd/layout.js';

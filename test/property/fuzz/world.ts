@@ -10,7 +10,7 @@
 import { HostServer } from '../../../host/server/index.js';
 import { GuestVm } from '../../../guest/vm.js';
 import { createVtdModel } from '../../../guest/vtd/index.js';
-import { VtdBenchDriver, BENCH_BUFFER_VA } from '../../../src/bench/vtd-bench-driver.js';
+import { VtdBenchDriver, BENCH_BUFFER_VA } from '../../../src/app/bench/vtd-bench-driver.js';
 import { durableState, snapshotInvariants, vmIn, waitFor } from '../../integration/reliability/helpers.js';
 
 export const STEADY_DATA = 'steady VM data, never touched by the fuzzer';

@@ -4,7 +4,7 @@
  * hand-written ones for the variable-size payloads.
  */
 import fc from 'fast-check';
-import { Struct, type LaidOutField } from '../../../vhost/struct.js';
+import { Struct, type LaidOutField } from '../../../vhost/wire/struct.js';
 import {
   BackendMessages, FrontendMessages, FixedCodec, encodePayload, VHOST_MEMORY_MAX_NREGIONS, MemoryRegionStruct,
   CacheInvalidateEntryStruct, CACHE_INVALIDATE_MAX_ENTRIES, type AnySpec, type PayloadCodec,

@@ -1,7 +1,7 @@
 import { describe, it, expect } from 'vitest';
 import fs from 'node:fs';
 import * as V from '../../../vhost/index.js';
-import { Struct, layoutTable } from '../../../vhost/struct.js';
+import { Struct, layoutTable } from '../../../vhost/wire/struct.js';
 
 const doc = fs.readFileSync(new URL('../../../docs/protocol.md', import.meta.url), 'utf8');
 

@@ -7,7 +7,7 @@
 import { describe, it, expect } from 'vitest';
 import fc from 'fast-check';
 import * as vhost from '../../../vhost/index.js';
-import { Struct, reserved } from '../../../vhost/struct.js';
+import { Struct, reserved } from '../../../vhost/wire/struct.js';
 import { isVsvaError } from '../../../src/errors.js';
 
 const structs: Struct<object>[] = (Object.values(vhost) as unknown[]).filter((x): x is Struct<object> => x instanceof Struct);

@@ -4,7 +4,7 @@ import {
   FixedCodec, encodePayload, Struct, MemTableHeaderStruct, MemoryRegionStruct, CacheInvalidateHeaderStruct,
   CacheInvalidateEntryStruct, DeviceDmaHeaderStruct, FrontendMessages, type AnySpec,
 } from '../../../vhost/index.js';
-import type { LaidOutField } from '../../../vhost/struct.js';
+import type { LaidOutField } from '../../../vhost/wire/struct.js';
 import { isVsvaError } from '../../../src/errors.js';
 import { allSpecs, requestArb } from '../../property/vhost/arbitraries.js';
 

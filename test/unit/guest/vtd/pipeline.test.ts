@@ -1,0 +1,102 @@
+/**
+ * Queue runs of many PASID-based IOTLB descriptors (the batched-invalidation path of DESIGN §9):
+ * the run's CACHE_INVALIDATE messages are pipelined, the wait's status is written only after the
+ * host answered all of them, a bad descriptor still stops the queue at itself with what came
+ * before it delivered, and the decoded and the fast path forward the same entries.
+ */
+import { describe, it, expect } from 'vitest';
+import { makeModel } from './harness.js';
+import { VtdBenchDriver } from '../../../../src/app/bench/vtd-bench-driver.js';
+import { DMAR, IQEI } from '../../../../src/vtd/registers.js';
+import { CACHE_INVALIDATE_MAX_ENTRIES, type CacheInvalidateEntry } from '../../../../vhost/messages/invalidate.js';
+import type { GuestHandle } from '../../../../src/api/types.js';
+
+const DESC = 32;
+
+async function rig() {
+  const m = makeModel();
+  const drv = await VtdBenchDriver.create(m.h as unknown as GuestHandle);
+  const pasid = await drv.allocPasid();
+  await drv.bindPasid(pasid);
+  const statusAddr = Number((drv as unknown as { status: bigint }).status);
+  const port = m.host.port as unknown as { call(name: string, payload?: unknown): Promise<unknown> };
+  const direct = port.call.bind(port);
+  /** CACHE_INVALIDATE messages as the host saw them, in order. */
+  const messages: CacheInvalidateEntry[][] = [];
+  let outstanding = 0;
+  let maxOutstanding = 0;
+  let statusBeforeLastReply: number | null = null;
+  port.call = async (name: string, payload?: unknown) => {
+    if (name !== 'CACHE_INVALIDATE') return direct(name, payload);
+    const entries = (payload as { entries: CacheInvalidateEntry[] }).entries;
+    messages.push(entries);
+    outstanding++;
+    maxOutstanding = Math.max(maxOutstanding, outstanding);
+    await new Promise((r) => setTimeout(r, 2));
+    outstanding--;
+    if (outstanding === 0) statusBeforeLastReply = m.ram.readU32(statusAddr);
+    return { handled: entries.length, first_error: 0 };
+  };
+  return { ...m, drv, pasid, statusAddr, messages, stats: () => ({ maxOutstanding, statusBeforeLastReply }) };
+}
+
+describe('batched PASID-based IOTLB invalidations', () => {
+  it('sends a run’s messages without waiting for each reply, and writes the wait status after the last reply', async () => {
+    const r = await rig();
+    const n = 2 * CACHE_INVALIDATE_MAX_ENTRIES + 300;
+    const before = r.ram.readU32(r.statusAddr);
+    await r.drv.piotlbBatch(r.pasid, n);
+    expect(r.messages.map((m) => m.length)).toEqual([CACHE_INVALIDATE_MAX_ENTRIES, CACHE_INVALIDATE_MAX_ENTRIES, 300]);
+    expect(r.stats().maxOutstanding).toBeGreaterThanOrEqual(2);
+    expect(r.stats().statusBeforeLastReply).toBe(before);
+    expect(r.ram.readU32(r.statusAddr)).not.toBe(before);
+    const all = r.messages.flat();
+    expect(all.map((e) => Number(e.addr >> 12n))).toEqual(Array.from({ length: n }, (_, i) => i));
+    expect(all.every((e) => e.pasid === BigInt(r.pasid) && e.granularity === 2 && e.nb_granules === 1n)).toBe(true);
+    expect(r.model.counters().invalidations).toMatchObject({ messages: 3, entries: n, refused: 0 });
+  });
+
+  it('a descriptor with a reserved bit stops the run at itself (IQE, IQH there); the ones before it reached the host; no status', async () => {
+    const r = await rig();
+    const n = 1500;
+    const bytes = r.drv.prepareBatch(r.pasid, n);
+    bytes[1200 * DESC + 8 + 1] |= 0x08; // qw1 bit 11: reserved in PIOTLB_DESC
+    const start = (r.drv as unknown as { tail: number }).tail;
+    const before = r.ram.readU32(r.statusAddr);
+    await expect(r.drv.submitBytes(bytes)).rejects.toMatchObject({ code: 'EIO' });
+    expect(Number(await r.h.readq(DMAR.IQH)) / DESC).toBe(start + 1200);
+    expect(Number((await r.h.readq(DMAR.IQERCD)) & 0xfn)).toBe(IQEI.RSVD_FIELD_VIOLATION);
+    expect(r.messages.flat()).toHaveLength(1200);
+    expect(r.ram.readU32(r.statusAddr)).toBe(before);
+  });
+
+  it('forwards the same entries whether the descriptors take the fast path or are decoded (trace listener on)', async () => {
+    const plain = await rig();
+    await plain.drv.piotlbBatch(plain.pasid, 700);
+    const traced = await rig();
+    const names: string[] = [];
+    traced.trace.on((e) => names.push(e.name));
+    await traced.drv.piotlbBatch(traced.pasid, 700);
+    expect(names.filter((x) => x === 'PIOTLB_DESC')).toHaveLength(700);
+    expect(traced.messages.flat()).toEqual(plain.messages.flat());
+  });
+
+  it('an entry the host refuses is skipped and the rest of its message is sent again before the status write', async () => {
+    const r = await rig();
+    const port = r.host.port as unknown as { call(name: string, payload?: unknown): Promise<unknown> };
+    const inner = port.call.bind(port);
+    let refused = false;
+    port.call = async (name: string, payload?: unknown) => {
+      const rep = await inner(name, payload);
+      if (name === 'CACHE_INVALIDATE' && !refused) {
+        refused = true;
+        return { handled: 10, first_error: -22 };
+      }
+      return rep;
+    };
+    await r.drv.piotlbBatch(r.pasid, 50);
+    expect(r.messages.map((m) => m.length)).toEqual([50, 39]);
+    expect(r.messages[1]!.map((e) => Number(e.addr >> 12n))).toEqual(Array.from({ length: 39 }, (_, i) => i + 11));
+    expect(r.model.counters().invalidations).toMatchObject({ messages: 2, entries: 10 + 1 + 39, refused: 1 });
+  });
+});

@@ -1,0 +1,96 @@
+import { describe, it, expect } from 'vitest';
+import { makeModel } from './harness.js';
+import { DMAR, FSTS, GCMD, GSTS } from '../../../../src/vtd/registers.js';
+import { vsvaCapEcap, decodeEcap } from '../../../../src/vtd/cap-ecap.js';
+import { VCMD_REG_OFFSETS } from '../../../../src/vtd/vcmd.js';
+
+describe('VT-d register file', () => {
+  it('resets to the exposed capabilities and QEMU reset values', async () => {
+    const { h } = makeModel();
+    const { cap, ecap } = vsvaCapEcap({ fl5lp: true });
+    expect(await h.readl(DMAR.VER)).toBe(0x30);
+    expect(await h.readq(DMAR.CAP)).toBe(cap);
+    expect(await h.readq(DMAR.ECAP)).toBe(ecap);
+    expect(decodeEcap(ecap).fields.NEST).toBe(0n);
+    expect(await h.readl(DMAR.GSTS)).toBe(0);
+    for (const ctl of [DMAR.FECTL, DMAR.IECTL, DMAR.PECTL]) expect(await h.readl(ctl)).toBe(0x8000_0000);
+    expect(await h.readq(VCMD_REG_OFFSETS['3.1'].VCCAP)).toBe(1n);
+  });
+
+  it('places the VCMD registers per layout and hides them (and ECAP.VCS) without VCMD', async () => {
+    const m33 = makeModel({ vcmd: '3.3' });
+    expect(await m33.h.readq(VCMD_REG_OFFSETS['3.3'].VCCAP)).toBe(1n);
+    const none = makeModel({ vcmd: false });
+    expect(decodeEcap(await none.h.readq(DMAR.ECAP)).fields.VCS).toBe(0n);
+    expect(await none.h.readq(0xe00)).toBe(0n);
+    await none.h.writeq(0xe10, 1n);
+    expect(await none.h.readq(0xe20)).toBe(0n);
+  });
+
+  it('applies writable masks; read-only registers ignore writes', async () => {
+    const { h } = makeModel();
+    const cap = await h.readq(DMAR.CAP);
+    await h.writeq(DMAR.CAP, 0n);
+    expect(await h.readq(DMAR.CAP)).toBe(cap);
+    await h.writeq(DMAR.RTADDR, (1n << 64n) - 1n);
+    expect(await h.readq(DMAR.RTADDR)).toBe(0xffff_ffff_ffff_fc00n);
+    await h.writeq(DMAR.IQA, (1n << 64n) - 1n);
+    expect(await h.readq(DMAR.IQA)).toBe(0xffff_ffff_ffff_f807n);
+    await h.writeq(DMAR.IQH, 0x100n);
+    expect(await h.readq(DMAR.IQH)).toBe(0n);
+  });
+
+  it('accesses 64-bit registers by 32-bit halves, as a guest kernel may', async () => {
+    const { h } = makeModel();
+    await h.writel(DMAR.RTADDR, 0x1234_5400);
+    await h.writel(DMAR.RTADDR + 4, 0xabcd);
+    expect(await h.readq(DMAR.RTADDR)).toBe(0xabcd_1234_5400n);
+    expect(await h.readl(DMAR.RTADDR + 4)).toBe(0xabcd);
+    expect(await h.readl(DMAR.RTADDR)).toBe(0x1234_5400);
+  });
+
+  it('handles GCMD by edge and reports completion in GSTS; GCMD reads 0', async () => {
+    const { h } = makeModel();
+    await h.writeq(DMAR.RTADDR, 0x10_0400n);
+    await h.writel(DMAR.GCMD, GCMD.SRTP);
+    expect(await h.readl(DMAR.GSTS)).toBe(GSTS.RTPS);
+    expect(await h.readl(DMAR.GCMD)).toBe(0);
+    await h.writel(DMAR.GCMD, (GSTS.RTPS | GCMD.QIE) >>> 0);
+    expect((await h.readl(DMAR.GSTS)) & GSTS.QIES).toBe(GSTS.QIES);
+    await h.writel(DMAR.GCMD, (GCMD.QIE | GCMD.TE) >>> 0);
+    expect(await h.readl(DMAR.GSTS)).toBe((GSTS.RTPS | GSTS.QIES | GSTS.TES) >>> 0);
+    await h.writel(DMAR.GCMD, GCMD.QIE);
+    expect((await h.readl(DMAR.GSTS)) & GSTS.TES).toBe(0);
+  });
+
+  it('clears FSTS error bits only by writing 1 (W1C) and keeps PPF read-only', async () => {
+    const { h, model } = makeModel();
+    model.faults.queueError(4);
+    model.faults.record({ addr: 0x5000n, sid: 0x18, reason: 0x71, type: 2, pasid: 7 });
+    expect((await h.readl(DMAR.FSTS)) & (FSTS.IQE | FSTS.PPF)).toBe(FSTS.IQE | FSTS.PPF);
+    await h.writel(DMAR.FSTS, 0);
+    expect((await h.readl(DMAR.FSTS)) & FSTS.IQE).toBe(FSTS.IQE);
+    await h.writel(DMAR.FSTS, FSTS.IQE | FSTS.PPF);
+    expect((await h.readl(DMAR.FSTS)) & (FSTS.IQE | FSTS.PPF)).toBe(FSTS.PPF);
+    // The fault record: F is RW1C; clearing it clears PPF.
+    const hi = await h.readq(DMAR.FRCD + 8);
+    expect(hi >> 63n).toBe(1n);
+    expect(Number((hi >> 40n) & 0xfffffn)).toBe(7);
+    await h.writel(DMAR.FRCD + 12, 0x8000_0000);
+    expect((await h.readq(DMAR.FRCD + 8)) >> 63n).toBe(0n);
+    expect((await h.readl(DMAR.FSTS)) & FSTS.PPF).toBe(0);
+  });
+
+  it('records a second fault as overflow (PFO) while the only FRCD is full, and masks the fault event', async () => {
+    const { h, model } = makeModel();
+    await h.writel(DMAR.FECTL, 0x8000_0000);
+    expect(model.faults.record({ addr: 0x1000n, sid: 0x18, reason: 0x71, type: 0 })).toBe('recorded');
+    expect(model.faults.record({ addr: 0x2000n, sid: 0x18, reason: 0x71, type: 0 })).toBe('overflow');
+    expect((await h.readl(DMAR.FSTS)) & FSTS.PFO).toBe(FSTS.PFO);
+    expect(await h.readl(DMAR.FECTL)).toBe(0xc000_0000);
+    expect(model.counters().interrupts.fault).toBe(0);
+    await h.writel(DMAR.FECTL, 0);
+    expect(model.counters().interrupts.fault).toBe(1);
+    expect(await h.readl(DMAR.FECTL)).toBe(0);
+  });
+});

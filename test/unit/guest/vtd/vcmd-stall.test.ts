@@ -1,0 +1,57 @@
+/**
+ * The VCRSP stall bound holds for every command, whatever the commands before it did: the
+ * model re-arms one timer per command (guest/vtd/virtual-commands.ts), so a fast command, a
+ * slow one and a fast one again must each behave as if they were the first.
+ */
+import { describe, it, expect } from 'vitest';
+import { makeModel } from './harness.js';
+import { VCRSP_READ_STALL_MS } from '../../../../guest/vtd/virtual-commands.js';
+import { decodeVcrsp, encodeVcmd, VCMD_CMD, VCMD_REG_OFFSETS } from '../../../../src/vtd/vcmd.js';
+
+const OFF = VCMD_REG_OFFSETS['3.1'];
+
+describe('VCRSP stall bound across commands', () => {
+  it('fast, slow, fast: results on the first read when in time, IP when not', async () => {
+    const m = makeModel();
+    const port = m.host.port as unknown as { call(name: string, payload?: unknown): Promise<unknown> };
+    const inner = port.call.bind(port);
+    // Every allocation is still in flight when the guest reads VCRSP: a fast one answers on the
+    // next turn of the event loop (within the bound), a slow one after the bound.
+    let delayMs = 0;
+    port.call = async (name: string, payload?: unknown) => {
+      if (name === 'PASID_ALLOC') await new Promise((r) => (delayMs > 0 ? setTimeout(r, delayMs) : setImmediate(r)));
+      return inner(name, payload);
+    };
+    const alloc = async () => {
+      await m.h.writeq(OFF.VCMD, encodeVcmd('3.1', VCMD_CMD.ALLOC_PASID));
+      return decodeVcrsp('3.1', await m.h.readq(OFF.VCRSP));
+    };
+
+    expect(await alloc()).toMatchObject({ ip: false, sc: 0, pasid: 1 });
+    expect(await alloc()).toMatchObject({ ip: false, sc: 0, pasid: 2 });
+    // Let the bound armed for the earlier commands run out: the next command arms its own.
+    await new Promise((res) => setTimeout(res, VCRSP_READ_STALL_MS + 5));
+
+    delayMs = VCRSP_READ_STALL_MS + 40;
+    expect((await alloc()).ip).toBe(true); // the bound passed first
+    let r = decodeVcrsp('3.1', await m.h.readq(OFF.VCRSP));
+    for (let i = 0; r.ip && i < 200; i++) {
+      await new Promise((res) => setTimeout(res, 1));
+      r = decodeVcrsp('3.1', await m.h.readq(OFF.VCRSP));
+    }
+    expect(r).toMatchObject({ ip: false, sc: 0, pasid: 3 });
+
+    delayMs = 0;
+    expect(await alloc()).toMatchObject({ ip: false, sc: 0, pasid: 4 });
+    expect(m.model.counters().vcmd).toMatchObject({ allocs: 4, errors: 0 });
+  });
+
+  it('a refused allocation completes with NO_PASID on the first read', async () => {
+    const m = makeModel({ quota: 1 });
+    await m.h.writeq(OFF.VCMD, encodeVcmd('3.1', VCMD_CMD.ALLOC_PASID));
+    expect(decodeVcrsp('3.1', await m.h.readq(OFF.VCRSP))).toMatchObject({ ip: false, sc: 0, pasid: 1 });
+    await m.h.writeq(OFF.VCMD, encodeVcmd('3.1', VCMD_CMD.ALLOC_PASID));
+    expect(decodeVcrsp('3.1', await m.h.readq(OFF.VCRSP))).toMatchObject({ ip: false, sc: 2 });
+    expect(m.model.counters().vcmd).toMatchObject({ allocs: 1, errors: 1 });
+  });
+});

@@ -1,0 +1,164 @@
+/**
+ * The snapshot's PASID tables are kept row by row (host/server/pasid-rows.ts, tracked-core.ts):
+ * after any sequence of requests they equal a table rebuilt from scratch, GET_STATE's JSON text
+ * says the same as the snapshot object, and rows already handed out never change.
+ */
+import { describe, it, expect, expectTypeOf, afterEach } from 'vitest';
+import fc from 'fast-check';
+import { IoasidCore } from '../../../../host/ioasid/index.js';
+import { HostServer } from '../../../../host/server/index.js';
+import { ROW_CHANGING_METHODS, ROW_NEUTRAL_METHODS, TrackedIoasidCore } from '../../../../host/server/tracked-core.js';
+import type { PasidSnapshot } from '../../../../src/api/types.js';
+import { DeviceDmaFlag, DeviceDmaOp } from '../../../../vhost/index.js';
+import { TestGuest } from '../../../integration/host/client.js';
+
+const PF = 0x18;
+const PF2 = 0x30;
+const ADI = 0x20;
+const servers: HostServer[] = [];
+const guests: TestGuest[] = [];
+
+afterEach(async () => {
+  for (const g of guests.splice(0)) g.close();
+  for (const s of servers.splice(0)) await s.close();
+});
+
+async function setup(names: string[]) {
+  const host = new HostServer({ graceMs: 0 });
+  servers.push(host);
+  const gs: TestGuest[] = [];
+  for (const name of names) {
+    const g = await TestGuest.start({ name, connect: host.connector(), backing: 'inproc', quota: 12, devices: [{ rid: PF }, { rid: PF2 }, { rid: ADI, kind: 'adi' }] });
+    guests.push(g);
+    gs.push(g);
+  }
+  return { host, gs };
+}
+
+/** A VM's PASID table built from scratch, the way the snapshot is defined. */
+function rebuilt(host: HostServer, name: string): PasidSnapshot[] {
+  const vm = host.vm(name)!;
+  if (!host.core.isSetValid(vm.set)) return [];
+  return host.core.snapshotSet(vm.set).ids.map((id) => ({
+    hpasid: id.id,
+    gpasid: id.spid,
+    state: id.state,
+    refs: id.refs,
+    users: id.users,
+    bindings: vm.container.bindingsOf(id.id),
+  }));
+}
+
+describe('change tracking in the IOASID core', () => {
+  it('classifies every public IoasidCore member, and tracks each one that can change a row', () => {
+    type Classified = (typeof ROW_CHANGING_METHODS)[number] | (typeof ROW_NEUTRAL_METHODS)[number];
+    expectTypeOf<Exclude<keyof IoasidCore, Classified>>().toBeNever();
+    const methods = Object.getOwnPropertyNames(IoasidCore.prototype);
+    for (const m of ROW_CHANGING_METHODS) {
+      expect(methods).toContain(m);
+      expect(Object.prototype.hasOwnProperty.call(TrackedIoasidCore.prototype, m)).toBe(true);
+    }
+  });
+
+  it('tells a set’s watcher which ID changed, including reclaim by put and free, and nothing for other sets', () => {
+    const core = new TrackedIoasidCore({ pasidBits: 8 });
+    const a = core.setAlloc({ quota: 4 });
+    const b = core.setAlloc({ quota: 4 });
+    core.setGet(a); // the set outlives its last ID
+    const seen: (number | null)[] = [];
+    core.watchSet(a, (id) => seen.push(id));
+    const id = core.alloc(a, 1, 10);
+    core.alloc(b, 1, 10);
+    core.get(a, id, 'kvm');
+    core.attachSpid(a, id, 7);
+    expect(core.findBySpid(a, 7)).toBe(id); // no reference taken: no change
+    expect(core.findBySpid(a, 7, 'vdcm')).toBe(id);
+    core.free(a, id);
+    core.put(a, id, 'vdcm');
+    core.put(a, id, 'kvm'); // reclaims
+    expect(() => core.get(a, id, 'kvm')).toThrow(/EINVAL/);
+    core.freeAllInSet(a);
+    expect(seen).toEqual([id, id, id, id, id, id, id, null]);
+  });
+});
+
+describe('snapshot PASID tables kept row by row', () => {
+  it('equal a from-scratch table after every step of random request sequences; GET_STATE says the same', async () => {
+    const { host, gs } = await setup(['A', 'B']);
+    const roots = gs.map((g) => g.fl.newRoot());
+    for (const [i, g] of gs.entries()) g.fl.map(roots[i]!, 0x1000n, 0x20_0000);
+    type Op = { vm: number; kind: 'alloc' | 'bind' | 'bind2' | 'unbind' | 'free' | 'attach' | 'detach' | 'adi' | 'dma'; pick: number };
+    const op = fc.record({
+      vm: fc.integer({ min: 0, max: 1 }),
+      kind: fc.constantFrom<Op['kind']>('alloc', 'bind', 'bind', 'bind2', 'unbind', 'unbind', 'free', 'attach', 'detach', 'adi', 'dma'),
+      pick: fc.nat(20),
+    });
+    let rowsSeen = 0;
+    const dom = await gs[0]!.fe.call('DOMAIN_ALLOC', {});
+    const dom1 = [dom.domain, (await gs[1]!.fe.call('DOMAIN_ALLOC', {})).domain];
+    await fc.assert(
+      fc.asyncProperty(fc.array(op, { minLength: 1, maxLength: 30 }), async (ops) => {
+        // Three PASIDs each to start with, interleaved between the VMs.
+        for (let k = 0; k < 3; k++) for (const g of gs) await g.alloc();
+        for (const o of ops) {
+          const g = gs[o.vm]!;
+          const own = host.vm(g.name)!.snapshot().pasids.map((p) => p.hpasid);
+          const p = own.length === 0 ? 1 : own[o.pick % own.length]!;
+          const call = (() => {
+            switch (o.kind) {
+              case 'alloc': return g.alloc();
+              case 'bind': return g.bind(PF, p, roots[o.vm]!, 100 + (p % 50));
+              case 'bind2': return g.bind(PF2, p, roots[o.vm]!, 100 + (p % 50));
+              case 'unbind': return g.unbind(o.pick % 2 === 0 ? PF : PF2, p);
+              case 'free': return g.free(p);
+              case 'attach': return g.fe.call('ATTACH', { rid: PF2, pgtt: 2, flags: 1, pasid: p, domain: dom1[o.vm]! });
+              case 'detach': return g.fe.call('DETACH', { rid: PF2, pgtt: 2, flags: 1, pasid: p, domain: dom1[o.vm]! });
+              case 'adi': return g.read(ADI, 0x1000n, 4, 100 + (p % 50));
+              case 'dma': return g.fe.call('DEVICE_DMA', { rid: PF, op: DeviceDmaOp.READ, flags: DeviceDmaFlag.PASID_VALID, pasid: p, addr: 0x1000n, length: 4 });
+            }
+          })();
+          await (call as Promise<unknown>).catch(() => undefined); // refusals are fine: the table must still match
+          const snap = host.snapshot();
+          for (const name of ['A', 'B']) expect(snap.vms.find((v) => v.name === name)!.pasids).toEqual(rebuilt(host, name));
+          rowsSeen += snap.vms.reduce((n, v) => n + v.pasids.length, 0);
+        }
+        expect(JSON.parse(host.snapshotJson())).toEqual(JSON.parse(JSON.stringify(host.snapshot())));
+        // Leave the VMs empty for the next run.
+        for (const g of gs) {
+          const ids = host.vm(g.name)!.snapshot().pasids.map((x) => x.hpasid);
+          for (const id of ids) await g.free(id).catch(() => undefined);
+        }
+      }),
+      { numRuns: 15 },
+    );
+    expect(rowsSeen).toBeGreaterThan(200); // the sequences really exercised the tables
+    // Disconnected VMs go away with everything they held.
+    gs[1]!.close();
+    await new Promise((r) => setTimeout(r, 20));
+    expect(host.snapshot().vms.map((v) => v.name)).toEqual(['A']);
+  });
+
+  it('never changes rows it has handed out', async () => {
+    const { host, gs: [g] } = await setup(['A']);
+    const p = await g!.alloc();
+    const before = host.snapshot().vms[0]!.pasids;
+    const copy = structuredClone(before);
+    await g!.bind(PF, p, g!.fl.newRoot(), 9);
+    const after = host.snapshot().vms[0]!.pasids;
+    expect(before).toEqual(copy);
+    expect(after[0]).toMatchObject({ hpasid: p, gpasid: 9, refs: 3, users: ['iommu', 'kvm'] });
+    after.length = 0; // a caller changing its copy changes nothing inside
+    expect(host.snapshot().vms[0]!.pasids).toHaveLength(1);
+  });
+
+  it('serves GET_STATE from the cached text: equal to the snapshot, kvm table included', async () => {
+    const { host, gs: [a, b] } = await setup(['A', 'B']);
+    const pa = await a!.alloc();
+    await a!.bind(PF, pa, a!.fl.newRoot(), 42);
+    await b!.alloc();
+    const text = (await a!.fe.call('GET_STATE')).json;
+    const parsed = JSON.parse(text) as { vms: { name: string; kvm: unknown }[] };
+    expect(parsed).toEqual(JSON.parse(JSON.stringify(host.snapshot())));
+    expect(parsed.vms.find((v) => v.name === 'A')!.kvm).toEqual([{ gpasid: 42, hpasid: pa }]);
+  });
+});
