@@ -163,23 +163,27 @@ export class HostLink {
   call<K extends FrontendRequestName>(name: K, ...args: CallArgs<K>): Promise<ReplyOf<K>> {
     // Fast path (link up): straight to the client, with no extra turn of the event loop.
     if (this.linkState === 'up' && !this.client.closed) {
-      return (this.client.call as (n: K, ...a: CallArgs<K>) => Promise<ReplyOf<K>>)(name, ...args).catch((e: unknown) => this.afterLoss(name, args, e));
+      return send(this.client, name, args).catch((e: unknown) => this.afterLoss(name, args, e));
     }
     return this.callWhenUp(name, args);
   }
 
   private async callWhenUp<K extends FrontendRequestName>(name: K, args: CallArgs<K>): Promise<ReplyOf<K>> {
-    let c: FrontendClient;
+    const c = await this.upFor(name);
     try {
-      c = await this.whenUp();
-    } catch (e) {
-      this.counters.failed++;
-      throw prefix(name, e);
-    }
-    try {
-      return await (c.call as (n: K, ...a: CallArgs<K>) => Promise<ReplyOf<K>>)(name, ...args);
+      return await send(c, name, args);
     } catch (e) {
       return this.afterLoss(name, args, e);
+    }
+  }
+
+  /** The client once the link is up; a request that cannot wait that long fails, named. */
+  private async upFor(name: FrontendRequestName): Promise<FrontendClient> {
+    try {
+      return await this.whenUp();
+    } catch (e) {
+      this.counters.failed++;
+      throw e instanceof VsvaError ? e.withContext(name) : e;
     }
   }
 
@@ -191,15 +195,9 @@ export class HostLink {
       throw new VsvaError('ECONNRESET', `${name}: the connection to the host was lost with the request in flight; not sent again (not idempotent)`);
     }
     this.counters.retried++;
-    let c: FrontendClient;
+    const c = await this.upFor(name);
     try {
-      c = await this.whenUp();
-    } catch (err) {
-      this.counters.failed++;
-      throw prefix(name, err);
-    }
-    try {
-      return await (c.call as (n: K, ...a: CallArgs<K>) => Promise<ReplyOf<K>>)(name, ...args);
+      return await send(c, name, args);
     } catch (err) {
       if (GONE_IS_DONE.has(name) && isVsvaError(err, 'ENOENT')) return goneReply(name, args[0]) as ReplyOf<K>;
       throw err;
@@ -305,8 +303,9 @@ function goneReply(name: FrontendRequestName, payload: unknown): unknown {
   return { freed: 1 };
 }
 
-function prefix(name: string, e: unknown): unknown {
-  return e instanceof VsvaError ? new VsvaError(e.code, `${name}: ${e.message.replace(/^[A-Z0-9]+: /, '')}`) : e;
+/** One request on one client (FrontendClient.call with the arguments as a tuple). */
+function send<K extends FrontendRequestName>(c: FrontendClient, name: K, args: CallArgs<K>): Promise<ReplyOf<K>> {
+  return (c.call as (n: K, ...a: CallArgs<K>) => Promise<ReplyOf<K>>)(name, ...args);
 }
 
 /** Backoff sleep; unref'd, so a process with nothing else to do is not kept alive by it. */

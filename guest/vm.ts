@@ -1,5 +1,5 @@
 /**
- * A virtual machine's guest half (the "QEMU" side of DESIGN §1): guest RAM in a shared file,
+ * A virtual machine's guest half (the "QEMU" side of docs/design.md §1): guest RAM in a shared file,
  * the connection to the host, the assigned devices and one vIOMMU device model.
  *
  * Bring-up mirrors a VMM with VFIO: vhost-user handshake, VM_SETUP (IOASID set quota, session
@@ -22,7 +22,7 @@ import type { DeviceSpec, DmaRequest, DmaResult, GuestHandle } from '../src/api/
 import { FrontendClient } from '../vhost/roles/frontend.js';
 import { DeviceCap, DeviceKind } from '../vhost/messages/device.js';
 import { VM_SETUP_REPLY_RESUMED, VmViommu } from '../vhost/messages/vm.js';
-import { DeviceDmaFlag, DeviceDmaOp, DeviceDmaStatus, DEVICE_DMA_MAX_LENGTH } from '../vhost/messages/page.js';
+import { DeviceDmaFlag, DeviceDmaOp, DeviceDmaStatus, DEVICE_DMA_MAX_LENGTH } from '../vhost/messages/device-dma.js';
 import { DmaMapFlag } from '../vhost/messages/dma.js';
 import type { Transport } from '../vhost/transport/transport.js';
 import { GuestRam } from './memory/guest-ram.js';

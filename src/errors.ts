@@ -40,20 +40,35 @@ export function errnoName(value: number): ErrnoName | undefined {
   return byNumber.get(Math.abs(value));
 }
 
+/** What a VsvaError says, without its errno prefix, plus optional structured context. */
+export interface VsvaErrorDetail {
+  /** The message as given to the constructor (`error.message` is `${code}: ${detail.message}`). */
+  readonly message: string;
+  /** Machine-readable context (which request, which PASID, ...), when the thrower supplies it. */
+  readonly fields?: Readonly<Record<string, string | number | bigint | boolean>>;
+}
+
 export class VsvaError extends Error {
   readonly code: ErrnoName;
   readonly errno: number;
+  readonly detail: VsvaErrorDetail;
 
-  constructor(code: ErrnoName, message: string) {
+  constructor(code: ErrnoName, message: string, fields?: VsvaErrorDetail['fields']) {
     super(`${code}: ${message}`);
     this.name = 'VsvaError';
     this.code = code;
     this.errno = Errno[code];
+    this.detail = fields === undefined ? { message } : { message, fields };
   }
 
   /** Rebuild an error from a (negative or positive) errno received on the wire. */
   static fromErrno(value: number, message: string): VsvaError {
     return new VsvaError(errnoName(value) ?? 'EIO', message);
+  }
+
+  /** The same error (code, fields) with `context: ` put in front of its detail message. */
+  withContext(context: string): VsvaError {
+    return new VsvaError(this.code, `${context}: ${this.detail.message}`, this.detail.fields);
   }
 }
 

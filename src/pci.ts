@@ -1,7 +1,7 @@
 /**
  * PCI requester IDs. A BDF string 'bb:dd.f' (hex bus, hex device 0–1f, function 0–7) names a
  * device; its requester ID is bus << 8 | device << 3 | function (PCIe; also the virtio-iommu
- * endpoint ID under ACPI VIOT's default mapping, DESIGN §3.2).
+ * endpoint ID under ACPI VIOT's default mapping, docs/design.md §3.2).
  */
 import { fail } from './errors.js';
 

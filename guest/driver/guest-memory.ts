@@ -1,6 +1,6 @@
 /**
  * The guest-physical memory view the guest driver model works through: exactly the
- * memread/memwrite pair of the GuestHandle (DESIGN §7), plus little-endian word helpers on top.
+ * memread/memwrite pair of the GuestHandle (docs/design.md §7), plus little-endian word helpers on top.
  * Nothing here reaches into the VM's internals, so every helper built on it acts as guest
  * software would (loads and stores to RAM).
  */

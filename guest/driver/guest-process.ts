@@ -1,7 +1,8 @@
 /**
  * A guest process's address space: x86-64 first-level page tables in guest RAM, 4-level
  * (48-bit VAs) or 5-level (57-bit), as the guest kernel builds them for a process it binds to a
- * device with SVA (DESIGN §3.3; entry format reference vtd-scalable-mode.md §5 "First-level PTE").
+ * device with SVA (docs/design.md §3.3; entry format: VT-d spec rev. 5.10 §9.7 "First-Stage
+ * Paging Entries", the x86-64 CPU page-table format).
  *
  * Entries are written with the CPU's format: table entries P | R/W | U/S | A (permissions are
  * decided at the leaf, as Linux's _PAGE_TABLE does); leaves P, R/W when writable, U/S when user,

@@ -1,7 +1,7 @@
 /**
  * A Linux-like virtio-iommu driver (drivers/iommu/virtio-iommu.c in spirit) built only on the
  * GuestHandle's register and memory accesses (readl/writel/readq/writeq/memread/memwrite), so
- * it exercises the device model exactly as a guest kernel does (DESIGN §3.3):
+ * it exercises the device model exactly as a guest kernel does (docs/design.md §3.3):
  *
  * - probe: reset, check magic / version / device ID, ACKNOWLEDGE + DRIVER, negotiate features
  *   (DeviceFeaturesSel / DriverFeaturesSel), FEATURES_OK (read back), read the config space,

@@ -1,8 +1,9 @@
 /**
- * A Linux-like intel-iommu guest driver (DESIGN §3.3), built only on the GuestHandle's register
+ * A Linux-like intel-iommu guest driver (docs/design.md §3.3), built only on the GuestHandle's register
  * and memory accesses — it programs the virtual VT-d exactly as a guest kernel does, so it
  * exercises the device model end to end. The sequences follow Linux drivers/iommu/intel
- * (reference vtd-scalable-mode.md §1–§4, §7):
+ * (iommu.c, pasid.c, dmar.c, prq.c; VT-d spec rev. 5.10 ch. 6 "Caching Translation Information",
+ * ch. 7 "Address Translation Faults", ch. 9 "Translation Structure Formats"):
  *
  * - init: read CAP/ECAP (scalable mode, PASID, QI, FLTS required); root table → RTADDR with
  *   TTM = scalable, GCMD.SRTP, wait GSTS.RTPS; invalidation queue of 256-bit descriptors

@@ -37,45 +37,45 @@ export class GuestRam implements PhysAccess {
     return this.backing.path;
   }
 
+  /**
+   * The backing store, once [gpa, gpa + length) is known to lie inside guest RAM: every access
+   * is bounds-checked as a whole before any byte moves (EFAULT otherwise).
+   */
+  private within(gpa: number, length: number): MemoryBacking {
+    checkRange(gpa, length, this.size, 'guest RAM');
+    return this.backing;
+  }
+
   readU8(gpa: number): number {
-    checkRange(gpa, 1, this.size, 'guest RAM');
     const b = new Uint8Array(1);
-    this.backing.read(gpa, b);
+    this.within(gpa, 1).read(gpa, b);
     return b[0]!;
   }
   writeU8(gpa: number, value: number): void {
-    checkRange(gpa, 1, this.size, 'guest RAM');
-    this.backing.write(gpa, Uint8Array.of(value & 0xff));
+    this.within(gpa, 1).write(gpa, Uint8Array.of(value & 0xff));
   }
   readU32(gpa: number): number {
-    checkRange(gpa, 4, this.size, 'guest RAM');
-    return this.backing.readU32(gpa);
+    return this.within(gpa, 4).readU32(gpa);
   }
   writeU32(gpa: number, value: number): void {
-    checkRange(gpa, 4, this.size, 'guest RAM');
-    this.backing.writeU32(gpa, value);
+    this.within(gpa, 4).writeU32(gpa, value);
   }
   readU64(gpa: number): bigint {
-    checkRange(gpa, 8, this.size, 'guest RAM');
-    return this.backing.readU64(gpa);
+    return this.within(gpa, 8).readU64(gpa);
   }
   writeU64(gpa: number, value: bigint): void {
-    checkRange(gpa, 8, this.size, 'guest RAM');
-    this.backing.writeU64(gpa, value);
+    this.within(gpa, 8).writeU64(gpa, value);
   }
   read(gpa: number, length: number): Uint8Array {
-    checkRange(gpa, length, this.size, 'guest RAM');
     const out = new Uint8Array(length);
-    this.backing.read(gpa, out);
+    this.within(gpa, length).read(gpa, out);
     return out;
   }
   readInto(gpa: number, dst: Uint8Array): void {
-    checkRange(gpa, dst.length, this.size, 'guest RAM');
-    this.backing.read(gpa, dst);
+    this.within(gpa, dst.length).read(gpa, dst);
   }
   write(gpa: number, data: Uint8Array): void {
-    checkRange(gpa, data.length, this.size, 'guest RAM');
-    this.backing.write(gpa, data);
+    this.within(gpa, data.length).write(gpa, data);
   }
 
   close(): void {

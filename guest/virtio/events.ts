@@ -1,5 +1,5 @@
 /**
- * eventq reports: the spec's fault event (reference B.5) and the project's page-request event
+ * eventq reports: the spec's fault event (virtio 1.2 §5.13.6, fault reporting) and the project's page-request event
  * (docs/virtio-iommu.md §5.5), their encoding and decoding, and how a host fault (VT-d reason
  * code, docs/protocol.md FAULT) becomes a virtio fault reason.
  */
@@ -40,29 +40,23 @@ export function virtioFaultReason(vtdReason: number): number {
   return FaultReason.UNKNOWN;
 }
 
-export function encodeFault(r: Omit<FaultReport, 'kind'>): Uint8Array {
-  const w = new LeWriter(FaultEvent.SIZE)
-    .u8(FaultEvent.REASON, r.reason)
-    .u32(FaultEvent.FLAGS, r.flags)
-    .u32(FaultEvent.ENDPOINT, r.endpoint)
-    .u64(FaultEvent.ADDRESS, r.address);
+/** The fields both reports share (the fault layout, which the page-request event extends). */
+function encodeReport(size: number, reason: number, r: { flags: number; endpoint: number; address: bigint; pasid?: number | undefined }): LeWriter {
+  const w = new LeWriter(size).u8(FaultEvent.REASON, reason).u32(FaultEvent.FLAGS, r.flags).u32(FaultEvent.ENDPOINT, r.endpoint).u64(FaultEvent.ADDRESS, r.address);
   if (r.pasid !== undefined) w.u32(FaultEvent.PASID, r.pasid);
-  return w.bytes;
+  return w;
+}
+
+export function encodeFault(r: Omit<FaultReport, 'kind'>): Uint8Array {
+  return encodeReport(FaultEvent.SIZE, r.reason, r).bytes;
 }
 
 export function encodePageRequest(r: Omit<PageRequestReport, 'kind'>): Uint8Array {
-  const w = new LeWriter(PageRequestEvent.SIZE)
-    .u8(PageRequestEvent.REASON, FaultReason.PAGE_REQUEST)
-    .u32(PageRequestEvent.FLAGS, r.flags)
-    .u32(PageRequestEvent.ENDPOINT, r.endpoint)
-    .u64(PageRequestEvent.ADDRESS, r.address)
-    .u32(PageRequestEvent.GRPID, r.grpid);
-  if (r.pasid !== undefined) w.u32(PageRequestEvent.PASID, r.pasid);
-  return w.bytes;
+  return encodeReport(PageRequestEvent.SIZE, FaultReason.PAGE_REQUEST, r).u32(PageRequestEvent.GRPID, r.grpid).bytes;
 }
 
 /**
- * Decode an eventq buffer the way a driver does (B.5): a report whose head reserved bytes are
+ * Decode an eventq buffer the way a driver does (Linux drivers/iommu/virtio-iommu.c `viommu_event_handler`): a report whose head reserved bytes are
  * non-zero is ignored (null); an unknown reason is UNKNOWN; `pasid` is read only with
  * FaultFlag.PASID. A page request needs the 32-byte layout.
  */

@@ -1,5 +1,5 @@
 /**
- * virtio-iommu over virtio-mmio (DESIGN §3.2; docs/virtio-iommu.md). `startGuest({ viommu:
+ * virtio-iommu over virtio-mmio (docs/design.md §3.2; docs/virtio-iommu.md). `startGuest({ viommu:
  * 'virtio' })` builds its model with createVirtioIommuModel.
  */
 import type { GuestContext, ViommuModel } from '../viommu.js';

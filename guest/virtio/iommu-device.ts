@@ -1,5 +1,5 @@
 /**
- * The virtio-iommu device (reference part B; DESIGN §3.2) behind the virtio-mmio transport:
+ * The virtio-iommu device (virtio 1.2 §5.13 "IOMMU Device"; docs/design.md §3.2) behind the virtio-mmio transport:
  * requestq requests ATTACH / DETACH / MAP / UNMAP / PROBE with the spec's normative status
  * rules, eventq fault reports, and — under VIRTIO_IOMMU_F_ATTACH_TABLE — the project's PASID
  * extension (guest/virtio/pasid-ext.ts).
@@ -12,7 +12,7 @@
  * state only after the host agreed.
  *
  * An unattached endpoint is in bypass (its RID on host domain 0) while config `bypass` is 1,
- * and has no host attachment at all (its DMA faults) while it is 0 (reference B.3, with
+ * and has no host attachment at all (its DMA faults) while it is 0 (§5.13.6 "Device operations", with
  * BYPASS_CONFIG offered and BYPASS not).
  */
 import { isVsvaError } from '../../src/errors.js';
@@ -30,7 +30,7 @@ import {
 } from './iommu-spec.js';
 import { VirtioTransportFeature } from './mmio-regs.js';
 import { VirtioMmioTransport, type VirtioDevice } from './mmio-transport.js';
-import { PasidExtension } from './pasid-ext.js';
+import { PasidExtension, type PasidExtensionHost } from './pasid-ext.js';
 import { ReqFail, reject, statusOf } from './req-status.js';
 import { LeWriter, ReqReader, newDomain, type Domain, type Endpoint } from './state.js';
 import { RingError, type DescChain } from './virtqueue.js';
@@ -50,7 +50,7 @@ export interface VirtioIommuOptions {
   pasid?: boolean;
 }
 
-/** 4 KiB granule; 2 MiB and 1 GiB are hints (page_size_mask, B.2). */
+/** 4 KiB granule; 2 MiB and 1 GiB are hints (page_size_mask, §5.13.4 "Device configuration layout"). */
 export const PAGE_SIZE_MASK = (1n << 12n) | (1n << 21n) | (1n << 30n);
 const GRANULE = 0x1000n;
 /** Events held while the driver has no eventq buffer posted. */
@@ -62,7 +62,7 @@ interface PendingEvent {
   onDrop?: () => void;
 }
 
-export class VirtioIommuDevice implements VirtioDevice {
+export class VirtioIommuDevice implements VirtioDevice, PasidExtensionHost {
   readonly deviceId = VIRTIO_ID_IOMMU;
   readonly numQueues = 2;
   readonly configSize = IommuConfig.SIZE;
@@ -125,7 +125,7 @@ export class VirtioIommuDevice implements VirtioDevice {
     return this.transport.has(bit);
   }
 
-  // --- config space (B.2) -----------------------------------------------------------------------
+  // --- config space (§5.13.4) --------------------------------------------------------------------
 
   configRead(offset: number, size: 4 | 8): bigint {
     const c = new LeWriter(IommuConfig.SIZE)
@@ -140,7 +140,7 @@ export class VirtioIommuDevice implements VirtioDevice {
     return size === 8 ? r.u64(offset) : BigInt(r.u32(offset));
   }
 
-  /** Only `bypass` is writable, with 0 or 1, once BYPASS_CONFIG is negotiated (B.2). */
+  /** Only `bypass` is writable, with 0 or 1, once BYPASS_CONFIG is negotiated (§5.13.4). */
   async configWrite(offset: number, size: 4 | 8, value: bigint): Promise<void> {
     const at = IommuConfig.BYPASS - offset;
     if (at < 0 || at >= size) return;
@@ -176,7 +176,7 @@ export class VirtioIommuDevice implements VirtioDevice {
     }
   }
 
-  /** Reset detaches everything (B.3); config bypass is sticky. */
+  /** Reset detaches everything (§5.13.6); config bypass is sticky. */
   async reset(): Promise<void> {
     this.pendingEvents = [];
     for (const ep of this.endpoints.values()) {
@@ -380,7 +380,7 @@ export class VirtioIommuDevice implements VirtioDevice {
     if (created) this.domains.set(domainId, d);
     d.endpoints.add(ep);
     ep.domain = d;
-    // The endpoint left its old domain: DETACH + ATTACH (B.3).
+    // The endpoint left its old domain: DETACH + ATTACH (§5.13.6, ATTACH request).
     if (old) await this.leaveDomain(ep, old);
   }
 
@@ -514,7 +514,7 @@ export class VirtioIommuDevice implements VirtioDevice {
   /**
    * Report an event on the eventq: into the next posted buffer, or held (up to
    * MAX_PENDING_EVENTS) until the driver posts one. A buffer smaller than the event gets used
-   * length 0 and the event is dropped (a report is never split, B.5).
+   * length 0 and the event is dropped (a report is never split: §5.13.6, fault reporting).
    */
   deliverEvent(bytes: Uint8Array, onDrop?: () => void): void {
     this.pendingEvents.push({ bytes, onDrop });
@@ -552,7 +552,7 @@ export class VirtioIommuDevice implements VirtioDevice {
     ev.onDrop?.();
   }
 
-  /** Host FAULT for one of this VM's devices → a fault report (B.5). */
+  /** Host FAULT for one of this VM's devices → a fault report (§5.13.6, fault reporting). */
   private onFault(msg: Extract<BackendEvent, { name: 'FAULT' }>['msg']): void {
     const ep = this.endpoints.get(msg.rid);
     if (!ep) {

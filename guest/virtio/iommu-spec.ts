@@ -1,7 +1,7 @@
 /**
  * virtio-iommu as data: device ID, feature bits, config layout, request types and layouts,
- * status codes, PROBE properties and event formats (reference part B, B.1–B.5), plus the
- * project's PASID extension (reference B.6; docs/virtio-iommu.md §5).
+ * status codes, PROBE properties and event formats (virtio 1.2 §5.13 "IOMMU Device"; Linux
+ * include/uapi/linux/virtio_iommu.h), plus the project's PASID extension (docs/virtio-iommu.md §5).
  *
  * Offsets are bytes from the start of the request (the head) or the event; all fields are
  * little-endian. The PASID extension's numbering is NOT standard: the virtio specification has
@@ -13,7 +13,7 @@ export const VIRTIO_ID_IOMMU = 23;
 export const REQUESTQ = 0;
 export const EVENTQ = 1;
 
-/** Device feature bits (B.1). BYPASS (3) and MMIO (5) are known but not offered. */
+/** Device feature bits (§5.13.3 "Feature bits"). BYPASS (3) and MMIO (5) are known but not offered. */
 export const VirtioIommuFeature = {
   INPUT_RANGE: 0n,
   DOMAIN_RANGE: 1n,
@@ -30,7 +30,7 @@ export const VirtioIommuFeature = {
   ATTACH_TABLE: 8n,
 } as const;
 
-/** Config space layout (B.2), offsets from the start of the config space (window 0x100). */
+/** Config space layout (§5.13.4 "Device configuration layout"), offsets from the start of the config space (window 0x100). */
 export const IommuConfig = {
   PAGE_SIZE_MASK: 0,
   INPUT_RANGE_START: 8,
@@ -42,7 +42,7 @@ export const IommuConfig = {
   SIZE: 40,
 } as const;
 
-/** Request types (B.3; 6–9 are the project's PASID extension, docs/virtio-iommu.md §5). */
+/** Request types (§5.13.6 "Device operations"; 6–9 are the project's PASID extension, docs/virtio-iommu.md §5). */
 export const ReqType = {
   ATTACH: 1,
   DETACH: 2,
@@ -63,7 +63,7 @@ export const REQ_TYPE_NAMES: Record<number, string> = {
   1: 'ATTACH', 2: 'DETACH', 3: 'MAP', 4: 'UNMAP', 5: 'PROBE', 6: 'ATTACH_TABLE', 7: 'INVALIDATE', 8: 'PAGE_RESP', 9: 'DETACH_TABLE',
 };
 
-/** Status codes in the tail (B.3). */
+/** Status codes in the tail (§5.13.6). */
 export const ReqStatus = {
   OK: 0,
   IOERR: 1,
@@ -120,9 +120,9 @@ export const PROBE_T_MASK = 0xfff;
 export const ProbeType = {
   NONE: 0,
   RESV_MEM: 1,
-  /** Drafts (B.4); emitted only with ATTACH_TABLE. */
+  /** PASID drafts (docs/virtio-iommu.md §5); emitted only with ATTACH_TABLE. */
   PASID_SIZE: 5,
-  /** Drafts (B.4), Tina Zhang's probe_pgt_vtd body; emitted only with ATTACH_TABLE. */
+  /** PASID drafts (docs/virtio-iommu.md §5), Tina Zhang's probe_pgt_vtd body; emitted only with ATTACH_TABLE. */
   PAGE_TABLE_FMT: 6,
 } as const;
 /** RESV_MEM body: u8 subtype, u8 reserved[3], le64 start, le64 end (inclusive). */
@@ -132,14 +132,14 @@ export const ResvMemSubtype = { RESERVED: 0, MSI: 1 } as const;
 export const PASID_SIZE_LENGTH = 4;
 /** PAGE_TABLE_FMT (VT-d): le16 format, u8 reserved[2], le64 cap_reg, le64 ecap_reg. */
 export const PAGE_TABLE_FMT_VTD_LENGTH = 20;
-/** Page-table format ids of the drafts (B.4): PGTF_VTD = 4 (Tina Zhang). */
+/** Page-table format ids of the drafts (docs/virtio-iommu.md §5): PGTF_VTD = 4 (Tina Zhang). */
 export const PGTF_VTD = 4;
 
 /** The x86 MSI doorbell window every endpoint reports as RESV_MEM/MSI (as cloud-hypervisor, crosvm). */
 export const MSI_WINDOW_START = 0xfee0_0000n;
 export const MSI_WINDOW_END = 0xfeef_ffffn;
 
-/** struct virtio_iommu_fault (24 bytes, B.5); reserved1 carries the PASID as in the drafts. */
+/** struct virtio_iommu_fault (24 bytes, §5.13.6 fault reporting); reserved1 carries the PASID as in the drafts. */
 export const FaultEvent = { REASON: 0, FLAGS: 4, ENDPOINT: 8, PASID: 12, ADDRESS: 16, SIZE: 24 } as const;
 export const FaultReason = {
   UNKNOWN: 0,

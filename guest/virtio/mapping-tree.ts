@@ -1,6 +1,6 @@
 /**
  * The guest-visible mappings of one virtio-iommu domain: disjoint, inclusive IOVA ranges kept
- * sorted by start, so MAP's overlap rule and UNMAP's split rule (reference B.3) are decided here,
+ * sorted by start, so MAP's overlap rule and UNMAP's split rule (virtio 1.2 §5.13.6 "Device operations", MAP and UNMAP requests) are decided here,
  * before anything reaches the host.
  */
 

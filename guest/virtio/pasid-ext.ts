@@ -1,11 +1,13 @@
 /**
  * The project's PASID extension of virtio-iommu (docs/virtio-iommu.md §5), offered under
- * VIRTIO_IOMMU_F_ATTACH_TABLE and following the Intel-oriented drafts of reference B.6:
+ * VIRTIO_IOMMU_F_ATTACH_TABLE and following the Intel-oriented drafts (virtio-comment list,
+ * 2023–2024: "virtio-iommu: Add PASID support", Tina Zhang's attach_pgt_vtd; none is in the
+ * virtio specification yet):
  *
  * - ATTACH_TABLE binds a guest VT-d first-level table to one PASID of an endpoint. Guest PASIDs
  *   are guest-private: the first bind of a guest PASID allocates a host PASID (PASID_ALLOC),
  *   then BIND_GPASID carries both with IOMMU_SVA_GPASID_VAL, so the host records the guest
- *   PASID as the host PASID's SPID (non-identity mapping, DESIGN §3.2). The same guest PASID
+ *   PASID as the host PASID's SPID (non-identity mapping, docs/design.md §3.2). The same guest PASID
  *   on another endpoint reuses the host PASID. DETACH_TABLE unbinds, and the host PASID is
  *   freed with its last binding.
  * - INVALIDATE by domain / PASID / address range becomes CACHE_INVALIDATE entries, one per
@@ -18,24 +20,38 @@ import { isVsvaError } from '../../src/errors.js';
 import { DeviceCap } from '../../vhost/messages/device.js';
 import { DeviceConfigFlag } from '../../vhost/messages/device-config.js';
 import {
-  CACHE_INVALIDATE_MAX_ENTRIES, IOMMU_CACHE_INVALIDATE_INFO_SIZE, IOMMU_CACHE_INVALIDATE_INFO_VERSION_1, IOMMU_CACHE_INV_TYPE,
-  IOMMU_INV_ADDR_FLAGS, IOMMU_INV_GRANU, IOMMU_INV_PASID_FLAGS, type CacheInvalidateEntry,
+  CACHE_INVALIDATE_MAX_ENTRIES, IOMMU_CACHE_INV_TYPE, IOMMU_INV_ADDR_FLAGS, IOMMU_INV_GRANU, IOMMU_INV_PASID_FLAGS, cacheInvalidateEntry,
+  type CacheInvalidateEntry,
 } from '../../vhost/messages/invalidate.js';
 import { IOMMU_PAGE_RESP, PAGE_RESPONSE_PASID_VALID, PRGI_MAX } from '../../vhost/messages/page.js';
 import {
   IOMMU_GPASID_BIND_DATA_SIZE, IOMMU_GPASID_BIND_VERSION_1, IOMMU_PASID_FORMAT_INTEL_VTD, IOMMU_SVA_GPASID_VAL, type GpasidBindRequest,
 } from '../../vhost/messages/pasid.js';
 import { PageRequestFlag, type PageRequestMessage, type PasidFreedMessage } from '../../vhost/messages/backend.js';
-import { PASID_MAX } from '../../vhost/messages/codes.js';
+import { PASID_MAX } from '../../src/vtd/pasid-entry.js';
 import { encodePageRequest } from './events.js';
 import {
   ATTACH_TABLE_FL_FLAGS_MASK, ATTACH_TABLE_F_PRI, AttachTableReq, DetachTableReq, FaultFlag, INVAL_FLAG_MASK, INVAL_TYPE_MASK, InvalFlag,
   InvalGran, InvalType, InvalidateReq, PAGE_RESP_F_PASID_VALID, PGTF_VTD, PageRespCode, PageRespReq, ReqStatus,
 } from './iommu-spec.js';
-import type { VirtioIommuDevice } from './iommu-device.js';
 import { reject } from './req-status.js';
 import type { Domain, Endpoint, ReqReader, TableBinding } from './state.js';
-import type { HostCalls, ReplayReport } from '../viommu.js';
+import type { GuestContext, HostCalls, ReplayReport } from '../viommu.js';
+
+/** What the extension uses of the device it extends (iommu-device.ts implements it). */
+export interface PasidExtensionHost {
+  readonly ctx: GuestContext;
+  readonly client: HostCalls;
+  readonly log: GuestContext['log'];
+  readonly endpoints: ReadonlyMap<number, Endpoint>;
+  readonly domains: ReadonlyMap<number, Domain>;
+  /** The endpoint with this ID, or the request fails with NOENT. */
+  endpoint(id: number): Endpoint;
+  /** A domain ID outside config domain_range fails the request with RANGE. */
+  checkDomainRange(id: number): void;
+  /** Put an event on the eventq (held while no buffer is posted); `onDrop` when it is dropped. */
+  deliverEvent(bytes: Uint8Array, onDrop?: () => void): void;
+}
 
 /** What the host's GET_NESTING_INFO said (defaults when it cannot say). */
 export interface NestingSummary {
@@ -58,7 +74,7 @@ export class PasidExtension {
   private readonly outstanding = new Set<string>();
   private info: NestingSummary | null = null;
 
-  constructor(private readonly dev: VirtioIommuDevice) {}
+  constructor(private readonly dev: PasidExtensionHost) {}
 
   /** Host PASID of a guest PASID, when one is bound. */
   hostPasid(gpasid: number): number | undefined {
@@ -90,27 +106,28 @@ export class PasidExtension {
 
   // --- ATTACH_TABLE / DETACH_TABLE ----------------------------------------------------------------
 
+  /** ATTACH_TABLE: each field is read where it is checked, in the order the checks run. */
   async attachTable(r: ReqReader): Promise<void> {
-    const domainId = r.u32(AttachTableReq.DOMAIN);
-    const flags = r.u32(AttachTableReq.FLAGS);
-    const format = r.u16(AttachTableReq.FORMAT);
-    const gpasid = r.u32(AttachTableReq.PASID);
-    const pgd = r.u64(AttachTableReq.PGD);
-    const flFlags = r.u64(AttachTableReq.FL_FLAGS);
-    const addrWidth = r.u32(AttachTableReq.ADDR_WIDTH);
     if (!r.isZero(AttachTableReq.RSVD, AttachTableReq.RSVD_SIZE) || !r.isZero(AttachTableReq.RSVD2, AttachTableReq.RSVD2_SIZE)) reject(ReqStatus.INVAL, 'ATTACH_TABLE reserved bytes are not zero');
+    const flags = r.u32(AttachTableReq.FLAGS);
     if (flags & ~ATTACH_TABLE_F_PRI) reject(ReqStatus.INVAL, `ATTACH_TABLE flags 0x${flags.toString(16)} has unknown bits`);
+    const format = r.u16(AttachTableReq.FORMAT);
     if (format !== PGTF_VTD) reject(ReqStatus.UNSUPP, `ATTACH_TABLE format ${format} is not PGTF_VTD (${PGTF_VTD})`);
     const ep = this.dev.endpoint(r.u32(AttachTableReq.ENDPOINT));
+    const domainId = r.u32(AttachTableReq.DOMAIN);
     const d = this.domainOf(domainId, 'ATTACH_TABLE');
     if (ep.domain !== d) reject(ReqStatus.INVAL, `endpoint 0x${ep.id.toString(16)} is not attached to domain ${domainId}`);
     if (!(ep.dev.caps & DeviceCap.PASID)) reject(ReqStatus.UNSUPP, `endpoint 0x${ep.id.toString(16)} has no PASID capability`);
     const info = await this.nestingInfo();
     const bits = Math.min(ep.dev.pasidWidth, info.pasidBits);
+    const gpasid = r.u32(AttachTableReq.PASID);
     if (gpasid === 0) reject(ReqStatus.INVAL, 'ATTACH_TABLE for PASID 0');
     if (gpasid >= 2 ** bits) reject(ReqStatus.RANGE, `PASID ${gpasid} is wider than ${bits} bits`);
+    const addrWidth = r.u32(AttachTableReq.ADDR_WIDTH);
     if (!FL_ADDR_WIDTHS.has(addrWidth)) reject(ReqStatus.INVAL, `ATTACH_TABLE addr_width ${addrWidth} is not 48 or 57`);
+    const flFlags = r.u64(AttachTableReq.FL_FLAGS);
     if (flFlags & ~ATTACH_TABLE_FL_FLAGS_MASK) reject(ReqStatus.INVAL, `ATTACH_TABLE fl_flags 0x${flFlags.toString(16)} has unknown bits`);
+    const pgd = r.u64(AttachTableReq.PGD);
     if (pgd % 0x1000n !== 0n || pgd + 0x1000n > BigInt(this.dev.ctx.ram.size)) reject(ReqStatus.RANGE, `ATTACH_TABLE pgd 0x${pgd.toString(16)} is not a page of guest RAM`);
     const pri = (flags & ATTACH_TABLE_F_PRI) !== 0;
     if (pri && !(ep.dev.caps & DeviceCap.PRI)) reject(ReqStatus.UNSUPP, `endpoint 0x${ep.id.toString(16)} has no PRI capability`);
@@ -235,24 +252,25 @@ export class PasidExtension {
 
   // --- INVALIDATE ---------------------------------------------------------------------------------
 
+  /** INVALIDATE: each field is read where it is checked, in the order the checks run. */
   async invalidate(r: ReqReader): Promise<void> {
+    if (!r.isZero(InvalidateReq.RSVD1, InvalidateReq.RSVD1_SIZE) || !r.isZero(InvalidateReq.RSVD2, InvalidateReq.RSVD2_SIZE) || !r.isZero(InvalidateReq.RSVD3, InvalidateReq.RSVD3_SIZE)) {
+      reject(ReqStatus.INVAL, 'INVALIDATE reserved bytes are not zero');
+    }
     const gran = r.u16(InvalidateReq.INV_GRAN);
+    if (gran !== InvalGran.DOMAIN && gran !== InvalGran.PASID && gran !== InvalGran.VA) reject(ReqStatus.INVAL, `INVALIDATE granularity 0x${gran.toString(16)} is not DOMAIN, PASID or VA`);
     const type = r.u16(InvalidateReq.INV_TYPE);
+    if (type === 0 || type & ~INVAL_TYPE_MASK) reject(ReqStatus.INVAL, `INVALIDATE type 0x${type.toString(16)} is empty or has unknown bits`);
     const flags = r.u16(InvalidateReq.FLAGS);
+    if (flags & ~INVAL_FLAG_MASK) reject(ReqStatus.INVAL, `INVALIDATE flags 0x${flags.toString(16)} has unknown bits`);
     const domainId = r.u32(InvalidateReq.DOMAIN);
+    const d = this.domainOf(domainId, 'INVALIDATE');
+    const byPasid = gran !== InvalGran.DOMAIN;
+    if (byPasid && !(flags & InvalFlag.PASID)) reject(ReqStatus.INVAL, 'INVALIDATE by PASID or VA without INVAL_F_PASID');
     const gpasid = r.u32(InvalidateReq.PASID);
     const start = r.u64(InvalidateReq.VIRT_START);
     const nrPages = r.u64(InvalidateReq.NR_PAGES);
     const granule = r.u8(InvalidateReq.GRANULE);
-    if (!r.isZero(InvalidateReq.RSVD1, InvalidateReq.RSVD1_SIZE) || !r.isZero(InvalidateReq.RSVD2, InvalidateReq.RSVD2_SIZE) || !r.isZero(InvalidateReq.RSVD3, InvalidateReq.RSVD3_SIZE)) {
-      reject(ReqStatus.INVAL, 'INVALIDATE reserved bytes are not zero');
-    }
-    if (gran !== InvalGran.DOMAIN && gran !== InvalGran.PASID && gran !== InvalGran.VA) reject(ReqStatus.INVAL, `INVALIDATE granularity 0x${gran.toString(16)} is not DOMAIN, PASID or VA`);
-    if (type === 0 || type & ~INVAL_TYPE_MASK) reject(ReqStatus.INVAL, `INVALIDATE type 0x${type.toString(16)} is empty or has unknown bits`);
-    if (flags & ~INVAL_FLAG_MASK) reject(ReqStatus.INVAL, `INVALIDATE flags 0x${flags.toString(16)} has unknown bits`);
-    const d = this.domainOf(domainId, 'INVALIDATE');
-    const byPasid = gran !== InvalGran.DOMAIN;
-    if (byPasid && !(flags & InvalFlag.PASID)) reject(ReqStatus.INVAL, 'INVALIDATE by PASID or VA without INVAL_F_PASID');
     if (gran === InvalGran.VA) {
       if (type & InvalType.PASID) reject(ReqStatus.INVAL, 'INVALIDATE of the PASID cache by VA');
       if (granule < 12 || granule > 52) reject(ReqStatus.INVAL, `INVALIDATE granule 2^${granule} is not a page size`);
@@ -289,20 +307,14 @@ export class PasidExtension {
   /** One host invalidation entry; DOMAIN and PASID granularity both become host PASID granularity. */
   private invEntry(rid: number, cache: number, hpasid: number, gran: number, flags: number, start: bigint, nrPages: bigint, granule: number): CacheInvalidateEntry {
     const va = gran === InvalGran.VA;
-    return {
+    return cacheInvalidateEntry({
       rid,
-      argsz: IOMMU_CACHE_INVALIDATE_INFO_SIZE,
-      version: IOMMU_CACHE_INVALIDATE_INFO_VERSION_1,
       cache,
       granularity: va ? IOMMU_INV_GRANU.ADDR : IOMMU_INV_GRANU.PASID,
-      padding: new Uint8Array(6),
       flags: va ? IOMMU_INV_ADDR_FLAGS.PASID | (flags & InvalFlag.LEAF ? IOMMU_INV_ADDR_FLAGS.LEAF : 0) : IOMMU_INV_PASID_FLAGS.PASID,
-      archid: 0,
       pasid: BigInt(hpasid),
-      addr: va ? start : 0n,
-      granule_size: va ? 1n << BigInt(granule) : 0n,
-      nb_granules: va ? nrPages : 0n,
-    };
+      ...(va ? { addr: start, granule_size: 1n << BigInt(granule), nb_granules: nrPages } : {}),
+    });
   }
 
   // --- page requests and responses ------------------------------------------------------------------

@@ -1,7 +1,7 @@
 /**
  * How a request ends: a virtio-iommu status for the tail, and the mapping from host errnos
  * (docs/protocol.md replies) to statuses — the inverse of Linux's viommu_get_req_errno
- * (reference B.3) where one exists.
+ * (virtio 1.2 §5.13.6 "Device operations") where one exists.
  */
 import { isVsvaError, type ErrnoName } from '../../src/errors.js';
 import { ReqStatus, STATUS_NAMES } from './iommu-spec.js';

@@ -1,12 +1,13 @@
 /**
- * Host cache invalidations (CACHE_INVALIDATE entries, `struct iommu_cache_invalidate_info`,
- * reference ioasid-vfio-iommufd.md B.1) built from the guest's IOTLB-type descriptors, and the
- * per-queue-run batch they are collected in (DESIGN §3.1: one CACHE_INVALIDATE per queue run,
- * flushed before any wait descriptor's status write and before any other host request so the
- * host sees them in the guest's order).
+ * Host cache invalidations (CACHE_INVALIDATE entries, `struct iommu_cache_invalidate_info` of
+ * Linux include/uapi/linux/iommu.h 5.10–5.13; docs/protocol.md §10.6) built from the guest's
+ * IOTLB-type descriptors, and the per-queue-run batch they are collected in (docs/design.md §3.1:
+ * one CACHE_INVALIDATE per queue run, flushed before any wait descriptor's status write and
+ * before any other host request so the host sees them in the guest's order).
  *
- * Granularity mapping (the validity table of B.1: DOMAIN × {IOTLB}; PASID × {IOTLB, DEV_IOTLB};
- * ADDR × {IOTLB, DEV_IOTLB}):
+ * Granularity mapping (the cache × granularity validity table of that uAPI, as Linux
+ * drivers/iommu/intel/iommu.c `inv_type_granu_table` states it: DOMAIN × {IOTLB}; PASID ×
+ * {IOTLB, DEV_IOTLB}; ADDR × {IOTLB, DEV_IOTLB}):
  * - PIOTLB all-in-PASID → IOTLB / PASID (flags PASID);
  * - PIOTLB page-selective → IOTLB / ADDR (flags PASID, LEAF when IH), 4 KiB × 2^AM;
  * - IOTLB global → IOTLB / DOMAIN;
@@ -28,34 +29,17 @@ import type { TraceBus } from '../../src/trace/bus.js';
 import {
   CACHE_INVALIDATE_MAX_ENTRIES,
   PackedCacheInvalidate,
-  IOMMU_CACHE_INVALIDATE_INFO_SIZE,
-  IOMMU_CACHE_INVALIDATE_INFO_VERSION_1,
   IOMMU_CACHE_INV_TYPE,
+  cacheInvalidateEntry as entry,
   IOMMU_INV_ADDR_FLAGS,
   IOMMU_INV_GRANU,
   IOMMU_INV_PASID_FLAGS,
   type CacheInvalidateEntry,
 } from '../../vhost/messages/invalidate.js';
-import type { HostPort } from './host-port.js';
+import { PAGE_SIZE, VTD_PAGE_SHIFT } from '../../src/vtd/page-table.js';
+import type { HostCalls } from '../viommu.js';
 
-const PAGE = 4096n;
 const U64 = 1n << 64n;
-
-function entry(e: Partial<CacheInvalidateEntry> & Pick<CacheInvalidateEntry, 'cache' | 'granularity'>): CacheInvalidateEntry {
-  return {
-    rid: 0,
-    argsz: IOMMU_CACHE_INVALIDATE_INFO_SIZE,
-    version: IOMMU_CACHE_INVALIDATE_INFO_VERSION_1,
-    padding: new Uint8Array(6),
-    flags: 0,
-    archid: 0,
-    pasid: 0n,
-    addr: 0n,
-    granule_size: 0n,
-    nb_granules: 0n,
-    ...e,
-  };
-}
 
 /** IOTLB entries of one PASID (all-in-PASID). */
 export function iotlbPasid(pasid: number): CacheInvalidateEntry {
@@ -64,14 +48,14 @@ export function iotlbPasid(pasid: number): CacheInvalidateEntry {
 
 /** IOTLB entries of one PASID in [addr, addr + 4 KiB × 2^am). */
 export function iotlbPasidAddr(pasid: number, addr: bigint, am: number, leafOnly: boolean): CacheInvalidateEntry {
-  const span = PAGE << BigInt(am);
+  const span = PAGE_SIZE << BigInt(am);
   return entry({
     cache: IOMMU_CACHE_INV_TYPE.IOTLB,
     granularity: IOMMU_INV_GRANU.ADDR,
     flags: IOMMU_INV_ADDR_FLAGS.PASID | (leafOnly ? IOMMU_INV_ADDR_FLAGS.LEAF : 0),
     pasid: BigInt(pasid),
     addr: addr & ~(span - 1n),
-    granule_size: PAGE,
+    granule_size: PAGE_SIZE,
     nb_granules: 1n << BigInt(am),
   });
 }
@@ -84,14 +68,15 @@ export function iotlbAll(): CacheInvalidateEntry {
 /**
  * The range a device-TLB descriptor covers: S = 0 → one 4 KiB page; S = 1 → the lowest clear
  * ADDR bit above bit 11 gives the size (bit 12 clear: 8 KiB; bits 13:12 = 01: 16 KiB; …), the
- * address aligned down to it (reference §3 "0x3 Device-TLB").
+ * address aligned down to it (VT-d spec rev. 5.10 §6.5.2.5 "Device-TLB Invalidate Descriptor";
+ * QEMU hw/i386/intel_iommu.c `vtd_process_device_iotlb_desc`).
  */
 export function devTlbRange(addr: bigint, s: boolean): { addr: bigint; size: bigint } {
-  const a = BigInt.asUintN(64, addr) & ~(PAGE - 1n);
-  if (!s) return { addr: a, size: PAGE };
+  const a = BigInt.asUintN(64, addr) & ~(PAGE_SIZE - 1n);
+  if (!s) return { addr: a, size: PAGE_SIZE };
   let ones = 0n;
   while (ones < 52n && ((a >> (12n + ones)) & 1n) === 1n) ones++;
-  let size = PAGE << (ones + 1n);
+  let size = PAGE_SIZE << (ones + 1n);
   if (size > U64) size = U64;
   return { addr: size >= U64 ? 0n : a & ~(size - 1n), size };
 }
@@ -105,15 +90,16 @@ export function devIotlb(rid: number, pasid: number | undefined, addr: bigint, s
     flags: pasid === undefined ? 0 : IOMMU_INV_ADDR_FLAGS.PASID,
     pasid: BigInt(pasid ?? 0),
     addr,
-    granule_size: PAGE,
-    nb_granules: size / PAGE,
+    granule_size: PAGE_SIZE,
+    nb_granules: size / PAGE_SIZE,
   });
 }
 
 /** Messages of one batch outstanding at most (16 × 1024 entries). */
 export const MAX_MESSAGES_IN_FLIGHT = 16;
 
-const PAGE_N = 4096;
+/** The base page as a number, for the allocation-free path. */
+const PAGE_N = 1 << VTD_PAGE_SHIFT;
 
 /** One CACHE_INVALIDATE sent and not yet accounted for. */
 interface InFlight {
@@ -130,7 +116,7 @@ export class InvalidationBatch {
   readonly counters = { messages: 0, entries: 0, refused: 0 };
 
   constructor(
-    private readonly host: HostPort,
+    private readonly host: HostCalls,
     private readonly log: Logger,
     private readonly trace: TraceBus,
     private readonly vm: string,

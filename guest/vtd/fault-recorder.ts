@@ -1,7 +1,8 @@
 /**
  * Primary fault logging: fault recording registers (found through CAP.FRO, CAP.NFR + 1 of
- * them), FSTS.PPF/PFO/FRI and the fault event (reference vtd-scalable-mode.md §5 "Fault
- * Recording Register", §3 "FSTS_REG"; QEMU `vtd_report_frcd_fault` semantics):
+ * them), FSTS.PPF/PFO/FRI and the fault event (VT-d spec rev. 5.10 §7.2.1 "Primary Fault Logging",
+ * §11.4.7.1 "Fault Status Register", §11.4.7.6 "Fault Recording Registers [n]"; QEMU
+ * `vtd_report_frcd_fault` semantics):
  * - a fault goes to the first FRCD with F clear, scanning from FSTS.FRI; it sets F, FSTS.PPF
  *   and FSTS.FRI to that register's index;
  * - with every FRCD full the fault is dropped and FSTS.PFO is set;
@@ -14,7 +15,7 @@
 import type { TraceBus } from '../../src/trace/bus.js';
 import { encodeFaultRecord, FRCD_HI_F, type FaultRecord } from '../../src/vtd/fault.js';
 import { hex64 } from '../../src/vtd/layout.js';
-import { FSTS, IQEI, VTD_FRCD_REG_NR } from '../../src/vtd/registers.js';
+import { FSTS, IQEI, VTD_FRCD_REG_NR, type IqeiCode } from '../../src/vtd/registers.js';
 import type { EventInterrupts } from './interrupts.js';
 import type { RegisterFile } from './register-file.js';
 
@@ -71,7 +72,7 @@ export class FaultRecorder {
   }
 
   /** Invalidation queue error: FSTS.IQE, IQERCD.IQEI, and a fault event if nothing was pending. */
-  queueError(iqei: number): void {
+  queueError(iqei: IqeiCode): void {
     const wasPending = (this.regs.getN('FSTS') & FSTS_PENDING) !== 0;
     this.regs.update('FSTS', BigInt(FSTS.IQE));
     this.regs.set('IQERCD', (this.regs.get('IQERCD') & ~0xfn) | BigInt(iqei & 0xf));

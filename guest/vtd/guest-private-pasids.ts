@@ -1,5 +1,5 @@
 /**
- * Guest-private PASIDs on VT-d (DESIGN §3.1 with `vcmd: false`; the "guest-private, SPID" scheme
+ * Guest-private PASIDs on VT-d (docs/design.md §3.1 with `vcmd: false`; the "guest-private, SPID" scheme
  * of docs/performance.md): without the virtual command interface the guest picks its own PASIDs,
  * so they are not host PASIDs. The model then acts as a VMM with a non-identity mapping
  * (QEMU's vSVA series with `hpasid != gpasid`): for each guest PASID it forwards it allocates a
@@ -14,10 +14,10 @@
  */
 import { fail, isVsvaError } from '../../src/errors.js';
 import { PASID_MAX } from '../../src/vtd/pasid-entry.js';
-import type { HostPort } from './host-port.js';
+import type { HostCalls } from '../viommu.js';
 
-/** Host PASIDs are asked for in [1, PASID_MAX - 1] (PASID 0 is RID_PASID, as for VCMD). */
-const RANGE = { min: 1, max: PASID_MAX - 1 } as const;
+/** Host PASIDs are asked for in [1, PASID_MAX] (PASID 0 is RID_PASID, as for VCMD). */
+const RANGE = { min: 1, max: PASID_MAX } as const;
 
 interface Mapping {
   hpasid: number;
@@ -33,7 +33,7 @@ export class GuestPrivatePasids {
   readonly counters = { allocs: 0, frees: 0, refused: 0 };
 
   constructor(
-    private readonly host: HostPort,
+    private readonly host: HostCalls,
     /** Called before any host request, so batched invalidations reach the host first. */
     private readonly beforeHostRequest: () => Promise<void>,
   ) {}
@@ -122,7 +122,7 @@ export class GuestPrivatePasids {
    * PASID in use — any free one does, the guest never sees host PASIDs. Returns the guest PASIDs
    * the host could not give one for (their mappings are dropped).
    */
-  async replay(host: HostPort): Promise<{ allocated: number; lost: number[] }> {
+  async replay(host: HostCalls): Promise<{ allocated: number; lost: number[] }> {
     const out = { allocated: 0, lost: [] as number[] };
     const old = [...this.byGuest];
     this.byGuest.clear();

@@ -1,7 +1,8 @@
 /**
  * The three VT-d event interrupts — fault event (FECTL/FEDATA/FEADDR), invalidation completion
  * event (IECTL/IEDATA/IEADDR) and page request event (PECTL/PEDATA/PEADDR) — with the spec's
- * IM/IP protocol (reference vtd-scalable-mode.md §3 "Registers", §7):
+ * IM/IP protocol (VT-d spec rev. 5.10 §11.4.7.2 "Fault Event Control Register", §11.4.9.5
+ * "Invalidation Event Control Register", §7.5 "Recoverable Fault Event"):
  * - a condition raised while IM = 0 sends the interrupt message at once (IP stays 0);
  * - raised while IM = 1 it sets IP; clearing IM with IP set sends it then and clears IP;
  * - software servicing the condition (clearing its status bits) clears a pending IP.

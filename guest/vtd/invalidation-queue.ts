@@ -1,9 +1,11 @@
 /**
- * The invalidation queue (reference vtd-scalable-mode.md §3 "Queued invalidation"; DESIGN §3.1):
+ * The invalidation queue (VT-d spec rev. 5.10 §6.5.2 "Queued Invalidation Interface", §11.4.9
+ * "Invalidation Queue Interface"; docs/design.md §3.1):
  * IQA (base, DW, QS), IQT written by software, IQH advanced by the model, descriptors of 128 or
  * 256 bits fetched from guest RAM and checked with decodeDescriptor.
  *
- * Error semantics (QEMU `vtd_handle_inv_queue_error`, spec IQEI codes):
+ * Error semantics (QEMU `vtd_handle_inv_queue_error`; §6.5.2.11 "Hardware Handling of Queued
+ * Invalidation Interface Errors", IQEI codes of src/vtd/registers.ts):
  * - IQT bit 4 set with DW = 1 → IQE (IQEI 6, tail misaligned); tail ≥ queue size → IQE (IQEI 1);
  * - a descriptor outside guest RAM → IQEI 2; unknown type → IQEI 3; reserved bit set → IQEI 4;
  *   a 256-bit-only type in a 128-bit queue → IQEI 5;
@@ -31,10 +33,11 @@ import type { Logger } from '../../src/log.js';
 import type { TraceBus } from '../../src/trace/bus.js';
 import { decodeDescriptor, descriptorBytes, InvDescType, PIOTLB_DESC, type DecodedDescriptor } from '../../src/vtd/descriptors.js';
 import { hex64, wordsFromBytes } from '../../src/vtd/layout.js';
-import { GSTS, ICS, IQEI, VTD_IQT_QT_256_RSV_BIT, iqEntries, iqIndexFromReg, iqRegFromIndex } from '../../src/vtd/registers.js';
+import { FSTS, GSTS, ICS, IQA, IQEI, VTD_IQT_QT_256_RSV_BIT, iqEntries, iqIndexFromReg, iqRegFromIndex, type IqeiCode } from '../../src/vtd/registers.js';
 import type { GuestRam } from '../memory/guest-ram.js';
 import type { FaultRecorder } from './fault-recorder.js';
 import type { EventInterrupts } from './interrupts.js';
+import { narrow } from './narrow.js';
 import type { RegisterFile } from './register-file.js';
 
 export type ValidDescriptor = Extract<DecodedDescriptor, { kind: 'descriptor' }>;
@@ -45,13 +48,13 @@ export interface DescriptorSink {
    * IQEI code when the descriptor is invalid for reasons beyond its reserved bits (a
    * granularity the type does not define, AM above MAMV); the queue then stops at it.
    */
-  handle(d: ValidDescriptor): Promise<number | undefined>;
+  handle(d: ValidDescriptor): Promise<IqeiCode | undefined>;
   /**
    * Optional fast path for a PASID-based IOTLB descriptor (0x6) whose reserved bits are clear,
    * given as its fields (ADDR as the 64-bit address in two 32-bit halves, bits 11:0 clear): the
    * same effect and result as `handle` of its decoded form, synchronously.
    */
-  piotlb?(g: number, did: number, pasid: number, am: number, ih: boolean, addrLo: number, addrHi: number): number | undefined;
+  piotlb?(g: number, did: number, pasid: number, am: number, ih: boolean, addrLo: number, addrHi: number): IqeiCode | undefined;
   /** Make every earlier descriptor's effect reach the host. */
   flush(): Promise<void>;
 }
@@ -88,11 +91,11 @@ export class InvalidationQueue {
 
   private async process(): Promise<void> {
     if ((this.regs.getN('GSTS') & GSTS.QIES) === 0) return;
-    if ((this.regs.getN('FSTS') & 0x10) !== 0) return; // IQE pending: no fetch
+    if ((this.regs.getN('FSTS') & FSTS.IQE) !== 0) return; // IQE pending: no fetch
     const iqa = this.regs.get('IQA');
     const dw = (iqa & 0x800n) !== 0n;
     const base = iqa & 0xffff_ffff_ffff_f000n;
-    const entries = iqEntries(Number(iqa & 7n), dw);
+    const entries = iqEntries(narrow(iqa & IQA.QS_MASK, 3), dw);
     const iqt = this.regs.get('IQT');
     if (dw && (iqt & VTD_IQT_QT_256_RSV_BIT) !== 0n) return this.error(IQEI.QUEUE_TAIL_MISALIGNED, 'IQT bit 4 set with 256-bit descriptors');
     const tail = iqIndexFromReg(iqt, dw);
@@ -181,7 +184,7 @@ export class InvalidationQueue {
     if (f.SW === 1n) {
       const addr = f.STATUS_ADDR << 2n;
       if (addr + 4n <= BigInt(this.ram.size)) {
-        this.ram.writeU32(Number(addr), Number(f.STATUS_DATA));
+        this.ram.writeU32(Number(addr), narrow(f.STATUS_DATA, 32)); // addr: checked against guest RAM above
         this.counters.statusWrites++;
       } else {
         this.log.warn({ addr: hex64(addr) }, 'wait descriptor status address is outside guest RAM; status not written');
@@ -193,7 +196,7 @@ export class InvalidationQueue {
     }
   }
 
-  private error(iqei: number, why: string, head?: number, dw?: boolean, raw?: readonly bigint[]): void {
+  private error(iqei: IqeiCode, why: string, head?: number, dw?: boolean, raw?: readonly bigint[]): void {
     this.counters.errors++;
     if (head !== undefined) this.regs.set('IQH', iqRegFromIndex(head, dw ?? false));
     this.faults.queueError(iqei);

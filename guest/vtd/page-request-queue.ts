@@ -1,5 +1,6 @@
 /**
- * The page request queue in guest RAM (reference vtd-scalable-mode.md §7): PQA (base, PQS),
+ * The page request queue in guest RAM (VT-d spec rev. 5.10 §7.4.1 "Handling of Page Requests",
+ * §11.4.11 "Page Request Queue Interface"): PQA (base, PQS),
  * PQH (software's head) and PQT (hardware's tail), 32-byte page request descriptors, PRS.PPR /
  * PRS.PRO and the page request event (PECTL).
  *
@@ -12,10 +13,10 @@
  * - Requests are remembered by (RID, PASID, PRGI) until a page group response answers them.
  */
 import type { TraceBus } from '../../src/trace/bus.js';
-import { hex64 } from '../../src/vtd/layout.js';
+import { getField, hex64, wordsToBytes } from '../../src/vtd/layout.js';
 import { encodePageRequest, PAGE_REQ_DSC_SIZE } from '../../src/vtd/page-request.js';
-import { PRS, VTD_PQ_PTR_MASK } from '../../src/vtd/registers.js';
-import { wordsToBytes } from '../../src/vtd/layout.js';
+import { PAGE_SIZE } from '../../src/vtd/page-table.js';
+import { PQA_REG, PRS, VTD_PQ_PTR_MASK } from '../../src/vtd/registers.js';
 import { PageRequestFlag, type PageRequestMessage } from '../../vhost/messages/backend.js';
 import type { GuestRam } from '../memory/guest-ram.js';
 import type { EventInterrupts } from './interrupts.js';
@@ -48,13 +49,13 @@ export class PageRequestQueue {
     const hasPasid = (m.flags & PageRequestFlag.PASID_VALID) !== 0;
     const args = { rid: m.rid, pasid: hasPasid ? m.pasid : null, prgi: m.prgi, addr: hex64(m.addr) };
     const pqa = this.regs.get('PQA');
-    const base = pqa & 0xffff_ffff_ffff_f000n;
+    const base = getField(pqa, PQA_REG.field.PQA) << 12n;
     if (pqa === 0n) {
       this.counters.notConfigured++;
       this.trace.emit({ kind: 'page-request', side: 'guest', vm: this.vm, name: 'page request: no queue', args });
       return 'not-configured';
     }
-    const size = 4096n << (pqa & 7n);
+    const size = PAGE_SIZE << getField(pqa, PQA_REG.field.PQS);
     const tail = this.regs.get('PQT') & VTD_PQ_PTR_MASK;
     const head = this.regs.get('PQH') & VTD_PQ_PTR_MASK;
     const next = (tail + BigInt(PAGE_REQ_DSC_SIZE)) % size;

@@ -1,7 +1,7 @@
 /**
  * The shadow of the guest's PASID entries: what the model last forwarded to the host for each
  * (device, PASID), and for each device's requests without PASID (the RID path through the
- * context entry's RID_PASID). DESIGN §3.1: on a PASID-cache invalidation the model re-walks the
+ * context entry's RID_PASID). docs/design.md §3.1: on a PASID-cache invalidation the model re-walks the
  * guest entries, diffs them against this shadow and forwards each change per guest PGTT:
  *
  * | guest entry                         | host                                                      |
@@ -12,7 +12,7 @@
  * | PGTT 3, reserved bits, bad FLPM/AW  | nothing bound; use faults with 0x5a / 0x5b (guest-visible)  |
  * | entry gone (P clear)                | UNBIND_GPASID / DETACH                                     |
  *
- * The bind data follows QEMU's vSVA series (reference §4): format VT-d, gpgd = FLPTR,
+ * The bind data follows QEMU's vSVA series (Yi Liu, hw/i386/intel_iommu.c `vtd_bind_guest_pasid`): format VT-d, gpgd = FLPTR,
  * addr_width = 48 + 9·FLPM, GPASID_VAL, vendor flags SRE/EAFE/PCD/PWT/EMTE/CD/WPE, PAT, EMT.
  *
  * PASIDs: with the virtual command interface the guest's PASIDs are host PASIDs (identity,
@@ -42,7 +42,7 @@ import {
   type GpasidBindRequest,
 } from '../../vhost/messages/pasid.js';
 import type { GuestRam } from '../memory/guest-ram.js';
-import type { HostPort } from './host-port.js';
+import type { HostCalls } from '../viommu.js';
 import type { GuestPrivatePasids } from './guest-private-pasids.js';
 import { SlDomainShadow } from './sl-shadow.js';
 import type { PasidEntryRead } from './tables.js';
@@ -183,7 +183,7 @@ export class PasidShadow {
   readonly counters = { binds: 0, unbinds: 0, attaches: 0, detaches: 0, refused: 0, slSyncs: 0 };
 
   constructor(
-    private readonly host: HostPort,
+    private readonly host: HostCalls,
     private readonly ram: GuestRam,
     private readonly log: Logger,
     private readonly trace: TraceBus,
@@ -281,7 +281,7 @@ export class PasidShadow {
    * `lost`: PASIDs the host could not give back — their entries become `refused` (ENOSPC).
    * Requests go to `host` directly. Returns counts and what failed.
    */
-  async replay(host: HostPort, lost: ReadonlySet<number>): Promise<{ domains: number; mappings: number; bindings: number; failures: string[] }> {
+  async replay(host: HostCalls, lost: ReadonlySet<number>): Promise<{ domains: number; mappings: number; bindings: number; failures: string[] }> {
     const out = { domains: 0, mappings: 0, bindings: 0, failures: [] as string[] };
     if (this.privatePasids !== null) {
       // Guest-private PASIDs: new host PASIDs (any will do; the guest never sees them).
@@ -343,7 +343,7 @@ export class PasidShadow {
 
   /**
    * The PASID was freed on the host (the guest's VCMD FREE_PASID while its entries were still
-   * present, or a host-forced free): the host tore its routes down (reference A.3), so the
+   * present, or a host-forced free): the host tore its routes down (docs/protocol.md §10.13 PASID_FREED), so the
    * shadow records them as refused — a later PASID-cache invalidation tries them again — and
    * SL shadow domains they held are released.
    */

@@ -1,5 +1,5 @@
 /**
- * Storage and access semantics of the virtual VT-d register window (DESIGN §3.1), built from the
+ * Storage and access semantics of the virtual VT-d register window (docs/design.md §3.1), built from the
  * register definitions of src/vtd/registers.ts (QEMU offsets, reset values, writable, W1C and
  * write-only masks). Nothing here acts on a write; the model (vtd-model.ts) reacts afterwards.
  *
@@ -72,9 +72,14 @@ export class RegisterFile {
     this.set(name, (this.get(name) & ~clearBits) | setBits);
   }
 
-  /** A 32-bit register as a number (hot paths). */
+  /**
+   * A 32-bit register as a number (hot paths). A 64-bit register is refused: its high half would
+   * be lost (read it as a bigint with `get`).
+   */
   getN(name: string): number {
-    return Number(this.get(name) & M32);
+    const d = this.def(name);
+    if (d.width !== 32) fail('EINVAL', `${name} is a 64-bit register; read it with get()`);
+    return Number(this.values.get(d.offset)!);
   }
 
   /** Every register back to its reset value. */

@@ -1,6 +1,6 @@
 /**
- * Caching-mode shadowing of a guest second-level table (PASID entries with PGTT = 2, DESIGN
- * §3.1) into a host kernel-managed domain, as QEMU does for VFIO with CAP.CM = 1: the guest's
+ * Caching-mode shadowing of a guest second-level table (PASID entries with PGTT = 2,
+ * docs/design.md §3.1) into a host kernel-managed domain, as QEMU does for VFIO with CAP.CM = 1: the guest's
  * SL leaves (IOVA → GPA, R/W) become host DMA_MAP mappings of a domain from DOMAIN_ALLOC, and
  * each IOTLB invalidation re-walks the invalidated range and applies the difference.
  *
@@ -15,7 +15,7 @@ import { wordsFromBytes } from '../../src/vtd/layout.js';
 import { DmaMapFlag } from '../../vhost/messages/dma.js';
 import type { GuestRam } from '../memory/guest-ram.js';
 import { VTD_HAW } from './tables.js';
-import type { HostPort } from './host-port.js';
+import type { HostCalls } from '../viommu.js';
 
 export interface SlExtent {
   readonly iova: bigint;
@@ -40,7 +40,7 @@ export class SlDomainShadow {
   readonly dids = new Set<number>();
 
   private constructor(
-    private readonly host: HostPort,
+    private readonly host: HostCalls,
     private readonly ram: GuestRam,
     private readonly log: Logger,
     /** GPA of the guest's top-level SL table. */
@@ -50,7 +50,7 @@ export class SlDomainShadow {
     public domain: number,
   ) {}
 
-  static async create(host: HostPort, ram: GuestRam, log: Logger, slptptr: bigint, levels: number): Promise<SlDomainShadow> {
+  static async create(host: HostCalls, ram: GuestRam, log: Logger, slptptr: bigint, levels: number): Promise<SlDomainShadow> {
     const { domain } = await host.call('DOMAIN_ALLOC', {});
     return new SlDomainShadow(host, ram, log, slptptr, levels, domain);
   }
@@ -105,7 +105,7 @@ export class SlDomainShadow {
    * exactly what it held before (the guest's later IOTLB invalidations bring changes, as
    * before). Returns the mappings made; a refused map drops that extent (logged).
    */
-  async replay(host: HostPort): Promise<number> {
+  async replay(host: HostCalls): Promise<number> {
     const { domain } = await host.call('DOMAIN_ALLOC', {});
     this.domain = domain;
     let n = 0;

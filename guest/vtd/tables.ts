@@ -1,7 +1,9 @@
 /**
  * Walks of the guest's scalable-mode translation structures in guest RAM: root table → context
  * entry → PASID directory → PASID table entry, with the spec's checks and fault reasons
- * (reference vtd-scalable-mode.md §1, §2, §5 "Fault reason codes").
+ * (VT-d spec rev. 5.10 §9.2 "Scalable-mode Root Entry", §9.4 "Scalable-Mode Context-Entry", §9.5
+ * "Scalable-Mode PASID Directory Entry", §9.6 "Scalable-Mode PASID Table Entry"; fault reasons of
+ * §7.1.3 "Fault Conditions and Remapping Hardware Behavior for Various Requests").
  *
  * Every function reads guest RAM only and never throws for guest-controlled data: a failed
  * read (address outside RAM) is the matching access-error fault (0x38 root, 0x40 context,

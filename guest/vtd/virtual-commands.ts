@@ -1,8 +1,9 @@
 /**
  * The virtual command interface (VCCAP / VCMD / VCRSP) in the spec 3.1 or 3.3 layout
- * (reference vtd-scalable-mode.md §4; DESIGN §3.1): ALLOC_PASID and FREE_PASID become the
- * host's PASID_ALLOC / PASID_FREE, the way QEMU's vSVA series forwards them to
- * VFIO_IOMMU_PASID_REQUEST.
+ * (VT-d spec rev. 3.1 / 3.3 Virtual Command Capability, Command and Response registers; Linux
+ * drivers/iommu/intel/pasid.c `vcmd_alloc_pasid`, up to 6.7; docs/design.md §3.1): ALLOC_PASID
+ * and FREE_PASID become the host's PASID_ALLOC / PASID_FREE, the way QEMU's vSVA series forwards
+ * them to VFIO_IOMMU_PASID_REQUEST.
  *
  * - A VCMD write while VCRSP.IP is set is ignored (QEMU `vtd_handle_vcmd_write`).
  * - Otherwise VCRSP = IP at once; the host request runs asynchronously and VCRSP then holds the
@@ -26,7 +27,7 @@ import type { Logger } from '../../src/log.js';
 import type { TraceBus } from '../../src/trace/bus.js';
 import { VCMD_CMD, VCMD_LAYOUTS, type VcmdLayoutName } from '../../src/vtd/vcmd.js';
 import { PASID_MAX } from '../../src/vtd/pasid-entry.js';
-import type { HostPort } from './host-port.js';
+import type { HostCalls } from '../viommu.js';
 import type { RegisterFile } from './register-file.js';
 
 /** Lowest PASID handed out: PASID 0 is RID_PASID and never bound (QEMU VTD_HPASID_MIN). */
@@ -35,7 +36,7 @@ export const VCMD_PASID_MIN = 1;
 /** Longest a VCRSP read waits for a command in flight before it returns IP. */
 export const VCRSP_READ_STALL_MS = 1;
 
-const ALLOC_RANGE = { min: VCMD_PASID_MIN, max: PASID_MAX - 1 } as const;
+const ALLOC_RANGE = { min: VCMD_PASID_MIN, max: PASID_MAX } as const;
 /** VCRSP with IP set (bit 0 in both layouts). */
 const VCRSP_IP = 1n;
 
@@ -68,7 +69,7 @@ export class VirtualCommands {
   constructor(
     readonly layoutName: VcmdLayoutName,
     private readonly regs: RegisterFile,
-    private readonly host: HostPort,
+    private readonly host: HostCalls,
     private readonly log: Logger,
     private readonly trace: TraceBus,
     private readonly vm: string,

@@ -1,5 +1,5 @@
 /**
- * DMA jobs (DESIGN §3.3 "workloads"): copy, fill, compare, read and write that an assigned
+ * DMA jobs (docs/design.md §3.3 "workloads"): copy, fill, compare, read and write that an assigned
  * device performs on behalf of a guest process, through the process's PASID, with
  * GuestHandle.dma in chunks (one DEVICE_DMA request moves at most DEVICE_DMA_MAX_LENGTH bytes;
  * jobs use smaller chunks that never cross a chunk-aligned boundary, so a fault names a small

@@ -1,5 +1,5 @@
 /**
- * Guest workloads (DESIGN §3.3): SVA guests over either vIOMMU's guest driver, and DMA jobs
+ * Guest workloads (docs/design.md §3.3): SVA guests over either vIOMMU's guest driver, and DMA jobs
  * that processes submit through their PASIDs and check in guest memory.
  */
 import type { GuestHandle } from '../../src/api/types.js';

@@ -24,6 +24,8 @@ import { PAGE_SIZE } from '../driver/guest-memory.js';
 import { VirtioIommuDriver } from '../driver/virtio-iommu-driver.js';
 import type { EventReport } from '../virtio/events.js';
 import { InvalFlag, InvalGran, InvalType, MapFlag, PageRespCode, ReqStatus, STATUS_NAMES } from '../virtio/iommu-spec.js';
+import { PASID_LIMIT } from '../../src/vtd/pasid-entry.js';
+import { BackgroundPoll } from './background-poll.js';
 import { SvaGuest, guestPageAllocator, type PageResponse } from './sva-guest.js';
 
 /** errno for each virtio-iommu status (Linux viommu_get_req_errno). */
@@ -56,8 +58,6 @@ function check(what: string, status: number): void {
 
 /** How often the eventq is polled (ms): page requests wait at most about this long. */
 const EVENT_POLL_MS = 2;
-/** Guest-private PASIDs: 1..PASID_LIMIT-1 (20 bits). */
-const PASID_LIMIT = 1 << 20;
 
 export interface VirtioSvaOptions {
   /** Bytes of guest RAM (for the page allocator). */
@@ -72,8 +72,7 @@ export class VirtioSvaGuest extends SvaGuest {
   /** Endpoint (RID) → domain it is attached to, as this driver attached it. */
   private readonly epDomain = new Map<number, number>();
   private readonly defaultDomain = new Map<number, number>();
-  private poller: NodeJS.Timeout | null = null;
-  private polling: Promise<void> | null = null;
+  private readonly poller = new BackgroundPoll(() => this.driver.pollEvents().then(() => undefined), this.log, 'virtio-iommu eventq poll');
   driver!: VirtioIommuDriver;
 
   private constructor(handle: GuestHandle, opts: VirtioSvaOptions) {
@@ -90,20 +89,8 @@ export class VirtioSvaGuest extends SvaGuest {
     // Default domains at the top of the domain range, one per endpoint, out of a scenario's way.
     const top = g.driver.config.domainRange.end;
     g.deviceOrder.forEach((rid, i) => g.defaultDomain.set(rid, top - i));
-    g.poller = setInterval(() => g.pollOnce(), EVENT_POLL_MS);
-    g.poller.unref();
+    g.poller.start(EVENT_POLL_MS);
     return g;
-  }
-
-  private pollOnce(): void {
-    if (this.polling) return;
-    this.polling = this.driver
-      .pollEvents()
-      .then(() => undefined)
-      .catch((err: unknown) => this.log.warn({ err }, 'virtio-iommu eventq poll failed'))
-      .finally(() => {
-        this.polling = null;
-      });
   }
 
   private async onEvent(ev: EventReport): Promise<void> {
@@ -213,9 +200,7 @@ export class VirtioSvaGuest extends SvaGuest {
   }
 
   protected async shutdown(): Promise<void> {
-    if (this.poller) clearInterval(this.poller);
-    this.poller = null;
-    await this.polling;
+    await this.poller.stop();
     await this.driver.remove();
   }
 }

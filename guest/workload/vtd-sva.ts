@@ -22,11 +22,12 @@ import { parseBdf } from '../../src/pci.js';
 import { DMAR, FSTS, PRS } from '../../src/vtd/registers.js';
 import type { FlushRange, GuestProcess } from '../driver/guest-process.js';
 import { SVA_DID, VtdDriver, pasidDevTlbDescriptor } from '../driver/vtd-driver.js';
+import { PASID_LIMIT } from '../../src/vtd/pasid-entry.js';
+import { BackgroundPoll } from './background-poll.js';
 import { SvaGuest, guestPageAllocator } from './sva-guest.js';
 
 /** How often the page request queue and fault registers are polled (ms). */
 const POLL_MS = 2;
-const PASID_LIMIT = 1 << 20;
 
 export interface VtdSvaOptions {
   memory: number;
@@ -49,8 +50,7 @@ export class VtdSvaGuest extends SvaGuest {
   driver!: VtdDriver;
   private readonly lock = new Lock();
   private readonly localPasids = new Set<number>();
-  private poller: NodeJS.Timeout | null = null;
-  private polling: Promise<void> | null = null;
+  private readonly poller = new BackgroundPoll(() => this.lock.run(() => this.pollOnce()), this.log, 'VT-d page request / fault poll');
 
   private constructor(handle: GuestHandle, opts: VtdSvaOptions) {
     super(handle, guestPageAllocator(handle, opts.memory), childLogger('workload', { vm: handle.name, viommu: 'vtd' }));
@@ -60,35 +60,25 @@ export class VtdSvaGuest extends SvaGuest {
     const g = new VtdSvaGuest(handle, opts);
     g.driver = await VtdDriver.init(handle, g.pages, opts.vcmd ? { vcmd: opts.vcmd } : {});
     for (const d of opts.devices) await g.driver.attachDevice(d.bdf, { pri: g.driver.hasPrs });
-    g.poller = setInterval(() => g.pollOnce(), POLL_MS);
-    g.poller.unref();
+    g.poller.start(POLL_MS);
     return g;
   }
 
-  private pollOnce(): void {
-    if (this.polling) return;
-    this.polling = this.lock
-      .run(async () => {
-        const prs = await this.handle.readl(DMAR.PRS);
-        if (prs & (PRS.PPR | PRS.PRO)) {
-          await this.driver.servicePageRequests((req) => this.handlePageRequest({ rid: req.rid, pasid: req.pasid, addr: req.addr, write: req.write }).then((a) => (a === 'success' ? 'success' : 'invalid')));
-        }
-        const fsts = await this.handle.readl(DMAR.FSTS);
-        if (fsts & (FSTS.PPF | FSTS.PFO)) {
-          for (const f of await this.driver.readFaults()) this.recordFault({ reason: f.reason, addr: f.addr, rid: f.sid, ...(f.pasid !== undefined ? { pasid: f.pasid } : {}) });
-        }
-      })
-      .catch((err: unknown) => this.log.warn({ err }, 'VT-d page request / fault poll failed'))
-      .finally(() => {
-        this.polling = null;
-      });
+  /** Service the page request queue (PRS.PPR / PRO) and the fault recording registers (FSTS.PPF / PFO). */
+  private async pollOnce(): Promise<void> {
+    const prs = await this.handle.readl(DMAR.PRS);
+    if (prs & (PRS.PPR | PRS.PRO)) {
+      await this.driver.servicePageRequests((req) => this.handlePageRequest({ rid: req.rid, pasid: req.pasid, addr: req.addr, write: req.write }).then((a) => (a === 'success' ? 'success' : 'invalid')));
+    }
+    const fsts = await this.handle.readl(DMAR.FSTS);
+    if (fsts & (FSTS.PPF | FSTS.PFO)) {
+      for (const f of await this.driver.readFaults()) this.recordFault({ reason: f.reason, addr: f.addr, rid: f.sid, ...(f.pasid !== undefined ? { pasid: f.pasid } : {}) });
+    }
   }
 
   /** Run pending page-request and fault servicing now (tests and steps that want it settled). */
-  async poll(): Promise<void> {
-    await this.polling;
-    this.pollOnce();
-    await this.polling;
+  poll(): Promise<void> {
+    return this.poller.now();
   }
 
   // --- PASIDs ----------------------------------------------------------------------------------
@@ -159,9 +149,7 @@ export class VtdSvaGuest extends SvaGuest {
   }
 
   protected async shutdown(): Promise<void> {
-    if (this.poller) clearInterval(this.poller);
-    this.poller = null;
-    await this.polling;
+    await this.poller.stop();
     await this.lock.run(() => this.driver.disableTranslation()).catch((err: unknown) => this.log.debug({ err }, 'disabling translation failed'));
   }
 }

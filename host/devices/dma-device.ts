@@ -1,6 +1,7 @@
 /**
- * DMA test devices (DESIGN §4): an assigned device that performs one read or write when the
- * guest asks (DEVICE_DMA), through the host IOMMU's translation engine into host memory.
+ * DMA test devices (docs/design.md §4, "DMA test devices"): an assigned device that performs one
+ * read or write when the guest asks (DEVICE_DMA), through the host IOMMU's translation engine
+ * into host memory.
  *
  * PASID handling by kind:
  * - 'pf'  tags the request with the PASID as programmed: a host PASID of this VM (identity
@@ -25,6 +26,11 @@
  * FAILURE, timeout, or a failed retry → the DMA fails with the fault in the reply. A host
  * physical address that no memory backs (reason 0) is never a page request.
  *
+ * The DMA path has one request and one fault shape: the device builds one TranslationRequest
+ * from the DEVICE_DMA request, HostIommu answers with an IommuFault on a fault, and the device
+ * turns that record into the DEVICE_DMA reply, the FAULT message and the PAGE_REQUEST. `dma`
+ * returns the reply itself; only a DMA that must wait for a page response returns a promise.
+ *
  * PASIDs the guest sees in FAULT / PAGE_REQUEST / the reply are the ones it used: the guest
  * PASID for an ADI, the programmed PASID for a pf.
  *
@@ -33,34 +39,53 @@
  * need device-TLB invalidations); otherwise every request is translated by the IOMMU (its
  * IOTLB and paging caches).
  */
-import type { DmaResult, DeviceKind } from '../../src/api/types.js';
+import type { DeviceKind } from '../../src/api/types.js';
 import { fail, isVsvaError } from '../../src/errors.js';
 import { FaultReason } from '../../src/vtd/fault.js';
 import { childLogger } from '../../src/log.js';
 import type { TraceBus } from '../../src/trace/bus.js';
 import { FaultFlag, PageRequestFlag, type FaultMessage, type PageRequestMessage } from '../../vhost/messages/backend.js';
-import { DeviceDmaFlag, DeviceDmaOp, DeviceDmaStatus, DEVICE_DMA_RESULT_PASID_VALID, type DeviceDmaReply, type DeviceDmaRequest } from '../../vhost/messages/page.js';
-import type { ContainerIommu, DeviceCaps, DmaAccess } from '../vfio/iommu-port.js';
+import { DeviceDmaFlag, DeviceDmaOp, DeviceDmaStatus, DEVICE_DMA_RESULT_PASID_VALID, type DeviceDmaReply, type DeviceDmaRequest } from '../../vhost/messages/device-dma.js';
+import { ACCESS_EXEC, ACCESS_PRIV, ACCESS_WRITE, DMA_UNBACKED_HPA, faultRecord, type HostIommu, type IommuDmaResult, type IommuFault, type TranslationRequest } from '../iommu/index.js';
 import type { VdcmVm } from '../vdcm/vdcm.js';
-import type { PageRequestTracker } from './page-requests.js';
+import type { PageRequestOutcome, PageRequestTracker } from './page-requests.js';
 
 const log = childLogger('dma-device');
 
-/** What a device needs from its VM. */
-export interface DmaDeviceEnv {
-  readonly vmName: string;
-  readonly iommu: ContainerIommu;
-  readonly vdcm: VdcmVm;
+/** What DEVICE_ADD gave the device. */
+export interface DeviceCaps {
+  /** PASID width in bits; 0 = no PASID capability. */
+  pasidBits: number;
+  ats: boolean;
+  pri: boolean;
+}
+
+/** The backend channel of the device's VM, and the page requests waiting there for an answer. */
+export interface DeviceChannel {
   readonly pageRequests: PageRequestTracker;
-  /** Whether `hpasid` is a live (not free-pending) PASID of this VM. */
-  ownsPasid(hpasid: number): boolean;
-  /** Send FAULT on the backend channel (best effort). */
+  /** Send FAULT (best effort: dropped while the VM has no backend channel). */
   sendFault(msg: FaultMessage): void;
-  /** Send PAGE_REQUEST on the backend channel; rejects when there is no channel. */
+  /** Send PAGE_REQUEST; rejects when there is no channel. */
   sendPageRequest(msg: PageRequestMessage): Promise<void>;
-  /** Count an event for the VM's statistics. */
-  count(what: 'faults' | 'pageRequests' | 'dmas'): void;
-  readonly trace?: TraceBus;
+}
+
+/** The counters a device bumps (its VM's statistics). */
+export interface DeviceCounters {
+  dmas: number;
+  faults: number;
+  pageRequests: number;
+}
+
+/** What a device needs from the container of its VM (VfioContainer implements it). */
+export interface DeviceContainer {
+  readonly vmName: string;
+  readonly iommu: HostIommu;
+  readonly vdcm: VdcmVm;
+  readonly channel: DeviceChannel;
+  readonly trace: TraceBus | undefined;
+  readonly counters: DeviceCounters;
+  /** Whether `hpasid` is a live (allocated, not free-pending) PASID of this VM. */
+  ownsLivePasid(hpasid: number): boolean;
 }
 
 export class DmaTestDevice {
@@ -77,12 +102,14 @@ export class DmaTestDevice {
     readonly hostRid: number,
     readonly bdf: string,
     readonly caps: DeviceCaps,
-    private readonly env: DmaDeviceEnv,
+    private readonly container: DeviceContainer,
   ) {}
 
-  /** Perform one DMA (DEVICE_DMA). Control-path problems throw; translation faults are results. */
-  async dma(req: DeviceDmaRequest): Promise<DeviceDmaReply> {
-    const env = this.env;
+  /**
+   * Perform one DMA (DEVICE_DMA). Control-path problems throw; translation faults are results.
+   * The reply itself, or — only when a page request must be answered first — a promise of it.
+   */
+  dma(req: DeviceDmaRequest): DeviceDmaReply | Promise<DeviceDmaReply> {
     const pasidValid = (req.flags & DeviceDmaFlag.PASID_VALID) !== 0;
     let hpasid: number | null = null;
     if (pasidValid) {
@@ -91,35 +118,26 @@ export class DmaTestDevice {
     } else if (this.kind === 'adi') {
       fail('EINVAL', `ADI ${this.bdf} performs DMA only with a PASID`);
     }
-    const write = req.op === DeviceDmaOp.WRITE;
-    if (pasidValid && hpasid === null) return this.pasidEntryAbsent(req, write);
-    const access: DmaAccess = {
-      pasid: hpasid,
+    const access: TranslationRequest = {
+      rid: this.hostRid,
       addr: req.addr,
-      write,
+      write: req.op === DeviceDmaOp.WRITE,
       priv: (req.flags & DeviceDmaFlag.PRIV) !== 0,
       exec: (req.flags & DeviceDmaFlag.EXEC) !== 0,
       noReport: this.priEnabled,
     };
     const guestPasid = pasidValid ? req.pasid : null;
-    env.count('dmas');
-    let r = this.attempt(access, req);
-    if (!r.ok && this.priEnabled && r.fault.reason !== 0) {
-      const outcome = await this.pageRequest(access, guestPasid, r.fault.addr);
-      if (outcome === 'success') r = this.attempt(access, req);
-      if (!r.ok) env.count('faults');
-    } else if (!r.ok) {
-      env.count('faults');
-      // Reason 0 (no memory behind the HPA) is not a VT-d fault: nothing to record.
-      if (r.fault.reason !== 0) env.sendFault(this.faultMessage(access, guestPasid, r.fault.reason, r.fault.addr));
-    }
-    if (env.trace?.active) {
-      env.trace.emit({
-        kind: 'dma', side: 'host', vm: env.vmName, name: `${this.kind} ${write ? 'write' : 'read'}`,
-        args: { bdf: this.bdf, pasid: guestPasid, addr: `0x${req.addr.toString(16)}`, length: req.length, ok: r.ok, reason: r.ok ? null : r.fault.reason },
-      });
-    }
-    return this.reply(r, guestPasid);
+    const counters = this.container.counters;
+    counters.dmas++;
+    if (pasidValid && hpasid === null) return this.pasidEntryAbsent(req, access, req.pasid);
+    if (hpasid !== null) access.pasid = hpasid;
+    const r = this.attempt(access, req);
+    if (r.ok) return this.finish(req, r, guestPasid);
+    // Reason 0 (no memory behind the HPA) is not a VT-d fault: no page request, nothing to record.
+    if (this.priEnabled && r.fault.reason !== DMA_UNBACKED_HPA) return this.pageRequestAndRetry(access, req, guestPasid, r.fault);
+    counters.faults++;
+    if (r.fault.reason !== DMA_UNBACKED_HPA) this.container.channel.sendFault(this.faultMessage(r.fault, guestPasid));
+    return this.finish(req, r, guestPasid);
   }
 
   /**
@@ -127,10 +145,9 @@ export class DmaTestDevice {
    * none behind it (pf: not a live PASID of this VM; adi: no bound ID carries the guest PASID).
    */
   private hostPasid(pasid: number): number | null {
-    const env = this.env;
-    if (this.kind === 'pf') return env.ownsPasid(pasid) ? pasid : null;
+    if (this.kind === 'pf') return this.container.ownsLivePasid(pasid) ? pasid : null;
     try {
-      return env.vdcm.program(this.guestRid, pasid);
+      return this.container.vdcm.program(this.guestRid, pasid);
     } catch (e) {
       if (isVsvaError(e, 'ENOENT')) return null;
       throw e;
@@ -138,61 +155,70 @@ export class DmaTestDevice {
   }
 
   /** A request whose PASID has no PASID-table entry: fault 0x59 (SPT.2), nothing translated. */
-  private pasidEntryAbsent(req: DeviceDmaRequest, write: boolean): DeviceDmaReply {
-    const env = this.env;
-    const reason = FaultReason.SPT_2_PASID_ENTRY_NOT_PRESENT;
-    const access = { write, priv: (req.flags & DeviceDmaFlag.PRIV) !== 0, exec: (req.flags & DeviceDmaFlag.EXEC) !== 0 };
-    env.count('dmas');
-    env.count('faults');
-    env.sendFault(this.faultMessage(access, req.pasid, reason, req.addr));
-    if (env.trace?.active) {
-      env.trace.emit({
-        kind: 'dma', side: 'host', vm: env.vmName, name: `${this.kind} ${write ? 'write' : 'read'}`,
-        args: { bdf: this.bdf, pasid: req.pasid, addr: `0x${req.addr.toString(16)}`, length: req.length, ok: false, reason },
-      });
-    }
-    return this.reply({ ok: false, fault: { reason, addr: req.addr, pasid: req.pasid } }, req.pasid);
+  private pasidEntryAbsent(req: DeviceDmaRequest, access: TranslationRequest, guestPasid: number): DeviceDmaReply {
+    const flags = (access.write === true ? ACCESS_WRITE : 0) | (access.priv === true ? ACCESS_PRIV : 0) | (access.exec === true ? ACCESS_EXEC : 0);
+    const fault = faultRecord(FaultReason.SPT_2_PASID_ENTRY_NOT_PRESENT, this.hostRid, guestPasid, req.addr, flags);
+    this.container.counters.faults++;
+    this.container.channel.sendFault(this.faultMessage(fault, guestPasid));
+    return this.finish(req, { ok: false, done: 0, fault }, guestPasid);
   }
 
-  private attempt(access: DmaAccess, req: DeviceDmaRequest): DmaResult {
-    const iommu = this.env.iommu;
-    return access.write ? iommu.dmaWrite(this.hostRid, access, req.data!) : iommu.dmaRead(this.hostRid, access, req.length);
+  private attempt(access: TranslationRequest, req: DeviceDmaRequest): IommuDmaResult & { data?: Uint8Array } {
+    const iommu = this.container.iommu;
+    return access.write === true ? iommu.dmaWrite(access, req.data!) : iommu.dmaRead(access, req.length);
   }
 
-  private async pageRequest(access: DmaAccess, guestPasid: number | null, faultAddr: bigint) {
-    const env = this.env;
-    const { prgi, outcome } = env.pageRequests.open(this.guestRid, guestPasid);
-    env.count('pageRequests');
-    let flags = PageRequestFlag.LPIG | (access.write ? PageRequestFlag.WRITE : PageRequestFlag.READ);
+  /** PRI: send PAGE_REQUEST for the fault, wait for the response; on SUCCESS retry the access once. */
+  private async pageRequestAndRetry(access: TranslationRequest, req: DeviceDmaRequest, guestPasid: number | null, fault: IommuFault): Promise<DeviceDmaReply> {
+    let r: IommuDmaResult & { data?: Uint8Array } = { ok: false, done: 0, fault };
+    if ((await this.pageRequest(fault, guestPasid)) === 'success') r = this.attempt(access, req);
+    if (!r.ok) this.container.counters.faults++;
+    return this.finish(req, r, guestPasid);
+  }
+
+  private async pageRequest(fault: IommuFault, guestPasid: number | null): Promise<PageRequestOutcome> {
+    const { vmName, channel, trace } = this.container;
+    const { prgi, outcome } = channel.pageRequests.open(this.guestRid, guestPasid);
+    this.container.counters.pageRequests++;
+    let flags = PageRequestFlag.LPIG | (fault.write ? PageRequestFlag.WRITE : PageRequestFlag.READ);
     if (guestPasid !== null) flags |= PageRequestFlag.PASID_VALID;
-    if (access.exec) flags |= PageRequestFlag.EXEC;
-    if (access.priv) flags |= PageRequestFlag.PRIV;
-    const msg: PageRequestMessage = { rid: this.guestRid, prgi, flags, pasid: guestPasid ?? 0, addr: faultAddr & ~0xfffn };
-    if (env.trace?.active) {
-      env.trace.emit({ kind: 'page-request', side: 'host', vm: env.vmName, name: 'PAGE_REQUEST', args: { bdf: this.bdf, pasid: guestPasid, prgi, addr: `0x${msg.addr.toString(16)}` } });
+    if (fault.exec) flags |= PageRequestFlag.EXEC;
+    if (fault.priv) flags |= PageRequestFlag.PRIV;
+    const msg: PageRequestMessage = { rid: this.guestRid, prgi, flags, pasid: guestPasid ?? 0, addr: fault.addr & ~0xfffn };
+    if (trace?.active) {
+      trace.emit({ kind: 'page-request', side: 'host', vm: vmName, name: 'PAGE_REQUEST', args: { bdf: this.bdf, pasid: guestPasid, prgi, addr: `0x${msg.addr.toString(16)}` } });
     }
-    env.sendPageRequest(msg).catch((e: unknown) => {
-      log.debug({ vm: env.vmName, bdf: this.bdf, err: isVsvaError(e) ? e.code : String(e) }, 'PAGE_REQUEST could not be sent');
-      env.pageRequests.abandon(this.guestRid, guestPasid, prgi, 'failure');
+    channel.sendPageRequest(msg).catch((e: unknown) => {
+      log.debug({ vm: vmName, bdf: this.bdf, err: isVsvaError(e) ? e.code : String(e) }, 'PAGE_REQUEST could not be sent');
+      channel.pageRequests.abandon(this.guestRid, guestPasid, prgi, 'failure');
     });
     const o = await outcome;
-    if (env.trace?.active) {
-      env.trace.emit({ kind: 'page-response', side: 'host', vm: env.vmName, name: `page response ${o}`, args: { bdf: this.bdf, pasid: guestPasid, prgi } });
+    if (trace?.active) {
+      trace.emit({ kind: 'page-response', side: 'host', vm: vmName, name: `page response ${o}`, args: { bdf: this.bdf, pasid: guestPasid, prgi } });
     }
     return o;
   }
 
-  private faultMessage(access: Pick<DmaAccess, 'write' | 'priv' | 'exec'>, guestPasid: number | null, reason: number, addr: bigint): FaultMessage {
+  /** FAULT for the guest: the fault's request type, address and reason, with the guest's PASID. */
+  private faultMessage(fault: IommuFault, guestPasid: number | null): FaultMessage {
     let flags = 0;
     if (guestPasid !== null) flags |= FaultFlag.PASID_VALID;
-    if (access.write) flags |= FaultFlag.WRITE;
-    if (access.priv) flags |= FaultFlag.PRIV;
-    if (access.exec) flags |= FaultFlag.EXEC;
-    return { rid: this.guestRid, flags, pasid: guestPasid ?? 0, reason, addr };
+    if (fault.write) flags |= FaultFlag.WRITE;
+    if (fault.priv) flags |= FaultFlag.PRIV;
+    if (fault.exec) flags |= FaultFlag.EXEC;
+    return { rid: this.guestRid, flags, pasid: guestPasid ?? 0, reason: fault.reason, addr: fault.addr };
   }
 
-  private reply(r: DmaResult, guestPasid: number | null): DeviceDmaReply {
-    if (r.ok) return { status: DeviceDmaStatus.OK, reason: 0, flags: 0, pasid: 0, fault_addr: 0n, ...(r.data && r.data.length > 0 ? { data: r.data } : {}) };
+  /** Trace the DMA and build its reply (the wire layout of vhost/messages/device-dma.ts). */
+  private finish(req: DeviceDmaRequest, r: IommuDmaResult & { data?: Uint8Array }, guestPasid: number | null): DeviceDmaReply {
+    const { trace, vmName } = this.container;
+    if (trace?.active) {
+      trace.emit({
+        kind: 'dma', side: 'host', vm: vmName, name: `${this.kind} ${req.op === DeviceDmaOp.WRITE ? 'write' : 'read'}`,
+        args: { bdf: this.bdf, pasid: guestPasid, addr: `0x${req.addr.toString(16)}`, length: req.length, ok: r.ok, reason: r.ok ? null : r.fault.reason },
+      });
+    }
+    if (r.ok) return { status: DeviceDmaStatus.OK, reason: 0, flags: 0, pasid: 0, fault_addr: 0n, ...(r.data !== undefined && r.data.length > 0 ? { data: r.data } : {}) };
     return {
       status: DeviceDmaStatus.FAULT,
       reason: r.fault.reason,

@@ -1,5 +1,5 @@
 /**
- * Outstanding PRI page requests of one VM (DESIGN §4 "DMA test devices"; docs/protocol.md
+ * Outstanding PRI page requests of one VM (docs/design.md §4, "DMA test devices"; docs/protocol.md
  * §5.6–5.7). A device whose translation faults with PRI enabled sends a PAGE_REQUEST on the
  * backend channel and waits here for the PAGE_RESPONSE with the same (RID, PASID, PRGI).
  *
@@ -8,7 +8,7 @@
  * then resolves as 'timeout'. PRGIs are 9 bits and allocated per device, skipping ones in use.
  *
  * A PAGE_RESPONSE that matches nothing outstanding is EINVAL (iommufd fault queue: an unknown
- * or already-used cookie is EINVAL, reference C.6).
+ * or already-used cookie is EINVAL, Linux drivers/iommu/iommufd/fault.c iommufd_fault_fops_write).
  */
 import { fail } from '../../src/errors.js';
 

@@ -1,6 +1,7 @@
 /**
- * A hierarchical, cgroup-like limit tree for IOASIDs (the V4 RFC "ioasids" controller,
- * reference A.4: files `ioasids.max`, `ioasids.current`, `ioasids.events`).
+ * A hierarchical, cgroup-like limit tree for IOASIDs (the "ioasids" controller of Jacob Pan's
+ * RFC "cgroup: Introduce ioasids controller", 2021, part of his IOASID series: files
+ * `ioasids.max`, `ioasids.current`, `ioasids.events`).
  *
  * Contract:
  * - The root has no limit (`max` is not settable on the root, like CFTYPE_NOT_ON_ROOT) and its
@@ -9,10 +10,10 @@
  * - A charge of one ID to a node succeeds only if every node from it up to the root stays
  *   within its max; otherwise nothing is charged, the `events.max` counter of the node whose
  *   limit was hit goes up, and the charge fails with EAGAIN (the errno `ioasids_try_charge`
- *   returns in the controller's code; the reference names no errno).
+ *   returns in the controller's code; the RFC's text names no errno).
  * - Limits are checked against the core's capacity: a max above the capacity total is ENOSPC.
  *   Lowering max below current is allowed (current > max may also result from moving work,
- *   as the reference notes); it only refuses further charges.
+ *   as the RFC notes); it only refuses further charges.
  */
 import { fail } from '../../src/errors.js';
 import type { IoasidCgroupSnapshot } from './types.js';

@@ -1,6 +1,7 @@
 /**
- * Priority-ordered notifier chains (V4 09/18). One chain is global (`ioasid_chain`), one belongs
- * to each set (`set->nh`). Within a chain, blocks run from the highest priority to the lowest
+ * Notifier blocks and priority-ordered notifier chains (the notifier patches of Jacob Pan's
+ * IOASID series for Linux drivers/iommu/ioasid.c). One chain is global (`ioasid_chain`), one
+ * belongs to each set (`set->nh`). Within a chain, blocks run from the highest priority to the lowest
  * (CPU → IOMMU → DEVICE → LAST) and, at equal priority, in registration order.
  *
  * When an event goes to both the set chain and the global chain, `dispatch` merges them by
@@ -9,9 +10,35 @@
  * other; merging keeps the documented CPU → IOMMU → DEVICE promise across both.
  */
 import { childLogger } from '../../src/log.js';
-import { IOASID_PRIO, type IoasidNotifier, type IoasidNotifyArgs } from './types.js';
+import type { IoasidSet } from './ioasid-set.js';
+import { IOASID_PRIO, type IoasidEvent, type IoasidPriority } from './types.js';
 
 const log = childLogger('ioasid');
+
+/** `struct ioasid_nb_args` plus the event and the caller's data. */
+export interface IoasidNotifyArgs {
+  event: IoasidEvent;
+  id: number;
+  /** The ID's SPID, or null when none is attached. */
+  spid: number | null;
+  set: IoasidSet;
+  /** The ID's private data (ioasid_attach_data), undefined when none. */
+  pdata: unknown;
+  /** Whatever the caller of notify() passed (e.g. bind data); undefined for core events. */
+  data: unknown;
+}
+
+/**
+ * A notifier block. `call` runs synchronously inside the core call that fired the event (the
+ * kernel chains are atomic). It may call put() — the FREE handler dropping its reference is the
+ * intended use — but must not call detachSpid() from a FREE handler. A throwing handler is
+ * logged and skipped; the chain continues.
+ */
+export interface IoasidNotifier {
+  /** Default 'LAST'. */
+  readonly priority?: IoasidPriority;
+  call(args: IoasidNotifyArgs): void;
+}
 
 export class NotifierChain {
   private blocks: IoasidNotifier[] = [];

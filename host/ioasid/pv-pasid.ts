@@ -1,6 +1,7 @@
 /**
- * The paravirtual PASID consumer API of seed 002 (Lu Baolu, "iommu: APIs for paravirtual PASID
- * allocation", 2018; reference A.5) as a thin layer over the IOASID core:
+ * The paravirtual PASID consumer API (Lu Baolu, "iommu: APIs for paravirtual PASID
+ * allocation", 2018, the consumer side of the "iommu/vt-d: paravirtual PASID" work) as a thin
+ * layer over the IOASID core:
  *
  *   iommu_pasid_init(pasid)        → PasidConsumer.init(core, { min, max, quota, name })
  *   iommu_pasid_exit(pasid)        → consumer.exit()
@@ -11,7 +12,7 @@
  *   iommu_pasid_find(pasid, id)    → consumer.find(id): the private data
  *
  * A consumer is one NULL-type IOASID set that the consumer holds (setGet) for its lifetime,
- * plus the PASID range its IOMMU supports (the seed's iommu_ops callback, here `min`/`max`).
+ * plus the PASID range its IOMMU supports (the series' iommu_ops callback, here `min`/`max`).
  * exit() frees every PASID the consumer still has and releases the set; IDs other users still
  * reference stay FREE_PENDING until their last put, then the set goes with them.
  * Errors are the core's; any call after exit() is EINVAL.

@@ -1,7 +1,8 @@
 /**
- * Names, constants and snapshot shapes of the host IOASID core (reference/ioasid-vfio-iommufd.md
- * part A; seeds 000, 002, 003). Constants keep the kernel's names so they can be grepped against
- * the V4 series ("IOASID extensions for guest SVA").
+ * Names, constants and snapshot shapes of the host IOASID core. Constants keep the kernel's
+ * names (Linux drivers/iommu/ioasid.c and include/linux/ioasid.h as extended by Jacob Pan's
+ * 2020–2021 series "ioasid: Add set and quota support", "Add custom allocators", ioasid_get/put,
+ * ioasid_find_by_spid and the notifier patches) so they can be grepped against it.
  *
  * Terminology:
  * - ID / IOASID: a host PASID, 1 ≤ id ≤ capacity total (ID 0 is never handed out: it is the
@@ -9,13 +10,14 @@
  * - SPID: a set-private ID attached to an IOASID — in vSVA the guest's PASID. Unique within a set.
  * - user: the name of a reference holder ('iommu', 'kvm', 'vdcm', …). The reference taken by
  *   ioasid_alloc belongs to the allocation itself and is never listed as a user.
+ *
+ * The notifier block shapes (they name the set handle) are in notifier-chain.ts.
  */
-import type { IoasidSet } from './ioasid-set.js';
 
 /** `(ioasid_t)-1`: "no ID" in the kernel API; an SPID may never take this value. */
 export const INVALID_IOASID = 0xffff_ffff;
 
-/** PCIe's 20-bit PASID (`PCI_PASID_MAX` = 0x100000 IDs, DESIGN §7 default). */
+/** PCIe's 20-bit PASID (`PCI_PASID_MAX` = 0x100000 IDs; the default of docs/design.md §7). */
 export const DEFAULT_PASID_BITS = 20;
 
 /** V4 `enum ioasid_set_type`: NULL = 1 (token must be null), MM = 2 (token is the address space). */
@@ -51,30 +53,13 @@ export const IOASID_NOTIFY_FLAG_SET = 1 << 1;
 export type IoasidPriority = 'CPU' | 'IOMMU' | 'DEVICE' | 'LAST';
 export const IOASID_PRIO: Readonly<Record<IoasidPriority, number>> = { LAST: 0, DEVICE: 1, IOMMU: 2, CPU: 3 };
 
-/** `struct ioasid_nb_args` plus the event and the caller's data. */
-export interface IoasidNotifyArgs {
-  event: IoasidEvent;
-  id: number;
-  /** The ID's SPID, or null when none is attached. */
-  spid: number | null;
-  set: IoasidSet;
-  /** The ID's private data (ioasid_attach_data), undefined when none. */
-  pdata: unknown;
-  /** Whatever the caller of notify() passed (e.g. bind data); undefined for core events. */
-  data: unknown;
-}
-
 /**
- * A notifier block. `call` runs synchronously inside the core call that fired the event (the
- * kernel chains are atomic). It may call put() — the FREE handler dropping its reference is the
- * intended use — but must not call detachSpid() from a FREE handler (reference A.3). A throwing
- * handler is logged and skipped; the chain continues.
+ * A change listener of one set (IoasidCore.registerChangeListener): told the ID whose record —
+ * allocation, state, references, users or SPID, i.e. everything IoasidIdSnapshot shows — an
+ * IoasidCore call has just changed. The kernel has no such hook; the host service uses it to
+ * keep its snapshot rows current (host/server/pasid-rows.ts).
  */
-export interface IoasidNotifier {
-  /** Default 'LAST'. */
-  readonly priority?: IoasidPriority;
-  call(args: IoasidNotifyArgs): void;
-}
+export type IoasidChangeListener = (id: number) => void;
 
 export interface IoasidIdSnapshot {
   id: number;

@@ -3,7 +3,7 @@
  * declarations in src/vtd (the formats are declared once, there). PTEs are handled as two
  * 32-bit halves (`lo` = bits 31:0, `hi` = bits 63:32), so every mask here is split the same way.
  *
- * Reference: vtd-scalable-mode.md §2 (PASID entries), §5 (page tables, faults).
+ * VT-d spec §9.6 (PASID table entries), §9.7–9.8 (first- and second-level paging entries).
  */
 import { FL_PTE_MASK, SL_PTE_MASK, PTE_ADDR_MASK } from '../../src/vtd/page-table.js';
 import { PGTT } from '../../src/vtd/pasid-entry.js';

@@ -11,6 +11,7 @@
  * The context entry of the RID is modelled by `pasidDirPtr` (PASIDDIRPTR), `pasidBits` (PDTS /
  * PASID enable) and `pri` (PRE): a request is checked against these before its PASID entry.
  */
+import { formatBdf } from '../../src/pci.js';
 import type { Attachment } from './domain.js';
 import type { FaultHandler } from './fault.js';
 import type { PasidTable } from './pasid-table.js';
@@ -29,24 +30,6 @@ export interface PendingPageRequest {
   readonly pasid: number | null;
   readonly prgi: number;
   resolve(code: PageResponseCodeValue): void;
-}
-
-/** "bb:dd.f" of a RID. */
-export function ridToBdf(rid: number): string {
-  const bus = (rid >> 8) & 0xff;
-  const dev = (rid >> 3) & 0x1f;
-  const fn = rid & 7;
-  return `${bus.toString(16).padStart(2, '0')}:${dev.toString(16).padStart(2, '0')}.${fn}`;
-}
-
-/** RID of "bb:dd.f" (hex bus and device, as lspci prints them), or undefined when malformed. */
-export function bdfToRid(bdf: string): number | undefined {
-  const m = /^([0-9a-fA-F]{1,2}):([0-9a-fA-F]{1,2})\.([0-7])$/.exec(bdf);
-  if (m === null) return undefined;
-  const bus = parseInt(m[1]!, 16);
-  const dev = parseInt(m[2]!, 16);
-  if (dev > 0x1f) return undefined;
-  return (bus << 8) | (dev << 3) | parseInt(m[3]!, 10);
 }
 
 export class IommuDevice {
@@ -77,7 +60,7 @@ export class IommuDevice {
     devTlbCapacity: number,
     atsEnabled: boolean,
   ) {
-    this.bdf = ridToBdf(rid);
+    this.bdf = formatBdf(rid);
     this.pasidDirPtr = pasidTable.dirHpa;
     this.devTlb = ats ? new DevTlb(devTlbCapacity) : null;
     this.atsEnabled = ats && atsEnabled;

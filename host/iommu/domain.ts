@@ -1,5 +1,7 @@
 /**
- * IOMMU domains (seed 001): an I/O page table and the RID / RID+PASID routes attached to it.
+ * IOMMU domains (Linux struct iommu_domain; the domain / RID / PASID model of the /dev/iommu
+ * proposal, vfio "remove the unused mdev iommu hook" thread, 2021): an I/O page table and the
+ * RID / RID+PASID routes attached to it.
  *
  * - 'paging': kernel-managed second-level table (map/unmap); attached routes get PGTT = 2, and
  *   user-managed first-level tables bound on it (nesting parent) get PGTT = 3 with the parent's
@@ -23,7 +25,7 @@ export interface FirstLevelConfig {
   /** 4- or 5-level paging (FLPM 0 / 1). */
   levels: 4 | 5;
   sre: boolean;
-  /** Applied only together with SRE (reference §2: Linux sets WPE only with SRE). */
+  /** Applied only together with SRE (Linux intel/pasid.c sets WPE only with SRE). */
   wpe: boolean;
   eafe: boolean;
   nxe: boolean;

@@ -1,10 +1,10 @@
 /**
- * Translation faults and fault events.
- *
- * The engine keeps the details of the last fault in one reusable `FaultState` (no allocation on
- * the translation path); a plain `IommuFault` record is built only when a fault is reported to a
- * handler or returned from a DMA call. Reason codes are the scalable-mode codes of
- * src/vtd/fault.ts (reference §5 "Fault reason codes").
+ * Faults and fault events: the one fault record (`IommuFault`) that goes from the translation
+ * engine to a device's fault handler, into DMA results and, through the device, into the
+ * DEVICE_DMA reply and the FAULT message. The engine keeps the details of its last fault in
+ * plain number fields (nothing allocated on a translation) and builds the record only when a
+ * fault is reported or returned. Reason codes are the scalable-mode codes of src/vtd/fault.ts
+ * (VT-d spec §7.1.3, fault conditions in scalable mode).
  */
 import { faultReasonInfo, FaultRequestType, type FaultRequestTypeValue } from '../../src/vtd/fault.js';
 import { ACCESS_EXEC, ACCESS_PRIV, ACCESS_WRITE } from './constants.js';
@@ -60,38 +60,22 @@ export interface PageRequest {
 
 export type FaultHandler = (event: IommuFaultEvent) => void;
 
-/** The engine's reusable record of the last fault. */
-export class FaultState {
-  reason = 0;
-  rid = 0;
-  /** −1 for a request without PASID. */
-  pasid = -1;
-  /** Faulting address = vpn · 4096 + off (vpn is exact for any 64-bit address). */
-  vpn = 0;
-  off = 0;
-  /** Request flags (constants.ts ACCESS_*). */
-  flags = 0;
-  /** Fault processing disabled (PASID directory or PASID entry FPD): not reported. */
-  fpd = false;
-
-  get addr(): bigint {
-    return BigInt(this.vpn) * 4096n + BigInt(this.off);
-  }
-
-  /** A fresh record of this fault. */
-  toRecord(): IommuFault {
-    const write = (this.flags & ACCESS_WRITE) !== 0;
-    const rec: IommuFault = {
-      reason: this.reason,
-      addr: this.addr,
-      rid: this.rid,
-      write,
-      exec: (this.flags & ACCESS_EXEC) !== 0,
-      priv: (this.flags & ACCESS_PRIV) !== 0,
-      type: write ? FaultRequestType.WRITE : FaultRequestType.READ,
-      text: faultReasonInfo(this.reason)?.text ?? `fault reason 0x${this.reason.toString(16)}`,
-    };
-    if (this.pasid >= 0) rec.pasid = this.pasid;
-    return rec;
-  }
+/**
+ * The record of a fault with `reason` on a request of `rid` / `pasid` (−1: without PASID) with
+ * request flags `flags` (constants.ts ACCESS_*) at `addr`.
+ */
+export function faultRecord(reason: number, rid: number, pasid: number, addr: bigint, flags: number): IommuFault {
+  const write = (flags & ACCESS_WRITE) !== 0;
+  const rec: IommuFault = {
+    reason,
+    addr,
+    rid,
+    write,
+    exec: (flags & ACCESS_EXEC) !== 0,
+    priv: (flags & ACCESS_PRIV) !== 0,
+    type: write ? FaultRequestType.WRITE : FaultRequestType.READ,
+    text: faultReasonInfo(reason)?.text ?? `fault reason 0x${reason.toString(16)}`,
+  };
+  if (pasid >= 0) rec.pasid = pasid;
+  return rec;
 }

@@ -2,7 +2,7 @@
  * A PASID-cache entry: a scalable-mode PASID table entry decoded once into numbers for the walk.
  * Only valid entries are cached (a not-present or invalid entry faults and is re-read next time).
  * The entry stays as decoded until a PASID-cache invalidation covers it, even if the entry in
- * memory changes (reference §3 "0x7 PASID-cache").
+ * memory changes (VT-d spec §6.5.2, PASID-cache invalidate descriptor 0x7).
  */
 import { addressWidthForLevels, flLevelsFromFlpm, slLevelsFromAw } from '../../src/vtd/page-table.js';
 import type { PasidEntryFields } from '../../src/vtd/pasid-entry.js';

@@ -1,7 +1,7 @@
 /**
  * A device's physical PASID table in host memory: a PASID directory (8-byte entries, indexed by
  * PASID bits 19:6) pointing to 4 KiB PASID tables of 64 × 64-byte scalable-mode PASID entries
- * (indexed by PASID bits 5:0). Layout from src/vtd/pasid-entry.ts (reference §2).
+ * (indexed by PASID bits 5:0). Layout from src/vtd/pasid-entry.ts (VT-d spec §9.5–9.6).
  *
  * The directory is sized for the device's PASID width (at least one entry, so RID_PASID 0 always
  * has a slot); PASID tables are allocated on first use and kept. An entry is written high words

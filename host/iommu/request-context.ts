@@ -4,9 +4,19 @@
  * (DID, PASID) and device-TLB bucket the request uses, so an IOTLB hit costs one Map lookup.
  */
 import { RID_PASID } from './constants.js';
-import type { IommuDevice } from './device.js';
 import type { CachedPasidEntry } from './pasid-cache.js';
-import { TlbBucket } from './tlb.js';
+import { TlbBucket, type DevTlb } from './tlb.js';
+
+/**
+ * What a context uses of its device (IommuDevice has all of it): the requester ID, the context
+ * entry's PASID directory pointer, and the device-TLB with its ATS Enable.
+ */
+export interface ContextDevice {
+  readonly rid: number;
+  readonly pasidDirPtr: number;
+  readonly devTlb: DevTlb | null;
+  readonly atsEnabled: boolean;
+}
 
 /** A bucket that is never filled: what a context points at while its PASID entry is not cached. */
 export const EMPTY_BUCKET = new TlbBucket(-1, -1);
@@ -27,7 +37,7 @@ export class RequestContext {
   misses = 0;
 
   constructor(
-    readonly device: IommuDevice,
+    readonly device: ContextDevice,
     /** PASID of the requests, −1 for requests without PASID. */
     readonly pasid: number,
   ) {

@@ -1,6 +1,6 @@
 /**
  * A kernel-managed second-level (GPA/IOVA → HPA) page table in host memory, in the VT-d
- * second-level format (reference §5 "Second-level / second-stage PTE", "Levels and strides";
+ * second-level format (VT-d spec §9.8, second-level paging entries, and §3.7 for levels and strides;
  * entry layout from src/vtd/page-table.ts).
  *
  * - 3-level (39-bit) or 4-level (48-bit) tables; 4 KiB, 2 MiB and 1 GiB leaves (PS = 1 at

@@ -241,16 +241,35 @@ function tagKey(did: number, pasid: number): number {
 }
 
 /**
- * The IOTLB and paging-structure caches of the IOMMU: buckets by (DID, PASID), with the
- * invalidation granularities of VT-d (reference §3: IOTLB 0x2, PASID-based IOTLB 0x6).
+ * A store of buckets with an entry budget: an insert into a full store flushes the whole store
+ * first (hardware may drop any entry at any time, so dropping them all is allowed).
  */
-export class Iotlb {
-  private readonly buckets = new Map<number, TlbBucket>();
-  private readonly byDid = new Map<number, TlbBucket[]>();
-  /** IOTLB entries held (paging-structure entries not counted). */
+abstract class BucketStore {
+  protected readonly buckets = new Map<number, TlbBucket>();
+  /** Translation entries held (paging-structure entries not counted). */
   entries = 0;
 
   constructor(readonly capacity: number) {}
+
+  insert(b: TlbBucket, vpn: number, level: number, base: number, allow: number): void {
+    if (this.entries >= this.capacity) this.invalidateAll();
+    this.entries += b.insert(vpn, level, base, allow);
+  }
+
+  /** Drop every entry and paging-structure entry. */
+  invalidateAll(): void {
+    for (const b of this.buckets.values()) b.clear();
+    this.entries = 0;
+  }
+}
+
+/**
+ * The IOTLB and paging-structure caches of the IOMMU: buckets by (DID, PASID), with the
+ * invalidation granularities of VT-d (VT-d spec §6.5.2: the IOTLB invalidate descriptor 0x2 and
+ * the PASID-based-IOTLB invalidate descriptor 0x6).
+ */
+export class Iotlb extends BucketStore {
+  private readonly byDid = new Map<number, TlbBucket[]>();
 
   /** The bucket of (did, pasid), created empty when absent. */
   bucket(did: number, pasid: number): TlbBucket {
@@ -266,17 +285,6 @@ export class Iotlb {
     return b;
   }
 
-  insert(b: TlbBucket, vpn: number, level: number, base: number, allow: number): void {
-    if (this.entries >= this.capacity) this.invalidateAll();
-    this.entries += b.insert(vpn, level, base, allow);
-  }
-
-  /** IOTLB global invalidation: every entry and paging-structure entry. */
-  invalidateAll(): void {
-    for (const b of this.buckets.values()) b.clear();
-    this.entries = 0;
-  }
-
   /** IOTLB domain-selective invalidation: every entry of `did`, all PASIDs. */
   invalidateDomain(did: number): void {
     const list = this.byDid.get(did);
@@ -288,9 +296,9 @@ export class Iotlb {
    * IOTLB page-selective-within-domain invalidation of pages [v0, v1] of `did`. Entries from
    * second-level-only / pass-through translations that overlap the range are dropped; entries from
    * first-level and nested translations of the DID are dropped whatever their address (the input
-   * address of a nested entry is a GVA, so an SL address cannot select them — reference §3 "0x2
-   * IOTLB", QEMU vtd_hash_remove_by_page), together with their paging-structure caches (which
-   * hold SL-translated table addresses).
+   * address of a nested entry is a GVA, so an SL address cannot select them — VT-d spec §6.5.2,
+   * IOTLB invalidate; QEMU intel_iommu.c vtd_hash_remove_by_page), together with their
+   * paging-structure caches (which hold SL-translated table addresses).
    */
   invalidatePages(did: number, v0: number, v1: number): void {
     const list = this.byDid.get(did);
@@ -311,7 +319,7 @@ export class Iotlb {
    * PASID-based IOTLB, page-selective-within-PASID: first-level / nested entries of (did, pasid)
    * overlapping pages [v0, v1]; paging-structure entries for the range too unless `ih` (the
    * invalidation hint: only leaf entries changed). Entries cached for second-level-only or
-   * pass-through translations are not affected (reference §3 "0x6").
+   * pass-through translations are not affected (VT-d spec §6.5.2, PASID-based-IOTLB invalidate).
    */
   invalidatePasidPages(did: number, pasid: number, v0: number, v1: number, ih: boolean): void {
     const b = this.buckets.get(tagKey(did, pasid));
@@ -322,12 +330,7 @@ export class Iotlb {
 }
 
 /** The device-TLB (address translation cache) of one ATS-enabled device. */
-export class DevTlb {
-  private readonly buckets = new Map<number, TlbBucket>();
-  entries = 0;
-
-  constructor(readonly capacity: number) {}
-
+export class DevTlb extends BucketStore {
   /** Bucket for requests with `pasid` (−1 = without PASID). */
   bucket(pasid: number): TlbBucket {
     let b = this.buckets.get(pasid);
@@ -336,16 +339,6 @@ export class DevTlb {
       this.buckets.set(pasid, b);
     }
     return b;
-  }
-
-  insert(b: TlbBucket, vpn: number, level: number, base: number, allow: number): void {
-    if (this.entries >= this.capacity) this.invalidateAll();
-    this.entries += b.insert(vpn, level, base, allow);
-  }
-
-  invalidateAll(): void {
-    for (const b of this.buckets.values()) b.clear();
-    this.entries = 0;
   }
 
   /** Drop entries of `pasid` (−1 = requests without PASID); pages [v0, v1] or, without a range, all. */

@@ -1,7 +1,8 @@
 /**
- * The topology view of seed 001: every domain with the RID / RID+PASID routes attached to it
+ * The topology view of the /dev/iommu proposal (Kevin Tian, vfio "remove the unused mdev iommu
+ * hook" thread, 2021): every domain with the RID / RID+PASID routes attached to it
  * (nested bindings listed under their nesting parent), and every device with its routes.
- * `formatTopology` prints it as the seed's per-RID tree.
+ * `formatTopology` prints it as that proposal's per-RID tree.
  */
 import { PGTT_FL, PGTT_NESTED, PGTT_PT } from './constants.js';
 import type { IommuDevice } from './device.js';
@@ -104,8 +105,8 @@ export function buildTopology(domains: IommuDomain[], devices: IommuDevice[]): I
 }
 
 /**
- * The seed's tree: per device, the domains it reaches and, under each, the routes of that domain
- * (every RID's, as the seed lists [RID2] under domain3 next to [RID1, PASID-y]).
+ * The proposal's tree: per device, the domains it reaches and, under each, the routes of that
+ * domain (every RID's, as the proposal lists [RID2] under domain3 next to [RID1, PASID-y]).
  */
 export function formatTopology(t: IommuTopology, names: (rid: number) => string = (rid) => t.devices.find((d) => d.rid === rid)?.name ?? `${rid}`): string {
   const lines: string[] = [];

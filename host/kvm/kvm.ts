@@ -1,27 +1,29 @@
 /**
- * KVM's part in guest SVA (DESIGN §4; seed 003 "IOASID Lifecycle in Guest SVA"): the
- * gPASID → hPASID translation table that ENQCMD-style submissions use (the VMCS PASID
- * translation table), one per VM.
+ * KVM's part in guest SVA (docs/design.md §4; the IOASID life cycle of "IOASID Extensions for
+ * SIOV", Jacob Pan and Yi L. Liu, LPC 2020): the gPASID → hPASID translation table that
+ * ENQCMD-style submissions use (the VMCS PASID translation table), one per VM.
  *
  * The table is maintained from the notifications of the VM's IOASID set only — never by the
- * container directly — exactly as seed 003 draws it:
+ * container directly — as that life cycle draws it:
  *   BIND   (container, after the IOMMU bind took its 'iommu' reference) → KVM ioasid_get
  *          ('kvm' reference) and vmcs_update_atomic (the entry appears);
  *   UNBIND (container, at the last device unbind) → vmcs_update_atomic (the entry goes) and
  *          ioasid_put of the 'kvm' reference;
  *   FREE   (the guest, or teardown, freed the PASID while KVM still held it) → the entry goes
  *          and the reference is put, so the ID can be reclaimed.
- * The notifier has priority CPU, so KVM runs before the IOMMU and device users (reference A.3).
+ * The notifier has priority CPU, so KVM runs before the IOMMU and device users (Linux
+ * ioasid.c notifier priorities of Jacob Pan's IOASID extensions for guest SVA).
  *
  * The guest PASID of an entry is the ID's SPID; an ID bound without a guest PASID (identity
  * allocation through VCMD) is entered as itself.
  */
 import { childLogger } from '../../src/log.js';
-import type { IoasidCore, IoasidNotifier, IoasidNotifyArgs, IoasidSet } from '../ioasid/index.js';
+import type { IoasidCore, IoasidNotifyArgs, IoasidSet } from '../ioasid/index.js';
+import { SetUser, SetUsers } from '../ioasid-users/set-user.js';
 
 const log = childLogger('kvm');
 
-/** The reference name KVM holds IDs under (seed 003 table, column KVM). */
+/** The reference name KVM holds IDs under. */
 export const KVM_USER = 'kvm';
 
 export interface KvmEntry {
@@ -30,21 +32,14 @@ export interface KvmEntry {
 }
 
 /** One VM's KVM state: its PASID translation table. */
-export class KvmVm {
+export class KvmVm extends SetUser {
   /** gPASID → hPASID. */
   private readonly byGpasid = new Map<number, number>();
   /** hPASID → gPASID, for the IDs this VM's KVM holds a reference on. */
   private readonly byHpasid = new Map<number, number>();
-  private readonly notifier: IoasidNotifier;
-  private detached = false;
 
-  constructor(
-    private readonly core: IoasidCore,
-    readonly set: IoasidSet,
-    readonly vmName: string,
-  ) {
-    this.notifier = { priority: 'CPU', call: (a) => this.onEvent(a) };
-    core.registerNotifier(set, this.notifier);
+  constructor(core: IoasidCore, set: IoasidSet, vmName: string) {
+    super(core, set, vmName, 'CPU');
   }
 
   /** ENQCMD translation: the host PASID for a guest PASID, or undefined when none is bound. */
@@ -65,15 +60,11 @@ export class KvmVm {
     return this.byGpasid.size;
   }
 
-  /** Drop every entry and reference and leave the set's chain (VM teardown). Idempotent. */
-  detach(): void {
-    if (this.detached) return;
-    this.detached = true;
+  protected override releaseAll(): void {
     for (const hpasid of [...this.byHpasid.keys()]) this.drop(hpasid);
-    if (this.core.isSetValid(this.set)) this.core.unregisterNotifier(this.set, this.notifier);
   }
 
-  private onEvent(a: IoasidNotifyArgs): void {
+  protected override onEvent(a: IoasidNotifyArgs): void {
     switch (a.event) {
       case 'BIND': {
         if (this.byHpasid.has(a.id)) return;
@@ -103,24 +94,8 @@ export class KvmVm {
 }
 
 /** The host's KVM: one KvmVm per VM. */
-export class Kvm {
-  private readonly vms = new Set<KvmVm>();
-
-  constructor(private readonly core: IoasidCore) {}
-
-  /** Start tracking a VM whose PASIDs live in `set`. */
-  createVm(set: IoasidSet, vmName: string): KvmVm {
-    const vm = new KvmVm(this.core, set, vmName);
-    this.vms.add(vm);
-    return vm;
-  }
-
-  destroyVm(vm: KvmVm): void {
-    vm.detach();
-    this.vms.delete(vm);
-  }
-
-  get vmCount(): number {
-    return this.vms.size;
+export class Kvm extends SetUsers<KvmVm> {
+  constructor(core: IoasidCore) {
+    super((set, vmName) => new KvmVm(core, set, vmName));
   }
 }

@@ -19,6 +19,8 @@ export interface HostRegion {
 export class HostMemory implements PhysAccess {
   private regions: HostRegion[] = [];
   private last: HostRegion | undefined;
+  /** Where the address `within` resolved lies in its backing. */
+  private offset = 0;
 
   /** Place a region at `hpa`; it must not overlap an existing one. */
   addRegion(name: string, hpa: number, backing: MemoryBacking, size = backing.size): HostRegion {
@@ -86,31 +88,35 @@ export class HostMemory implements PhysAccess {
     return r;
   }
 
+  /**
+   * The backing of the region holding all of [hpa, hpa + length) (EFAULT otherwise), with hpa's
+   * place in it left in `offset` for the access that follows.
+   */
+  private within(hpa: number, length: number): MemoryBacking {
+    const r = this.regionFor(hpa, length);
+    this.offset = hpa - r.hpa;
+    return r.backing;
+  }
+
   readU8(hpa: number): number {
-    const r = this.regionFor(hpa, 1);
     const b = new Uint8Array(1);
-    r.backing.read(hpa - r.hpa, b);
+    this.within(hpa, 1).read(this.offset, b);
     return b[0]!;
   }
   writeU8(hpa: number, value: number): void {
-    const r = this.regionFor(hpa, 1);
-    r.backing.write(hpa - r.hpa, Uint8Array.of(value & 0xff));
+    this.within(hpa, 1).write(this.offset, Uint8Array.of(value & 0xff));
   }
   readU32(hpa: number): number {
-    const r = this.regionFor(hpa, 4);
-    return r.backing.readU32(hpa - r.hpa);
+    return this.within(hpa, 4).readU32(this.offset);
   }
   writeU32(hpa: number, value: number): void {
-    const r = this.regionFor(hpa, 4);
-    r.backing.writeU32(hpa - r.hpa, value);
+    this.within(hpa, 4).writeU32(this.offset, value);
   }
   readU64(hpa: number): bigint {
-    const r = this.regionFor(hpa, 8);
-    return r.backing.readU64(hpa - r.hpa);
+    return this.within(hpa, 8).readU64(this.offset);
   }
   writeU64(hpa: number, value: bigint): void {
-    const r = this.regionFor(hpa, 8);
-    r.backing.writeU64(hpa - r.hpa, value);
+    this.within(hpa, 8).writeU64(this.offset, value);
   }
   read(hpa: number, length: number): Uint8Array {
     const out = new Uint8Array(length);
@@ -118,11 +124,9 @@ export class HostMemory implements PhysAccess {
     return out;
   }
   readInto(hpa: number, dst: Uint8Array): void {
-    const r = this.regionFor(hpa, dst.length);
-    r.backing.read(hpa - r.hpa, dst);
+    this.within(hpa, dst.length).read(this.offset, dst);
   }
   write(hpa: number, data: Uint8Array): void {
-    const r = this.regionFor(hpa, data.length);
-    r.backing.write(hpa - r.hpa, data);
+    this.within(hpa, data.length).write(this.offset, data);
   }
 }

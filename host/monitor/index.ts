@@ -1,5 +1,5 @@
 /**
- * The dashboard (DESIGN §6): `startMonitor(source, options)` serves the page and the live
+ * The dashboard (docs/design.md §6): `startMonitor(source, options)` serves the page and the live
  * WebSocket for anything that implements `MonitorSource`.
  */
 export { startMonitor, WS_PATH } from './server.js';

@@ -1,5 +1,5 @@
 /**
- * The dashboard server (DESIGN §6): HTTP for the page's static files, a WebSocket at /ws for
+ * The dashboard server (docs/design.md §6): HTTP for the page's static files, a WebSocket at /ws for
  * the live state (hub.ts, protocol.ts). Access rules are in access.ts: loopback by default,
  * a token for anything else and for control actions.
  *

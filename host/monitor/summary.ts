@@ -1,7 +1,7 @@
 /**
- * What the dashboard sends instead of the whole snapshot (DESIGN §6, §9 scale target): a
- * per-VM summary for everyone, and one page of one VM's PASID table for clients that asked.
- * Both are pure functions of a snapshot, so the server builds each once per tick and shares
+ * What the dashboard sends instead of the whole snapshot (docs/design.md §6; the scale target
+ * of §9): a per-VM summary for everyone, and one page of one VM's PASID table for clients that
+ * asked. Both are pure functions of a snapshot, so the server builds each once per tick and shares
  * the serialized text among clients.
  */
 import type { HostSnapshot, PasidSnapshot, VmSnapshot } from '../../src/api/types.js';

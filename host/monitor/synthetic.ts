@@ -1,6 +1,7 @@
 /**
- * A synthetic host snapshot of any size, for tests, previews and the DESIGN §9 scale figure
- * (64 VMs × 1024 PASIDs). Deterministic: the same options give the same snapshot.
+ * A synthetic host snapshot of any size, for tests, previews and the scale figure of
+ * docs/design.md §9 (64 VMs × 1024 PASIDs). Deterministic: the same options give the same
+ * snapshot.
  */
 import type { HostSnapshot, PasidSnapshot, VmSnapshot } from '../../src/api/types.js';
 

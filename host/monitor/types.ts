@@ -1,39 +1,27 @@
 /**
- * Contract between the dashboard server and whatever feeds it (DESIGN §6). The host service
+ * Contract between the dashboard server and whatever feeds it (docs/design.md §6). The host service
  * implements `MonitorSource`; tests implement it with synthetic snapshots. Nothing here
  * depends on host internals.
  */
 import type { HostSnapshot } from '../../src/api/types.js';
 import type { TraceBus } from '../../src/trace/bus.js';
 
+/** The counters that count events (what a VM's requests did), always known. */
+export const EVENT_COUNTER_NAMES = ['allocs', 'frees', 'binds', 'unbinds', 'invalidations', 'faults', 'pageRequests'] as const;
+
+export type EventCounterName = (typeof EVENT_COUNTER_NAMES)[number];
+
 /**
  * Cumulative event counters for one VM (or the whole host). Values only grow; the page turns
  * them into rates by differencing over time. `iotlbHits`/`iotlbMisses` are null when the
  * source cannot count them (e.g. counters derived from trace events only).
  */
-export interface CounterSet {
-  allocs: number;
-  frees: number;
-  binds: number;
-  unbinds: number;
-  invalidations: number;
-  faults: number;
-  pageRequests: number;
+export interface CounterSet extends Record<EventCounterName, number> {
   iotlbHits: number | null;
   iotlbMisses: number | null;
 }
 
-export const COUNTER_NAMES = [
-  'allocs',
-  'frees',
-  'binds',
-  'unbinds',
-  'invalidations',
-  'faults',
-  'pageRequests',
-  'iotlbHits',
-  'iotlbMisses',
-] as const satisfies readonly (keyof CounterSet)[];
+export const COUNTER_NAMES = [...EVENT_COUNTER_NAMES, 'iotlbHits', 'iotlbMisses'] as const satisfies readonly (keyof CounterSet)[];
 
 export type CounterName = (typeof COUNTER_NAMES)[number];
 
@@ -52,7 +40,7 @@ export const CONTROL_ACTIONS = ['disconnect-vm'] as const;
 export type MonitorControlAction = (typeof CONTROL_ACTIONS)[number];
 
 export interface MonitorSource {
-  /** The current host state (DESIGN §7 shape). Called at most once per summary interval. */
+  /** The current host state (the snapshot shape of docs/design.md §7). Called at most once per summary interval. */
   snapshot(): HostSnapshot | Promise<HostSnapshot>;
   /** Cumulative counters. When absent the monitor counts trace events itself (no IOTLB figures). */
   stats?(): MonitorStats;

@@ -11,12 +11,12 @@ import { VM_SETUP_REPLY_RESUMED, VM_SETUP_VIOMMU_MASK, VmViommu, isZeroToken } f
 import type { HandlerTable } from '../../vhost/roles/backend.js';
 import type { Session } from '../../vhost/roles/server.js';
 import type { FrontendRequestName } from '../../vhost/messages/catalogue.js';
-import type { HostServer } from './host-server.js';
+import type { SessionHost } from './session-host.js';
 import type { ViommuKind } from './vm.js';
 
 const VIOMMU: Record<number, ViommuKind> = { [VmViommu.UNSPECIFIED]: 'unspecified', [VmViommu.VTD]: 'vtd', [VmViommu.VIRTIO]: 'virtio' };
 
-export function buildHandlers(host: HostServer, session: Session): HandlerTable<Session> {
+export function buildHandlers(host: SessionHost, session: Session): HandlerTable<Session> {
   const vm = () => host.vmOf(session);
   const table: HandlerTable<Session> = {
     VM_SETUP: (r) => {
@@ -56,7 +56,7 @@ export function buildHandlers(host: HostServer, session: Session): HandlerTable<
  * Requests that cannot change a VM's device list, so the snapshot's cached copy stays valid (a
  * DEVICE_DMA that programs an ADI bumps the generation through the VDCM). PASID_ALLOC and
  * PASID_FREE change PASID rows only, which the snapshot tracks row by row through the IOASID
- * core's watchers (tracked-core.ts, pasid-rows.ts), not through the generation.
+ * core's change listeners (pasid-rows.ts), not through the generation.
  */
 const READ_ONLY_FOR_SNAPSHOT: ReadonlySet<FrontendRequestName> = new Set<FrontendRequestName>([
   'GET_STATE', 'GET_NESTING_INFO', 'DEVICE_DMA', 'CACHE_INVALIDATE', 'PAGE_RESPONSE', 'DMA_MAP', 'DMA_UNMAP', 'SET_MEM_TABLE',
@@ -64,7 +64,7 @@ const READ_ONLY_FOR_SNAPSHOT: ReadonlySet<FrontendRequestName> = new Set<Fronten
 ]);
 
 /** Emit a 'message' trace event per request while someone listens; keep the snapshot generation. */
-function traced(host: HostServer, session: Session, table: HandlerTable<Session>): HandlerTable<Session> {
+function traced(host: SessionHost, session: Session, table: HandlerTable<Session>): HandlerTable<Session> {
   const out: Record<string, unknown> = {};
   for (const [name, h] of Object.entries(table) as [FrontendRequestName, (r: unknown, s: Session) => unknown][]) {
     const bumps = !READ_ONLY_FOR_SNAPSHOT.has(name);

@@ -1,7 +1,7 @@
 /**
- * The host half as a service (DESIGN §1, §4): one IOASID core, one host IOMMU, one host physical
- * memory, KVM and VDCM, and the VMs — each reached through its own protocol session (main
- * connection + backend channel) on a Unix socket or in-memory connections.
+ * The host half as a service (docs/design.md §1, §4): one IOASID core, one host IOMMU, one host
+ * physical memory, KVM and VDCM, and the VMs — each reached through its own protocol session
+ * (main connection + backend channel) on a Unix socket or in-memory connections.
  *
  * Sessions and VMs:
  * - Before VM_SETUP a connection can only do the handshake and GET_STATE; every other request
@@ -24,11 +24,12 @@ import { HostIommu } from '../iommu/host-iommu.js';
 import { HostMemory } from '../memory/host-memory.js';
 import { Kvm, type KvmEntry } from '../kvm/kvm.js';
 import { Vdcm } from '../vdcm/vdcm.js';
-import type { CounterSet, MonitorSource, MonitorStats } from '../monitor/types.js';
+import { EVENT_COUNTER_NAMES, type CounterSet, type MonitorSource, type MonitorStats } from '../monitor/types.js';
+import { zeroCounters } from '../monitor/summary.js';
+import { IoasidCore } from '../ioasid/index.js';
 import { DEFAULT_MAX_PENDING_PAGE_REQUESTS, DEFAULT_PAGE_REQUEST_TIMEOUT_MS } from '../devices/page-requests.js';
-import { HostIommuPort } from '../vfio/host-iommu-port.js';
 import { buildHandlers } from './handlers.js';
-import { TrackedIoasidCore } from './tracked-core.js';
+import type { SessionHost } from './session-host.js';
 import { tokenHex, Vm } from './vm.js';
 
 const log = childLogger('host-server');
@@ -62,20 +63,21 @@ function kvmJson(entries: readonly KvmEntry[]): string {
   return `[${parts.join(',')}]`;
 }
 
-function zeroCounters(): CounterSet {
-  return { allocs: 0, frees: 0, binds: 0, unbinds: 0, invalidations: 0, faults: 0, pageRequests: 0, iotlbHits: null, iotlbMisses: null };
+/** The IOMMU figures of the snapshot: IOTLB hits and misses, walks, faults. */
+function iommuTotals(iommu: HostIommu): { iotlbHits: number; iotlbMisses: number; walks: number; faults: number } {
+  const s = iommu.stats();
+  return { iotlbHits: s.hits, iotlbMisses: s.misses, walks: s.walks, faults: s.faults };
 }
 
-export class HostServer {
+export class HostServer implements SessionHost {
   readonly trace: TraceBus;
-  /** The IOASID core; it tells each VM's snapshot rows which of its PASIDs changed. */
-  readonly core: TrackedIoasidCore;
+  /** The IOASID core; its change listeners tell each VM's snapshot rows which PASIDs changed. */
+  readonly core: IoasidCore;
   readonly memory: HostMemory;
   readonly iommu: HostIommu;
   readonly kvm: Kvm;
   readonly vdcm: Vdcm;
   readonly graceMs: number;
-  private readonly port: HostIommuPort;
   private readonly backend: BackendServer;
   private readonly vmsByName = new Map<string, Vm>();
   private readonly vmsByToken = new Map<string, Vm>();
@@ -97,10 +99,9 @@ export class HostServer {
     this.pageRequestTimeoutMs = opts.pageRequestTimeoutMs ?? DEFAULT_PAGE_REQUEST_TIMEOUT_MS;
     this.maxPendingPageRequests = opts.maxPendingPageRequests ?? DEFAULT_MAX_PENDING_PAGE_REQUESTS;
     this.maxVms = opts.maxVms ?? DEFAULT_MAX_VMS;
-    this.core = new TrackedIoasidCore({ pasidBits: opts.pasidBits ?? 20, trace: this.trace });
+    this.core = new IoasidCore({ pasidBits: opts.pasidBits ?? 20, trace: this.trace });
     this.memory = new HostMemory();
     this.iommu = new HostIommu({ memory: this.memory, trace: this.trace });
-    this.port = new HostIommuPort(this.iommu);
     this.kvm = new Kvm(this.core);
     this.vdcm = new Vdcm(this.core);
     this.backend = new BackendServer({ handlers: (s) => buildHandlers(this, s) });
@@ -151,7 +152,7 @@ export class HostServer {
     if (this.vmsByName.size >= this.maxVms) fail('ENOSPC', `VM_SETUP: the host serves ${this.maxVms} VMs (the cap)`);
     const vm = new Vm(this.nextVmId, name, quota, viommu, {
       core: this.core,
-      iommu: this.port,
+      iommu: this.iommu,
       memory: this.memory,
       kvm: this.kvm,
       vdcm: this.vdcm,
@@ -173,7 +174,7 @@ export class HostServer {
   }
 
   /**
-   * The DESIGN §7 snapshot (plus extras: per-VM stats, domains, KVM and VDCM state; IOMMU stats).
+   * The snapshot of docs/design.md §7 (plus extras: per-VM stats, domains, KVM and VDCM state; IOMMU stats).
    * Each VM's PASID table is kept row by row (pasid-rows.ts), so a snapshot costs O(VMs +
    * changed PASIDs) plus copying the row arrays, whatever the number of PASIDs.
    */
@@ -183,7 +184,7 @@ export class HostServer {
       pasidBits: this.core.pasidBits,
       capacity: { total: cap.total, available: cap.available },
       vms: this.vmsById().map((vm) => vm.snapshot()),
-      iommu: this.port.stats(),
+      iommu: iommuTotals(this.iommu),
     };
   }
 
@@ -204,7 +205,7 @@ export class HostServer {
       vms.push(`${head.slice(0, -1)},"pasids":${rows.json()},"kvm":${rows.derivedJson('kvm', () => vm.kvm.entries(), kvmJson)}}`);
     }
     const top = JSON.stringify({ pasidBits: this.core.pasidBits, capacity: { total: cap.total, available: cap.available } });
-    return `${top.slice(0, -1)},"vms":[${vms.join(',')}],"iommu":${JSON.stringify(this.port.stats())}}`;
+    return `${top.slice(0, -1)},"vms":[${vms.join(',')}],"iommu":${JSON.stringify(iommuTotals(this.iommu))}}`;
   }
 
   /**
@@ -218,9 +219,12 @@ export class HostServer {
     const vms: Record<string, CounterSet> = {};
     for (const vm of this.vms) {
       const c = vm.counters;
-      const set: CounterSet = { ...zeroCounters(), allocs: c.allocs, frees: c.frees, binds: c.binds, unbinds: c.unbinds, invalidations: c.invalidations, faults: c.faults, pageRequests: c.pageRequests, iotlbHits: 0, iotlbMisses: 0 };
+      const set: CounterSet = { ...zeroCounters(), iotlbHits: 0, iotlbMisses: 0 };
+      for (const k of EVENT_COUNTER_NAMES) {
+        set[k] = c[k];
+        total[k] += c[k];
+      }
       vms[vm.name] = set;
-      for (const k of ['allocs', 'frees', 'binds', 'unbinds', 'invalidations', 'faults', 'pageRequests'] as const) total[k] += set[k];
     }
     for (const dev of this.iommu.listDevices()) {
       const owner = this.hostRids.get(dev.rid);
@@ -229,9 +233,9 @@ export class HostServer {
       set.iotlbHits! += dev.iotlbHits;
       set.iotlbMisses! += dev.iotlbMisses;
     }
-    const s = this.port.stats();
-    total.iotlbHits = s.iotlbHits;
-    total.iotlbMisses = s.iotlbMisses;
+    const s = this.iommu.stats();
+    total.iotlbHits = s.hits;
+    total.iotlbMisses = s.misses;
     return { total, vms };
   }
 
@@ -292,7 +296,7 @@ export class HostServer {
   private teardown(vm: Vm): void {
     if (vm.tornDown) return;
     const c = vm.counters;
-    for (const k of ['allocs', 'frees', 'binds', 'unbinds', 'invalidations', 'faults', 'pageRequests'] as const) this.retired[k] += c[k];
+    for (const k of EVENT_COUNTER_NAMES) this.retired[k] += c[k];
     try {
       vm.teardown();
     } catch (e) {

@@ -1,4 +1,4 @@
-/** The host half as a service (DESIGN §4): server, VMs, wire handlers. */
+/** The host half as a service (docs/design.md §4): server, VMs, wire handlers. */
 export { HostServer, DEFAULT_GRACE_MS, DEFAULT_MAX_VMS, type HostServerOptions } from './host-server.js';
 export { Vm, type ViommuKind } from './vm.js';
 export { buildHandlers } from './handlers.js';

@@ -1,21 +1,27 @@
 /**
- * The PASID table of one VM as the snapshot shows it (DESIGN §7 `pasids`), kept up to date row
- * by row (DESIGN §9: 64 VMs × 1024 bound PASIDs, dashboard snapshot under 50 ms).
+ * The PASID table of one VM as the snapshot shows it (docs/design.md §7 `pasids`), kept up to
+ * date row by row (docs/design.md §9: 64 VMs × 1024 bound PASIDs, dashboard snapshot under
+ * 50 ms).
  *
- * The host's IOASID core (TrackedIoasidCore) says which ID of the VM's set a call touched; only
- * those rows are rebuilt at the next read. A whole-set change (free_all_in_set), or a core that
- * does not track changes, rebuilds every row. Rows are kept in hPASID order, each with its JSON
- * text (made when first asked for). The table's JSON text is the concatenation of cached blocks
- * (the rows of 64 consecutive hPASIDs each); a changed row re-joins its block only, and the
- * blocks are concatenated without copying (V8 keeps `a + b` of long strings as a rope until
- * the text is written out), so GET_STATE neither serialises nor copies unchanged rows.
+ * A row shows what IoasidCore.idInfo shows (state, refs, users, SPID) plus the PASID's
+ * bindings. The table registers a change listener on the VM's IOASID set
+ * (IoasidCore.registerChangeListener), which names every ID whose record a core call changed;
+ * only those rows are rebuilt at the next read, or every row when more than an eighth changed.
+ * Bindings need no listener of their own: every route of the container is added and removed
+ * together with the 'iommu' reference it holds (host/vfio/container.ts), i.e. with a get / put
+ * on the same ID in the same synchronous call.
+ *
+ * Rows are kept in hPASID order, each with its JSON text (made when first asked for). The
+ * table's JSON text is the concatenation of cached blocks (the rows of 64 consecutive hPASIDs
+ * each); a changed row re-joins its block only, and the blocks are concatenated without
+ * copying (V8 keeps `a + b` of long strings as a rope until the text is written out), so
+ * GET_STATE neither serialises nor copies unchanged rows.
  *
  * Rows handed out are never changed afterwards: a changed PASID gets a new row object, and
  * `rows()` returns a fresh array each time.
  */
 import type { PasidBindingSnapshot, PasidSnapshot } from '../../src/api/types.js';
 import type { IoasidCore, IoasidIdSnapshot, IoasidSet } from '../ioasid/index.js';
-import { TrackedIoasidCore } from './tracked-core.js';
 
 /** Above this share of changed rows a full rebuild is cheaper than row-by-row updates. */
 const FULL_REBUILD_SHARE = 1 / 8;
@@ -39,11 +45,15 @@ export class PasidRows {
   private tableJson: string | null = null;
   private readonly dirty = new Set<number>();
   private all = true;
-  private readonly tracked: boolean;
+  private listening: boolean;
   private readonly memos = new Map<string, Memo>();
-  private readonly listener = (id: number | null): void => {
-    if (id === null) this.all = true;
-    else if (!this.all) this.dirty.add(id);
+  private readonly listener = (id: number): void => {
+    if (this.all) return;
+    this.dirty.add(id);
+    if (this.dirty.size > this.rowList.length * FULL_REBUILD_SHARE + 16) {
+      this.all = true;
+      this.dirty.clear();
+    }
   };
 
   constructor(
@@ -52,8 +62,8 @@ export class PasidRows {
     /** The bindings of a host PASID (the container's routes). */
     private readonly bindingsOf: (hpasid: number) => PasidBindingSnapshot[],
   ) {
-    this.tracked = core instanceof TrackedIoasidCore;
-    if (core instanceof TrackedIoasidCore) core.watchSet(set, this.listener);
+    core.registerChangeListener(set, this.listener);
+    this.listening = true;
   }
 
   /** The rows in hPASID order (a fresh array; the row objects are shared and never mutated). */
@@ -103,9 +113,10 @@ export class PasidRows {
     return m.json;
   }
 
-  /** Stop watching the set (VM teardown). */
+  /** Stop listening to the set (VM teardown; the listener went already if the set did). */
   dispose(): void {
-    if (this.core instanceof TrackedIoasidCore) this.core.unwatchSet(this.set, this.listener);
+    if (this.listening && this.core.isSetValid(this.set)) this.core.unregisterChangeListener(this.set, this.listener);
+    this.listening = false;
     this.all = true;
   }
 
@@ -120,8 +131,7 @@ export class PasidRows {
   }
 
   private refresh(): void {
-    if (!this.tracked) this.all = true;
-    if (!this.all && this.dirty.size > 0 && this.dirty.size > this.rowList.length * FULL_REBUILD_SHARE + 16) this.all = true;
+    if (!this.listening) this.all = true;
     if (this.all) {
       this.rebuild();
       return;

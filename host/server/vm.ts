@@ -20,7 +20,7 @@ import { Vdcm, type VdcmVm } from '../vdcm/vdcm.js';
 import type { HostMemory } from '../memory/host-memory.js';
 import { PageRequestTracker } from '../devices/page-requests.js';
 import { VfioContainer, type ContainerCounters } from '../vfio/container.js';
-import type { ContainerIommu } from '../vfio/iommu-port.js';
+import type { HostIommu } from '../iommu/host-iommu.js';
 import { MemTableMap, type MemoryFileOwners } from '../vfio/mem-table.js';
 import { PasidRows } from './pasid-rows.js';
 
@@ -30,7 +30,7 @@ export type ViommuKind = 'unspecified' | 'vtd' | 'virtio';
 
 export interface VmDeps {
   core: IoasidCore;
-  iommu: ContainerIommu;
+  iommu: HostIommu;
   memory: HostMemory;
   kvm: Kvm;
   vdcm: Vdcm;
@@ -108,7 +108,7 @@ export class Vm {
         trace: deps.trace,
         allocHostRid: deps.allocHostRid,
         freeHostRid: deps.freeHostRid,
-        deviceEnv: {
+        channel: {
           pageRequests: this.pageRequests,
           sendFault: (msg) => {
             const s = this.session;
@@ -152,7 +152,7 @@ export class Vm {
   }
 
   /**
-   * Release everything the VM held (DESIGN §4): page requests, bindings and attachments (with
+   * Release everything the VM held (docs/design.md §4): page requests, bindings and attachments (with
    * their references and UNBIND notifications), devices, mappings, domains, KVM and VDCM
    * references, then every PASID (free_all_in_set) and the set itself, then the memory table.
    */
@@ -191,7 +191,7 @@ export class Vm {
       set: { quota: info?.quota ?? 0, used: info?.used ?? 0 },
       devices: c.devices.slice(),
       pasids: this.pasidRows.rows(),
-      // Extras (not part of the DESIGN §7 contract).
+      // Extras (not part of the contract of docs/design.md §7).
       id: this.id,
       viommu: this.viommu,
       stats: { ...this.container.counters },

@@ -1,5 +1,6 @@
 /**
- * The virtual device composition module (DESIGN §4; seed 003, column VDCM): it owns a VM's SIOV
+ * The virtual device composition module (docs/design.md §4; the VDCM of "IOASID Extensions for
+ * SIOV", Jacob Pan and Yi L. Liu, LPC 2020): it owns a VM's SIOV
  * assignable device interfaces (ADIs). The guest programs a *guest* PASID into an ADI
  * (mdev_write(gpasid)); the VDCM translates it with find_by_spid on the VM's IOASID set, taking
  * a 'vdcm' reference, and programs the host PASID into the interface (vdev_write(hpasid)). The
@@ -8,22 +9,24 @@
  *
  * A programmed PASID is cleared when: the VM clears it; its ADI is removed; the ID's binding
  * goes away (UNBIND) or the ID is freed (FREE) — the VDCM listens on the set's chain with
- * priority DEVICE, after KVM and the IOMMU (reference A.3: BIND/UNBIND go to KVM and VDCM).
+ * priority DEVICE, after KVM and the IOMMU (BIND/UNBIND go to KVM and the VDCM, as in Jacob
+ * Pan's IOASID extensions for guest SVA).
  *
  * Errors: ENOENT — the ADI is unknown, or no ID of the VM carries that guest PASID (or it is
  * being freed); EEXIST — the ADI already exists.
  */
 import { fail } from '../../src/errors.js';
 import { childLogger } from '../../src/log.js';
-import type { IoasidCore, IoasidNotifier, IoasidNotifyArgs, IoasidSet } from '../ioasid/index.js';
+import type { IoasidCore, IoasidNotifyArgs, IoasidSet } from '../ioasid/index.js';
+import { SetUser, SetUsers } from '../ioasid-users/set-user.js';
 
 const log = childLogger('vdcm');
 
-/** The reference name the VDCM holds IDs under (seed 003 table, column VDCM). */
+/** The reference name the VDCM holds IDs under. */
 export const VDCM_USER = 'vdcm';
 
 /** One ADI: its programmed guest PASIDs and the host PASIDs they translate to. */
-export interface AdiState {
+interface AdiState {
   /** Host requester id of the interface. */
   readonly rid: number;
   /** gPASID → hPASID of every programmed PASID. */
@@ -31,20 +34,13 @@ export interface AdiState {
 }
 
 /** One VM's ADIs. */
-export class VdcmVm {
+export class VdcmVm extends SetUser {
   /** Called whenever a programming takes or drops a reference (the owner's snapshot changes). */
   onChange: (() => void) | null = null;
   private readonly adis = new Map<number, AdiState>();
-  private readonly notifier: IoasidNotifier;
-  private detached = false;
 
-  constructor(
-    private readonly core: IoasidCore,
-    readonly set: IoasidSet,
-    readonly vmName: string,
-  ) {
-    this.notifier = { priority: 'DEVICE', call: (a) => this.onEvent(a) };
-    core.registerNotifier(set, this.notifier);
+  constructor(core: IoasidCore, set: IoasidSet, vmName: string) {
+    super(core, set, vmName, 'DEVICE');
   }
 
   addAdi(rid: number): void {
@@ -102,12 +98,9 @@ export class VdcmVm {
     }));
   }
 
-  /** Clear every ADI and leave the set's chain (VM teardown). Idempotent. */
-  detach(): void {
-    if (this.detached) return;
-    this.detached = true;
+  /** Clear every ADI (detach, at VM teardown). */
+  protected override releaseAll(): void {
     for (const rid of [...this.adis.keys()]) this.removeAdi(rid);
-    if (this.core.isSetValid(this.set)) this.core.unregisterNotifier(this.set, this.notifier);
   }
 
   private lookup(rid: number): AdiState {
@@ -124,7 +117,7 @@ export class VdcmVm {
     log.debug({ vm: this.vmName, rid: adi.rid, gpasid, hpasid }, 'ADI PASID cleared');
   }
 
-  private onEvent(a: IoasidNotifyArgs): void {
+  protected override onEvent(a: IoasidNotifyArgs): void {
     if (a.event !== 'UNBIND' && a.event !== 'FREE') return;
     for (const adi of this.adis.values()) {
       for (const [gpasid, hpasid] of [...adi.programmed]) if (hpasid === a.id) this.clearOne(adi, gpasid);
@@ -133,19 +126,8 @@ export class VdcmVm {
 }
 
 /** The host's VDCM: one VdcmVm per VM. */
-export class Vdcm {
-  private readonly vms = new Set<VdcmVm>();
-
-  constructor(private readonly core: IoasidCore) {}
-
-  createVm(set: IoasidSet, vmName: string): VdcmVm {
-    const vm = new VdcmVm(this.core, set, vmName);
-    this.vms.add(vm);
-    return vm;
-  }
-
-  destroyVm(vm: VdcmVm): void {
-    vm.detach();
-    this.vms.delete(vm);
+export class Vdcm extends SetUsers<VdcmVm> {
+  constructor(core: IoasidCore) {
+    super((set, vmName) => new VdcmVm(core, set, vmName));
   }
 }

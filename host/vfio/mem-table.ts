@@ -17,10 +17,9 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { fail } from '../../src/errors.js';
 import { openBacking, type MemoryBacking } from '../../src/memory/backing.js';
+import { PAGE_SIZE } from '../../src/vtd/page-table.js';
 import type { MemTable, MemoryRegion } from '../../vhost/messages/handshake.js';
 import type { HostMemory, HostRegion } from '../memory/host-memory.js';
-
-const PAGE = 4096n;
 
 /** Directories SET_MEM_TABLE paths may name. */
 export function memoryDirs(): string[] {
@@ -146,7 +145,7 @@ export class MemTableMap {
   static validate(t: MemTable): void {
     const sorted = [...t.regions].sort((a, b) => (a.guest_phys_addr < b.guest_phys_addr ? -1 : 1));
     for (const [i, r] of t.regions.entries()) {
-      if (r.guest_phys_addr % PAGE !== 0n || r.memory_size % PAGE !== 0n || r.mmap_offset % PAGE !== 0n) {
+      if (r.guest_phys_addr % PAGE_SIZE !== 0n || r.memory_size % PAGE_SIZE !== 0n || r.mmap_offset % PAGE_SIZE !== 0n) {
         fail('EINVAL', `SET_MEM_TABLE region ${i}: guest_phys_addr, memory_size and mmap_offset must be 4 KiB aligned`);
       }
     }

@@ -1,10 +1,11 @@
 /**
- * The argument checks of the VFIO vSVA container uAPI (reference/ioasid-vfio-iommufd.md part B),
+ * The argument checks of the VFIO vSVA container uAPI (Yi L. Liu's VFIO SVA series, 2019–2020),
  * applied to the structures the protocol carries verbatim (BIND_GPASID / UNBIND_GPASID carry
  * `struct iommu_gpasid_bind_data`, CACHE_INVALIDATE carries `struct iommu_cache_invalidate_info`
  * entries). Pure functions: they only read their argument and throw.
  *
- * Errno (reference B.1 "Kernel checks and errnos", v5.10–5.13 iommu.c, and the Intel driver):
+ * Errno (Linux v5.10–5.13 drivers/iommu/iommu.c iommu_check_bind_data / iommu_check_cache_invl_data,
+ * and the Intel driver):
  *   bind data — argsz below the struct (72 bytes: the VT-d vendor part is required for the VT-d
  *   format), version ≠ 1, format not IOMMU_PASID_FORMAT_INTEL_VTD, flags outside GPASID_VAL,
  *   non-zero padding, vendor flags outside SRE…WPE, addr_width not 48 or 57 (57 only with
@@ -34,7 +35,8 @@ import {
   IOMMU_INV_PASID_FLAGS,
   type CacheInvalidateEntry,
 } from '../../vhost/messages/invalidate.js';
-import { PASID_MAX } from '../../vhost/messages/codes.js';
+import { PASID_MAX } from '../../src/vtd/pasid-entry.js';
+import { PAGE_SIZE } from '../../src/vtd/page-table.js';
 
 /** offsetof(struct iommu_gpasid_bind_data, vendor): the generic part (5.10+ layout). */
 export const GPASID_BIND_MINSZ = 56;
@@ -127,7 +129,7 @@ export function checkInvalidateEntry(e: CacheInvalidateEntry, i: number): Checke
     return { granu: 'pasid', cache: e.cache, pasid };
   }
   const g = e.granule_size;
-  if (g < 4096n || (g & (g - 1n)) !== 0n) fail('EINVAL', `${w}: granule_size ${g} is not a power of two of at least 4096`);
+  if (g < PAGE_SIZE || (g & (g - 1n)) !== 0n) fail('EINVAL', `${w}: granule_size ${g} is not a power of two of at least 4096`);
   if (e.nb_granules === 0n) fail('EINVAL', `${w}: nb_granules is 0`);
   if ((e.addr & (g - 1n)) !== 0n) fail('EINVAL', `${w}: addr 0x${e.addr.toString(16)} is not aligned to the granule`);
   const size = g * e.nb_granules;

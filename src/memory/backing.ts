@@ -3,7 +3,7 @@
  *
  * Node cannot mmap, so a file-backed store reads and writes the file with positioned I/O on
  * every access: two processes that open the same path always see each other's writes (no
- * caching on either side), which is what the guest/host split needs (DESIGN §1). An
+ * caching on either side), which is what the guest/host split needs (docs/design.md §1). An
  * in-process store keeps the bytes in a Buffer and is registered under an `inproc:` path so
  * that the host half, when it runs in the same process, maps the very same bytes.
  *
@@ -157,7 +157,7 @@ export class FileBacking implements MemoryBacking {
 }
 
 /** Where guest RAM files are created: VSVA_MEM_DIR, else /dev/shm when present, else the OS temp dir. */
-export function defaultMemoryDir(): string {
+function defaultMemoryDir(): string {
   if (process.env.VSVA_MEM_DIR) return process.env.VSVA_MEM_DIR;
   try {
     if (fs.statSync('/dev/shm').isDirectory()) return '/dev/shm';

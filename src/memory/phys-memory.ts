@@ -20,16 +20,6 @@ export interface PhysAccess {
   write(addr: number, data: Uint8Array): void;
 }
 
-/** Convert a bigint or number physical address to a safe number, or fail with EFAULT. */
-export function toAddr(addr: bigint | number, what = 'address'): number {
-  if (typeof addr === 'bigint') {
-    if (addr < 0n || addr > BigInt(Number.MAX_SAFE_INTEGER)) fail('EFAULT', `${what} 0x${addr.toString(16)} is out of range`);
-    return Number(addr);
-  }
-  if (!Number.isSafeInteger(addr) || addr < 0) fail('EFAULT', `${what} ${addr} is not a valid address`);
-  return addr;
-}
-
 export function checkRange(addr: number, length: number, size: number, what: string): void {
   if (!Number.isSafeInteger(addr) || !Number.isSafeInteger(length) || addr < 0 || length < 0 || addr + length > size) {
     fail('EFAULT', `${what}: access of ${length} bytes at 0x${Number.isFinite(addr) ? addr.toString(16) : String(addr)} is outside 0..0x${size.toString(16)}`);

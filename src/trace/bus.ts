@@ -38,6 +38,6 @@ export class TraceBus {
   }
 }
 
-export function nowMicros(): number {
+function nowMicros(): number {
   return Math.round((performance.timeOrigin + performance.now()) * 1000);
 }

@@ -1,5 +1,5 @@
 /**
- * Typed trace events (DESIGN §6). Both halves emit them on a TraceBus; the dashboard streams
+ * Typed trace events (docs/design.md §6). Both halves emit them on a TraceBus; the dashboard streams
  * them, the recorder writes them as JSON lines, and `vsva trace export` turns a recording into
  * Chrome trace event format.
  */

@@ -9,7 +9,7 @@ import type { TraceBus } from './bus.js';
 import type { TraceEvent } from './events.js';
 import { fail } from '../errors.js';
 
-export const TRACE_FORMAT_VERSION = 1;
+const TRACE_FORMAT_VERSION = 1;
 
 export interface TraceHeader {
   vsvaTrace: number;
@@ -26,7 +26,7 @@ export class TraceRecorder {
   /** Events written (or buffered) so far. */
   count = 0;
 
-  constructor(readonly file: string, source: string, private readonly flushMs = 200) {
+  constructor(readonly file: string, source: string, flushMs = 200) {
     fs.mkdirSync(path.dirname(path.resolve(file)), { recursive: true });
     this.fd = fs.openSync(file, 'w');
     const header: TraceHeader = { vsvaTrace: TRACE_FORMAT_VERSION, startedAt: new Date().toISOString(), source };

@@ -1,8 +1,9 @@
 /**
  * CAP_REG (0x08) and ECAP_REG (0x10) field layouts, and the values vsva exposes to a guest.
- * Reference: vtd-scalable-mode.md §6; DESIGN §3.1.
+ * Sources: VT-d spec §10.4.2 (CAP_REG) and §10.4.3 (ECAP_REG); QEMU hw/i386/intel_iommu_internal.h
+ * `VTD_CAP_*` / `VTD_ECAP_*`.
  *
- * Exposed (DESIGN §3.1): scalable mode (SMTS), PASID with PSS = 19 (20-bit PASIDs), first- and
+ * Exposed (docs/design.md §3.1): scalable mode (SMTS), PASID with PSS = 19 (20-bit PASIDs), first- and
  * second-level translation (FLTS, SLTS), QI, DT, PRS, PDS, SRS, EAFS, VCS, PT (pass-through
  * PASID entries, PGTT = 4), CAP.CM = 1, SAGAW 48-bit/4-level only, MGAW 48, FL1GP, SLLPS
  * 2M + 1G, PSI, MAMV 18, ND = 6 (16-bit domain IDs), DRD/DWD (QEMU's default), FRO/NFR and IRO
@@ -11,7 +12,7 @@
 import { bit, bitRange, bits, decode, defineLayout, encode, type Decoded, type FieldInput } from './layout.js';
 import { buildRegisterFile, VTD_FRCD_REG_NR, VTD_FRCD_REG_OFFSET, VTD_IOTLB_REG_OFFSET, type RegisterDef, type VcmdLayoutName } from './registers.js';
 
-/** CAP_REG fields (reference §6 "CAP_REG"). */
+/** CAP_REG fields (VT-d spec §10.4.2). */
 export const CAP_REG = defineLayout({
   name: 'CAP_REG',
   words: 1,
@@ -42,7 +43,7 @@ export const CAP_REG = defineLayout({
   reserved: [bitRange(15, 13) | bitRange(23, 23) | bitRange(38, 38) | bitRange(58, 57)],
 });
 
-/** ECAP_REG fields (reference §6 "ECAP_REG"). */
+/** ECAP_REG fields (VT-d spec §10.4.3). */
 export const ECAP_REG = defineLayout({
   name: 'ECAP_REG',
   words: 1,
@@ -127,7 +128,7 @@ export interface VsvaCapOptions {
   readonly fl5lp?: boolean;
 }
 
-/** The CAP and ECAP values vsva exposes (DESIGN §3.1). */
+/** The CAP and ECAP values vsva exposes (docs/design.md §3.1). */
 export function vsvaCapEcap(opts: VsvaCapOptions = {}): { cap: bigint; ecap: bigint } {
   const cap = encodeCap({
     ND: VSVA_ND,

@@ -1,7 +1,7 @@
 /**
  * Invalidation queue descriptors, types 0x1–0x9, in 128-bit (DW = 0) and 256-bit (DW = 1) form.
- * Reference: vtd-scalable-mode.md §3 "Descriptor type field" and the per-type tables; §7 for the
- * page group response.
+ * Sources: VT-d spec §6.5.2 (queued invalidation descriptors, one subsection per type) and ch. 7
+ * for the page group response; QEMU hw/i386/intel_iommu_internal.h `VTD_INV_DESC_*`.
  *
  * Type field: 7 bits, qw0[3:0] | qw0[11:9] << 4 (fields TYPE_3_0 and TYPE_6_4 of every layout).
  *

@@ -1,13 +1,14 @@
 /**
  * Scalable-mode fault reasons and the 128-bit fault recording register.
- * Reference: vtd-scalable-mode.md §5 "Fault reason codes (scalable mode)" and "Fault Recording
- * Register".
+ * Sources: VT-d spec appendix A (Non-Recoverable Fault Reason Encodings), §10.4.14 (fault
+ * recording registers), §9.9 (fault record); Linux drivers/iommu/intel/dmar.c
+ * `dma_remap_sm_fault_reasons`; VirtualBox include/VBox/iommu-intel.h for the condition names.
  *
  * Condition names (RTA.1, SCT.4, SPT.4, …) are the spec's, as VirtualBox's header carries them;
- * texts are Linux's `dma_remap_sm_fault_reasons` strings. Codes the reference marks "(VB only)"
+ * texts are Linux's `dma_remap_sm_fault_reasons` strings. Codes only VirtualBox's header names
  * have no Linux text; their `text` is the spec condition name.
  *
- * Fault recording register (FRCD, 128 bits = lo, hi): absolute bits as in the reference, so PV
+ * Fault recording register (FRCD, 128 bits = lo, hi): absolute bits as the spec numbers them, so PV
  * (123:104) is hi bits 59:40 and is **20 bits** wide (QEMU packs only 16; Linux reads 20).
  */
 import { bit, bitRange, bits, decode, defineLayout, encode } from './layout.js';
@@ -80,7 +81,7 @@ export const FaultReason = {
 
 export type FaultReasonCode = (typeof FaultReason)[keyof typeof FaultReason];
 
-/** The reference table, row for row (code, spec condition, Linux text, QEMU enum). */
+/** The spec's scalable-mode fault reasons, row for row (code, spec condition, Linux text, QEMU enum). */
 export const FAULT_REASONS: readonly FaultReasonInfo[] = [
   { code: 0x30, spec: 'RTA.1', text: 'SM: Invalid Root Table Address' },
   { code: 0x31, spec: 'RTA.2', text: 'SM: TTM 0 for request with PASID', qemu: 'VTD_FR_RTADDR_INV_TTM' },

@@ -1,6 +1,6 @@
 /**
  * VT-d structures as data: every register, table entry, descriptor and record vsva touches,
- * with encode/decode. See layout.ts for the mechanism and each file for its reference section.
+ * with encode/decode. See layout.ts for the mechanism and each file for its VT-d spec section.
  */
 export * from './layout.js';
 export * from './page-table.js';

@@ -2,8 +2,8 @@
  * Bit-exact structures of N 64-bit words, declared as data.
  *
  * A layout is a name, a word count, a list of fields `{ name, word, lsb, width, doc? }` and one
- * reserved mask per word. Field names are the spec's names (VT-d spec / reference
- * vtd-scalable-mode.md), so a declaration can be read side by side with the reference table.
+ * reserved mask per word. Field names are the VT-d spec's names, so a declaration can be read
+ * side by side with the spec's table.
  *
  * Contracts:
  * - `encode(layout, values)` returns `bigint[]` of `layout.words` words. Missing fields are 0.
@@ -22,7 +22,9 @@
  */
 import { fail } from '../errors.js';
 
-const U64 = (1n << 64n) - 1n;
+/** All ones in a 32-bit / 64-bit register or entry word. */
+export const U32_MASK = 0xffff_ffffn;
+export const U64_MASK = (1n << 64n) - 1n;
 const NO_VIOLATIONS: readonly ReservedViolation[] = Object.freeze([]);
 
 /** One field as declared: spec name, word index, least-significant bit in that word, width. */
@@ -78,7 +80,7 @@ export interface Decoded<L> {
   readonly reserved: readonly ReservedViolation[];
 }
 
-/** Declare a field the way the reference writes it: word, msb:lsb (bits inside that word). */
+/** Declare a field the way the spec's tables write it: word, msb:lsb (bits inside that word). */
 export function bits<const N extends string>(name: N, word: number, msb: number, lsb: number, doc?: string): FieldDef<N> {
   return doc === undefined ? { name, word, lsb, width: msb - lsb + 1 } : { name, word, lsb, width: msb - lsb + 1, doc };
 }
@@ -96,7 +98,7 @@ export function bitRange(msb: number, lsb: number): bigint {
 /** Mask of bits haw..63: the bits of an address that lie above the host address width. */
 export function aboveHaw(haw: number): bigint {
   if (!Number.isInteger(haw) || haw < 12 || haw > 64) fail('EINVAL', `host address width ${haw} is not an integer in 12..64`);
-  return U64 & ~((1n << BigInt(haw)) - 1n);
+  return U64_MASK & ~((1n << BigInt(haw)) - 1n);
 }
 
 /**
@@ -157,6 +159,16 @@ function compileExtractor(fields: readonly Field[]): Extractor {
 /** Same fields under a new name and new reserved masks (e.g. a HAW-dependent variant, or a wider form). */
 export function withReserved<N extends string>(layout: Layout<N>, name: string, reserved: readonly bigint[]): Layout<N> {
   return defineLayout({ name, words: reserved.length, fields: layout.fields, reserved }) as Layout<N>;
+}
+
+/**
+ * The layout cached under `key`, built by `build` the first time it is asked for. Variants that
+ * depend on the host address width, level or page size are built once each.
+ */
+export function cachedLayout<K, L>(cache: Map<K, L>, key: K, build: () => L): L {
+  let l = cache.get(key);
+  if (l === undefined) cache.set(key, (l = build()));
+  return l;
 }
 
 function toFieldValue(layoutName: string, f: Field, v: bigint | number | boolean): bigint {

@@ -1,7 +1,8 @@
 /**
  * Page request descriptor (256-bit, written by the IOMMU into the page request queue) and the
  * page group response descriptor (type 0x9, submitted by software on the invalidation queue).
- * Reference: vtd-scalable-mode.md §7.
+ * Sources: VT-d spec ch. 7 ("Page Request Descriptor", "Page Group Response Descriptor"),
+ * Linux drivers/iommu/intel/prq.c (`struct page_req_dsc`, `intel_iommu_page_response`).
  *
  * Page request descriptor: qw0 type (7:0, = 1), PP 8, PDP 9, RID 31:16, PASID 51:32, ER 52,
  * PMR 53; qw1 RDR 0, WRR 1, LPIG 2, PRGI 11:3, ADDR 63:12; qw2/qw3 private data. Bits qw0 15:10

@@ -1,13 +1,15 @@
 /**
  * VT-d first-level (x86-64 format) and second-level page-table entries, levels and strides.
- * Reference: vtd-scalable-mode.md §5 (First-level / Second-level PTE, Levels and strides).
+ * Sources: VT-d spec §9.7 (first-level paging entries), §9.8 (second-level paging entries), §3.6
+ * and §3.7 (levels and strides); QEMU hw/i386/intel_iommu_internal.h.
  *
  * Terminology: level 1 holds 4 KiB leaves (PTE), level 2 PDE (2 MiB leaf when PS=1), level 3 PDPE
  * (1 GiB leaf when PS=1), level 4 PML4E, level 5 PML5E. An entry's index at level L is address
  * bits (12 + 9L − 1):(12 + 9(L − 1)).
  *
- * Reserved masks are QEMU's (reference §5), as functions of the host address width (HAW, the
- * `aw-bits` of the IOMMU, 39 or 48 in QEMU): address bits HAW..51 are reserved in every entry.
+ * Reserved masks are QEMU's (`VTD_FPTE_PAGE_L*_RSVD_MASK`, `VTD_SPTE_PAGE_L*_RSVD_MASK`), as
+ * functions of the host address width (HAW, the `aw-bits` of the IOMMU, 39 or 48 in QEMU):
+ * address bits HAW..51 are reserved in every entry.
  * - FL: levels 1–3 non-large `~(HAW | 0xfff0…)`; level 4 adds bit 7 (PS); 2 MiB leaf adds 20:13;
  *   1 GiB leaf adds 29:13. Level 5 (PML5E) is treated like level 4 (bit 7 reserved): QEMU only
  *   walks 4-level FL tables; the x86 format reserves PS in PML5E as in PML4E.
@@ -21,13 +23,17 @@
  * (Linux `dma_pte_present`).
  */
 import { fail } from '../errors.js';
-import { aboveHaw, bit, bits, defineLayout, withReserved, type Layout } from './layout.js';
+import { aboveHaw, bit, bits, cachedLayout, defineLayout, withReserved, type Layout } from './layout.js';
 
 // ---- levels and strides ---------------------------------------------------------------------
 
-/** Base page: 4 KiB. */
+/** Base page: 4 KiB (VT-d spec §3.6 and §3.7: the smallest page both translation levels map). */
 export const VTD_PAGE_SHIFT = 12;
-export const VTD_PAGE_SIZE = 1 << VTD_PAGE_SHIFT;
+/**
+ * The base page size, 1 << VTD_PAGE_SHIFT bytes, as a bigint because addresses are bigint. The
+ * one definition of "4 KiB page" in the tree: import it rather than writing 4096n again.
+ */
+export const PAGE_SIZE = 4096n;
 /** Bits of address translated per level (512 entries of 8 bytes per 4 KiB table). */
 export const VTD_STRIDE_SHIFT = 9;
 export const VTD_PT_ENTRIES = 1 << VTD_STRIDE_SHIFT;
@@ -40,7 +46,7 @@ export type PageSize = '4K' | '2M' | '1G';
 
 /** Page shift of each page size and the level whose entry maps it (PS=1 for 2M/1G). */
 export const PAGE_SIZES: { readonly [S in PageSize]: { readonly shift: number; readonly bytes: number; readonly level: PtLevel } } = {
-  '4K': { shift: 12, bytes: 1 << 12, level: 1 },
+  '4K': { shift: VTD_PAGE_SHIFT, bytes: 1 << VTD_PAGE_SHIFT, level: 1 },
   '2M': { shift: 21, bytes: 1 << 21, level: 2 },
   '1G': { shift: 30, bytes: 1 << 30, level: 3 },
 };
@@ -67,7 +73,7 @@ export const FL_ADDR_WIDTH_5LEVEL = 57;
 
 /**
  * True when `addr` is canonical for a first-level table of input width `width` (48 or 57): bits
- * 63..width−1 all equal (reference §5, QEMU FS walk step 1; failure is fault 0x80 SGN.1).
+ * 63..width−1 all equal (QEMU `vtd_iova_fl_check_canonical`; failure is fault 0x80 SGN.1).
  */
 export function isCanonical(addr: bigint, width: number): boolean {
   const a = BigInt.asUintN(64, addr);
@@ -119,7 +125,7 @@ export const FL_PTE_MASK = {
 export const VTD_FS_UPPER_IGNORED = 0xfff0000000000000n;
 
 /**
- * The first-level entry's fields (reference §5 table). Bit 6 is D in a leaf (ignored in a table
+ * The first-level entry's fields (VT-d spec §9.7). Bit 6 is D in a leaf (ignored in a table
  * entry); bit 7 is PS in PDPE/PDE, PAT in a 4 KiB PTE and reserved in PML4E/PML5E; in a large
  * leaf bit 12 is PAT and ADDR is read through `leafAddrMask(size)`.
  */
@@ -160,12 +166,7 @@ export function flReservedMask(level: PtLevel, ps: boolean, haw: number): bigint
 /** FL_PTE with the reserved mask of `level`/`ps`/`haw`, cached. */
 export function flPteLayout(level: PtLevel, ps: boolean, haw: number): typeof FL_PTE {
   const key = `${level}:${ps && (level === 2 || level === 3)}:${haw}`;
-  let l = flCache.get(key);
-  if (l === undefined) {
-    l = withReserved(FL_PTE, `FL_PTE(level ${level}${ps ? ', PS' : ''}, HAW ${haw})`, [flReservedMask(level, ps, haw)]);
-    flCache.set(key, l);
-  }
-  return l;
+  return cachedLayout(flCache, key, () => withReserved(FL_PTE, `FL_PTE(level ${level}${ps ? ', PS' : ''}, HAW ${haw})`, [flReservedMask(level, ps, haw)]));
 }
 
 /** FL present rule: P set. */
@@ -208,7 +209,7 @@ export const VTD_SL_IGN_COM = 0xbff0000000000000n;
 /** QEMU `VTD_SPTE_SNP`. */
 export const VTD_SPTE_SNP = 0x800n;
 
-/** The second-level entry's fields (reference §5 table). EMT/IPAT are meaningful in a leaf only. */
+/** The second-level entry's fields (VT-d spec §9.8). EMT/IPAT are meaningful in a leaf only. */
 export const SL_PTE = defineLayout({
   name: 'SL_PTE',
   words: 1,
@@ -247,12 +248,9 @@ export function slReservedMask(level: PtLevel, ps: boolean, haw: number, snpRese
 /** SL_PTE with the reserved mask of `level`/`ps`/`haw`, cached. */
 export function slPteLayout(level: PtLevel, ps: boolean, haw: number, snpReserved = false): typeof SL_PTE {
   const key = `${level}:${ps && (level === 2 || level === 3)}:${haw}:${snpReserved}`;
-  let l = slCache.get(key);
-  if (l === undefined) {
-    l = withReserved(SL_PTE, `SL_PTE(level ${level}${ps ? ', PS' : ''}, HAW ${haw})`, [slReservedMask(level, ps, haw, snpReserved)]);
-    slCache.set(key, l);
-  }
-  return l;
+  return cachedLayout(slCache, key, () =>
+    withReserved(SL_PTE, `SL_PTE(level ${level}${ps ? ', PS' : ''}, HAW ${haw})`, [slReservedMask(level, ps, haw, snpReserved)]),
+  );
 }
 
 /** SL present rule: R or W set (Linux `dma_pte_present`). */

@@ -1,21 +1,29 @@
 /**
  * PASID directory entry (64-bit) and scalable-mode PASID table entry (512-bit).
- * Reference: vtd-scalable-mode.md §2.
+ * Sources: VT-d spec §9.5 (scalable-mode PASID directory entry) and §9.6 (scalable-mode PASID
+ * table entry); Linux drivers/iommu/intel/pasid.h; QEMU hw/i386/intel_iommu_internal.h.
  *
  * A 20-bit PASID splits into a directory index (bits 19:6, 8-byte directory entries) and a table
  * index (bits 5:0, 64 entries of 64 bytes = one 4 KiB table).
  *
- * PASID table entry words qw0..qw7; bit positions inside each word, with the reference's
- * absolute positions in the docs. qw3..qw7 are reserved.
+ * PASID table entry words qw0..qw7; bit positions inside each word, with the spec's absolute
+ * positions (bit n of the 512-bit entry) in the field docs. qw3..qw7 are reserved.
  */
 import { FaultReason } from './fault.js';
-import { bit, bitRange, bits, decode, defineLayout, type Decoded, type ReservedViolation } from './layout.js';
+import { U64_MASK, bit, bitRange, bits, decode, defineLayout, type Decoded, type ReservedViolation } from './layout.js';
+import { PAGE_SIZE } from './page-table.js';
 
 // ---- PASID split -------------------------------------------------------------------------------
 
-/** Largest PASID width (Linux MAX_NR_PASID_BITS) and PASID count (PASID_MAX). */
+/** PASID width: the PCIe PASID TLP prefix carries 20 bits (Linux MAX_NR_PASID_BITS; VT-d ECAP.PSS ≤ 19). */
 export const PASID_BITS = 20;
-export const PASID_MAX = 0x100000;
+/**
+ * Number of PASIDs, 1 << PASID_BITS = 0x100000: an exclusive upper bound (what Linux's
+ * drivers/iommu/intel/pasid.h calls PASID_MAX).
+ */
+export const PASID_LIMIT = 1 << PASID_BITS;
+/** Largest valid PASID, PASID_LIMIT - 1 = 0xfffff: the inclusive bound wire fields are checked against. */
+export const PASID_MAX = PASID_LIMIT - 1;
 /** Directory index = PASID bits 19:6 (QEMU VTD_PASID_DIR_INDEX, Linux PASID_PDE_SHIFT). */
 export const PASID_PDE_SHIFT = 6;
 export const PASID_DIR_INDEX_MASK = 0x3fff;
@@ -37,7 +45,7 @@ export function pasidTableIndex(pasid: number): number {
 
 // ---- PASID directory entry ---------------------------------------------------------------------
 
-/** PASID directory entry (reference §2 "PASID directory entry"). Bits 11:2 reserved. */
+/** PASID directory entry (VT-d spec §9.5). Bits 11:2 reserved. */
 export const PASID_DIR_ENTRY = defineLayout({
   name: 'PASID_DIR_ENTRY',
   words: 1,
@@ -53,7 +61,7 @@ export const PASID_DIR_ENTRY = defineLayout({
 export const PASID_DIR_ENTRY_P = 1n;
 export const PASID_DIR_ENTRY_FPD = 2n;
 /** QEMU VTD_PASID_TABLE_BASE_ADDR_MASK: the table address is the entry with bits 11:0 cleared. */
-export const PASID_TABLE_BASE_ADDR_MASK = ~0xfffn & ((1n << 64n) - 1n);
+export const PASID_TABLE_BASE_ADDR_MASK = U64_MASK & ~(PAGE_SIZE - 1n);
 
 // ---- PASID table entry -------------------------------------------------------------------------
 
@@ -83,7 +91,7 @@ export const PASID_AW = {
   AW_57BIT: 3,
 } as const;
 
-/** Scalable-mode PASID table entry (reference §2 table, qw0..qw7). */
+/** Scalable-mode PASID table entry (VT-d spec §9.6, qw0..qw7). */
 export const PASID_TABLE_ENTRY = defineLayout({
   name: 'PASID_TABLE_ENTRY',
   words: 8,

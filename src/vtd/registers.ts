@@ -1,12 +1,13 @@
 /**
  * The VT-d register file as data: offsets (QEMU `DMAR_*_REG`), width, reset value, writable mask,
  * write-1-to-clear mask and write-only mask, plus the bit layouts of the registers with fields.
- * Reference: vtd-scalable-mode.md §1, §3, §4, §5, §7; DESIGN §3.1.
+ * Sources: VT-d spec ch. 10 (Register Descriptions); QEMU hw/i386/intel_iommu.c `vtd_init` and
+ * hw/i386/intel_iommu_internal.h; docs/design.md §3.1 for the register set vsva exposes.
  *
  * Write semantics (QEMU `vtd_set_long`/`vtd_set_quad`): for a write of `val`,
  *   new = ((old & ~wmask) | (val & wmask)) & ~(val & w1cmask)
  * and a read returns `value & ~womask` (write-only bits read as 0, e.g. GCMD, CCMD.ICC…).
- * GCMD is handled by edge by the device model (DESIGN §3.1); this file only says which bits exist.
+ * GCMD is handled by edge by the device model (docs/design.md §3.1); this file only says which bits exist.
  *
  * Masks follow QEMU `vtd_init`, except where a comment says otherwise (FSTS, page-request and
  * VCMD registers come from the spec / QEMU's out-of-tree vSVA and PRQ series).
@@ -15,7 +16,7 @@
  * numbers is signed 32-bit: combine bit 31 constants as `(GCMD.TE | GCMD.QIE) >>> 0`.
  */
 import { fail } from '../errors.js';
-import { bit, bits, defineLayout, type FieldDef, type Layout } from './layout.js';
+import { U32_MASK, U64_MASK, bit, bits, defineLayout, type FieldDef, type Layout } from './layout.js';
 
 // ---- offsets -----------------------------------------------------------------------------------
 
@@ -76,7 +77,7 @@ export const VTD_REG_WINDOW_SIZE = 0x1000;
 
 export type VcmdLayoutName = '3.1' | '3.3';
 
-/** Offsets of the virtual command registers in the two spec layouts (reference §4). */
+/** Offsets of the virtual command registers in the two spec layouts (docs/design.md §3.1). */
 export const VCMD_REG_OFFSETS: { readonly [L in VcmdLayoutName]: { readonly VCCAP: number; readonly VCMD: number; readonly VCRSP: number } } = {
   '3.1': { VCCAP: 0xe00, VCMD: 0xe10, VCRSP: 0xe20 },
   '3.3': { VCMD: 0xe00, VCRSP: 0xe10, VCCAP: 0xe30 },
@@ -224,7 +225,11 @@ export const IQERCD_REG = defineRegister('IQERCD_REG', [
   bits('ICESID', 0, 63, 48, 'invalidation completion error source ID'),
 ]);
 
-/** IQEI codes (VB VTDIQEI). */
+/**
+ * IQEI codes: what set FSTS.IQE (VT-d spec rev. 5.10 §11.4.9.9 "Invalidation Queue Error Record
+ * Register", field IQEI, bits 3:0). RSVD_FIELD_VIOLATION also covers a valid descriptor type whose fields
+ * ask for something the type does not define (an undefined granularity, AM above CAP.MAMV).
+ */
 export const IQEI = {
   INFO_NOT_AVAILABLE: 0,
   INVALID_TAIL_PTR: 1,
@@ -235,6 +240,7 @@ export const IQEI = {
   QUEUE_TAIL_MISALIGNED: 6,
   INVALID_TTM: 7,
 } as const;
+export type IqeiCode = (typeof IQEI)[keyof typeof IQEI];
 
 /** CCMD_REG (0x28): context command. */
 export const CCMD_REG = defineRegister('CCMD_REG', [
@@ -315,8 +321,6 @@ export interface RegisterFileOptions {
  * offset order. Fault recording registers appear as two 64-bit halves FRCD<n>_LO / FRCD<n>_HI.
  */
 export function buildRegisterFile(opts: RegisterFileOptions): RegisterDef[] {
-  const M32 = 0xffffffffn;
-  const M64 = (1n << 64n) - 1n;
   const regs: RegisterDef[] = [
     reg('VER', DMAR.VER, 32, opts.ver ?? 0x30n, 0n, 0n, 'version: MAX 7:4, MIN 3:0'),
     reg('CAP', DMAR.CAP, 64, opts.cap, 0n, 0n, 'capability (cap-ecap.ts)'),
@@ -342,7 +346,7 @@ export function buildRegisterFile(opts: RegisterFileOptions): RegisterDef[] {
     reg('IQA', DMAR.IQA, 64, 0n, 0xfffffffffffff807n, 0n, 'invalidation queue address: IQA 63:12, DW 11, QS 2:0'),
     reg('ICS', DMAR.ICS, 32, 0n, 0n, 0x1n, 'invalidation completion status: IWC'),
     reg('IECTL', DMAR.IECTL, 32, 0x80000000n, 0x80000000n, 0n, 'invalidation event control: IM 31, IP 30'),
-    reg('IEDATA', DMAR.IEDATA, 32, 0n, M32, 0n, 'invalidation event data'),
+    reg('IEDATA', DMAR.IEDATA, 32, 0n, U32_MASK, 0n, 'invalidation event data'),
     reg('IEADDR', DMAR.IEADDR, 32, 0n, 0xfffffffcn, 0n, 'invalidation event address'),
     reg('IEUADDR', DMAR.IEUADDR, 32, 0n, 0n, 0n, 'invalidation event upper address (RsvdZ without ECAP.EIM)'),
     reg('IQERCD', DMAR.IQERCD, 64, 0n, 0n, 0n, 'invalidation queue error record (RO)'),
@@ -353,7 +357,7 @@ export function buildRegisterFile(opts: RegisterFileOptions): RegisterDef[] {
     reg('PQA', DMAR.PQA, 64, 0n, 0xfffffffffffff007n, 0n, 'page request queue address: PQA 63:12, PQS 2:0'),
     reg('PRS', DMAR.PRS, 32, 0n, 0n, 0x3n, 'page request status: PPR 0, PRO 1 (RW1C)'),
     reg('PECTL', DMAR.PECTL, 32, 0x80000000n, 0x80000000n, 0n, 'page request event control: IM 31, IP 30'),
-    reg('PEDATA', DMAR.PEDATA, 32, 0n, M32, 0n, 'page request event data'),
+    reg('PEDATA', DMAR.PEDATA, 32, 0n, U32_MASK, 0n, 'page request event data'),
     reg('PEADDR', DMAR.PEADDR, 32, 0n, 0xfffffffcn, 0n, 'page request event address'),
     reg('PEUADDR', DMAR.PEUADDR, 32, 0n, 0n, 0n, 'page request event upper address (RsvdZ without ECAP.EIM)'),
     reg('IVA', DMAR.IVA, 64, 0n, 0xfffffffffffff07fn, 0n, 'invalidate address (write-only)', 0xfffffffffffff07fn),
@@ -368,7 +372,7 @@ export function buildRegisterFile(opts: RegisterFileOptions): RegisterDef[] {
   if (layout !== false) {
     const o = VCMD_REG_OFFSETS[layout];
     regs.push(reg('VCCAP', o.VCCAP, 64, opts.vccap ?? 1n, 0n, 0n, `virtual command capability (spec ${layout} layout)`));
-    regs.push(reg('VCMD', o.VCMD, 64, 0n, M64, 0n, `virtual command (spec ${layout} layout)`));
+    regs.push(reg('VCMD', o.VCMD, 64, 0n, U64_MASK, 0n, `virtual command (spec ${layout} layout)`));
     regs.push(reg('VCRSP', o.VCRSP, 64, 0n, 0n, 0n, `virtual command response (spec ${layout} layout, RO)`));
   }
   regs.sort((a, b) => a.offset - b.offset);

@@ -1,12 +1,13 @@
 /**
  * RTADDR_REG, the scalable-mode root entry (128-bit) and the scalable-mode context entry (256-bit).
- * Reference: vtd-scalable-mode.md §1.
+ * Sources: VT-d spec §10.4.6 (RTADDR_REG), §9.2 (scalable-mode root entry), §9.4 (scalable-mode
+ * context entry); QEMU hw/i386/intel_iommu_internal.h.
  *
  * Reserved masks depend on the host address width (HAW, QEMU `aw-bits`): pointer bits HAW..63
  * are reserved (QEMU `VTD_ROOT_ENTRY_RSVD(aw) = 0xffe | ~HAW`,
  * `VTD_SM_CONTEXT_ENTRY_RSVD_VAL0(aw) = 0x1e0 | ~HAW`). Layouts are built per HAW and cached.
  */
-import { aboveHaw, bit, bitRange, bits, defineLayout } from './layout.js';
+import { aboveHaw, bit, bitRange, bits, cachedLayout, defineLayout } from './layout.js';
 
 // ---- RTADDR_REG --------------------------------------------------------------------------------
 
@@ -51,9 +52,7 @@ const rootCache = new Map<number, SmRootEntryLayout>();
 
 /** Scalable-mode root entry layout for a host address width (cached). */
 export function smRootEntryLayout(haw: number): SmRootEntryLayout {
-  let l = rootCache.get(haw);
-  if (l === undefined) rootCache.set(haw, (l = makeRootEntry(haw)));
-  return l;
+  return cachedLayout(rootCache, haw, () => makeRootEntry(haw));
 }
 
 // ---- context table -----------------------------------------------------------------------------
@@ -93,9 +92,7 @@ const ctxCache = new Map<number, SmContextEntryLayout>();
 
 /** Scalable-mode context entry layout for a host address width (cached). */
 export function smContextEntryLayout(haw: number): SmContextEntryLayout {
-  let l = ctxCache.get(haw);
-  if (l === undefined) ctxCache.set(haw, (l = makeContextEntry(haw)));
-  return l;
+  return cachedLayout(ctxCache, haw, () => makeContextEntry(haw));
 }
 
 /** Number of PASID directory entries a context entry's PDTS gives: 2^(PDTS + 7). */

@@ -1,6 +1,7 @@
 /**
  * Virtual command interface (VCCAP / VCMD / VCRSP) in both register layouts.
- * Reference: vtd-scalable-mode.md §4 and §8.1; DESIGN §3.1.
+ * Sources: VT-d spec ch. 10 (VCCAP_REG, VCMD_REG, VCRSP_REG), Linux drivers/iommu/intel/pasid.c
+ * `vcmd_alloc_pasid` / `vcmd_free_pasid` (until 6.7), docs/design.md §3.1 for the two layouts.
  *
  * | layout | VCCAP | VCMD  | VCRSP | SC bits | operand / result | error SC |
  * | 3.1    | 0xE00 | 0xE10 | 0xE20 | 2:1     | bit 8 up         | 2        |
@@ -10,6 +11,7 @@
  * command is in flight. The PASID in an operand or result is its low 20 bits.
  */
 import { bit, bitRange, bits, decode, defineLayout, encode, type ReservedViolation } from './layout.js';
+import { PASID_MAX } from './pasid-entry.js';
 import { VCMD_REG_OFFSETS, type VcmdLayoutName } from './registers.js';
 
 export { VCMD_REG_OFFSETS, type VcmdLayoutName };
@@ -21,8 +23,8 @@ export const VCMD_CMD = { NULL: 0, ALLOC_PASID: 1, FREE_PASID: 2 } as const;
 export const VCCAP_REG = defineLayout({ name: 'VCCAP_REG', words: 1, fields: [bit('PAS', 0, 0, 'PASID allocation supported')], reserved: [bitRange(63, 1)] });
 export const VCCAP_PAS = 1n;
 
-/** The 20-bit PASID carried in an operand or result. */
-const PASID_MASK = 0xfffffn;
+/** The 20-bit PASID carried in an operand or result (PASID_MAX is all ones in 20 bits). */
+const PASID_MASK = BigInt(PASID_MAX);
 
 function layoutsFor(name: VcmdLayoutName, operandLsb: 8 | 16, scMsb: 2 | 7) {
   const vcmd = defineLayout({
@@ -45,8 +47,9 @@ const L33 = layoutsFor('3.3', 16, 7);
 
 /**
  * Status codes. 3.1: 1 undefined command (QEMU), 2 no PASID available (alloc) / invalid PASID
- * (free). 3.3: 16 for both PASID errors (L-vcmd33); the reference gives no 3.3 code for an
- * undefined command, so vsva reports 1 there too.
+ * (free). 3.3: 16 for both PASID errors (Linux patch "iommu/vt-d: Update the virtual command
+ * related registers", Lu Baolu, July 2021); it gives no 3.3 code for an undefined command, so
+ * vsva reports 1 there too.
  */
 export const VCMD_STATUS: { readonly [L in VcmdLayoutName]: { readonly SUCCESS: number; readonly UNDEFINED_CMD: number; readonly NO_PASID: number; readonly INVALID_PASID: number } } = {
   '3.1': { SUCCESS: 0, UNDEFINED_CMD: 1, NO_PASID: 2, INVALID_PASID: 2 },

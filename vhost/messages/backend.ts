@@ -1,17 +1,19 @@
 /**
- * Back-end → front-end requests on the backend channel (docs/protocol.md §5.7). They are
+ * Back-end → front-end requests on the backend channel (docs/protocol.md §9, §10.11–§10.13). They are
  * answered only when REPLY_ACK was negotiated on the main connection and NEED_REPLY is set,
- * with a u64 ack (0, or a negative errno), as vhost-user's BACKEND_IOTLB_MSG (reference A.4).
+ * with a u64 ack (0, or a negative errno), as vhost-user's BACKEND_IOTLB_MSG (QEMU docs/interop/vhost-user.rst, "Back-end message types").
  */
 import { fail } from '../../src/errors.js';
 import { ProtocolFeature } from '../wire/features.js';
 import { Struct, reserved } from '../wire/struct.js';
 import { EMPTY, FixedCodec, message } from './codec.js';
-import { PASID_MAX, VsvaBackendRequest } from './codes.js';
+import { PASID_MAX } from '../../src/vtd/pasid-entry.js';
+import { PAGE_SIZE } from '../../src/vtd/page-table.js';
+import { VsvaBackendRequest } from './codes.js';
 import { PRGI_MAX } from './page.js';
 
 export const FaultFlag = { PASID_VALID: 1 << 0, WRITE: 1 << 1, PRIV: 1 << 2, EXEC: 1 << 3 } as const;
-export const FAULT_FLAG_MASK = 0xf;
+const FAULT_FLAG_MASK = 0xf;
 
 export interface FaultMessage {
   rid: number;
@@ -51,7 +53,7 @@ export const PageRequestFlag = {
   EXEC: 1 << 4,
   PRIV: 1 << 5,
 } as const;
-export const PAGE_REQUEST_FLAG_MASK = 0x3f;
+const PAGE_REQUEST_FLAG_MASK = 0x3f;
 
 export interface PageRequestMessage {
   rid: number;
@@ -77,14 +79,14 @@ export const PAGE_REQUEST = message<PageRequestMessage, void>({
   request: new FixedCodec(PageRequestStruct, (v) => {
     if ((v.flags & PageRequestFlag.PASID_VALID) === 0 && v.pasid !== 0) fail('EINVAL', 'PAGE_REQUEST: pasid set without PASID_VALID');
     if ((v.flags & (PageRequestFlag.READ | PageRequestFlag.WRITE)) === 0) fail('EINVAL', 'PAGE_REQUEST: neither READ nor WRITE');
-    if ((v.addr & 0xfffn) !== 0n) fail('EINVAL', 'PAGE_REQUEST: addr is not 4 KiB aligned');
+    if (v.addr % PAGE_SIZE !== 0n) fail('EINVAL', 'PAGE_REQUEST: addr is not 4 KiB aligned');
   }),
   reply: EMPTY,
   doc: 'A PRI page request; the guest answers the group with PAGE_RESPONSE on the main channel.',
 });
 
-export const PASID_FREED_GPASID_VALID = 0x1;
-export const PasidFreedReason = {
+const PASID_FREED_GPASID_VALID = 0x1;
+const PasidFreedReason = {
   /** Freed by the host administrator. */
   ADMIN: 0,
   /** The VM's quota was lowered below its use. */
@@ -106,7 +108,7 @@ export const PasidFreedStruct = new Struct<PasidFreedMessage>('PASID_FREED', [
   { name: 'pasid', type: 'u32', doc: 'host PASID', max: PASID_MAX },
   { name: 'gpasid', type: 'u32', doc: 'guest PASID (SPID) with GPASID_VALID, else 0', max: PASID_MAX },
   { name: 'flags', type: 'u32', doc: 'bit 0 GPASID_VALID', mask: PASID_FREED_GPASID_VALID },
-  { name: 'reason', type: 'u32', doc: '0 ADMIN, 1 QUOTA, 2 TEARDOWN', values: [0, 1, 2] },
+  { name: 'reason', type: 'u32', doc: '0 ADMIN, 1 QUOTA, 2 TEARDOWN', values: Object.values(PasidFreedReason) },
 ]);
 
 export const PASID_FREED = message<PasidFreedMessage, void>({

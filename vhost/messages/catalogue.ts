@@ -13,7 +13,8 @@ import { DEVICE_CONFIG } from './device-config.js';
 import { DMA_MAP, DMA_UNMAP } from './dma.js';
 import { PASID_ALLOC, PASID_FREE, BIND_GPASID, UNBIND_GPASID } from './pasid.js';
 import { CACHE_INVALIDATE } from './invalidate.js';
-import { PAGE_RESPONSE, DEVICE_DMA } from './page.js';
+import { PAGE_RESPONSE } from './page.js';
+import { DEVICE_DMA } from './device-dma.js';
 import { FAULT, PAGE_REQUEST, PASID_FREED } from './backend.js';
 
 /** Front-end → back-end requests (main channel; BACKEND_ATTACH opens the backend channel). */

@@ -25,11 +25,6 @@ export function encodePayload<T>(codec: PayloadCodec<T>, v: T): Buffer {
   return buf;
 }
 
-/** Validate a received payload without keeping the value. */
-export function validatePayload<T>(codec: PayloadCodec<T>, p: Buffer): void {
-  codec.decode(p);
-}
-
 /** A payload that is exactly one struct, with an optional cross-field check. */
 export class FixedCodec<T extends object> implements PayloadCodec<T> {
   constructor(

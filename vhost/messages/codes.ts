@@ -1,7 +1,8 @@
 /**
  * Message codes of the vSVA range (docs/protocol.md §3). Front-end → back-end requests on the
  * main channel and back-end → front-end requests on the backend channel are separate
- * namespaces, as in vhost-user (reference A.1); both use 0x100–0x1ff, far above vhost-user's
+ * namespaces, as in vhost-user (QEMU docs/interop/vhost-user.rst, "Front-end message types"
+ * and "Back-end message types"); both use 0x100–0x1ff, far above vhost-user's
  * own codes (1–44), so a vhost-user peer never confuses them.
  */
 export const VsvaRequest = {
@@ -35,6 +36,3 @@ export const VsvaBackendRequest = {
 
 /** Size of the session token VM_SETUP returns and BACKEND_ATTACH presents. */
 export const SESSION_TOKEN_SIZE = 16;
-
-/** PASIDs are 20 bits wide (PCIe PASID capability, VT-d PSS ≤ 19 → 20 bits). */
-export const PASID_MAX = 0xf_ffff;

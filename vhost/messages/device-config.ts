@@ -1,5 +1,5 @@
 /**
- * DEVICE_CONFIG (docs/protocol.md §5.2): runtime enables of an assigned device that the guest
+ * DEVICE_CONFIG (docs/protocol.md §10.3): runtime enables of an assigned device that the guest
  * controls after DEVICE_ADD — the guest's context-entry PRE (VT-d) or the virtio-iommu page
  * request enable turns PRI on; ATS enable follows the device's ATS control register.
  *
@@ -17,7 +17,7 @@ export const DeviceConfigFlag = {
   /** Address translation services enabled (needs the ATS capability). */
   ATS_ENABLE: 1 << 1,
 } as const;
-export const DEVICE_CONFIG_FLAG_MASK = 0x3;
+const DEVICE_CONFIG_FLAG_MASK = 0x3;
 
 export interface DeviceConfigRequest {
   rid: number;

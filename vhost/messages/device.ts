@@ -1,13 +1,14 @@
 /**
- * Devices, domains and attachments (docs/protocol.md §5.2). The topology follows seed 001:
- * kernel-managed (second-level) domains with container-local ids, domain 0 being the VM's
+ * Devices, domains and attachments (docs/protocol.md §10.3). The topology is the Linux IOMMU
+ * core's as iommufd has it (drivers/iommu/iommufd/): kernel-managed (second-level) domains with container-local ids, domain 0 being the VM's
  * default GPA domain; a RID, or a RID+PASID, is attached to a domain.
  */
 import { fail } from '../../src/errors.js';
 import { ProtocolFeature } from '../wire/features.js';
 import { Struct, reserved } from '../wire/struct.js';
 import { EMPTY, FixedCodec, message } from './codec.js';
-import { PASID_MAX, VsvaRequest } from './codes.js';
+import { PASID_MAX } from '../../src/vtd/pasid-entry.js';
+import { VsvaRequest } from './codes.js';
 import { IOMMU_PASID_FORMAT_INTEL_VTD } from './pasid.js';
 
 export const DeviceKind = { PF: 0, ADI: 1 } as const;
@@ -22,7 +23,7 @@ export const DeviceCap = {
   /** PASID capability: Privileged Mode Supported. */
   PASID_PRIV: 1 << 4,
 } as const;
-export const DEVICE_CAP_MASK = 0x1f;
+const DEVICE_CAP_MASK = 0x1f;
 
 export interface DeviceAddRequest {
   /** PCI requester id: bus << 8 | devfn. */
@@ -135,7 +136,10 @@ export const DETACH = message<AttachRequest, void>({
   doc: 'Detach a RID, or a RID+PASID, from a domain.',
 });
 
-/** Nesting features, with the v7 numbering that still had SYSWIDE_PASID (reference B.2). */
+/**
+ * Nesting features, with the v7 numbering that still had SYSWIDE_PASID (Yi Liu, "iommu: Report
+ * domain nesting info", v7, 2020).
+ */
 export const IOMMU_NESTING_FEAT = {
   SYSWIDE_PASID: 1 << 0,
   BIND_PGTBL: 1 << 1,
@@ -143,7 +147,7 @@ export const IOMMU_NESTING_FEAT = {
   /** vsva: page responses are forwarded (PAGE_RESPONSE). */
   PAGE_RESP: 1 << 3,
 } as const;
-export const IOMMU_NESTING_FEAT_MASK = 0xf;
+const IOMMU_NESTING_FEAT_MASK = 0xf;
 
 export interface NestingInfo {
   format: number;
@@ -168,5 +172,5 @@ export const NestingInfoStruct = new Struct<NestingInfo>('GET_NESTING_INFO reply
 export const GET_NESTING_INFO = message<void, NestingInfo>({
   name: 'GET_NESTING_INFO', code: VsvaRequest.GET_NESTING_INFO, replyKind: 'status', feature: ProtocolFeature.VSVA,
   request: EMPTY, reply: new FixedCodec(NestingInfoStruct),
-  doc: 'What nesting the host supports (iommu_nesting_info, reference B.2).',
+  doc: 'What nesting the host supports (struct iommu_nesting_info of the VFIO vSVA series).',
 });

@@ -1,5 +1,5 @@
 /**
- * Second-level DMA mappings (docs/protocol.md §5.3), as VFIO_IOMMU_MAP_DMA / UNMAP_DMA: the
+ * Second-level DMA mappings (docs/protocol.md §10.4), as VFIO_IOMMU_MAP_DMA / UNMAP_DMA: the
  * back-end maps IOVA → guest page (GPA, resolved through SET_MEM_TABLE) → host page.
  */
 import { fail } from '../../src/errors.js';
@@ -9,7 +9,7 @@ import { EMPTY, FixedCodec, checkNoWrap, message } from './codec.js';
 import { VsvaRequest } from './codes.js';
 
 export const DmaMapFlag = { READ: 1 << 0, WRITE: 1 << 1 } as const;
-export const DMA_MAP_FLAG_MASK = 0x3;
+const DMA_MAP_FLAG_MASK = 0x3;
 
 export interface DmaMapRequest {
   domain: number;

@@ -1,23 +1,24 @@
 /**
- * Handshake messages, with vhost-user's codes and semantics (reference A.3, A.5, A.6), and
- * SET_MEM_TABLE whose regions carry a file path instead of an fd (DESIGN §1: Node cannot pass
- * file descriptors; the guest's RAM is a file the back-end opens by path).
+ * Handshake messages, with vhost-user's codes and semantics (QEMU docs/interop/vhost-user.rst,
+ * "Front-end message types" and "Protocol features"), and SET_MEM_TABLE whose regions carry a file path
+ * instead of an fd (docs/design.md §1: Node cannot pass file descriptors; the guest's RAM is a
+ * file the back-end opens by path).
  */
 import { fail } from '../../src/errors.js';
 import { Struct, reserved } from '../wire/struct.js';
 import { EMPTY, U64, checkNoWrap, message, type PayloadCodec } from './codec.js';
 
-export const VHOST_USER_GET_FEATURES = 1;
-export const VHOST_USER_SET_FEATURES = 2;
-export const VHOST_USER_SET_OWNER = 3;
-export const VHOST_USER_SET_MEM_TABLE = 5;
-export const VHOST_USER_GET_PROTOCOL_FEATURES = 15;
-export const VHOST_USER_SET_PROTOCOL_FEATURES = 16;
+const VHOST_USER_GET_FEATURES = 1;
+const VHOST_USER_SET_FEATURES = 2;
+const VHOST_USER_SET_OWNER = 3;
+const VHOST_USER_SET_MEM_TABLE = 5;
+const VHOST_USER_GET_PROTOCOL_FEATURES = 15;
+const VHOST_USER_SET_PROTOCOL_FEATURES = 16;
 
-/** Regions per SET_MEM_TABLE (VHOST_MEMORY_BASELINE_NREGIONS, reference A.1). */
+/** Regions per SET_MEM_TABLE (VHOST_MEMORY_BASELINE_NREGIONS, QEMU hw/virtio/vhost-user.c). */
 export const VHOST_MEMORY_MAX_NREGIONS = 8;
 /** Bytes of the NUL-padded path field of a region (at most 255 bytes of UTF-8 path). */
-export const VHOST_MEMORY_PATH_SIZE = 256;
+const VHOST_MEMORY_PATH_SIZE = 256;
 
 export interface MemoryRegion {
   guest_phys_addr: bigint;
@@ -54,7 +55,7 @@ function checkRegion(r: MemoryRegion, i: number): void {
 }
 
 /** nregions u32, padding u32, then nregions × 288-byte regions. */
-export const MemTableCodec: PayloadCodec<MemTable> = {
+const MemTableCodec: PayloadCodec<MemTable> = {
   sizeOf: (v) => MemTableHeaderStruct.size + v.regions.length * MemoryRegionStruct.size,
   encodeInto(buf, off, v) {
     const n = v.regions.length;

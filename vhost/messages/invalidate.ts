@@ -1,8 +1,8 @@
 /**
- * CACHE_INVALIDATE (docs/protocol.md §5.5): an array of `struct iommu_cache_invalidate_info`
- * (5.10+ layout, reference B.1) each preceded by the RID of the device whose device-TLB is
+ * CACHE_INVALIDATE (docs/protocol.md §10.6): an array of `struct iommu_cache_invalidate_info`
+ * (Linux include/uapi/linux/iommu.h, 5.10–5.13 layout with argsz) each preceded by the RID of the device whose device-TLB is
  * meant. The reply says how many entries were handled, stopping at the first failure, as
- * iommufd's IOMMU_HWPT_INVALIDATE reports entry_num (style anchor L9).
+ * iommufd's IOMMU_HWPT_INVALIDATE reports entry_num (include/uapi/linux/iommufd.h).
  *
  * As with BIND_GPASID, the VFIO fields (argsz, version, cache, granularity, padding, flags) are
  * carried verbatim and checked by the back-end's container (validity table → EINVAL); the
@@ -48,6 +48,26 @@ export interface CacheInvalidateEntry {
   nb_granules: bigint;
 }
 
+/**
+ * An entry of the current version with the given fields; every other field is neutral (rid 0,
+ * no flags, no PASID, no range, zero padding).
+ */
+export function cacheInvalidateEntry(e: Partial<CacheInvalidateEntry> & Pick<CacheInvalidateEntry, 'cache' | 'granularity'>): CacheInvalidateEntry {
+  return {
+    rid: 0,
+    argsz: IOMMU_CACHE_INVALIDATE_INFO_SIZE,
+    version: IOMMU_CACHE_INVALIDATE_INFO_VERSION_1,
+    padding: new Uint8Array(6),
+    flags: 0,
+    archid: 0,
+    pasid: 0n,
+    addr: 0n,
+    granule_size: 0n,
+    nb_granules: 0n,
+    ...e,
+  };
+}
+
 export interface CacheInvalidateRequest {
   entries: CacheInvalidateEntry[];
 }
@@ -81,9 +101,8 @@ export const CacheInvalidateEntryStruct = new Struct<CacheInvalidateEntry>('CACH
 ]);
 
 const H = CacheInvalidateHeaderStruct.size;
-const E = CacheInvalidateEntryStruct.size;
 /** Bytes of one entry on the wire. */
-export const CACHE_INVALIDATE_ENTRY_SIZE = E;
+const E = CacheInvalidateEntryStruct.size;
 
 function checkCount(n: number): void {
   if (n < 1 || n > CACHE_INVALIDATE_MAX_ENTRIES) fail('EINVAL', `CACHE_INVALIDATE: ${n} entries, expected 1–${CACHE_INVALIDATE_MAX_ENTRIES}`);

@@ -1,17 +1,19 @@
 /**
- * PASID allocation and guest page-table binding (docs/protocol.md §5.4): VFIO_IOMMU_PASID_REQUEST
- * and the BIND/UNBIND_PGTBL nesting ops of the VFIO vSVA series (reference B.3), carrying
- * `struct iommu_gpasid_bind_data` (5.10+ layout with argsz, reference B.1) verbatim.
+ * PASID allocation and guest page-table binding (docs/protocol.md §10.5): VFIO_IOMMU_PASID_REQUEST
+ * and the BIND/UNBIND_PGTBL nesting ops of the VFIO vSVA series (Yi Liu, "vfio: expose virtual
+ * Shared Virtual Addressing to VMs", v1–v7, 2020), carrying `struct iommu_gpasid_bind_data`
+ * (Linux include/uapi/linux/iommu.h, 5.10–5.13 layout with argsz) verbatim.
  *
  * The protocol checks only its own envelope (size, rid, reserved). The VFIO fields — argsz,
  * version, format, flags, padding, vendor flags — are passed through unchanged so that the
- * back-end's emulated container applies the reference's rules and errnos (all EINVAL).
+ * back-end's emulated container applies that series' rules and errnos (all EINVAL).
  */
 import { fail } from '../../src/errors.js';
 import { ProtocolFeature } from '../wire/features.js';
 import { Struct, reserved } from '../wire/struct.js';
 import { EMPTY, FixedCodec, message } from './codec.js';
-import { PASID_MAX, VsvaRequest } from './codes.js';
+import { PASID_MAX } from '../../src/vtd/pasid-entry.js';
+import { VsvaRequest } from './codes.js';
 
 export interface PasidRange {
   /** Inclusive bounds. */
@@ -65,7 +67,7 @@ export const PASID_FREE = message<PasidRange, PasidFreeReply>({
   doc: "Free every PASID of this VM in [min, max] (VFIO_IOMMU_FLAG_FREE_PASID).",
 });
 
-/** struct iommu_gpasid_bind_data constants (reference B.1). */
+/** struct iommu_gpasid_bind_data constants (include/uapi/linux/iommu.h, 5.10–5.13). */
 export const IOMMU_GPASID_BIND_VERSION_1 = 1;
 export const IOMMU_PASID_FORMAT_INTEL_VTD = 1;
 export const IOMMU_PASID_FORMAT_LAST = 2;
@@ -80,8 +82,6 @@ export const IOMMU_SVA_VTD_GPASID = {
   WPE: 1n << 6n,
 } as const;
 export const IOMMU_SVA_VTD_GPASID_LAST = 1n << 7n;
-export const IOMMU_SVA_VTD_GPASID_MTS_MASK =
-  IOMMU_SVA_VTD_GPASID.CD | IOMMU_SVA_VTD_GPASID.EMTE | IOMMU_SVA_VTD_GPASID.PCD | IOMMU_SVA_VTD_GPASID.PWT;
 /** sizeof(struct iommu_gpasid_bind_data) in the 5.10+ layout. */
 export const IOMMU_GPASID_BIND_DATA_SIZE = 72;
 

@@ -1,5 +1,6 @@
 /**
- * VM setup, the backend-channel attach, and the state snapshot (docs/protocol.md §5.1).
+ * VM setup, the backend-channel attach, and the state snapshot (docs/protocol.md §10.2, §10.10,
+ * §10.9).
  */
 import { fail } from '../../src/errors.js';
 import { ProtocolFeature } from '../wire/features.js';
@@ -8,7 +9,7 @@ import { EMPTY, FixedCodec, message, type PayloadCodec } from './codec.js';
 import { SESSION_TOKEN_SIZE, VsvaRequest } from './codes.js';
 
 /** Bytes of the VM name field (at most 63 bytes of UTF-8 text). */
-export const VM_NAME_SIZE = 64;
+const VM_NAME_SIZE = 64;
 
 /** VM_SETUP flags bits 1:0: which vIOMMU the guest models (informational for the back-end). */
 export const VM_SETUP_VIOMMU_MASK = 0x3;
@@ -90,7 +91,7 @@ export interface StateReply {
 const utf8 = new TextDecoder('utf-8', { fatal: true });
 
 /** length u32, reserved u32, then `length` bytes of UTF-8 JSON. */
-export const StateReplyCodec: PayloadCodec<StateReply> = {
+const StateReplyCodec: PayloadCodec<StateReply> = {
   sizeOf: (v) => 8 + Buffer.byteLength(v.json, 'utf8'),
   encodeInto(buf, off, v) {
     const n = buf.write(v.json, off + 8, 'utf8');
@@ -113,5 +114,5 @@ export const StateReplyCodec: PayloadCodec<StateReply> = {
 export const GET_STATE = message<void, StateReply>({
   name: 'GET_STATE', code: VsvaRequest.GET_STATE, replyKind: 'status', feature: ProtocolFeature.VSVA | ProtocolFeature.VSVA_STATE,
   request: EMPTY, reply: StateReplyCodec,
-  doc: "The host's state snapshot (DESIGN §7 HostSnapshot) as a JSON document.",
+  doc: "The host's state snapshot (a HostSnapshot, docs/protocol.md §10.9) as a JSON document.",
 });

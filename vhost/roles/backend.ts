@@ -18,13 +18,12 @@ import { Dispatcher } from './dispatcher.js';
 /** A host-service handler: gets the decoded, validated request; returns the reply or a Promise. */
 export type Handler<K extends FrontendRequestName, C> = (req: RequestOf<K>, ctx: C) => ReplyOf<K> | Promise<ReplyOf<K>>;
 
-/** Handlers by message name. Handshake messages are built in; a missing handler is ENOTTY. */
+/**
+ * Handlers by message name. The handshake messages (GET/SET_FEATURES, SET_OWNER,
+ * GET/SET_PROTOCOL_FEATURES) and BACKEND_ATTACH are answered by the dispatcher itself, so a
+ * handler for them is never called; any other message without a handler is ENOTTY.
+ */
 export type HandlerTable<C> = { [K in FrontendRequestName]?: Handler<K, C> };
-
-/** Names the dispatcher answers itself (a handler for them is ignored). */
-export const BUILTIN_REQUESTS: readonly FrontendRequestName[] = [
-  'GET_FEATURES', 'SET_FEATURES', 'SET_OWNER', 'GET_PROTOCOL_FEATURES', 'SET_PROTOCOL_FEATURES', 'BACKEND_ATTACH',
-];
 
 export interface BackendDispatcherOptions<C> {
   handlers?: HandlerTable<C>;

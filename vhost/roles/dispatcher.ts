@@ -1,5 +1,6 @@
 /**
- * The receiving half of a channel, table-driven (style anchors L2, L5, L6): for each request, in
+ * The receiving half of a channel, table-driven (as rust-vmm vhost's `BackendReqHandler` and
+ * iommufd's `iommufd_ioctl_ops[]`, drivers/iommu/iommufd/main.c): for each request, in
  * arrival order, it checks — before any handler runs — that the code is known (ENOTTY), that the
  * message's feature bits were negotiated (EOPNOTSUPP), and that the payload is valid for the
  * message (size → EINVAL, reserved/padding/unknown flags → EOPNOTSUPP, ranges → EINVAL,
@@ -9,7 +10,7 @@
  *
  * A VsvaError from a handler becomes its negative errno; any other exception becomes -EIO and
  * is logged. Nothing a peer sends makes this throw: header errors (bad version, reserved flag
- * bits, oversize, REPLY set on a request) close the connection as documented (§7).
+ * bits, oversize, REPLY set on a request) close the connection as documented (docs/protocol.md §7).
  */
 import { VsvaError, toNegErrno } from '../../src/errors.js';
 import type { Logger } from '../../src/log.js';
@@ -216,7 +217,7 @@ function writeZeroStatus(buf: Buffer): void {
 }
 
 /** A reply carrying only a negative errno (8-byte i64 payload). */
-export function errorReply(code: number, e: unknown): Buffer {
+function errorReply(code: number, e: unknown): Buffer {
   const buf = Connection.message(code, REPLY_FLAGS, 8);
   buf.writeBigInt64LE(BigInt(toNegErrno(e)), VHOST_USER_HDR_SIZE);
   return buf;

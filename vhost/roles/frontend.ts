@@ -114,9 +114,10 @@ export class FrontendClient {
   }
 
   /**
-   * The vhost-user handshake (reference A.6): GET_FEATURES (bit 30 required),
-   * GET_PROTOCOL_FEATURES, SET_PROTOCOL_FEATURES (wanted ∩ offered; every bit of `require`
-   * must be offered, else EOPNOTSUPP), SET_OWNER, SET_FEATURES.
+   * The vhost-user handshake, as QEMU sends it (hw/virtio/vhost-user.c `vhost_user_backend_init`,
+   * hw/virtio/vhost.c `vhost_dev_init`): GET_FEATURES (bit 30 required), GET_PROTOCOL_FEATURES,
+   * SET_PROTOCOL_FEATURES (wanted ∩ offered; every bit of `require` must be offered, else
+   * EOPNOTSUPP), SET_OWNER, SET_FEATURES.
    */
   async handshake(opts: { want?: bigint; require?: bigint } = {}): Promise<HandshakeResult> {
     const want = opts.want ?? DEFAULT_PROTOCOL_FEATURES;

@@ -130,7 +130,7 @@ export class Requester {
     for (const p of all) {
       if (p.settled) continue;
       p.settled = true;
-      p.reject(new VsvaError(err.code, `${p.spec.name}: ${err.message.replace(/^[A-Z0-9]+: /, '')}`));
+      p.reject(err.withContext(p.spec.name));
     }
   }
 
@@ -160,7 +160,7 @@ export class Requester {
 }
 
 /** Decode a reply payload according to the message's reply kind (docs/protocol.md §5). */
-export function decodeReply(spec: AnySpec, payload: Buffer): unknown {
+function decodeReply(spec: AnySpec, payload: Buffer): unknown {
   if (payload.length < 8) throw new VsvaError('EPROTO', `${spec.name} reply: ${payload.length} bytes, expected at least 8`);
   if (spec.replyKind === 'status' && isZeroStatus(payload)) {
     // The common case without a bigint: status 0, the reply body follows.

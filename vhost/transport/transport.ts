@@ -1,5 +1,6 @@
 /**
- * The byte-stream interface both roles are written against (style anchor L4). Implementations:
+ * The byte-stream interface both roles are written against, kept apart from framing and roles
+ * (as rust-vmm vhost's `connection.rs` is from its front-end and back-end). Implementations:
  * a Unix socket (unix.ts) and an in-memory duplex pair (memory.ts), with identical behaviour:
  * bytes arrive in order, possibly re-chunked; `close` flushes what was written and then ends
  * both directions; the close callback runs once, on either side, whoever closed.

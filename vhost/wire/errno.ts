@@ -24,20 +24,10 @@
  *   ECONNRESET  the connection closed while the request was outstanding
  *   ENOTCONN    request on a closed connection, or backend message with no backend channel
  */
-import { VsvaError, errnoName, type ErrnoName } from '../../src/errors.js';
-
-/** Errors that close the connection instead of producing a reply. */
-export const FATAL_ERRNOS: ReadonlySet<ErrnoName> = new Set(['EPROTO', 'E2BIG']);
+import { VsvaError, errnoName } from '../../src/errors.js';
 
 /** Largest errno value; an i64 status in [-MAX_ERRNO, -1] is an error (Linux IS_ERR_VALUE). */
-export const MAX_ERRNO = 4095;
-
-/** The 8-byte payload of an error reply (or a REPLY_ACK with failure). */
-export function encodeStatus(status: number): Buffer {
-  const buf = Buffer.allocUnsafe(8);
-  buf.writeBigInt64LE(BigInt(status), 0);
-  return buf;
-}
+const MAX_ERRNO = 4095;
 
 /** True when an i64 reply status/value is an error (in [-4095, -1]). */
 export function isErrorStatus(value: bigint): boolean {

@@ -2,10 +2,12 @@
  * Feature bits (docs/protocol.md §4).
  *
  * GET_FEATURES / SET_FEATURES carry the device feature bits; the back-end offers only
- * VHOST_USER_F_PROTOCOL_FEATURES (bit 30), as vhost-user defines it (reference A.3).
+ * VHOST_USER_F_PROTOCOL_FEATURES (bit 30), as vhost-user defines it (QEMU
+ * docs/interop/vhost-user.rst, "Communication").
  * GET_PROTOCOL_FEATURES / SET_PROTOCOL_FEATURES carry the protocol feature bits: vhost-user's
- * REPLY_ACK (3) and BACKEND_REQ (5) with their standard numbers (reference A.5), and the
- * project's own bits from 48 up, far from vhost-user's allocated range (0–21).
+ * REPLY_ACK (3) and BACKEND_REQ (5) with their standard numbers (vhost-user.rst, "Protocol
+ * features"), and the project's own bits from 48 up, far from vhost-user's allocated range
+ * (0–21).
  */
 export const VHOST_USER_F_PROTOCOL_FEATURES = 1n << 30n;
 
@@ -21,8 +23,6 @@ export const ProtocolFeature = {
   /** vsva: GET_STATE (the host's JSON snapshot). Requires VSVA. */
   VSVA_STATE: 1n << 50n,
 } as const;
-
-export type ProtocolFeatureName = keyof typeof ProtocolFeature;
 
 /** Everything this implementation understands. */
 export const ALL_PROTOCOL_FEATURES =

@@ -1,5 +1,6 @@
 /**
- * The vhost-user message header (reference vhost-user-virtio-iommu.md A.1; docs/protocol.md §2).
+ * The vhost-user message header (QEMU docs/interop/vhost-user.rst, "Message Specification";
+ * docs/protocol.md §2).
  *
  *   offset 0  request u32   message code (front-end and back-end channels are separate namespaces)
  *   offset 4  flags   u32   bits 1:0 version (must be 1), bit 2 REPLY, bit 3 NEED_REPLY,
@@ -13,12 +14,12 @@
 import { fail } from '../../src/errors.js';
 
 export const VHOST_USER_HDR_SIZE = 12;
-export const VHOST_USER_VERSION = 0x1;
-export const VHOST_USER_VERSION_MASK = 0x3;
+const VHOST_USER_VERSION = 0x1;
+const VHOST_USER_VERSION_MASK = 0x3;
 export const VHOST_USER_REPLY_MASK = 0x4;
 export const VHOST_USER_NEED_REPLY_MASK = 0x8;
 /** Every flag bit vsva defines; anything else is reserved. */
-export const VHOST_USER_ALL_FLAGS = VHOST_USER_VERSION_MASK | VHOST_USER_REPLY_MASK | VHOST_USER_NEED_REPLY_MASK;
+const VHOST_USER_ALL_FLAGS = VHOST_USER_VERSION_MASK | VHOST_USER_REPLY_MASK | VHOST_USER_NEED_REPLY_MASK;
 
 /**
  * Largest payload a request (either channel) may carry: 1 MiB of DEVICE_DMA write data plus
@@ -27,7 +28,7 @@ export const VHOST_USER_ALL_FLAGS = VHOST_USER_VERSION_MASK | VHOST_USER_REPLY_M
 export const MAX_REQUEST_PAYLOAD = 0x10_0000 + 0x1000;
 /**
  * Largest payload a reply may carry: 64 MiB, so that GET_STATE can return the JSON snapshot of
- * a host at DESIGN §9 scale (64 VMs × 1024 PASIDs). Anything larger is a fatal E2BIG.
+ * a host at docs/design.md §9 scale (64 VMs × 1024 PASIDs). Anything larger is a fatal E2BIG.
  */
 export const MAX_REPLY_PAYLOAD = 0x400_0000;
 

@@ -63,7 +63,7 @@ function typeSize(t: FieldType): number {
   return t.size;
 }
 
-export function typeName(t: FieldType): string {
+function typeName(t: FieldType): string {
   if (typeof t === 'string') return t;
   if (t.kind === 'bytes') return `u8[${t.size}]`;
   if (t.kind === 'cstr') return `char[${t.size}] (UTF-8, NUL-padded)`;

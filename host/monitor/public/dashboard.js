@@ -32,6 +32,15 @@ const SERIES = {
   faults: { label: 'faults', color: '#ff6b6b' },
   pageRequests: { label: 'page requests', color: '#f2b84b' },
 };
+/** The totals tiles after VMs and capacity: [counter, label, initial value, initial rate]. */
+const COUNTER_TILES = [
+  ['allocs', 'Allocations', '0', '0/s'],
+  ['binds', 'Binds', '0', '0/s'],
+  ['invalidations', 'Invalidations', '0', '0/s'],
+  ['faults', 'Faults', '0', '0/s'],
+  ['pageRequests', 'Page requests', '0', '0/s'],
+  ['iotlb', 'IOTLB hit ratio', '–', '–'],
+];
 const DETAIL_CELLS = [
   ['allocs', 'Allocs'],
   ['frees', 'Frees'],
@@ -541,7 +550,16 @@ function onControlResult(msg) {
   setTimeout(() => (btn.textContent = 'Disconnect'), 2500);
 }
 
+function buildCounterTiles() {
+  for (const [key, label, value, rate] of COUNTER_TILES) {
+    $('tiles').append(
+      h('div', { class: 'tile', 'data-counter': key }, h('div', { class: 'tile-label', text: label }), h('div', { class: 'tile-value', 'data-testid': `counter-${key}`, text: value }), h('div', { class: 'tile-sub rate', text: rate })),
+    );
+  }
+}
+
 function setup() {
+  buildCounterTiles();
   renderLegend();
   $('pasid-prev').addEventListener('click', () => movePage(-1));
   $('pasid-next').addEventListener('click', () => movePage(1));

@@ -32,7 +32,7 @@ function setup(ramBytes: number): Setup & { mapFl(gva: number, gpa: number): voi
   mem.addRegion('bench-guest', GUEST_HPA, ram);
   const iommu = new HostIommu({ memory: mem });
   const vm = iommu.allocDomain({ name: 'bench-vm' });
-  for (let gpa = 0; gpa < ramBytes; gpa += 4096) iommu.map(vm, gpa, GUEST_HPA + gpa, 4096, { read: true, write: true });
+  for (let gpa = 0; gpa < ramBytes; gpa += 4096) iommu.map(vm, BigInt(gpa), BigInt(GUEST_HPA + gpa), 4096n, { read: true, write: true });
   iommu.addDevice({ rid: RID });
   const root = 0x100000;
   let next = root + 4096;
@@ -178,8 +178,8 @@ async function run(opts: BenchOptions): Promise<BenchFigure[]> {
       s.mapFl(0x5000_0000 + i * 4096, 0xc00000 + i * 4096);
       s.mapFl(0x6000_0000 + i * 4096, 0xe00000 + i * 4096);
     }
-    const src = { rid: RID, pasid: PASID, addr: 0x5000_0000 };
-    const dst = { rid: RID, pasid: PASID, addr: 0x6000_0000 };
+    const src = { rid: RID, pasid: PASID, addr: 0x5000_0000n };
+    const dst = { rid: RID, pasid: PASID, addr: 0x6000_0000n };
     const copies = opts.quick ? 200 : 500;
     const dmaRun = (): void => {
       for (let i = 0; i < copies; i++) {

@@ -1,22 +1,23 @@
 /**
- * startGuest (DESIGN §7): bring one VM up against a host and return its GuestHandle.
+ * startGuest (docs/design.md §7): bring one VM up against a host and return its GuestHandle.
  *
  * The VM (guest/vm.ts) creates guest RAM, connects, announces itself, its memory and devices,
  * and builds the vIOMMU model: the virtual VT-d of guest/vtd/ for `viommu: 'vtd'` (with the
  * chosen VCMD layout), the virtio-iommu of guest/virtio/ for `viommu: 'virtio'`.
  *
- * The handle is the GuestVm itself: the GuestHandle methods of DESIGN §7, plus `viommu` (the
- * device model, for inspection: e.g. the VT-d model's shadow()) and `device(bdf)`.
+ * The handle is the GuestVm itself: the GuestHandle methods of docs/design.md §7, plus `viommu`
+ * (the device model, for inspection: e.g. the VT-d model's shadow()) and `device(bdf)`.
  */
-import { fail, VsvaError } from '../../errors.js';
+import { fail } from '../../errors.js';
 import type { TraceBus } from '../../trace/bus.js';
 import type { StartGuestOptions } from '../../api/types.js';
 import type { Transport } from '../../../vhost/transport/transport.js';
 import { GuestVm, type GuestVmOptions } from '../../../guest/vm.js';
-import type { GuestContext, ViommuFactory, ViommuModel } from '../../../guest/viommu.js';
+import type { ViommuFactory } from '../../../guest/viommu.js';
+import { createVirtioIommuModel } from '../../../guest/virtio/index.js';
 import { createVtdModel } from '../../../guest/vtd/index.js';
 
-/** Options beyond DESIGN §7's, for harnesses and tests. */
+/** Options beyond docs/design.md §7's, for harnesses and tests. */
 export interface StartGuestExtraOptions {
   /** Open the connection to the host yourself (in-memory transport); replaces `socket`. */
   connect?: () => Promise<Transport>;
@@ -30,17 +31,6 @@ export interface StartGuestExtraOptions {
 export type StartGuestAllOptions = Omit<StartGuestOptions, 'socket'> & { socket?: string } & StartGuestExtraOptions;
 
 export type StartedGuest = GuestVm;
-
-async function virtioFactory(ctx: GuestContext): Promise<ViommuModel> {
-  let mod: { createVirtioIommuModel?: (ctx: GuestContext) => ViommuModel | Promise<ViommuModel> };
-  try {
-    mod = await import('../../../guest/virtio/index.js');
-  } catch (e) {
-    throw new VsvaError('EOPNOTSUPP', `the virtio-iommu model is not available: ${e instanceof Error ? e.message : String(e)}`);
-  }
-  if (typeof mod.createVirtioIommuModel !== 'function') fail('EOPNOTSUPP', 'the virtio-iommu model is not available (guest/virtio has no createVirtioIommuModel)');
-  return mod.createVirtioIommuModel(ctx);
-}
 
 export async function startGuest(opts: StartGuestAllOptions): Promise<StartedGuest> {
   if (opts.viommu !== 'vtd' && opts.viommu !== 'virtio') fail('EINVAL', `viommu must be 'vtd' or 'virtio', not '${String(opts.viommu)}'`);
@@ -58,6 +48,6 @@ export async function startGuest(opts: StartGuestAllOptions): Promise<StartedGue
   if (opts.ramBacking !== undefined) vmOpts.ramBacking = opts.ramBacking;
   if (opts.timeoutMs !== undefined) vmOpts.timeoutMs = opts.timeoutMs;
   if (opts.trace !== undefined) vmOpts.trace = opts.trace;
-  const factory: ViommuFactory = opts.viommu === 'vtd' ? (ctx) => createVtdModel(ctx, { vcmd }) : virtioFactory;
+  const factory: ViommuFactory = opts.viommu === 'vtd' ? (ctx) => createVtdModel(ctx, { vcmd }) : (ctx) => createVirtioIommuModel(ctx);
   return GuestVm.start(vmOpts, factory);
 }

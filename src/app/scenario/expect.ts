@@ -1,39 +1,63 @@
 /**
- * Snapshot expectations: compare an `expect` step against the host's snapshot (DESIGN §7
- * HostSnapshot) and what the guest drivers observed (faults recorded, page requests serviced).
- * Pure functions: each returns the first mismatch (what, expected, actual) or undefined, and
- * `save:` stores fields of matched rows into the variables.
+ * Snapshot expectations: compare what an `expect` step asks against the host's snapshot
+ * (`HostSnapshot` in src/api/types.ts, the GET_STATE reply of docs/protocol.md) and what the
+ * guest drivers observed (faults recorded, page requests serviced). Pure functions: each returns
+ * the first mismatch (what, expected, actual) or undefined, and `save:` stores fields of matched
+ * rows into the variables.
  */
 import type { HostSnapshot, PasidSnapshot, VmSnapshot } from '../../api/types.js';
-import { fail } from '../../errors.js';
-import { hex, type Mismatch } from './report.js';
-import type { AddrValue, ExpectStep, IntValue, Matcher, PasidRowExpectation, VmExpectation } from './schema.js';
+import { hex, type Mismatch } from './show.js';
+import type { ExpectedFault, IntValue, Matcher, SourceLocation } from './types.js';
+import { resolveAddr, resolveInt, type Vars } from './vars.js';
 
-/** Scenario variables: PASIDs (number) and addresses (bigint). */
-export type Vars = Map<string, number | bigint>;
+/**
+ * Expectation about one row of a VM's PASID table. The row is selected by the `gpasid` and/or
+ * `hpasid` given as plain values (at least one); a `{ not: x }` there is a check, not a selector.
+ */
+export interface PasidRowExpectation {
+  gpasid?: Matcher<IntValue | null>;
+  hpasid?: Matcher<IntValue>;
+  /** The row must not exist. */
+  absent: boolean;
+  state?: Matcher<string>;
+  refs?: Matcher<number>;
+  /** Exactly these users, in any order. */
+  users?: string[];
+  /** Number of bindings, or the devices bound. */
+  bindings?: number | { bdf: string; pgtt?: 'nested' | 'sl' | 'pt' }[];
+  /** Store fields of the matched row in variables: { hpasid: NAME }. */
+  save?: { hpasid?: string; gpasid?: string };
+  loc: SourceLocation;
+}
+
+export interface VmExpectation {
+  vm: string;
+  connected?: boolean;
+  used?: number;
+  quota?: number;
+  /** Number of PASID rows. */
+  pasids?: number;
+  rows: PasidRowExpectation[];
+  /** The most recent fault the guest driver recorded (fault registers / eventq). */
+  fault?: ExpectedFault & { pasid?: IntValue };
+  /** No fault recorded since the start. */
+  noFaults?: boolean;
+  /** Page requests the guest driver has serviced so far. */
+  pageRequests?: number;
+}
+
+/** What an `expect` step checks in the host's snapshot. */
+export interface SnapshotExpectation {
+  capacity?: { total?: number; available?: number };
+  /** Number of VMs on the host. */
+  vms?: number;
+  vmChecks: VmExpectation[];
+}
 
 /** What a VM's guest driver observed, for `fault`, `noFaults` and `pageRequests`. */
 export interface GuestObservations {
   faults: readonly { reason: number; addr: bigint; pasid?: number }[];
   pageRequests: number;
-}
-
-export function resolveInt(v: IntValue, vars: Vars): number {
-  if (typeof v === 'number') return v;
-  const x = vars.get(v.ref);
-  if (x === undefined) fail('EINVAL', `variable $${v.ref} has no value (the step that defines it did not run or failed)`);
-  if (typeof x === 'bigint') {
-    if (x > BigInt(Number.MAX_SAFE_INTEGER)) fail('EINVAL', `variable $${v.ref} holds ${hex(x)}, not a PASID or count`);
-    return Number(x);
-  }
-  return x;
-}
-
-export function resolveAddr(v: AddrValue, vars: Vars): bigint {
-  if (typeof v === 'bigint') return v;
-  const x = vars.get(v.ref);
-  if (x === undefined) fail('EINVAL', `variable $${v.ref} has no value (the step that defines it did not run or failed)`);
-  return BigInt(x);
 }
 
 const mm = (what: string, expected: unknown, actual: unknown): Mismatch => ({ what, expected: show(expected), actual: show(actual) });
@@ -54,7 +78,7 @@ function showMatcher<T>(m: Matcher<T>): string {
 }
 
 /** Check everything an expect step asks (except memory, which the runner reads). */
-export function checkSnapshotExpectations(step: ExpectStep, snap: HostSnapshot, observe: (vm: string) => GuestObservations, vars: Vars): Mismatch | undefined {
+export function checkSnapshotExpectations(step: SnapshotExpectation, snap: HostSnapshot, observe: (vm: string) => GuestObservations, vars: Vars): Mismatch | undefined {
   if (step.capacity?.total !== undefined && snap.capacity.total !== step.capacity.total) return mm('host PASID capacity (total)', step.capacity.total, snap.capacity.total);
   if (step.capacity?.available !== undefined && snap.capacity.available !== step.capacity.available) return mm('host PASID capacity (available)', step.capacity.available, snap.capacity.available);
   if (step.vms !== undefined && snap.vms.length !== step.vms) return mm('number of VMs on the host', step.vms, snap.vms.length);

@@ -3,16 +3,11 @@
  * a failure), the first failure shown as expected vs actual with its file:line, and a verdict
  * line. Pure functions of the result, so the CLI and tests render the same text.
  */
-import type { AddrValue, BytesSpec, IntValue, Scenario, SourceLocation, Step } from './schema.js';
+import type { Scenario, SourceLocation } from './schema.js';
+import type { Mismatch } from './show.js';
+import { defOf, type Step } from './steps.js';
 
 export type StepStatus = 'pass' | 'fail' | 'skip';
-
-/** What differed: `what` names the checked thing; expected/actual are rendered values. */
-export interface Mismatch {
-  what: string;
-  expected: string;
-  actual: string;
-}
 
 export interface StepResult {
   step: Step;
@@ -35,87 +30,9 @@ export interface ScenarioResult {
   ms: number;
 }
 
-const FLUSH_NAMES = { pasid: 'PASID cache', piotlb: 'PASID-based IOTLB', iotlb: 'IOTLB', devtlb: 'PASID-based device-TLB' } as const;
-
-export function hex(n: number | bigint): string {
-  return '0x' + n.toString(16);
-}
-
-export function showInt(v: IntValue | null | undefined): string {
-  if (v === undefined) return '?';
-  if (v === null) return 'none';
-  return typeof v === 'object' ? `$${v.ref}` : String(v);
-}
-
-export function showAddr(v: AddrValue | undefined): string {
-  if (v === undefined) return '?';
-  return typeof v === 'object' ? `$${v.ref}` : hex(v);
-}
-
-export function showBytes(b: BytesSpec): string {
-  if ('hex' in b) return b.hex.length > 32 ? `hex ${b.hex.slice(0, 32)}… (${b.hex.length / 2} bytes)` : `hex ${b.hex}`;
-  if ('text' in b) return JSON.stringify(b.text);
-  if ('pattern' in b) return `${b.length} × ${hex(b.pattern)}`;
-  return `${b.length} random bytes (seed ${b.random})`;
-}
-
-/** A one-line description of what a step does. */
+/** A one-line description of what a step does: its label, else its action's description. */
 export function describeStep(s: Step): string {
-  if (s.label) return s.label;
-  switch (s.op) {
-    case 'process':
-      return `process ${s.name} on ${s.vm} (${s.levels}-level)`;
-    case 'exit':
-      return `exit ${s.process}`;
-    case 'map':
-      return `map ${s.process} ${showAddr(s.va)} ${s.pages} × ${s.size}${s.write ? '' : ' read-only'}${s.fill ? `, fill ${showBytes(s.fill)}` : ''}`;
-    case 'unmap':
-      return `unmap ${s.process} ${showAddr(s.va)} ${s.pages} page(s)${s.flush ? '' : ' without IOTLB flush'}`;
-    case 'alloc':
-      return `alloc ${s.count > 1 ? `${s.count} PASIDs` : 'PASID'} on ${s.vm}${s.as ? ` as $${s.as}` : ''}`;
-    case 'free':
-      return `free PASID ${showInt(s.pasid)} on ${s.vm}`;
-    case 'bind':
-      return `bind ${s.process} to ${s.device}${s.pasid !== undefined ? ` with PASID ${showInt(s.pasid)}` : ''}${s.as ? ` as $${s.as}` : ''}`;
-    case 'unbind':
-      return `unbind ${s.process} from ${s.device}`;
-    case 'flush':
-      return `flush ${FLUSH_NAMES[s.cache]}${s.device ? ` of ${s.device}` : ''} on ${s.vm}${s.pasid !== undefined ? ` PASID ${showInt(s.pasid)}` : ''}${s.va !== undefined ? ` at ${showAddr(s.va)}` : ''}`;
-    case 'wait':
-      return `wait (invalidation queue drained) on ${s.vm}`;
-    case 'sleep':
-      return `sleep ${s.ms} ms`;
-    case 'page-requests':
-      return `page requests on ${s.vm}: ${s.policy}`;
-    case 'dma': {
-      const who = s.process ? s.process : s.pasid !== undefined ? `${s.vm} PASID ${showInt(s.pasid)}` : s.vm;
-      const what =
-        s.kind === 'copy'
-          ? `copy ${showAddr(s.src)} → ${showAddr(s.addr)}`
-          : s.kind === 'compare'
-            ? `compare ${showAddr(s.src)} with ${showAddr(s.addr)}`
-            : s.kind === 'fill'
-              ? `fill ${showAddr(s.addr)} with ${hex(s.value ?? 0)}`
-              : `${s.kind} ${showAddr(s.addr)}`;
-      return `dma ${s.device} ${who}: ${what}, ${s.length} bytes${s.fault ? ' (must fault)' : ''}`;
-    }
-    case 'virtio-attach':
-      return `virtio attach ${s.device} to domain ${s.domain} on ${s.vm}`;
-    case 'virtio-detach':
-      return `virtio detach ${s.device} from domain ${s.domain} on ${s.vm}`;
-    case 'virtio-map':
-      return `virtio map domain ${s.domain} iova ${showAddr(s.iova)} +${s.length}${s.gpa !== undefined ? ` → ${showAddr(s.gpa)}` : ''} on ${s.vm}`;
-    case 'virtio-unmap':
-      return `virtio unmap domain ${s.domain} iova ${showAddr(s.iova)} +${s.length} on ${s.vm}`;
-    case 'expect': {
-      const parts: string[] = [];
-      if (s.capacity) parts.push('capacity');
-      if (s.vms !== undefined) parts.push('VM count');
-      for (const v of s.vmChecks) parts.push(`${v.vm}`);
-      if (s.memory.length) parts.push(`${s.memory.length} memory check(s)`);
-      return `expect ${parts.join(', ')}`;
-    }
-  }
+  return s.label ?? defOf(s).describe(s);
 }
 
 function at(loc: SourceLocation): string {

@@ -5,7 +5,7 @@
  * may write any integer as a decimal or 0x-hex string.
  */
 import { Errno, type ErrnoName } from '../../errors.js';
-import type { AddrValue, IntValue, VarRef } from './schema.js';
+import type { AddrValue, IntValue, VarRef } from './types.js';
 
 export type Parsed<T> = { ok: true; value: T } | { ok: false; message: string };
 

@@ -8,7 +8,7 @@ import { GuestRam } from '../../../guest/memory/guest-ram.js';
 import { VsvaError } from '../../../src/errors.js';
 import {
   FrontendClient, DeviceCap, DeviceKind, IOMMU_GPASID_BIND_DATA_SIZE, IOMMU_GPASID_BIND_VERSION_1, IOMMU_PASID_FORMAT_INTEL_VTD,
-  IOMMU_SVA_GPASID_VAL, IOMMU_CACHE_INVALIDATE_INFO_VERSION_1, IOMMU_CACHE_INVALIDATE_INFO_SIZE, DeviceDmaOp, DeviceDmaFlag,
+  IOMMU_SVA_GPASID_VAL, cacheInvalidateEntry, DeviceDmaOp, DeviceDmaFlag,
   type BackendEvent, type GpasidBindRequest, type CacheInvalidateEntry, type DeviceDmaReply, type Transport,
 } from '../../../vhost/index.js';
 import type { HostSnapshot, VmSnapshot } from '../../../src/api/types.js';
@@ -197,21 +197,7 @@ export function bindData(rid: number, hpasid: number, gpgd: number, gpasid: numb
 }
 
 export function invEntry(e: Partial<CacheInvalidateEntry>): CacheInvalidateEntry {
-  return {
-    rid: 0,
-    argsz: IOMMU_CACHE_INVALIDATE_INFO_SIZE,
-    version: IOMMU_CACHE_INVALIDATE_INFO_VERSION_1,
-    cache: 1,
-    granularity: 0,
-    padding: new Uint8Array(6),
-    flags: 0,
-    archid: 0,
-    pasid: 0n,
-    addr: 0n,
-    granule_size: 0n,
-    nb_granules: 0n,
-    ...e,
-  };
+  return cacheInvalidateEntry({ cache: 1, granularity: 0, ...e });
 }
 
 /** Errno code of a rejected promise (fails the test when it resolves). */

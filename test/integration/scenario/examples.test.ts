@@ -1,7 +1,7 @@
 /**
  * The example scenarios in scenarios/ run against a real (in-process) host with real VT-d and
  * virtio-iommu guests and pass; wrong expectations fail with a report that shows expected vs
- * actual and where; `vsva run` exits 0 / 1 / 2 for pass / fail / malformed.
+ * actual and where; `vsva run` exits 0 / 1 / 2 for pass / fail / malformed or unreadable.
  */
 import { describe, it, expect } from 'vitest';
 import { readdirSync } from 'node:fs';
@@ -11,6 +11,7 @@ import { loadScenario } from '../../../src/app/scenario/parse.js';
 import { runScenario } from '../../../src/app/scenario/runner.js';
 import { renderReport } from '../../../src/app/scenario/report.js';
 import type { Scenario } from '../../../src/app/scenario/schema.js';
+import { STEP_DEFS } from '../../../src/app/scenario/steps.js';
 
 function load(file: string): Scenario {
   const r = loadScenario(file);
@@ -93,5 +94,32 @@ describe('vsva run', () => {
     expect(r.stderr).toContain('malformed scenario (2 problems)');
     expect(r.stderr).toContain("test/integration/scenario/fixtures/malformed.yaml:5:22: steps[0].bind.process: no live process named 'ghost' at this step");
     expect(r.stderr).toContain('test/integration/scenario/fixtures/malformed.yaml:6:30: steps[1].free.pasid: variable $NOPE is not defined by an earlier step');
+  });
+
+  it('names a misspelled key and an undefined variable once each, and nothing that follows from them', () => {
+    const f = 'test/integration/scenario/fixtures/misspelled.yaml';
+    const r = run('--check', f);
+    expect(r.status).toBe(2);
+    expect(r.stderr).toBe(
+      [
+        `${f}: malformed scenario (2 problems)`,
+        `${f}:6:37: steps[0].process.levle: unknown key 'levle' in step 1 (did you mean 'levels'?)`,
+        `${f}:9:30: steps[3].free.pasid: variable $PP is not defined by an earlier step (did you mean $P?)`,
+        '',
+      ].join('\n'),
+    );
+  });
+
+  it('exits 2 with one line for a missing file: no such file, not a malformed scenario', () => {
+    const r = run('test/integration/scenario/fixtures/no-such-file.yaml', 'scenarios/virtio-map-unmap.yaml');
+    expect(r.status).toBe(2);
+    expect(r.stdout).toBe('');
+    expect(r.stderr).toBe('vsva: ENOENT: no such file: test/integration/scenario/fixtures/no-such-file.yaml\n');
+  });
+
+  it('lists the step actions in its help, from the step registry', () => {
+    const r = run('--help');
+    expect(r.status).toBe(0);
+    for (const d of STEP_DEFS) expect(r.stdout).toContain(`${d.op.padEnd(13)}  ${d.summary}`);
   });
 });

@@ -5,71 +5,42 @@
  * an adi use the guest PASID (the VDCM translates it), and shows the guest its own PASID in
  * faults and page requests. Driven through registers and guest memory, host in another process.
  */
-import { describe, it, expect, beforeAll, afterAll } from 'vitest';
-import { startHost, type StartedHost } from '../../../src/app/harness/start-host.js';
-import { startGuest, type StartedGuest } from '../../../src/app/harness/start-guest.js';
-import { PageAllocator } from '../../../guest/driver/page-allocator.js';
+import { describe, it, expect } from 'vitest';
 import { GuestProcess } from '../../../guest/driver/guest-process.js';
-import { VtdDriver } from '../../../guest/driver/vtd-driver.js';
 import { decodeEcap } from '../../../src/vtd/cap-ecap.js';
 import { DMAR, FSTS } from '../../../src/vtd/registers.js';
 import { FaultReason } from '../../../src/vtd/fault.js';
 import type { VtdModel } from '../../../guest/vtd/index.js';
+import { PF, PF2, bootVtdVm, dec, enc, hostPerFile, servicePageRequestsByMapping, vmSnapshot as snapshotOf, waitForFsts, withVtdVm } from './helpers.js';
 
-const PF = '00:03.0'; // PRI-capable, attached with PRE
-const PF2 = '00:04.0'; // attached without PRE: translation faults are recorded
 const ADI = '00:05.0';
 const MEM = 32 * 1024 * 1024;
 const GPASID = 5;
-const enc = (s: string) => new TextEncoder().encode(s);
-const dec = (b: Uint8Array) => new TextDecoder().decode(b);
 
-let host: StartedHost;
+const host = hostPerFile();
 
-beforeAll(async () => {
-  host = await startHost();
-});
-
-afterAll(async () => {
-  await host?.close();
-});
-
-async function bootVm(name: string, pasidQuota?: number) {
-  const vm = await startGuest({
-    socket: host.socket,
-    name,
-    viommu: 'vtd',
-    memory: MEM,
-    vcmd: false,
-    devices: [{ bdf: PF }, { bdf: PF2 }, { bdf: ADI, kind: 'adi' }],
-    ...(pasidQuota !== undefined ? { pasidQuota } : {}),
-  });
-  const alloc = new PageAllocator(vm, { base: 0x10_0000n, size: MEM - 0x10_0000 });
-  const drv = await VtdDriver.init(vm, alloc);
-  await drv.attachDevice(PF, { pri: true });
-  await drv.attachDevice(PF2);
-  await drv.attachDevice(ADI);
-  const proc = await GuestProcess.create(vm, alloc, { levels: 4 });
-  return { vm, alloc, drv, proc, model: (vm as unknown as { viommu: VtdModel }).viommu };
+/** A VM without VCMD: pf (with PRE), pf and adi attached, and a process with 4-level tables. */
+function guestPrivateVm(name: string, pasidQuota?: number) {
+  return async () => {
+    const v = await bootVtdVm(host(), {
+      name,
+      memory: MEM,
+      vcmd: false,
+      devices: [{ bdf: PF }, { bdf: PF2 }, { bdf: ADI, kind: 'adi' }],
+      pri: [PF],
+      ...(pasidQuota !== undefined ? { pasidQuota } : {}),
+    });
+    const proc = await GuestProcess.create(v.vm, v.alloc, { levels: 4 });
+    return { ...v, proc, model: (v.vm as unknown as { viommu: VtdModel }).viommu };
+  };
 }
 
-async function vmSnapshot(name: string) {
-  return (await host.snapshot()).vms.find((v) => v.name === name)!;
-}
-
-async function waitFor(vm: StartedGuest, bit: number): Promise<void> {
-  for (let i = 0; i < 2000; i++) {
-    if (((await vm.readl(DMAR.FSTS)) & bit) !== 0) return;
-    await new Promise((r) => setTimeout(r, 1));
-  }
-  throw new Error('no fault recorded');
-}
+const vmSnapshot = async (name: string) => (await snapshotOf(host(), name))!;
 
 describe('VT-d without VCMD: guest-private PASIDs mapped by SPID', () => {
   it('binds a guest-chosen PASID on pf and adi devices through a host PASID of its own; DMA, faults and page requests speak the guest PASID', async () => {
     const name = 'gp-flow';
-    const { vm, drv, proc, model } = await bootVm(name);
-    try {
+    await withVtdVm(guestPrivateVm(name), async ({ vm, drv, proc, model }) => {
       expect(decodeEcap(await vm.readq(DMAR.ECAP)).fields.VCS).toBe(0n);
       const va = 0x7f00_0000_0000n;
       await proc.mapNew(va, 0x2000);
@@ -98,7 +69,7 @@ describe('VT-d without VCMD: guest-private PASIDs mapped by SPID', () => {
       // An unbound guest PASID whose value is the host PASID does not reach the bound tables.
       const alias = await vm.dma(PF2, { pasid: m!.hpasid, addr: va, length: 4 }).catch((e: unknown) => e);
       expect((alias as { ok?: boolean }).ok !== true).toBe(true);
-      await waitFor(vm, FSTS.PPF); // its fault record (the host reports it on its own channel)
+      await waitForFsts(vm, FSTS.PPF); // its fault record (the host reports it on its own channel)
       const aliasFaults = await drv.readFaults();
       expect(aliasFaults.length).toBeGreaterThan(0);
       for (const f of aliasFaults) expect(f.pasid).not.toBe(GPASID);
@@ -109,21 +80,14 @@ describe('VT-d without VCMD: guest-private PASIDs mapped by SPID', () => {
       await drv.flushRange(GPASID, un.flush);
       const bad = await vm.dma(PF2, { pasid: GPASID, addr: va + 0x1010n, length: 4 });
       expect(bad).toMatchObject({ ok: false, fault: { reason: FaultReason.SFL_2_FL_ENTRY_NOT_PRESENT, pasid: GPASID } });
-      await waitFor(vm, FSTS.PPF);
+      await waitForFsts(vm, FSTS.PPF);
       const faults = await drv.readFaults();
       expect(faults.find((f) => f.addr === va + 0x1000n)).toMatchObject({ reason: FaultReason.SFL_2_FL_ENTRY_NOT_PRESENT, pasid: GPASID, sid: 0x20 });
 
       // With PRI the page request shows the guest PASID; the success response (sent back with the
       // host PASID) lets the DMA complete.
       const pending = vm.dma(PF, { pasid: GPASID, addr: va + 0x1020n, data: enc('after a page request') });
-      let requests: Awaited<ReturnType<VtdDriver['servicePageRequests']>> = [];
-      for (let i = 0; i < 2000 && requests.length === 0; i++) {
-        requests = await drv.servicePageRequests(async (req): Promise<'success'> => {
-          await proc.mapNew(req.addr, 0x1000);
-          return 'success';
-        });
-        if (requests.length === 0) await new Promise((r) => setTimeout(r, 1));
-      }
+      const requests = await servicePageRequestsByMapping(drv, proc);
       expect(requests).toHaveLength(1);
       expect(requests[0]).toMatchObject({ rid: 0x18, pasid: GPASID });
       expect((await pending).ok).toBe(true);
@@ -133,15 +97,12 @@ describe('VT-d without VCMD: guest-private PASIDs mapped by SPID', () => {
       for (const bdf of [PF, PF2, ADI]) await drv.unbind(bdf, GPASID);
       expect(model.pasidMappings()).toEqual([]);
       expect((await vmSnapshot(name)).pasids).toEqual([]);
-    } finally {
-      await vm.close();
-    }
+    });
   });
 
   it('a guest PASID beyond the quota is not bound (ENOSPC), allocates nothing, and its DMA faults', async () => {
     const name = 'gp-quota';
-    const { vm, drv, proc, model } = await bootVm(name, 1);
-    try {
+    await withVtdVm(guestPrivateVm(name, 1), async ({ vm, drv, proc, model }) => {
       const va = 0x4000_0000n;
       await proc.mapNew(va, 0x1000);
       await drv.bindProcess(PF2, proc, { pasid: 9 });
@@ -153,9 +114,7 @@ describe('VT-d without VCMD: guest-private PASIDs mapped by SPID', () => {
       expect((await vm.dma(PF2, { pasid: 9, addr: va, length: 4 })).ok).toBe(true);
       const r = await vm.dma(PF2, { pasid: 10, addr: va, length: 4 }).catch((e: unknown) => e);
       expect((r as { ok?: boolean }).ok !== true).toBe(true);
-    } finally {
-      await vm.close();
-    }
+    });
     expect((await vmSnapshot(name))?.pasids ?? []).toEqual([]);
   });
 });

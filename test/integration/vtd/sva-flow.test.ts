@@ -2,12 +2,9 @@
  * The virtual VT-d driven as a Linux guest driver drives it — registers and guest memory only,
  * through the GuestHandle — against a host in another process (issue 7 acceptance).
  */
-import { describe, it, expect, beforeAll, afterAll } from 'vitest';
-import { startHost, type StartedHost } from '../../../src/app/harness/start-host.js';
-import { startGuest, type StartedGuest } from '../../../src/app/harness/start-guest.js';
-import { PageAllocator } from '../../../guest/driver/page-allocator.js';
+import { describe, it, expect } from 'vitest';
 import { GuestProcess } from '../../../guest/driver/guest-process.js';
-import { VtdDriver, SVA_DID } from '../../../guest/driver/vtd-driver.js';
+import { SVA_DID } from '../../../guest/driver/vtd-driver.js';
 import { decodeCap, decodeEcap } from '../../../src/vtd/cap-ecap.js';
 import { DMAR, FSTS } from '../../../src/vtd/registers.js';
 import { FaultReason } from '../../../src/vtd/fault.js';
@@ -15,65 +12,24 @@ import { VCMD_CMD, VCMD_STATUS } from '../../../src/vtd/vcmd.js';
 import { encode } from '../../../src/vtd/layout.js';
 import { PASID_TABLE_ENTRY, PGTT } from '../../../src/vtd/pasid-entry.js';
 import type { VtdModel } from '../../../guest/vtd/index.js';
+import { PF, PF2, bootVtdVm, dec, enc, hostPerFile, servicePageRequestsByMapping, vmSnapshot as snapshotOf, waitForFsts, withVtdVm, type VtdVm } from './helpers.js';
 
-const PF = '00:03.0'; // PRI-capable, attached with PRE
-const PF2 = '00:04.0'; // attached without PRE: translation faults are recorded
 const MEM = 64 * 1024 * 1024;
-const enc = (s: string) => new TextEncoder().encode(s);
-const dec = (b: Uint8Array) => new TextDecoder().decode(b);
 
-let host: StartedHost;
+const host = hostPerFile();
 
-beforeAll(async () => {
-  host = await startHost();
-});
-
-afterAll(async () => {
-  await host?.close();
-});
-
-interface Vm {
-  vm: StartedGuest;
-  alloc: PageAllocator;
-  drv: VtdDriver;
+/** A VM with both devices attached (PF with PRE), with the VCMD layout asked for. */
+function vtdVm(name: string, opts: { vcmd?: '3.1' | '3.3'; pasidQuota?: number } = {}): () => Promise<VtdVm> {
+  return () => bootVtdVm(host(), { name, memory: MEM, devices: [{ bdf: PF }, { bdf: PF2 }], pri: [PF], ...(opts.vcmd ? { vcmd: opts.vcmd } : {}), ...(opts.pasidQuota ? { pasidQuota: opts.pasidQuota } : {}) });
 }
 
-async function bootVm(name: string, opts: { vcmd?: '3.1' | '3.3'; pasidQuota?: number } = {}): Promise<Vm> {
-  const vm = await startGuest({
-    socket: host.socket,
-    name,
-    viommu: 'vtd',
-    memory: MEM,
-    devices: [{ bdf: PF }, { bdf: PF2 }],
-    ...(opts.vcmd ? { vcmd: opts.vcmd } : {}),
-    ...(opts.pasidQuota ? { pasidQuota: opts.pasidQuota } : {}),
-  });
-  const alloc = new PageAllocator(vm, { base: 0x10_0000n, size: MEM - 0x10_0000 });
-  const drv = await VtdDriver.init(vm, alloc, opts.vcmd ? { vcmd: opts.vcmd } : {});
-  await drv.attachDevice(PF, { pri: true });
-  await drv.attachDevice(PF2);
-  return { vm, alloc, drv };
-}
-
-async function vmSnapshot(name: string) {
-  const s = await host.snapshot();
-  return s.vms.find((v) => v.name === name);
-}
-
-/** Poll until the IOMMU reports a pending primary fault (the host's FAULT arrives on its own channel). */
-async function waitForFault(vm: StartedGuest): Promise<void> {
-  for (let i = 0; i < 2000; i++) {
-    if (((await vm.readl(DMAR.FSTS)) & FSTS.PPF) !== 0) return;
-    await new Promise((r) => setTimeout(r, 1));
-  }
-  throw new Error('no fault recorded');
-}
+const vmSnapshot = (name: string) => snapshotOf(host(), name);
+const waitForFault = (vm: VtdVm['vm']) => waitForFsts(vm, FSTS.PPF);
 
 async function fullFlow(layout: '3.1' | '3.3') {
   const name = `sva-${layout}`;
-  const { vm, alloc, drv } = await bootVm(name, { vcmd: layout });
-  try {
-    // CAP/ECAP as DESIGN §3.1 exposes them.
+  await withVtdVm(vtdVm(name, { vcmd: layout }), async ({ vm, alloc, drv }) => {
+    // CAP/ECAP as docs/design.md §3.1 exposes them.
     const cap = decodeCap(await vm.readq(DMAR.CAP)).fields;
     const ecap = decodeEcap(await vm.readq(DMAR.ECAP)).fields;
     expect({ cm: cap.CM, sagaw: cap.SAGAW, fl1gp: cap.FL1GP, fl5lp: cap.FL5LP }).toEqual({ cm: 1n, sagaw: 4n, fl1gp: 1n, fl5lp: 1n });
@@ -121,14 +77,7 @@ async function fullFlow(layout: '3.1' | '3.3') {
     // With PRI the same access becomes a page request; mapping the page and answering success
     // lets the DMA complete.
     const pending = vm.dma(PF, { pasid, addr: vaB + 0x20n, data: enc('after a page fault') });
-    let requests: Awaited<ReturnType<VtdDriver['servicePageRequests']>> = [];
-    for (let i = 0; i < 2000 && requests.length === 0; i++) {
-      requests = await drv.servicePageRequests(async (req): Promise<'success'> => {
-        await proc.mapNew(req.addr, 0x1000);
-        return 'success';
-      });
-      if (requests.length === 0) await new Promise((r) => setTimeout(r, 1));
-    }
+    const requests = await servicePageRequestsByMapping(drv, proc);
     expect(requests).toHaveLength(1);
     expect(requests[0]).toMatchObject({ rid: 0x18, pasid, addr: vaB, write: true, lastInGroup: true });
     const done = await pending;
@@ -142,9 +91,7 @@ async function fullFlow(layout: '3.1' | '3.3') {
     expect(snap!.pasids).toEqual([]);
     expect(snap!.set.used).toBe(0);
     expect((vm.viommu as VtdModel).shadow().filter((e) => e.pasid !== null)).toEqual([]);
-  } finally {
-    await vm.close();
-  }
+  });
 }
 
 describe('VT-d SVA as a Linux guest drives it (host in another process)', () => {
@@ -154,8 +101,7 @@ describe('VT-d SVA as a Linux guest drives it (host in another process)', () => 
   for (const layout of ['3.1', '3.3'] as const) {
     it(`VCMD ${layout}: quota exhaustion, undefined command and foreign PASIDs give the layout's status codes`, async () => {
       const name = `quota-${layout}`;
-      const { vm, drv } = await bootVm(name, { vcmd: layout, pasidQuota: 2 });
-      try {
+      await withVtdVm(vtdVm(name, { vcmd: layout, pasidQuota: 2 }), async ({ vm, drv }) => {
         const st = VCMD_STATUS[layout];
         const a = await drv.allocPasid();
         const b = await drv.allocPasid();
@@ -168,16 +114,13 @@ describe('VT-d SVA as a Linux guest drives it (host in another process)', () => 
         await drv.freePasid(a);
         await drv.freePasid(b);
         expect((await vmSnapshot(name))!.set.used).toBe(0);
-      } finally {
-        await vm.close();
-      }
+      });
     });
   }
 
   it('does not bind a PASID entry with reserved bits or PGTT 3; its use faults with 0x5a / 0x5b', async () => {
     const name = 'invalid-entries';
-    const { vm, alloc, drv } = await bootVm(name);
-    try {
+    await withVtdVm(vtdVm(name), async ({ vm, alloc, drv }) => {
       const proc = await GuestProcess.create(vm, alloc);
       const va = 0x5000_0000n;
       await proc.mapNew(va, 0x1000);
@@ -201,15 +144,12 @@ describe('VT-d SVA as a Linux guest drives it (host in another process)', () => 
         expect(rec).toMatchObject({ reason, pasid });
         await drv.unbind(PF2, pasid);
       }
-    } finally {
-      await vm.close();
-    }
+    });
   });
 
   it('a PASID entry changed without a PASID-cache flush keeps its old translation until the flush', async () => {
     const name = 'missing-flush';
-    const { vm, alloc, drv } = await bootVm(name);
-    try {
+    await withVtdVm(vtdVm(name), async ({ vm, alloc, drv }) => {
       const va = 0x4000_0000n;
       const p1 = await GuestProcess.create(vm, alloc);
       const p2 = await GuestProcess.create(vm, alloc);
@@ -232,8 +172,6 @@ describe('VT-d SVA as a Linux guest drives it (host in another process)', () => 
       expect(await read()).toBe('process two');
       expect((await vmSnapshot(name))!.pasids[0]!.bindings[0]!.flptr).toBe(`0x${p2.pgd.toString(16)}`);
       await drv.unbind(PF2, pasid);
-    } finally {
-      await vm.close();
-    }
+    });
   });
 });

@@ -13,7 +13,7 @@ import { createVirtioIommuModel, type VirtioIommuModel, MapFlag, VirtioMmio } fr
 import { VirtioIommuDriver } from '../../../guest/driver/virtio-iommu-driver.js';
 import { PageAllocator } from '../../../guest/driver/page-allocator.js';
 import { vmIn } from '../../integration/reliability/helpers.js';
-import { badCode, type FuzzWorld } from './world.js';
+import { badCode, type FuzzWorld, fuzzVm } from './world.js';
 
 const MEM = 4 << 20;
 const EPS = [0x18, 0x20, 0x99];
@@ -60,13 +60,12 @@ export const virtioCommands = fc.record({
 let seq = 0;
 
 export async function runVirtio(world: FuzzWorld, cmds: { body: Cmd[]; tail: Tail[] }): Promise<string[]> {
-  const errs: string[] = [];
   const vm = await GuestVm.start(
     { connect: world.host.connector(), name: `fzvio${seq++}`, viommu: 'virtio', memory: MEM, ramBacking: 'inproc', pasidQuota: 8, devices: [{ bdf: '00:03.0' }, { bdf: '00:04.0' }] },
     (ctx) => createVirtioIommuModel(ctx),
   );
   const model = vm.viommu as VirtioIommuModel;
-  try {
+  return fuzzVm(world, vm, async (errs) => {
     const alloc = new PageAllocator(vm, { base: BigInt(MEM / 2), size: MEM / 2 });
     const drv = await VirtioIommuDriver.probe(vm, { alloc, timeoutMs: 300 });
     const ringBase = Number(drv.queueLayout(0).desc);
@@ -106,11 +105,7 @@ export async function runVirtio(world: FuzzWorld, cmds: { body: Cmd[]; tail: Tai
       }
     }
     errs.push(...hostMatchesModel(world, vm, model));
-  } finally {
-    await vm.close();
-  }
-  errs.push(...(await world.check(true)));
-  return errs;
+  });
 }
 
 /** Host domains hold exactly the model's R/W mappings; bound guest PASIDs are their host PASIDs' SPIDs. */

@@ -17,7 +17,7 @@ import { encodeVcmd, VCMD_CMD } from '../../../src/vtd/vcmd.js';
 import { wordsToBytes } from '../../../src/vtd/layout.js';
 import { formatBdf } from '../../../src/pci.js';
 import { vmIn } from '../../integration/reliability/helpers.js';
-import { badCode, type FuzzWorld } from './world.js';
+import { badCode, type FuzzWorld, fuzzVm } from './world.js';
 
 /** Where the bench driver's tables and queue live (its allocator starts at 1 MiB). */
 const TABLES = 0x10_0000;
@@ -55,10 +55,9 @@ export const vtdCommands = fc.array(
 let seq = 0;
 
 export async function runVtd(world: FuzzWorld, cmds: Cmd[]): Promise<string[]> {
-  const errs: string[] = [];
   const vm = await GuestVm.start({ connect: world.host.connector(), name: `fzvtd${seq++}`, viommu: 'vtd', memory: 4 << 20, ramBacking: 'inproc', pasidQuota: 8 }, (ctx) => createVtdModel(ctx));
   const model = vm.viommu as VtdModel;
-  try {
+  return fuzzVm(world, vm, async (errs) => {
     const drv = await VtdBenchDriver.create(vm, { bufferBytes: 4096 });
     for (let i = 0; i < 2; i++) await drv.bindPasid(await drv.allocPasid());
     const iqa = await vm.readq(DMAR.IQA);
@@ -101,11 +100,7 @@ export async function runVtd(world: FuzzWorld, cmds: Cmd[]): Promise<string[]> {
     await model.vcmd?.idle();
     await model.flush();
     errs.push(...shadowMatchesHost(world, vm, model));
-  } finally {
-    await vm.close();
-  }
-  errs.push(...(await world.check(true)));
-  return errs;
+  });
 }
 
 /** Every nested binding the model's shadow says it made is on the host, and nothing else is. */

@@ -63,6 +63,21 @@ export async function makeWorld(): Promise<FuzzWorld> {
   };
 }
 
+/**
+ * One fuzzed VM's run: `body` drives the VM and pushes every broken invariant it sees; the VM is
+ * then closed whatever happened and the world checked (nothing left behind). Every error found.
+ */
+export async function fuzzVm(world: FuzzWorld, vm: GuestVm, body: (errs: string[]) => Promise<void>): Promise<string[]> {
+  const errs: string[] = [];
+  try {
+    await body(errs);
+  } finally {
+    await vm.close();
+  }
+  errs.push(...(await world.check(true)));
+  return errs;
+}
+
 /** Error codes a host may legitimately answer a fuzzed request with: anything but a bug's. */
 export function badCode(e: unknown): string | null {
   const code = (e as { code?: string }).code;

@@ -1,6 +1,7 @@
 /**
  * KVM's gPASID→hPASID table and the VDCM's ADI programming, driven by IOASID notifications with
- * seed 003's reference counts; and the misbehaving guest that frees a bound PASID.
+ * the reference counts of "IOASID Extensions for SIOV" (Jacob Pan, Yi L. Liu, LPC 2020); and the
+ * misbehaving guest that frees a bound PASID.
  */
 import { describe, it, expect, afterEach } from 'vitest';
 import { IoasidCore } from '../../../host/ioasid/index.js';
@@ -18,9 +19,19 @@ function setup() {
   return { core, set, kvm, vdcm };
 }
 
+/** A PASID bound with guest PASID `gpasid` (KVM took its reference) and programmed into the ADI. */
+function boundAndProgrammed(gpasid: number) {
+  const w = setup();
+  const id = w.core.alloc(w.set, 1, 100);
+  w.core.attachSpid(w.set, id, gpasid);
+  w.core.notify(id, 'BIND');
+  w.vdcm.program(0x20, gpasid);
+  return { ...w, id };
+}
+
 const refs = (core: IoasidCore, id: number) => core.idInfo(id) && { refs: core.idInfo(id)!.refs, users: core.idInfo(id)!.users };
 
-describe('KVM and VDCM as IOASID users (seed 003)', () => {
+describe('KVM and VDCM as IOASID users (LPC 2020 SIOV IOASID life cycle)', () => {
   it('follows the guest SVA life cycle: alloc 1, bind 2, KVM 3, VDCM 4, and back down to reclaim', () => {
     const { core, set, kvm, vdcm } = setup();
     const id = core.alloc(set, 1, 100);
@@ -47,11 +58,7 @@ describe('KVM and VDCM as IOASID users (seed 003)', () => {
   });
 
   it('drops KVM and VDCM references on FREE, so a freed bound PASID is reclaimed', () => {
-    const { core, set, kvm, vdcm } = setup();
-    const id = core.alloc(set, 1, 100);
-    core.attachSpid(set, id, 7);
-    core.notify(id, 'BIND');
-    vdcm.program(0x20, 7);
+    const { core, set, kvm, vdcm, id } = boundAndProgrammed(7);
     expect(core.idInfo(id)!.refs).toBe(3);
     core.free(set, id);
     expect(core.idInfo(id)).toBeNull();
@@ -70,11 +77,7 @@ describe('KVM and VDCM as IOASID users (seed 003)', () => {
   });
 
   it('detach releases every reference and leaves the chain', () => {
-    const { core, set, kvm, vdcm } = setup();
-    const id = core.alloc(set, 1, 100);
-    core.attachSpid(set, id, 5);
-    core.notify(id, 'BIND');
-    vdcm.program(0x20, 5);
+    const { core, kvm, vdcm, id } = boundAndProgrammed(5);
     kvm.detach();
     vdcm.detach();
     expect(core.idInfo(id)!.refs).toBe(1);
@@ -83,7 +86,7 @@ describe('KVM and VDCM as IOASID users (seed 003)', () => {
   });
 });
 
-describe('a guest that frees a bound PASID (reference A.3, misbehaving case)', () => {
+describe('a guest that frees a bound PASID (the misbehaving case of the IOASID extensions for guest SVA)', () => {
   const servers: HostServer[] = [];
   afterEach(async () => {
     for (const s of servers.splice(0)) await s.close();

@@ -9,7 +9,7 @@ import { InProcessBacking } from '../../../src/memory/backing.js';
 import { HostMemory } from '../../../host/memory/host-memory.js';
 import { MemTableMap } from '../../../host/vfio/mem-table.js';
 import { PageRequestTracker } from '../../../host/devices/page-requests.js';
-import { addressBlocks } from '../../../host/vfio/host-iommu-port.js';
+import { addressBlocks } from '../../../host/iommu/index.js';
 
 const region = (p: string, gpa: bigint, size: bigint, off = 0n) => ({ guest_phys_addr: gpa, memory_size: size, userspace_addr: 0n, mmap_offset: off, path: p });
 

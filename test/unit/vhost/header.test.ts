@@ -1,7 +1,7 @@
 import { describe, it, expect } from 'vitest';
 import {
   decodeHeader, encodeHeader, requestFlags, REPLY_FLAGS, VHOST_USER_HDR_SIZE, checkHeaderFlagsAndSize,
-  MAX_REQUEST_PAYLOAD, MAX_REPLY_PAYLOAD,
+  MAX_REQUEST_PAYLOAD, MAX_REPLY_PAYLOAD, DEVICE_DMA_MAX_LENGTH, DeviceDmaHeaderStruct,
 } from '../../../vhost/index.js';
 import { isVsvaError } from '../../../src/errors.js';
 
@@ -41,5 +41,8 @@ describe('message header (vhost-user framing)', () => {
     expect(code(() => checkHeaderFlagsAndSize(0xd, MAX_REQUEST_PAYLOAD, MAX_REQUEST_PAYLOAD))).toBeUndefined();
     expect(MAX_REQUEST_PAYLOAD).toBe(1024 * 1024 + 4096);
     expect(MAX_REPLY_PAYLOAD).toBe(64 * 1024 * 1024);
+  });
+  it('leaves room for the largest DEVICE_DMA write (header + 1 MiB of data)', () => {
+    expect(DeviceDmaHeaderStruct.size + DEVICE_DMA_MAX_LENGTH).toBeLessThanOrEqual(MAX_REQUEST_PAYLOAD);
   });
 });

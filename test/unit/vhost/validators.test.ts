@@ -2,7 +2,8 @@ import { describe, it, expect } from 'vitest';
 import fc from 'fast-check';
 import {
   FixedCodec, encodePayload, Struct, MemTableHeaderStruct, MemoryRegionStruct, CacheInvalidateHeaderStruct,
-  CacheInvalidateEntryStruct, DeviceDmaHeaderStruct, FrontendMessages, type AnySpec,
+  CacheInvalidateEntryStruct, DeviceDmaHeaderStruct, FrontendMessages, BackendMessages, PageRequestStruct, PageRequestFlag, type AnySpec,
+  type PageRequestMessage,
 } from '../../../vhost/index.js';
 import type { LaidOutField } from '../../../vhost/wire/struct.js';
 import { isVsvaError } from '../../../src/errors.js';
@@ -175,6 +176,21 @@ describe('message-specific rules', () => {
     const two = Buffer.alloc(8 + 64);
     two.writeUInt32LE(2, 0);
     expect(errCode(() => ci.decode(two))).toBe('EINVAL');
+  });
+
+  it('PAGE_REQUEST: addr must be 4 KiB aligned; pasid needs PASID_VALID; READ or WRITE is required', () => {
+    const codec = BackendMessages.PAGE_REQUEST.request;
+    const enc = (v: PageRequestMessage): Buffer => {
+      const buf = Buffer.alloc(PageRequestStruct.size);
+      PageRequestStruct.encodeInto(buf, 0, v);
+      return buf;
+    };
+    const base: PageRequestMessage = { rid: 0x18, prgi: 1, flags: PageRequestFlag.READ, pasid: 0, addr: 0x7000n };
+    expect(errCode(() => codec.decode(enc(base)))).toBe('accepted');
+    expect(errCode(() => codec.decode(enc({ ...base, addr: 0x7004n })))).toBe('EINVAL');
+    expect(errCode(() => codec.decode(enc({ ...base, addr: 0x7fffn })))).toBe('EINVAL');
+    expect(errCode(() => codec.decode(enc({ ...base, pasid: 5 })))).toBe('EINVAL');
+    expect(errCode(() => codec.decode(enc({ ...base, flags: PageRequestFlag.PASID_VALID, pasid: 5 })))).toBe('EINVAL');
   });
 
   it('DEVICE_DMA: WRITE must carry exactly length bytes, READ none', () => {

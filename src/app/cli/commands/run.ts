@@ -1,8 +1,10 @@
 import type { Argv, CommandModule } from 'yargs';
-import { formatIssues, loadScenario } from '../../scenario/parse.js';
+import { VsvaError } from '../../../errors.js';
+import { formatIssues, loadScenario, type ParseResult } from '../../scenario/parse.js';
 import { renderReport, describeStep } from '../../scenario/report.js';
 import { runScenario } from '../../scenario/runner.js';
 import type { Scenario } from '../../scenario/schema.js';
+import { STEP_DEFS } from '../../scenario/steps.js';
 
 interface Args {
   scenario: string[];
@@ -10,20 +12,39 @@ interface Args {
   color?: boolean;
 }
 
-/** Exit status: 0 every scenario passed, 1 one failed, 2 one is malformed (nothing ran then). */
+/** The step actions and what each does, from the step registry. */
+function actionList(): string {
+  const width = Math.max(...STEP_DEFS.map((d) => d.op.length));
+  return `Step actions (docs/scenarios.md):\n${STEP_DEFS.map((d) => `  ${d.op.padEnd(width)}  ${d.summary}`).join('\n')}`;
+}
+
+/**
+ * Exit status: 0 every scenario passed, 1 one failed, 2 one is malformed or cannot be read
+ * (nothing ran then).
+ */
 export const runCommand: CommandModule<object, Args> = {
   command: 'run <scenario..>',
-  describe: 'Run scenario files (YAML or JSON; docs/scenarios.md): exit 0 on pass, 1 on fail, 2 on a malformed scenario',
+  describe: 'Run scenario files (YAML or JSON; docs/scenarios.md): exit 0 on pass, 1 on fail, 2 on a malformed or unreadable file',
   builder: (y) =>
     y
       .positional('scenario', { type: 'string', array: true, demandOption: true, describe: 'scenario file(s)' })
       .option('check', { type: 'boolean', default: false, describe: 'only validate the files; run nothing' })
-      .option('color', { type: 'boolean', describe: 'colour the report (default: when stdout is a terminal)' }) as Argv<Args>,
+      .option('color', { type: 'boolean', describe: 'colour the report (default: when stdout is a terminal)' })
+      .epilog(actionList()) as Argv<Args>,
   handler: async (args) => {
     const scenarios: Scenario[] = [];
     let malformed = false;
     for (const file of args.scenario) {
-      const r = loadScenario(file);
+      let r: ParseResult;
+      try {
+        r = loadScenario(file);
+      } catch (e) {
+        // A file that cannot be read: one line (ENOENT for a missing one), not a malformed scenario.
+        if (!(e instanceof VsvaError)) throw e;
+        malformed = true;
+        process.stderr.write(`vsva: ${e.message}\n`);
+        continue;
+      }
       if (r.ok) scenarios.push(r.scenario);
       else {
         malformed = true;

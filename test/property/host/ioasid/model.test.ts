@@ -1,7 +1,7 @@
 /**
  * Model-based test of the IOASID core: random sequences of set / alloc / get / put / free /
  * attach_spid / adjust … run against the core and against a plain reference model written
- * straight from the rules (reference A.3, ioasid-core.ts header). Every call must give the same
+ * straight from the rules (the header of host/ioasid/ioasid-core.ts). Every call must give the same
  * result or the same errno, and the observable state must agree after every step.
  */
 import { describe, it, expect } from 'vitest';

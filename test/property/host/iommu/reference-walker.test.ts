@@ -5,7 +5,7 @@
  * walker that reads the tables from memory: same HPA, or same fault reason.
  *
  * The reference walker below is deliberately independent of host/iommu: bigints, the src/vtd
- * layouts, and the check order of reference §5.
+ * layouts, and the check order of VT-d spec §3.6–3.8 and §7.1.3.
  */
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
@@ -23,7 +23,7 @@ const ADDR = 0x000ffffffffff000n;
 
 type Result = { hpa: bigint } | { reason: number };
 
-/** Cache-free reference translation (reference §2, §5). */
+/** Cache-free reference translation (VT-d spec §9.6 PASID entries, §3.6–3.8 walks). */
 function refTranslate(mem: HostMemory, dirPtr: number, pasid: number | null, addr: bigint, write: boolean): Result {
   const pe = pasid ?? 0;
   const de = mem.readU64(dirPtr + (pe >> 6) * 8);
@@ -140,7 +140,7 @@ function run(ops: Op[]): void {
     // Start populated: all guest RAM mapped (2 MiB leaves; unmaps split them), two first-level
     // tables in GPA [0, 1 MiB) with every slot of both windows mapped, PASID 1 bound to table 0,
     // the RID attached.
-    iommu.map(vm, 0, G, GPA_SPACE, { read: true, write: true });
+    iommu.map(vm, 0n, BigInt(G), BigInt(GPA_SPACE), { read: true, write: true });
     const tables = [new FlBuilder(ram, 4, 0x1000n), new FlBuilder(ram, 4, 0x40000n)];
     tables.forEach((t, ti) => {
       for (let i = 0; i < 16; i++) t.map(GVA_4K + BigInt(i) * 4096n, BigInt(0x200 + i * 7 + ti * 100) * 4096n);
@@ -159,14 +159,14 @@ function run(ops: Op[]): void {
         case 'slMap': {
           const pages = Math.min(o.pages, 4096 - o.page);
           try {
-            iommu.map(vm, o.page * 4096, G + o.page * 4096, pages * 4096, { read: true, write: o.write });
+            iommu.map(vm, BigInt(o.page * 4096), BigInt(G + o.page * 4096), BigInt(pages * 4096), { read: true, write: o.write });
           } catch (e) {
             expect((e as { code?: string }).code).toBe('EEXIST');
           }
           break;
         }
         case 'slUnmap':
-          iommu.unmap(vm, o.page * 4096, Math.min(o.pages, 4096 - o.page) * 4096); // flushes itself
+          iommu.unmap(vm, BigInt(o.page * 4096), BigInt(Math.min(o.pages, 4096 - o.page) * 4096)); // flushes itself
           break;
         case 'flMap4k': {
           const gva = GVA_4K + BigInt(o.idx) * 4096n;

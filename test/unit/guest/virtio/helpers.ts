@@ -2,6 +2,7 @@
  * A virtio-iommu VM on an in-process host, with the Linux-like driver bound to it, for the
  * virtio unit tests. Guest RAM: 16 MiB; the driver's pages come from the top 8 MiB.
  */
+import { afterAll, afterEach, beforeAll, beforeEach } from 'vitest';
 import { startHost, type StartedHost } from '../../../../src/app/harness/start-host.js';
 import { GuestVm } from '../../../../guest/vm.js';
 import { createVirtioIommuModel, type VirtioIommuModel, type VirtioIommuOptions } from '../../../../guest/virtio/index.js';
@@ -38,6 +39,31 @@ export async function startRig(opts: { devices?: DeviceSpec[]; model?: VirtioIom
       if (!opts.host) await host.close();
     },
   };
+}
+
+/** The two endpoints most tests use: 00:03.0 (EP) and 00:04.0 (EP2). */
+export const TWO_DEVICES: DeviceSpec[] = [{ bdf: '00:03.0' }, { bdf: '00:04.0' }];
+
+/**
+ * One in-process host for the test file and a fresh rig for each test (closed after it):
+ * `setUp` receives each new rig (assign it, probe the driver, ...).
+ */
+export function rigPerTest(opts: { devices?: DeviceSpec[] }, setUp: (rig: VirtioRig) => Promise<void> | void): void {
+  let host: StartedHost;
+  let rig: VirtioRig | undefined;
+  beforeAll(async () => {
+    host = await startHost({ spawn: false });
+  });
+  afterAll(async () => {
+    await host.close();
+  });
+  beforeEach(async () => {
+    rig = await startRig({ host, ...(opts.devices ? { devices: opts.devices } : {}) });
+    await setUp(rig);
+  });
+  afterEach(async () => {
+    await rig?.close();
+  });
 }
 
 export async function probeDriver(rig: VirtioRig, opts: Partial<VirtioIommuDriverOptions> = {}): Promise<VirtioIommuDriver> {

@@ -2,8 +2,7 @@
  * The PASID extension (docs/virtio-iommu.md §5): first-level tables per guest PASID bound on the
  * host with the guest PASID as SPID, invalidation, page requests and responses.
  */
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { startHost, type StartedHost } from '../../../../src/app/harness/start-host.js';
+import { describe, expect, it } from 'vitest';
 import { DRIVER_FEATURES, type VirtioIommuDriver } from '../../../../guest/driver/virtio-iommu-driver.js';
 import { GuestProcess } from '../../../../guest/driver/guest-process.js';
 import {
@@ -11,36 +10,26 @@ import {
 } from '../../../../guest/virtio/index.js';
 import { LeWriter } from '../../../../guest/virtio/state.js';
 import type { VmSnapshot } from '../../../../src/api/types.js';
-import { EP, EP2, probeDriver, startRig, type VirtioRig } from './helpers.js';
+import { EP, EP2, probeDriver, rigPerTest, TWO_DEVICES, type VirtioRig } from './helpers.js';
 
 const GVA = 0x7f00_0000_0000n;
 const TEXT = new TextEncoder().encode('through pasid 5');
 
-let host: StartedHost;
 let rig: VirtioRig;
 let drv: VirtioIommuDriver;
 let proc: GuestProcess;
 
-beforeAll(async () => {
-  host = await startHost({ spawn: false });
-});
-afterAll(async () => {
-  await host.close();
-});
-beforeEach(async () => {
-  rig = await startRig({ host, devices: [{ bdf: '00:03.0' }, { bdf: '00:04.0' }] });
-  drv = await probeDriver(rig);
+rigPerTest({ devices: TWO_DEVICES }, async (r) => {
+  rig = r;
+  drv = await probeDriver(r);
   expect(await drv.attach(1, EP)).toBe(ReqStatus.OK);
-  proc = await GuestProcess.create(rig.vm, rig.alloc);
+  proc = await GuestProcess.create(r.vm, r.alloc);
   const [gpa] = await proc.mapNew(GVA, 4096);
-  await rig.vm.memwrite(gpa!, TEXT);
-});
-afterEach(async () => {
-  await rig.close();
+  await r.vm.memwrite(gpa!, TEXT);
 });
 
 async function vmSnap(): Promise<VmSnapshot> {
-  return (await host.snapshot()).vms.find((v) => v.name === rig.vm.name)!;
+  return (await rig.host.snapshot()).vms.find((v) => v.name === rig.vm.name)!;
 }
 
 const bind = (over: Partial<Parameters<VirtioIommuDriver['attachTable']>[0]> = {}) =>

@@ -2,30 +2,19 @@
  * The virtio-mmio v2 transport as a driver sees it: identification, feature negotiation,
  * status, queue setup, config space, interrupts; and malformed rings → DEVICE_NEEDS_RESET.
  */
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { startHost, type StartedHost } from '../../../../src/app/harness/start-host.js';
+import { beforeEach, describe, expect, it } from 'vitest';
 import { DRIVER_FEATURES, type VirtioIommuDriver } from '../../../../guest/driver/virtio-iommu-driver.js';
 import {
   IommuConfig, REQUESTQ, ReqStatus, VIRTIO_MMIO_MAGIC, VirtioInterrupt, VirtioIommuFeature, VirtioMmio, VirtioStatus, VirtioTransportFeature,
   VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE,
 } from '../../../../guest/virtio/index.js';
 import { LeWriter } from '../../../../guest/virtio/state.js';
-import { EP, MEMORY, probeDriver, startRig, type VirtioRig } from './helpers.js';
+import { EP, MEMORY, probeDriver, rigPerTest, type VirtioRig } from './helpers.js';
 
-let host: StartedHost;
 let rig: VirtioRig;
 
-beforeAll(async () => {
-  host = await startHost({ spawn: false });
-});
-afterAll(async () => {
-  await host.close();
-});
-beforeEach(async () => {
-  rig = await startRig({ host });
-});
-afterEach(async () => {
-  await rig.close();
+rigPerTest({}, (r) => {
+  rig = r;
 });
 
 const rd = (off: number) => rig.vm.readl(off);

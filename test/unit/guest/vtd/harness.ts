@@ -5,7 +5,8 @@
 import { GuestRam } from '../../../../guest/memory/guest-ram.js';
 import { childLogger } from '../../../../src/log.js';
 import { TraceBus } from '../../../../src/trace/bus.js';
-import { VtdModel, type HostPort } from '../../../../guest/vtd/index.js';
+import { VtdModel } from '../../../../guest/vtd/index.js';
+import type { HostCalls } from '../../../../guest/viommu.js';
 import type { GuestIommuHandle } from '../../../../guest/driver/vtd-driver.js';
 import { DeviceCap } from '../../../../vhost/messages/device.js';
 
@@ -41,7 +42,7 @@ export function fakeHost(opts: { quota?: number } = {}) {
       }
     },
   };
-  return { port: port as unknown as HostPort, calls };
+  return { port: port as unknown as HostCalls, calls };
 }
 
 export const RID = 0x18;

@@ -1,5 +1,5 @@
 /**
- * Queue runs of many PASID-based IOTLB descriptors (the batched-invalidation path of DESIGN §9):
+ * Queue runs of many PASID-based IOTLB descriptors (the batched-invalidation path of docs/design.md §9):
  * the run's CACHE_INVALIDATE messages are pipelined, the wait's status is written only after the
  * host answered all of them, a bad descriptor still stops the queue at itself with what came
  * before it delivered, and the decoded and the fast path forward the same entries.

@@ -5,6 +5,13 @@ import { vsvaCapEcap, decodeEcap } from '../../../../src/vtd/cap-ecap.js';
 import { VCMD_REG_OFFSETS } from '../../../../src/vtd/vcmd.js';
 
 describe('VT-d register file', () => {
+  it('reads a 32-bit register as a number and refuses to narrow a 64-bit one', () => {
+    const { model } = makeModel();
+    expect(model.regs.getN('FECTL')).toBe(0x8000_0000);
+    expect(() => model.regs.getN('CAP')).toThrow(/EINVAL: CAP is a 64-bit register/);
+    expect(() => model.regs.getN('IQA')).toThrow(/EINVAL/);
+  });
+
   it('resets to the exposed capabilities and QEMU reset values', async () => {
     const { h } = makeModel();
     const { cap, ecap } = vsvaCapEcap({ fl5lp: true });

@@ -1,5 +1,5 @@
 /**
- * One case per errno rule of the IOASID core (reference A.3/A.4 and ioasid-core.ts header):
+ * One case per errno rule of the IOASID core (the header of host/ioasid/ioasid-core.ts):
  * each asserts the exact code and that nothing a caller can observe changed.
  */
 import { describe, it, expect } from 'vitest';
@@ -99,6 +99,12 @@ const cases: [string, ErrnoName, (f: Fx) => unknown][] = [
   ['notify of an unknown event', 'EINVAL', (f) => f.core.notify(f.idle, 'SET_FREE' as never)],
   ['notify with unknown flags', 'EINVAL', (f) => f.core.notify(f.idle, 'BIND', undefined, 4)],
   ['notify of an unknown ID', 'ENOENT', (f) => f.core.notify(20, 'BIND')],
+  // change listeners
+  ['registerChangeListener on a freed set', 'EINVAL', (f) => f.core.registerChangeListener(f.dead, () => {})],
+  ['registerChangeListener of a non-function', 'EINVAL', (f) => f.core.registerChangeListener(f.a, { call() {} } as never)],
+  ['registerChangeListener twice on a set', 'EEXIST', (f) => { const l = () => {}; f.core.registerChangeListener(f.b, l); try { f.core.registerChangeListener(f.b, l); } finally { f.core.unregisterChangeListener(f.b, l); } }],
+  ['unregisterChangeListener of an unknown listener', 'ENOENT', (f) => f.core.unregisterChangeListener(f.a, () => {})],
+  ['unregisterChangeListener on a freed set', 'EINVAL', (f) => f.core.unregisterChangeListener(f.dead, () => {})],
   // cgroups
   ['cgroup max above capacity', 'ENOSPC', (f) => { const n = f.core.cgroups.create(f.core.cgroups.root, 'x'); try { f.core.cgroups.setMax(n, 32); } finally { f.core.cgroups.remove(n); } }],
   ['cgroup max negative', 'EINVAL', (f) => { const n = f.core.cgroups.create(f.core.cgroups.root, 'x'); try { f.core.cgroups.setMax(n, -1); } finally { f.core.cgroups.remove(n); } }],

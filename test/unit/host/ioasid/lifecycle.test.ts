@@ -1,13 +1,14 @@
 /**
- * Seed 003 ("IOASID Lifecycle in Guest SVA") as a test: the VFIO / IOMMU / KVM / VDCM steps and
- * the reference count after each, then the misbehaving order (free before unbind).
+ * The guest-SVA life cycle of an IOASID (the life-cycle table of Documentation/driver-api/
+ * ioasid.rst in Jacob Pan's IOASID series for Linux) as a test: the VFIO / IOMMU / KVM / VDCM
+ * steps and the reference count after each, then the misbehaving order (free before unbind).
  */
 import { describe, it, expect } from 'vitest';
 import { IoasidCore, type IoasidNotifyArgs, type IoasidSet } from '../../../../host/ioasid/index.js';
 
 const GPASID = 101;
 
-/** The actors of the seed's table, wired to one VM's MM set. */
+/** The actors of the life-cycle table, wired to one VM's MM set. */
 function setupVm(core: IoasidCore) {
   const mm = { name: 'vm0-mm' };
   const log: string[] = [];
@@ -32,7 +33,7 @@ function setupVm(core: IoasidCore) {
   return { mm, log, kvmMap, kvm, get set() { return set; }, createSet() { set = core.setAlloc({ type: 'MM', token: mm, quota: 16, name: 'vm0' }); core.setGet(set); return set; } };
 }
 
-describe('IOASID life cycle in guest SVA (seed 003)', () => {
+describe('IOASID life cycle in guest SVA', () => {
   it('follows the reference counts of the table and the ID is reclaimed and reusable', () => {
     const core = new IoasidCore();
     const vm = setupVm(core);
@@ -89,7 +90,7 @@ describe('IOASID life cycle in guest SVA (seed 003)', () => {
     const core = new IoasidCore();
     const vm = setupVm(core);
     const events: string[] = [];
-    // The IOMMU driver listens globally for FREE (reference A.3 table) and puts later.
+    // The IOMMU driver listens globally for FREE (as in the life-cycle table) and puts later.
     let iommuFreeSeen = 0;
     core.registerNotifier(null, { priority: 'IOMMU', call: (a) => { if (a.event === 'FREE') { iommuFreeSeen++; events.push('iommu:FREE'); } } });
     const set = vm.createSet();

@@ -2,7 +2,7 @@ import { describe, it, expect } from 'vitest';
 import { IoasidCore, PasidConsumer } from '../../../../host/ioasid/index.js';
 import { expectErrno } from './helpers.js';
 
-describe('paravirtual PASID consumer API (seed 002)', () => {
+describe('paravirtual PASID consumer API', () => {
   it('init / alloc within the IOMMU range / find / for_each / free / exit', () => {
     const core = new IoasidCore({ pasidBits: 8 });
     const pv = PasidConsumer.init(core, { min: 16, max: 31, quota: 8, name: 'vtd0' });

@@ -2,18 +2,14 @@
  * Domain, device and attach API: map/unmap with splitting, domain IDs, and the exact errno of
  * every refused call with state unchanged.
  */
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import type { HostIommu } from '../../../../host/iommu/index.js';
-import { GUEST_HPA as G, makeFixture, type Fixture } from './helpers.js';
+import { GUEST_HPA as G, FixturePerTest } from './helpers.js';
 
-let fx: Fixture | undefined;
-afterEach(() => {
-  fx?.dispose();
-  fx = undefined;
-});
+const fixtures = new FixturePerTest();
 
 function iommu(): HostIommu {
-  fx = makeFixture();
+  const fx = fixtures.make();
   return fx.iommu;
 }
 
@@ -23,13 +19,13 @@ describe('map and unmap', () => {
   it('unmapping part of a 2 MiB page splits it and keeps the rest mapped', () => {
     const io = iommu();
     const d = io.allocDomain();
-    io.map(d, 0x200000, G + 0x200000, 0x200000, { read: true, write: true });
+    io.map(d, 0x200000n, BigInt(G + 0x200000), 0x200000n, { read: true, write: true });
     expect(d.table!.lookup(0x200000)!.pageBytes).toBe(0x200000);
-    expect(io.unmap(d, 0x201000, 0x2000)).toBe(0x2000);
-    expect(io.iovaToPhys(d, 0x200000)).toBe(BigInt(G + 0x200000));
-    expect(io.iovaToPhys(d, 0x201000)).toBeUndefined();
-    expect(io.iovaToPhys(d, 0x202fff)).toBeUndefined();
-    expect(io.iovaToPhys(d, 0x203abc)).toBe(BigInt(G + 0x203abc));
+    expect(io.unmap(d, 0x201000n, 0x2000n)).toBe(0x2000n);
+    expect(io.iovaToPhys(d, 0x200000n)).toBe(BigInt(G + 0x200000));
+    expect(io.iovaToPhys(d, 0x201000n)).toBeUndefined();
+    expect(io.iovaToPhys(d, 0x202fffn)).toBeUndefined();
+    expect(io.iovaToPhys(d, 0x203abcn)).toBe(BigInt(G + 0x203abc));
     expect(d.table!.lookup(0x203000)!.pageBytes).toBe(4096);
     expect(d.table!.mappedBytes).toBe(0x200000 - 0x2000);
   });
@@ -37,31 +33,45 @@ describe('map and unmap', () => {
   it('unmapping part of a 1 GiB page splits it twice; unmap returns only the bytes that were mapped', () => {
     const io = iommu();
     const d = io.allocDomain();
-    io.map(d, 0x4000_0000, 0x8000_0000, 0x4000_0000, { read: true, write: false });
-    expect(io.unmap(d, 0x4020_1000, 0x1000)).toBe(0x1000);
+    io.map(d, 0x4000_0000n, 0x8000_0000n, 0x4000_0000n, { read: true, write: false });
+    expect(io.unmap(d, 0x4020_1000n, 0x1000n)).toBe(0x1000n);
     expect(d.table!.lookup(0x4000_0000)!.pageBytes).toBe(0x200000);
     expect(d.table!.lookup(0x4020_0000)!.pageBytes).toBe(0x1000);
-    expect(io.iovaToPhys(d, 0x7fff_ffff)).toBe(0xbfff_ffffn);
-    expect(io.unmap(d, 0x4020_0000, 0x3000)).toBe(0x2000); // one of the three pages was already gone
-    expect(io.unmap(d, 0x1000_0000, 0x1000)).toBe(0);
-    expect(io.unmap(d, 0x4000_0000, 0x4000_0000)).toBe(0x4000_0000 - 0x3000);
+    expect(io.iovaToPhys(d, 0x7fff_ffffn)).toBe(0xbfff_ffffn);
+    expect(io.unmap(d, 0x4020_0000n, 0x3000n)).toBe(0x2000n); // one of the three pages was already gone
+    expect(io.unmap(d, 0x1000_0000n, 0x1000n)).toBe(0n);
+    expect(io.unmap(d, 0x4000_0000n, 0x4000_0000n)).toBe(0x4000_0000n - 0x3000n);
     expect(d.table!.tablePages).toBe(1); // empty tables were freed
   });
 
   it('refuses overlapping, misaligned and out-of-range mappings, changing nothing', () => {
     const io = iommu();
     const d = io.allocDomain({ levels: 3 });
-    io.map(d, 0x10000, G, 0x4000, { read: true, write: true });
+    io.map(d, 0x10000n, BigInt(G), 0x4000n, { read: true, write: true });
     const pages = io.pool.pagesInUse;
-    expect(() => io.map(d, 0x8000, G, 0x10000, { read: true, write: true })).toThrow(code('EEXIST'));
-    expect(() => io.map(d, 0x20800, G, 0x1000, { read: true, write: true })).toThrow(code('EINVAL'));
-    expect(() => io.map(d, 0x20000, G, 0x1800, { read: true, write: true })).toThrow(code('EINVAL'));
-    expect(() => io.map(d, 0x20000, G, 0x1000, { read: false, write: false })).toThrow(code('EINVAL'));
-    expect(() => io.map(d, 2 ** 39, G, 0x1000, { read: true, write: true })).toThrow(code('ERANGE'));
-    expect(() => io.unmap(d, 0x123, 0x1000)).toThrow(code('EINVAL'));
+    expect(() => io.map(d, 0x8000n, BigInt(G), 0x10000n, { read: true, write: true })).toThrow(code('EEXIST'));
+    expect(() => io.map(d, 0x20800n, BigInt(G), 0x1000n, { read: true, write: true })).toThrow(code('EINVAL'));
+    expect(() => io.map(d, 0x20000n, BigInt(G), 0x1800n, { read: true, write: true })).toThrow(code('EINVAL'));
+    expect(() => io.map(d, 0x20000n, BigInt(G), 0x1000n, { read: false, write: false })).toThrow(code('EINVAL'));
+    expect(() => io.map(d, 1n << 39n, BigInt(G), 0x1000n, { read: true, write: true })).toThrow(code('ERANGE'));
+    expect(() => io.unmap(d, 0x123n, 0x1000n)).toThrow(code('EINVAL'));
     expect(io.pool.pagesInUse).toBe(pages);
     expect(d.table!.mappedBytes).toBe(0x4000);
-    expect(io.iovaToPhys(d, 0x8000)).toBeUndefined();
+    expect(io.iovaToPhys(d, 0x8000n)).toBeUndefined();
+  });
+
+  it('asserts address widths before an address becomes a number (ERANGE), changing nothing', () => {
+    const io = iommu();
+    const d = io.allocDomain();
+    const pages = io.pool.pagesInUse;
+    expect(() => io.map(d, 0n, 1n << 48n, 0x1000n, { read: true, write: true })).toThrow(code('ERANGE')); // HPA beyond the 48-bit HAW
+    expect(() => io.map(d, 1n << 48n, BigInt(G), 0x1000n, { read: true, write: true })).toThrow(code('ERANGE')); // IOVA beyond the table
+    expect(() => io.map(d, -0x1000n, BigInt(G), 0x1000n, { read: true, write: true })).toThrow(code('ERANGE'));
+    expect(() => io.map(d, 0n, BigInt(G), 1n << 64n, { read: true, write: true })).toThrow(code('ERANGE'));
+    expect(() => io.unmap(d, 1n << 60n, 0x1000n)).toThrow(code('ERANGE'));
+    expect(io.iovaToPhys(d, 1n << 60n)).toBeUndefined();
+    expect(io.pool.pagesInUse).toBe(pages);
+    expect(d.table!.mappedBytes).toBe(0);
   });
 });
 
@@ -73,7 +83,7 @@ describe('domains', () => {
     expect([io.identityDomain.did, a.did, b.did]).toEqual([1, 2, 3]);
     io.freeDomain(a);
     expect(() => io.domain(a.did)).toThrow(code('ENOENT'));
-    expect(() => io.map(a, 0, G, 0x1000, { read: true, write: true })).toThrow(code('ENOENT'));
+    expect(() => io.map(a, 0n, BigInt(G), 0x1000n, { read: true, write: true })).toThrow(code('ENOENT'));
     expect(() => io.freeDomain(io.identityDomain)).toThrow(code('EINVAL'));
   });
 
@@ -141,25 +151,25 @@ describe('devices and routes', () => {
   it('detach and unbind flush, so the route stops translating at once', () => {
     const io = iommu();
     const d = io.allocDomain();
-    io.map(d, 0, G, 0x200000, { read: true, write: true });
+    io.map(d, 0n, BigInt(G), 0x200000n, { read: true, write: true });
     io.addDevice({ rid: 8, ats: true });
     io.attachDevice(8, d);
     io.attachPasid(8, 3, d);
-    expect(io.translate({ rid: 8, addr: 0x1000 })).toBe(G + 0x1000);
-    expect(io.translate({ rid: 8, pasid: 3, addr: 0x1000 })).toBe(G + 0x1000);
+    expect(io.translate({ rid: 8, addr: 0x1000n })).toBe(G + 0x1000);
+    expect(io.translate({ rid: 8, pasid: 3, addr: 0x1000n })).toBe(G + 0x1000);
     io.detachDevice(8);
     io.detachPasid(8, 3);
-    expect(io.translate({ rid: 8, addr: 0x1000 })).toBe(-1);
-    expect(io.translate({ rid: 8, pasid: 3, addr: 0x1000 })).toBe(-1);
+    expect(io.translate({ rid: 8, addr: 0x1000n })).toBe(-1);
+    expect(io.translate({ rid: 8, pasid: 3, addr: 0x1000n })).toBe(-1);
     expect(io.stats().invalidations).toMatchObject({ pasidCachePasid: 2, iotlbDomain: 2, devTlb: 2 });
   });
 
   it('rejects malformed translation requests with EINVAL', () => {
     const io = iommu();
     io.addDevice({ rid: 8 });
-    expect(() => io.translate({ rid: 8, addr: 0x1000, exec: true })).toThrow(code('EINVAL'));
-    expect(() => io.translate({ rid: 8, pasid: 1, addr: 0x1000, exec: true, write: true })).toThrow(code('EINVAL'));
-    expect(() => io.translate({ rid: 8, pasid: 1 << 20, addr: 0x1000 })).toThrow(code('EINVAL'));
+    expect(() => io.translate({ rid: 8, addr: 0x1000n, exec: true })).toThrow(code('EINVAL'));
+    expect(() => io.translate({ rid: 8, pasid: 1, addr: 0x1000n, exec: true, write: true })).toThrow(code('EINVAL'));
+    expect(() => io.translate({ rid: 8, pasid: 1 << 20, addr: 0x1000n })).toThrow(code('EINVAL'));
     expect(() => io.translate({ rid: 8, pasid: 1, addr: 1n << 64n })).toThrow(code('EINVAL'));
   });
 });

@@ -3,20 +3,16 @@
  * still served; an invalidation that does not match (other DID, PASID, address or device) leaves
  * it; the matching one removes it.
  */
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { FL_PTE_MASK } from '../../../../src/vtd/page-table.js';
 import type { HostIommu } from '../../../../host/iommu/index.js';
-import { FlBuilder, GUEST_HPA as G, makeFixture, type Fixture } from './helpers.js';
+import { FlBuilder, GUEST_HPA as G, FixturePerTest } from './helpers.js';
 
 const RID = 0x0018;
 const PASID = 3;
 const GVA = 0x7000_0000n;
 
-let fx: Fixture | undefined;
-afterEach(() => {
-  fx?.dispose();
-  fx = undefined;
-});
+const fixtures = new FixturePerTest();
 
 interface World {
   iommu: HostIommu;
@@ -26,10 +22,10 @@ interface World {
 
 /** VM second level GPA [0, 16 MiB) → G (2 MiB leaves); FL table at GPA 0x1000; GVA → GPA 0x400000. */
 function world(dev: { ats?: boolean; atsEnabled?: boolean } = {}): World {
-  fx = makeFixture();
+  const fx = fixtures.make();
   const { iommu } = fx;
   const vm = iommu.allocDomain();
-  iommu.map(vm, 0, G, 0x1000000, { read: true, write: true });
+  iommu.map(vm, 0n, BigInt(G), 0x1000000n, { read: true, write: true });
   const fl = new FlBuilder(fx.ram, 4, 0x1000n);
   fl.map(GVA, 0x400000n);
   iommu.addDevice({ rid: RID, ats: dev.ats === true, ...(dev.atsEnabled === undefined ? {} : { atsEnabled: dev.atsEnabled }) });
@@ -45,6 +41,18 @@ function tr(w: World, addr: bigint = GVA, rid = RID, pasid: number | null = PASI
 /** Point GVA's leaf at another GPA, as a guest editing its page table does (no flush). */
 function remap(w: World, gva: bigint, gpa: bigint): void {
   w.fl.writeU64(w.fl.entryGpa(gva, 1)!, w.fl.leaf(gpa, '4K'));
+}
+
+/**
+ * An ATS world after GVA was translated once, remapped to GPA 0x500000 and its PASID's IOTLB
+ * entries invalidated: only the device-TLB (while ATS is enabled) still holds the old page.
+ */
+function remappedAfterUse(): World {
+  const w = world({ ats: true });
+  expect(tr(w)).toBe(G + 0x400000);
+  remap(w, GVA, 0x500000n);
+  w.iommu.invalidatePasidIotlb(w.did, PASID);
+  return w;
 }
 
 describe('PASID-based IOTLB invalidation', () => {
@@ -101,11 +109,11 @@ describe('PASID-based IOTLB invalidation', () => {
     expect(tr(w)).toBe(G + 0x500000);
   });
 
-  it('does not touch second-level-only entries (reference §3: PSI within PASID is for first-level)', () => {
+  it('does not touch second-level-only entries (VT-d spec §6.5.2: PASID-based-IOTLB PSI is for first-level)', () => {
     const w = world();
     w.iommu.attachPasid(RID, 9, w.did);
     expect(tr(w, 0x400000n, RID, 9)).toBe(G + 0x400000);
-    expect(w.iommu.unmap(w.did, 0x400000, 0x200000, { flush: false })).toBe(0x200000);
+    expect(w.iommu.unmap(w.did, 0x400000n, 0x200000n, { flush: false })).toBe(0x200000n);
     w.iommu.invalidatePasidIotlbPages(w.did, 9, 0x400000n, 0);
     expect(tr(w, 0x400000n, RID, 9)).toBe(G + 0x400000);
     w.iommu.invalidatePasidIotlb(w.did, 9);
@@ -118,7 +126,7 @@ describe('IOTLB invalidation', () => {
     const w = world();
     w.iommu.attachDevice(RID, w.did);
     expect(tr(w, 0x812345n, RID, null)).toBe(G + 0x812345);
-    expect(w.iommu.unmap(w.did, 0x800000, 0x200000, { flush: false })).toBe(0x200000);
+    expect(w.iommu.unmap(w.did, 0x800000n, 0x200000n, { flush: false })).toBe(0x200000n);
     expect(tr(w, 0x812345n, RID, null)).toBe(G + 0x812345);
     w.iommu.invalidateIotlbPages(w.did, 0xa00000n, 9); // the next 2 MiB
     w.iommu.invalidateIotlbPages(w.did + 1, 0x800000n, 9); // other DID
@@ -154,7 +162,7 @@ describe('IOTLB invalidation', () => {
     const w = world();
     w.iommu.attachDevice(RID, w.did);
     expect(tr(w, 0x812345n, RID, null)).toBe(G + 0x812345);
-    w.iommu.unmap(w.did, 0x800000, 0x200000);
+    w.iommu.unmap(w.did, 0x800000n, 0x200000n);
     expect(tr(w, 0x812345n, RID, null)).toBe(-1);
   });
 
@@ -173,10 +181,10 @@ describe('PASID-cache invalidation', () => {
     const w = world();
     expect(tr(w)).toBe(G + 0x400000);
     // A second FL table where GVA maps to 0x500000, swapped into the host PASID entry by hand.
-    const other = new FlBuilder(fx!.ram, 4, 0x80000n);
+    const other = new FlBuilder(fixtures.current.ram, 4, 0x80000n);
     other.map(GVA, 0x500000n);
     const at = w.iommu.device(RID).pasidTable.entryHpa(PASID)! + 16; // qw2: FLPTR
-    fx!.mem.writeU64(at, (fx!.mem.readU64(at) & 0xfffn) | other.root);
+    fixtures.current.mem.writeU64(at, (fixtures.current.mem.readU64(at) & 0xfffn) | other.root);
     w.iommu.invalidatePasidIotlb(w.did, PASID);
     expect(tr(w)).toBe(G + 0x400000); // cached entry still has the old FLPTR
     w.iommu.invalidatePasidCache(w.did, PASID + 1);
@@ -195,13 +203,13 @@ describe('PASID-cache invalidation', () => {
     const w = world();
     expect(tr(w)).toBe(G + 0x400000);
     const at = w.iommu.device(RID).pasidTable.entryHpa(PASID)!;
-    fx!.mem.writeU64(at, fx!.mem.readU64(at) | (1n << 10n)); // reserved bit: the entry becomes invalid
+    fixtures.current.mem.writeU64(at, fixtures.current.mem.readU64(at) | (1n << 10n)); // reserved bit: the entry becomes invalid
     w.iommu.invalidatePasidIotlb(w.did, PASID);
     expect(tr(w)).toBe(G + 0x400000);
     w.iommu.invalidatePasidCacheDomain(w.did);
     expect(tr(w)).toBe(-1);
     expect(w.iommu.lastFault().reason).toBe(0x5a);
-    fx!.mem.writeU64(at, fx!.mem.readU64(at) & ~(1n << 10n));
+    fixtures.current.mem.writeU64(at, fixtures.current.mem.readU64(at) & ~(1n << 10n));
     expect(tr(w)).toBe(G + 0x400000); // invalid entries are not cached: re-read at once
     w.iommu.invalidatePasidCacheGlobal();
     expect(tr(w)).toBe(G + 0x400000);
@@ -210,25 +218,19 @@ describe('PASID-cache invalidation', () => {
 
 describe('device-TLB', () => {
   it('an ATS device keeps its translation until its device-TLB is invalidated', () => {
-    const w = world({ ats: true });
-    expect(tr(w)).toBe(G + 0x400000);
-    remap(w, GVA, 0x500000n);
-    w.iommu.invalidatePasidIotlb(w.did, PASID);
+    const w = remappedAfterUse();
     expect(tr(w)).toBe(G + 0x400000); // served by the device-TLB
     w.iommu.invalidateDevTlb(RID, { pasid: PASID + 1 });
     w.iommu.invalidateDevTlb(RID); // requests without PASID only
-    w.iommu.invalidateDevTlb(RID, { pasid: PASID, addr: GVA + 0x2000n, size: 0x2000 });
+    w.iommu.invalidateDevTlb(RID, { pasid: PASID, addr: GVA + 0x2000n, size: 0x2000n });
     expect(tr(w)).toBe(G + 0x400000);
-    w.iommu.invalidateDevTlb(RID, { pasid: PASID, addr: GVA, size: 0x1000 });
+    w.iommu.invalidateDevTlb(RID, { pasid: PASID, addr: GVA, size: 0x1000n });
     expect(tr(w)).toBe(G + 0x500000);
     expect(w.iommu.stats().devTlbHits).toBeGreaterThan(0);
   });
 
   it('all-PASIDs device-TLB invalidation', () => {
-    const w = world({ ats: true });
-    expect(tr(w)).toBe(G + 0x400000);
-    remap(w, GVA, 0x500000n);
-    w.iommu.invalidatePasidIotlb(w.did, PASID);
+    const w = remappedAfterUse();
     w.iommu.invalidateDevTlb(RID, { allPasids: true });
     expect(tr(w)).toBe(G + 0x500000);
   });
@@ -247,10 +249,7 @@ describe('ATS Enable at run time', () => {
   });
 
   it('disabling drops the device-TLB (no invalidation counted); enabling again fills it and it is stale until flushed', () => {
-    const w = world({ ats: true });
-    expect(tr(w)).toBe(G + 0x400000);
-    remap(w, GVA, 0x500000n);
-    w.iommu.invalidatePasidIotlb(w.did, PASID);
+    const w = remappedAfterUse();
     expect(tr(w)).toBe(G + 0x400000); // the device-TLB still holds the old page
     const inv = w.iommu.stats().invalidations;
     w.iommu.setAtsEnabled(RID, false);

@@ -4,10 +4,10 @@
  * corrupted PASID directory or entry, a bad first- or second-level entry, a permission the
  * request lacks. The fault record carries the address, PASID and request type.
  */
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { HostIommu, XLATE_FAULT, type IommuFault, type IommuFaultEvent, type TranslationRequest } from '../../../../host/iommu/index.js';
 import { FL_PTE_MASK } from '../../../../src/vtd/page-table.js';
-import { FlBuilder, GUEST_HPA as G, makeFixture, type Fixture } from './helpers.js';
+import { FlBuilder, GUEST_HPA as G, FixturePerTest } from './helpers.js';
 
 const RID = 0x0010;
 const PASID = 1;
@@ -17,11 +17,7 @@ const GVA_SUP = 0x1000_2000n; // supervisor page
 const GVA_XD = 0x1000_3000n; // execute-disabled page
 const UNBACKED = 0x20_0000_0000; // an HPA no region backs (below the 48-bit HAW)
 
-let fx: Fixture | undefined;
-afterEach(() => {
-  fx?.dispose();
-  fx = undefined;
-});
+const fixtures = new FixturePerTest();
 
 interface World {
   iommu: HostIommu;
@@ -36,15 +32,15 @@ interface World {
  * 0x1000; data pages at GPA 0x400000.. .
  */
 function world(opts: { slLevels?: 3 | 4; bind?: Record<string, unknown> | false; slTablePerm?: { gpa: number; read: boolean; write: boolean } } = {}): World {
-  fx = makeFixture();
+  const fx = fixtures.make();
   const { iommu } = fx;
   const vm = iommu.allocDomain({ levels: opts.slLevels ?? 4 });
   const p = opts.slTablePerm;
   for (let gpa = 0; gpa < 0x200000; gpa += 0x1000) {
     const prot = p !== undefined && p.gpa === gpa ? { read: p.read, write: p.write } : { read: true, write: true };
-    iommu.map(vm, gpa, G + gpa, 0x1000, prot);
+    iommu.map(vm, BigInt(gpa), BigInt(G + gpa), 0x1000n, prot);
   }
-  iommu.map(vm, 0x200000, G + 0x200000, 0xe00000, { read: true, write: true });
+  iommu.map(vm, 0x200000n, BigInt(G + 0x200000), 0xe00000n, { read: true, write: true });
   const fl = new FlBuilder(fx.ram, 4, 0x1000n);
   fl.map(GVA, 0x400000n);
   fl.map(GVA_RO, 0x401000n, '4K', { rw: false });
@@ -60,7 +56,7 @@ function world(opts: { slLevels?: 3 | 4; bind?: Record<string, unknown> | false;
 }
 
 /** Translate, expect a fault, return the reported record. */
-function faultOf(w: World, req: Partial<TranslationRequest> & { addr: bigint | number }): IommuFault {
+function faultOf(w: World, req: Partial<TranslationRequest> & { addr: bigint }): IommuFault {
   const r: TranslationRequest = { rid: RID, pasid: PASID, ...req };
   expect(w.iommu.translate(r)).toBe(XLATE_FAULT);
   return w.iommu.lastFault();
@@ -71,7 +67,7 @@ function pasidEntryHpa(w: World, pasid = PASID): number {
 }
 
 function orU64(hpa: number, bits: bigint): void {
-  fx!.mem.writeU64(hpa, fx!.mem.readU64(hpa) | bits);
+  fixtures.current.mem.writeU64(hpa, fixtures.current.mem.readU64(hpa) | bits);
 }
 
 /** HPA of the second-level entry at `level` for `gpa` in the VM's table. */
@@ -81,7 +77,7 @@ function slEntryHpa(w: World, gpa: number, level: number): number {
   for (let l = d.table!.levels; ; l--) {
     const at = tbl + (Math.floor(gpa / 2 ** (12 + 9 * (l - 1))) % 512) * 8;
     if (l === level) return at;
-    tbl = Number(fx!.mem.readU64(at) & 0x000ffffffffff000n);
+    tbl = Number(fixtures.current.mem.readU64(at) & 0x000ffffffffff000n);
   }
 }
 
@@ -117,7 +113,7 @@ describe('PASID directory and PASID entry faults', () => {
   it('0x58 when the PASID table cannot be read', () => {
     const w = world();
     const de = w.iommu.device(RID).pasidTable.dirEntryHpa(PASID);
-    fx!.mem.writeU64(de, BigInt(UNBACKED) | 1n);
+    fixtures.current.mem.writeU64(de, BigInt(UNBACKED) | 1n);
     expect(faultOf(w, { addr: GVA }).reason).toBe(0x58);
   });
 
@@ -135,10 +131,10 @@ describe('PASID directory and PASID entry faults', () => {
   it('0x5b for a reserved PGTT and for an AW outside SAGAW', () => {
     const w = world();
     const at = pasidEntryHpa(w);
-    const qw0 = fx!.mem.readU64(at);
-    fx!.mem.writeU64(at, (qw0 & ~(7n << 6n)) | (5n << 6n));
+    const qw0 = fixtures.current.mem.readU64(at);
+    fixtures.current.mem.writeU64(at, (qw0 & ~(7n << 6n)) | (5n << 6n));
     expect(faultOf(w, { addr: GVA }).reason).toBe(0x5b);
-    fx!.mem.writeU64(at, (qw0 & ~(7n << 2n)) | (3n << 2n)); // AW 3 = 57-bit: not supported here
+    fixtures.current.mem.writeU64(at, (qw0 & ~(7n << 2n)) | (3n << 2n)); // AW 3 = 57-bit: not supported here
     expect(faultOf(w, { addr: GVA }).reason).toBe(0x5b);
   });
 
@@ -158,7 +154,7 @@ describe('first-level faults', () => {
     const w = world();
     // The PML4 entry's table (a GPA) is mapped by the SL to an unbacked HPA.
     const vm = w.iommu.domain(w.vmDid);
-    w.iommu.map(vm, 0x1000000, UNBACKED, 0x1000, { read: true, write: true });
+    w.iommu.map(vm, 0x1000000n, BigInt(UNBACKED), 0x1000n, { read: true, write: true });
     w.fl.writeU64(w.fl.entryGpa(GVA, 4)!, w.fl.leaf(0x1000000n, '4K', { a: true }) & ~FL_PTE_MASK.PS);
     expect(faultOf(w, { addr: GVA }).reason).toBe(0x70);
   });
@@ -182,7 +178,7 @@ describe('first-level faults', () => {
   it('0x73 when the first-level root (FL-PML4) cannot be read', () => {
     const w = world({ bind: false });
     const vm = w.iommu.domain(w.vmDid);
-    w.iommu.map(vm, 0x1000000, UNBACKED, 0x1000, { read: true, write: true });
+    w.iommu.map(vm, 0x1000000n, BigInt(UNBACKED), 0x1000n, { read: true, write: true });
     w.iommu.bindPgtablePasid(RID, PASID, vm, { flptr: 0x1000000n });
     expect(faultOf(w, { addr: GVA }).reason).toBe(0x73);
   });
@@ -213,7 +209,7 @@ describe('first-level faults', () => {
   it('0x91 when an A/D update is needed and the PASID entry asks for non-snooped walks (PWSNP = 0)', () => {
     const w = world();
     const qw1 = pasidEntryHpa(w) + 8;
-    fx!.mem.writeU64(qw1, fx!.mem.readU64(qw1) & ~(1n << 23n));
+    fixtures.current.mem.writeU64(qw1, fixtures.current.mem.readU64(qw1) & ~(1n << 23n));
     expect(faultOf(w, { addr: GVA }).reason).toBe(0x91);
   });
 });
@@ -222,7 +218,7 @@ describe('second-level faults', () => {
   it('0x78 when a lower second-level table cannot be read', () => {
     const w = world();
     const e = slEntryHpa(w, 0x400000, 4);
-    fx!.mem.writeU64(e, (fx!.mem.readU64(e) & 0xfffn) | BigInt(UNBACKED));
+    fixtures.current.mem.writeU64(e, (fixtures.current.mem.readU64(e) & 0xfffn) | BigInt(UNBACKED));
     expect(faultOf(w, { addr: GVA }).reason).toBe(0x78);
   });
 
@@ -241,8 +237,8 @@ describe('second-level faults', () => {
   it('0x7b when the second-level page table pointer is invalid', () => {
     const w = world();
     const at = pasidEntryHpa(w);
-    const qw0 = fx!.mem.readU64(at);
-    fx!.mem.writeU64(at, (qw0 & 0xfffn) | BigInt(UNBACKED));
+    const qw0 = fixtures.current.mem.readU64(at);
+    fixtures.current.mem.writeU64(at, (qw0 & 0xfffn) | BigInt(UNBACKED));
     expect(faultOf(w, { addr: GVA }).reason).toBe(0x7b);
   });
 });
@@ -267,7 +263,7 @@ describe('general faults', () => {
   it('0x83 for a request without PASID beyond the second-level width', () => {
     const w = world();
     w.iommu.attachDevice(RID, w.vmDid);
-    const f = faultOf(w, { pasid: undefined, addr: 2 ** 48 });
+    const f = faultOf(w, { pasid: undefined, addr: 1n << 48n });
     expect(f.reason).toBe(0x83);
     expect(f.pasid).toBeUndefined();
   });
@@ -281,21 +277,21 @@ describe('general faults', () => {
   it('0x85 for a write to a read-only page, at either level', () => {
     const w = world();
     expect(faultOf(w, { addr: GVA_RO, write: true }).reason).toBe(0x85);
-    w.iommu.map(w.vmDid, 0x1000000, G + 0x1000000, 0x1000, { read: true, write: false });
+    w.iommu.map(w.vmDid, 0x1000000n, BigInt(G + 0x1000000), 0x1000n, { read: true, write: false });
     w.fl.map(0x3000_0000n, 0x1000000n);
     expect(faultOf(w, { addr: 0x3000_0000n, write: true }).reason).toBe(0x85);
   });
 
   it('0x86 for a read of a page the second level maps write-only', () => {
     const w = world();
-    w.iommu.map(w.vmDid, 0x1000000, G + 0x1000000, 0x1000, { read: false, write: true });
+    w.iommu.map(w.vmDid, 0x1000000n, BigInt(G + 0x1000000), 0x1000n, { read: false, write: true });
     w.fl.map(0x3000_0000n, 0x1000000n);
     expect(faultOf(w, { addr: 0x3000_0000n }).reason).toBe(0x86);
   });
 
   it('0x87 when the translation lands in the interrupt range 0xFEEx_xxxx', () => {
     const w = world();
-    w.iommu.map(w.vmDid, 0x1000000, 0xfee00000, 0x1000, { read: true, write: true });
+    w.iommu.map(w.vmDid, 0x1000000n, 0xfee00000n, 0x1000n, { read: true, write: true });
     w.fl.map(0x3000_0000n, 0x1000000n);
     expect(faultOf(w, { addr: 0x3000_0000n, write: true }).reason).toBe(0x87);
   });
@@ -319,7 +315,7 @@ describe('fault reporting', () => {
     faultOf(w, { addr: 0x1000_5000n });
     expect(w.faults).toEqual([]);
     expect(w.iommu.stats()).toMatchObject({ faults: 1, faultsReported: 0 });
-    fx!.mem.writeU64(pasidEntryHpa(w), fx!.mem.readU64(pasidEntryHpa(w)) & ~2n);
+    fixtures.current.mem.writeU64(pasidEntryHpa(w), fixtures.current.mem.readU64(pasidEntryHpa(w)) & ~2n);
     w.iommu.invalidatePasidCache(w.vmDid, PASID);
     faultOf(w, { addr: 0x1000_5000n, noReport: true });
     expect(w.faults).toEqual([]);
@@ -330,8 +326,8 @@ describe('fault reporting', () => {
   it('keeps second-level permission failures distinct from first-level ones', () => {
     const w = world();
     // SL write-protects the data page: the FL allows writing, the SL does not.
-    expect(w.iommu.unmap(w.vmDid, 0x400000, 0x200000)).toBe(0x200000);
-    w.iommu.map(w.vmDid, 0x400000, G + 0x400000, 0x200000, { read: true, write: false });
+    expect(w.iommu.unmap(w.vmDid, 0x400000n, 0x200000n)).toBe(0x200000n);
+    w.iommu.map(w.vmDid, 0x400000n, BigInt(G + 0x400000), 0x200000n, { read: true, write: false });
     expect(w.iommu.translate({ rid: RID, pasid: PASID, addr: GVA })).toBe(G + 0x400000);
     expect(faultOf(w, { addr: GVA, write: true }).reason).toBe(0x85);
   });

@@ -3,19 +3,15 @@
  * leaves) nested over a 4-level second level with 4 KiB, 2 MiB and 1 GiB leaves; every expected
  * HPA below is worked out by hand from the two mappings.
  */
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { FL_PTE_MASK, SL_PTE_MASK } from '../../../../src/vtd/page-table.js';
 import { XLATE_FAULT } from '../../../../host/iommu/index.js';
-import { FlBuilder, GUEST_HPA as G, makeFixture, type Fixture } from './helpers.js';
+import { FlBuilder, GUEST_HPA as G, FixturePerTest } from './helpers.js';
 
 const RID = 0x0300; // 03:00.0
 const PASID = 0x42;
 
-let fx: Fixture | undefined;
-afterEach(() => {
-  fx?.dispose();
-  fx = undefined;
-});
+const fixtures = new FixturePerTest();
 
 /**
  * Second level of the VM (GPA → HPA):
@@ -25,12 +21,12 @@ afterEach(() => {
  * First-level tables live in guest RAM from GPA 0x1000 (root) upward.
  */
 function setup(levels: 4 | 5): { fl: FlBuilder; did: number } {
-  fx = makeFixture();
+  const fx = fixtures.make();
   const { iommu } = fx;
   const vm = iommu.allocDomain({ name: 'vm' });
-  iommu.map(vm, 0, G + 0x2801000, 0x800000, { read: true, write: true });
-  iommu.map(vm, 0x800000, G + 0x200000, 0x800000, { read: true, write: true });
-  iommu.map(vm, 0x4000_0000, 0x8000_0000, 0x4000_0000, { read: true, write: true });
+  iommu.map(vm, 0n, BigInt(G + 0x2801000), 0x800000n, { read: true, write: true });
+  iommu.map(vm, 0x800000n, BigInt(G + 0x200000), 0x800000n, { read: true, write: true });
+  iommu.map(vm, 0x4000_0000n, 0x8000_0000n, 0x4000_0000n, { read: true, write: true });
   const toOffset = (gpa: bigint): number => {
     if (gpa < 0x800000n) return 0x2801000 + Number(gpa);
     if (gpa < 0x1000000n) return 0x200000 + Number(gpa) - 0x800000;
@@ -42,13 +38,13 @@ function setup(levels: 4 | 5): { fl: FlBuilder; did: number } {
 }
 
 function tr(addr: bigint, more: { write?: boolean; priv?: boolean } = {}): number {
-  return fx!.iommu.translate({ rid: RID, pasid: PASID, addr, ...more });
+  return fixtures.current.iommu.translate({ rid: RID, pasid: PASID, addr, ...more });
 }
 
 describe('second-level mapping picks the largest page that fits', () => {
   it('maps 4 KiB, 2 MiB and 1 GiB leaves as the alignment allows', () => {
     setup(4);
-    const { iommu } = fx!;
+    const { iommu } = fixtures.current;
     const d = iommu.listDomains().find((x) => x.name === 'vm')!;
     expect(d.table!.lookup(0x5000)).toMatchObject({ hpa: G + 0x2806000, pageBytes: 4096 });
     expect(d.table!.lookup(0x912345)).toMatchObject({ hpa: G + 0x312345, pageBytes: 2 ** 21 });
@@ -63,7 +59,7 @@ describe('nested translation, 4-level first level over 4-level second level', ()
     fl.map(0x7f00_0020_0000n, 0x800000n, '2M'); // → SL 2 MiB leaf
     fl.map(0x7f00_0040_0000n, 0x400000n, '2M'); // → SL 4 KiB leaves
     fl.map(0x7f00_4000_0000n, 0x4000_0000n, '1G'); // → SL 1 GiB leaf
-    fx!.iommu.bindPgtablePasid(RID, PASID, did, { flptr: fl.root });
+    fixtures.current.iommu.bindPgtablePasid(RID, PASID, did, { flptr: fl.root });
 
     // 0x7f00_0000_1abc → GPA 0x300abc → HPA G + 0x2801000 + 0x300abc
     expect(tr(0x7f00_0000_1abcn)).toBe(G + 0x2b01abc);
@@ -75,13 +71,13 @@ describe('nested translation, 4-level first level over 4-level second level', ()
     expect(tr(0x7f00_5234_5678n)).toBe(0x9234_5678);
     // An unmapped GVA in a present table faults, not present (0x71).
     expect(tr(0x7f00_0000_2000n)).toBe(XLATE_FAULT);
-    expect(fx!.iommu.lastFault()).toMatchObject({ reason: 0x71, addr: 0x7f00_0000_2000n, pasid: PASID, rid: RID });
+    expect(fixtures.current.iommu.lastFault()).toMatchObject({ reason: 0x71, addr: 0x7f00_0000_2000n, pasid: PASID, rid: RID });
   });
 
   it('sets A on every first-level entry used and D on the leaf of a write', () => {
     const { fl, did } = setup(4);
     fl.map(0x7f00_0000_1000n, 0x300000n, '4K');
-    fx!.iommu.bindPgtablePasid(RID, PASID, did, { flptr: fl.root });
+    fixtures.current.iommu.bindPgtablePasid(RID, PASID, did, { flptr: fl.root });
     const leaf = fl.entryGpa(0x7f00_0000_1000n, 1)!;
     const pml4e = fl.entryGpa(0x7f00_0000_1000n, 4)!;
     expect(tr(0x7f00_0000_1000n)).toBe(G + 0x2b01000);
@@ -93,10 +89,10 @@ describe('nested translation, 4-level first level over 4-level second level', ()
   });
 
   it('sets second-level A/D when the parent domain tracks dirty pages (SLADE)', () => {
-    fx = makeFixture();
+    const fx = fixtures.make();
     const { iommu } = fx;
     const vm = iommu.allocDomain({ dirtyTracking: true });
-    iommu.map(vm, 0, G, 0x100000, { read: true, write: true });
+    iommu.map(vm, 0n, BigInt(G), 0x100000n, { read: true, write: true });
     iommu.addDevice({ rid: RID });
     const fl = new FlBuilder(fx.ram, 4, 0x1000n);
     fl.map(0x1000n, 0x80000n);
@@ -106,7 +102,7 @@ describe('nested translation, 4-level first level over 4-level second level', ()
       let tbl = vm.table!.root;
       for (let l = 4; l >= 1; l--) {
         const at = tbl + (Math.floor(gpa / 2 ** (12 + 9 * (l - 1))) % 512) * 8;
-        const e = fx!.mem.readU64(at);
+        const e = fixtures.current.mem.readU64(at);
         if (l === 1) return e;
         tbl = Number(e & 0x000ffffffffff000n);
       }
@@ -124,12 +120,12 @@ describe('nested translation, 4-level first level over 4-level second level', ()
   it('serves a whole 2 MiB combined page from one IOTLB entry', () => {
     const { fl, did } = setup(4);
     fl.map(0x7f00_0020_0000n, 0x800000n, '2M');
-    fx!.iommu.bindPgtablePasid(RID, PASID, did, { flptr: fl.root });
+    fixtures.current.iommu.bindPgtablePasid(RID, PASID, did, { flptr: fl.root });
     expect(tr(0x7f00_0020_0000n)).toBe(G + 0x200000);
-    const walks = fx!.iommu.stats().walks;
+    const walks = fixtures.current.iommu.stats().walks;
     expect(tr(0x7f00_003f_fff8n)).toBe(G + 0x3ffff8);
     expect(tr(0x7f00_0030_0000n)).toBe(G + 0x300000);
-    expect(fx!.iommu.stats().walks).toBe(walks);
+    expect(fixtures.current.iommu.stats().walks).toBe(walks);
   });
 });
 
@@ -139,46 +135,46 @@ describe('nested translation, 5-level first level', () => {
     fl.map(0x00ab_cdef_0000_1000n, 0x300000n, '4K');
     fl.map(0x0001_0000_0020_0000n, 0x800000n, '2M');
     fl.map(0x0080_0000_4000_0000n, 0x4000_0000n, '1G');
-    fx!.iommu.bindPgtablePasid(RID, PASID, did, { flptr: fl.root, levels: 5 });
+    fixtures.current.iommu.bindPgtablePasid(RID, PASID, did, { flptr: fl.root, levels: 5 });
     expect(tr(0x00ab_cdef_0000_1234n)).toBe(G + 0x2b01234);
     expect(tr(0x0001_0000_0021_0000n)).toBe(G + 0x210000);
     expect(tr(0x0080_0000_4fff_fff0n)).toBe(0x8fff_fff0);
     // Bit 56 is the sign bit of a 57-bit address: 0x0100_… is not canonical.
     expect(tr(0x0100_0000_4fff_fff0n)).toBe(XLATE_FAULT);
-    expect(fx!.iommu.lastFault().reason).toBe(0x80);
+    expect(fixtures.current.iommu.lastFault().reason).toBe(0x80);
   });
 
   it('translates supervisor requests to upper-half canonical addresses with SRE', () => {
     const { fl, did } = setup(5);
     fl.map(0xff00_0000_0000_3000n, 0x300000n, '4K', { us: false });
-    fx!.iommu.bindPgtablePasid(RID, PASID, did, { flptr: fl.root, levels: 5, sre: true });
+    fixtures.current.iommu.bindPgtablePasid(RID, PASID, did, { flptr: fl.root, levels: 5, sre: true });
     expect(tr(0xff00_0000_0000_3010n, { priv: true })).toBe(G + 0x2b01010);
     // A user request to the supervisor page faults with 0x81.
     expect(tr(0xff00_0000_0000_3010n)).toBe(XLATE_FAULT);
-    expect(fx!.iommu.lastFault().reason).toBe(0x81);
+    expect(fixtures.current.iommu.lastFault().reason).toBe(0x81);
   });
 
   it('is the same table a 4-level binding rejects as non-canonical', () => {
     const { fl, did } = setup(4);
-    fx!.iommu.bindPgtablePasid(RID, PASID, did, { flptr: fl.root, levels: 4 });
+    fixtures.current.iommu.bindPgtablePasid(RID, PASID, did, { flptr: fl.root, levels: 4 });
     expect(tr(0x0001_0000_0020_0000n)).toBe(XLATE_FAULT);
-    expect(fx!.iommu.lastFault().reason).toBe(0x80);
+    expect(fixtures.current.iommu.lastFault().reason).toBe(0x80);
   });
 });
 
 describe('requests without PASID and pass-through', () => {
   it('uses the RID default domain (second level only) for requests without PASID', () => {
     setup(4);
-    const { iommu } = fx!;
+    const { iommu } = fixtures.current;
     const vm = iommu.listDomains().find((x) => x.name === 'vm')!;
     iommu.attachDevice(RID, vm);
-    expect(iommu.translate({ rid: RID, addr: 0x812345 })).toBe(G + 0x212345);
+    expect(iommu.translate({ rid: RID, addr: 0x812345n })).toBe(G + 0x212345);
     expect(iommu.translate({ rid: RID, addr: 0x4000_1000n, write: true })).toBe(0x8000_1000);
   });
 
   it('passes addresses through unchanged for the identity domain', () => {
     setup(4);
-    const { iommu } = fx!;
+    const { iommu } = fixtures.current;
     iommu.attachPasid(RID, 9, iommu.identityDomain);
     expect(iommu.translate({ rid: RID, pasid: 9, addr: 0x1234_5678n, write: true })).toBe(0x1234_5678);
   });

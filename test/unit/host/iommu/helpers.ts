@@ -2,6 +2,7 @@
  * Test fixtures for the host IOMMU: a host memory with one guest-RAM region, and a builder of
  * x86-64 first-level page tables inside that guest RAM (written with the src/vtd layouts).
  */
+import { afterEach } from 'vitest';
 import { InProcessBacking } from '../../../../src/memory/backing.js';
 import { encode } from '../../../../src/vtd/layout.js';
 import { FL_PTE, PAGE_SIZES, levelIndex, type PageSize } from '../../../../src/vtd/page-table.js';
@@ -32,6 +33,31 @@ export function makeFixture(opts: Partial<HostIommuOptions> = {}, ramSize = GUES
       ram.close();
     },
   };
+}
+
+/**
+ * The fixtures of a test file, each disposed after the test that made it: one instance at the
+ * top of the file, `make()` in a test (or the world it builds), `current` for the one made last.
+ */
+export class FixturePerTest {
+  private fx: Fixture | undefined;
+
+  constructor() {
+    afterEach(() => {
+      this.fx?.dispose();
+      this.fx = undefined;
+    });
+  }
+
+  make(opts: Partial<HostIommuOptions> = {}, ramSize = GUEST_SIZE): Fixture {
+    this.fx = makeFixture(opts, ramSize);
+    return this.fx;
+  }
+
+  get current(): Fixture {
+    if (this.fx === undefined) throw new Error('no fixture made in this test');
+    return this.fx;
+  }
 }
 
 export interface FlFlags {

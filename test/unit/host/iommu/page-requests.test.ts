@@ -2,24 +2,20 @@
  * Fault handlers and page requests: a PRI device's page request reaches its handler, the
  * response completes it, and the device's retry then succeeds once the page is mapped.
  */
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { PageResponseCode, REQ_NO_REPORT, type IommuFaultEvent, type PageRequest } from '../../../../host/iommu/index.js';
-import { FlBuilder, GUEST_HPA as G, makeFixture, type Fixture } from './helpers.js';
+import { FlBuilder, GUEST_HPA as G, FixturePerTest } from './helpers.js';
 
 const RID = 0x0028;
 const PASID = 6;
 
-let fx: Fixture | undefined;
-afterEach(() => {
-  fx?.dispose();
-  fx = undefined;
-});
+const fixtures = new FixturePerTest();
 
 function world(pri = true) {
-  fx = makeFixture();
+  const fx = fixtures.make();
   const { iommu } = fx;
   const vm = iommu.allocDomain();
-  iommu.map(vm, 0, G, 0x1000000, { read: true, write: true });
+  iommu.map(vm, 0n, BigInt(G), 0x1000000n, { read: true, write: true });
   const fl = new FlBuilder(fx.ram, 4, 0x1000n);
   fl.map(0x5000_0000n, 0x400000n);
   iommu.addDevice({ rid: RID, pri, ats: true });

@@ -1,11 +1,12 @@
 /**
- * Seed 001's two topologies: RID1 attached to three domains (its default IOVA domain, vm1's GPA
+ * The two topologies of Kevin Tian's /dev/iommu proposal (vfio "remove the unused mdev iommu hook"
+ * thread, 2021): RID1 attached to three domains (its default IOVA domain, vm1's GPA
  * domain through PASID-x, vm2's GPA domain through PASID-y), RID2 attached to vm2's domain; then
  * guest SVA in both VMs adds nested first-level bindings under the GPA domains.
  */
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { formatTopology, type RouteView } from '../../../../host/iommu/index.js';
-import { FlBuilder, GUEST_HPA as G, makeFixture, type Fixture } from './helpers.js';
+import { FlBuilder, GUEST_HPA as G, FixturePerTest } from './helpers.js';
 
 const RID1 = 0x0008; // 00:01.0
 const RID2 = 0x0010; // 00:02.0
@@ -15,26 +16,22 @@ const PASID_A = 0x20;
 const PASID_B = 0x21;
 const PASID_C = 0x22;
 
-let fx: Fixture | undefined;
-afterEach(() => {
-  fx?.dispose();
-  fx = undefined;
-});
+const fixtures = new FixturePerTest();
 
 function routes(r: RouteView[]): string[] {
   return r.map((x) => `${x.bdf}${x.pasid === null ? '' : `/${x.pasid.toString(16)}`}:${x.pgtt}${x.nestingParent === undefined ? '' : `^${x.nestingParent}`}`);
 }
 
 function buildBefore() {
-  fx = makeFixture();
+  const fx = fixtures.make();
   const { iommu } = fx;
   const domain1 = iommu.allocDomain({ name: 'default IOVA' });
   const domain2 = iommu.allocDomain({ name: 'vm1 GPA' });
   const domain3 = iommu.allocDomain({ name: 'vm2 GPA' });
   // vm1's RAM is the first 16 MiB of the guest region, vm2's the next 16 MiB.
-  iommu.map(domain2, 0, G, 0x1000000, { read: true, write: true });
-  iommu.map(domain3, 0, G + 0x1000000, 0x1000000, { read: true, write: true });
-  iommu.map(domain1, 0x10_0000_0000, G + 0x2000000, 0x100000, { read: true, write: true });
+  iommu.map(domain2, 0n, BigInt(G), 0x1000000n, { read: true, write: true });
+  iommu.map(domain3, 0n, BigInt(G + 0x1000000), 0x1000000n, { read: true, write: true });
+  iommu.map(domain1, 0x10_0000_0000n, BigInt(G + 0x2000000), 0x100000n, { read: true, write: true });
   iommu.addDevice({ rid: RID1, name: 'RID1' });
   iommu.addDevice({ rid: RID2, name: 'RID2' });
   iommu.attachDevice(RID1, domain1);
@@ -44,7 +41,7 @@ function buildBefore() {
   return { iommu, domain1, domain2, domain3 };
 }
 
-describe('seed 001 topology before guest SVA', () => {
+describe('the /dev/iommu proposal topology before guest SVA', () => {
   it('lists each domain with its RID and RID+PASID routes', () => {
     const { iommu, domain1, domain2, domain3 } = buildBefore();
     const t = iommu.inspect();
@@ -70,10 +67,10 @@ describe('seed 001 topology before guest SVA', () => {
   });
 });
 
-describe('seed 001 topology after guest SVA in vm1 and vm2', () => {
+describe('the /dev/iommu proposal topology after guest SVA in vm1 and vm2', () => {
   it('adds nested bindings under their nesting parents, implicitly attached', () => {
     const { iommu, domain1, domain2, domain3 } = buildBefore();
-    const { ram } = fx!;
+    const { ram } = fixtures.current;
     // Guest page tables live in each VM's RAM (vm2's RAM starts 16 MiB into the region).
     const vm1p1 = new FlBuilder(ram, 4, 0x100000n);
     const vm1p2 = new FlBuilder(ram, 4, 0x200000n);

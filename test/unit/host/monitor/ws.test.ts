@@ -235,42 +235,42 @@ describe('dashboard WebSocket: validation', () => {
 });
 
 describe('dashboard WebSocket: access', () => {
-  it('is read-only without a token: control actions get EPERM and nothing runs', async () => {
+  /** A fresh source, a monitor on it with `opts`, and one client connected with `query`. */
+  async function connect(opts: MonitorOptions = {}, query = ''): Promise<{ src: FakeSource; c: WsClient }> {
     const src = new FakeSource();
-    const m = await serve(src);
-    const c = await client(m);
-    c.send({ type: 'control', id: 1, action: 'disconnect-vm', vm: 'vm-a', token: TOKEN });
-    expect(await c.next('control-result')).toMatchObject({ id: 1, ok: false, code: 'EPERM' });
+    const c = await client(await serve(src, opts), query);
+    return { src, c };
+  }
+
+  /** Ask for 'disconnect-vm' (plus `fields`) and return the control-result. */
+  async function disconnectVm(c: WsClient, fields: Record<string, unknown>) {
+    c.send({ type: 'control', action: 'disconnect-vm', ...fields });
+    return c.next('control-result');
+  }
+
+  it('is read-only without a token: control actions get EPERM and nothing runs', async () => {
+    const { src, c } = await connect();
+    expect(await disconnectVm(c, { id: 1, vm: 'vm-a', token: TOKEN })).toMatchObject({ id: 1, ok: false, code: 'EPERM' });
     expect(src.controlCalls).toEqual([]);
   });
 
   it('with a token, refuses control without it or with a wrong one (EACCES)', async () => {
-    const src = new FakeSource();
-    const m = await serve(src, { token: TOKEN });
-    const c = await client(m);
+    const { src, c } = await connect({ token: TOKEN });
     expect(await c.next('hello')).toMatchObject({ readOnly: false, controls: ['disconnect-vm'] });
-    c.send({ type: 'control', id: 1, action: 'disconnect-vm', vm: 'vm-a' });
-    expect(await c.next('control-result')).toMatchObject({ id: 1, ok: false, code: 'EACCES' });
-    c.send({ type: 'control', id: 2, action: 'disconnect-vm', vm: 'vm-a', token: 'wrong-token-0123456789' });
-    expect(await c.next('control-result')).toMatchObject({ id: 2, ok: false, code: 'EACCES' });
+    expect(await disconnectVm(c, { id: 1, vm: 'vm-a' })).toMatchObject({ id: 1, ok: false, code: 'EACCES' });
+    expect(await disconnectVm(c, { id: 2, vm: 'vm-a', token: 'wrong-token-0123456789' })).toMatchObject({ id: 2, ok: false, code: 'EACCES' });
     expect(src.controlCalls).toEqual([]);
   });
 
   it('runs a control action with the token in the message', async () => {
-    const src = new FakeSource();
-    const m = await serve(src, { token: TOKEN });
-    const c = await client(m);
-    c.send({ type: 'control', id: 3, action: 'disconnect-vm', vm: 'vm-b', token: TOKEN });
-    expect(await c.next('control-result')).toEqual({ type: 'control-result', id: 3, ok: true, result: { done: true } });
+    const { src, c } = await connect({ token: TOKEN });
+    expect(await disconnectVm(c, { id: 3, vm: 'vm-b', token: TOKEN })).toEqual({ type: 'control-result', id: 3, ok: true, result: { done: true } });
     expect(src.controlCalls).toEqual([{ action: 'disconnect-vm', vm: 'vm-b' }]);
   });
 
   it('runs a control action on a connection opened with the token', async () => {
-    const src = new FakeSource();
-    const m = await serve(src, { token: TOKEN });
-    const c = await client(m, `?token=${TOKEN}`);
-    c.send({ type: 'control', id: 4, action: 'disconnect-vm', vm: 'vm-a' });
-    expect(await c.next('control-result')).toMatchObject({ id: 4, ok: true });
+    const { src, c } = await connect({ token: TOKEN }, `?token=${TOKEN}`);
+    expect(await disconnectVm(c, { id: 4, vm: 'vm-a' })).toMatchObject({ id: 4, ok: true });
     expect(src.controlCalls).toHaveLength(1);
   });
 

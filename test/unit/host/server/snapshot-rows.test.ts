@@ -1,16 +1,18 @@
 /**
- * The snapshot's PASID tables are kept row by row (host/server/pasid-rows.ts, tracked-core.ts):
- * after any sequence of requests they equal a table rebuilt from scratch, GET_STATE's JSON text
- * says the same as the snapshot object, and rows already handed out never change.
+ * The snapshot's PASID tables are kept row by row (host/server/pasid-rows.ts, through the IOASID
+ * core's change listeners): after any core call and any sequence of requests they equal a
+ * table rebuilt from scratch, GET_STATE's JSON text says the same as the snapshot object, and
+ * rows already handed out never change.
  */
-import { describe, it, expect, expectTypeOf, afterEach } from 'vitest';
+import { describe, it, expect, afterEach, vi } from 'vitest';
 import fc from 'fast-check';
-import { IoasidCore } from '../../../../host/ioasid/index.js';
+import type { IoasidCore, IoasidSet } from '../../../../host/ioasid/index.js';
 import { HostServer } from '../../../../host/server/index.js';
-import { ROW_CHANGING_METHODS, ROW_NEUTRAL_METHODS, TrackedIoasidCore } from '../../../../host/server/tracked-core.js';
+import { PasidRows } from '../../../../host/server/pasid-rows.js';
 import type { PasidSnapshot } from '../../../../src/api/types.js';
 import { DeviceDmaFlag, DeviceDmaOp } from '../../../../vhost/index.js';
 import { TestGuest } from '../../../integration/host/client.js';
+import { CORE_CALLS, callFixture } from '../ioasid/core-calls.js';
 
 const PF = 0x18;
 const PF2 = 0x30;
@@ -49,36 +51,46 @@ function rebuilt(host: HostServer, name: string): PasidSnapshot[] {
   }));
 }
 
-describe('change tracking in the IOASID core', () => {
-  it('classifies every public IoasidCore member, and tracks each one that can change a row', () => {
-    type Classified = (typeof ROW_CHANGING_METHODS)[number] | (typeof ROW_NEUTRAL_METHODS)[number];
-    expectTypeOf<Exclude<keyof IoasidCore, Classified>>().toBeNever();
-    const methods = Object.getOwnPropertyNames(IoasidCore.prototype);
-    for (const m of ROW_CHANGING_METHODS) {
-      expect(methods).toContain(m);
-      expect(Object.prototype.hasOwnProperty.call(TrackedIoasidCore.prototype, m)).toBe(true);
+/** A set's rows built from scratch from the core (no bindings). */
+function rebuiltRows(core: IoasidCore, set: IoasidSet): PasidSnapshot[] {
+  if (!core.isSetValid(set)) return [];
+  return core.snapshotSet(set).ids.map((id) => ({ hpasid: id.id, gpasid: id.spid, state: id.state, refs: id.refs, users: id.users, bindings: [] }));
+}
+
+describe('PasidRows on the IOASID core', () => {
+  it.each(Object.entries(CORE_CALLS))('equal a from-scratch table after %s', (_name, call) => {
+    const f = callFixture();
+    const tables = [f.a, f.b].map((set) => ({ set, rows: new PasidRows(f.core, set, () => []) }));
+    for (const t of tables) expect(t.rows.rows()).toEqual(rebuiltRows(f.core, t.set)); // read once: later reads are row by row
+    const versions = tables.map((t) => t.rows.version);
+    call.run(f);
+    for (const [i, t] of tables.entries()) {
+      expect(t.rows.rows()).toEqual(rebuiltRows(f.core, t.set));
+      expect(JSON.parse(t.rows.json())).toEqual(rebuiltRows(f.core, t.set));
+      // A call that changes no ID record rebuilds no row.
+      if (!call.changes) expect(t.rows.version).toBe(versions[i]);
     }
   });
 
-  it('tells a set’s watcher which ID changed, including reclaim by put and free, and nothing for other sets', () => {
-    const core = new TrackedIoasidCore({ pasidBits: 8 });
-    const a = core.setAlloc({ quota: 4 });
-    const b = core.setAlloc({ quota: 4 });
-    core.setGet(a); // the set outlives its last ID
-    const seen: (number | null)[] = [];
-    core.watchSet(a, (id) => seen.push(id));
-    const id = core.alloc(a, 1, 10);
-    core.alloc(b, 1, 10);
-    core.get(a, id, 'kvm');
-    core.attachSpid(a, id, 7);
-    expect(core.findBySpid(a, 7)).toBe(id); // no reference taken: no change
-    expect(core.findBySpid(a, 7, 'vdcm')).toBe(id);
-    core.free(a, id);
-    core.put(a, id, 'vdcm');
-    core.put(a, id, 'kvm'); // reclaims
-    expect(() => core.get(a, id, 'kvm')).toThrow(/EINVAL/);
-    core.freeAllInSet(a);
-    expect(seen).toEqual([id, id, id, id, id, id, id, null]);
+  it('follow a set to its end, and stop listening on dispose', () => {
+    const f = callFixture();
+    const unregister = vi.spyOn(f.core, 'unregisterChangeListener');
+    const rows = new PasidRows(f.core, f.b, () => []);
+    expect(rows.rows().map((r) => r.hpasid)).toEqual([f.other]);
+    f.core.setPut(f.b);
+    f.core.free(f.b, f.other); // the last ID of an unheld set: the set goes
+    expect(f.core.isSetValid(f.b)).toBe(false);
+    expect(rows.rows()).toEqual([]);
+    rows.dispose(); // the listener went with the set: nothing to unregister
+    expect(unregister).not.toHaveBeenCalled();
+
+    const live = new PasidRows(f.core, f.a, () => []);
+    live.dispose();
+    live.dispose();
+    expect(unregister).toHaveBeenCalledTimes(1);
+    expect(unregister).toHaveBeenCalledWith(f.a, expect.any(Function));
+    f.core.alloc(f.a, 1, 255);
+    expect(live.rows()).toEqual(rebuiltRows(f.core, f.a)); // disposed tables rebuild on every read
   });
 });
 

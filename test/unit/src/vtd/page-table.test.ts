@@ -2,6 +2,8 @@ import { describe, expect, it } from 'vitest';
 import { decode, encode } from '../../../../src/vtd/layout.js';
 import {
   FL_PTE,
+  PAGE_SIZE,
+  PAGE_SIZES,
   SL_PTE,
   flPresent,
   flPteLayout,
@@ -81,5 +83,13 @@ describe('second-level PTE', () => {
     expect(slReservedMask(3, true, 48, true)).toBe(0x400f00003ffff800n);
     expect(decode(slPteLayout(1, false, 48), [0x803n]).reserved).toEqual([]);
     expect(decode(slPteLayout(1, false, 48, true), [0x803n]).reserved).toEqual([{ word: 0, bits: 0x800n }]);
+  });
+});
+
+describe('base page', () => {
+  it('PAGE_SIZE is the 4 KiB base page as a bigint, equal to the 4K entry of PAGE_SIZES', () => {
+    expect(PAGE_SIZE).toBe(4096n);
+    expect(PAGE_SIZE).toBe(BigInt(PAGE_SIZES['4K'].bytes));
+    expect(PAGE_SIZE).toBe(1n << BigInt(levelShift(1)));
   });
 });

@@ -3,7 +3,10 @@ import { decode, encode } from '../../../../src/vtd/layout.js';
 import {
   FLPM,
   PASID_AW,
+  PASID_BITS,
   PASID_DIR_ENTRY,
+  PASID_LIMIT,
+  PASID_MAX,
   PASID_TABLE_ENTRY,
   PGTT,
   checkPasidEntry,
@@ -105,5 +108,15 @@ describe('PASID table entry', () => {
     // FLPM is not checked for a second-level-only entry
     const sl = encode(PASID_TABLE_ENTRY, { P: 1, PGTT: PGTT.SLT, AW: 2, FLPM: 3 });
     expect(checkPasidEntry(sl).ok).toBe(true);
+  });
+});
+
+describe('PASID bounds', () => {
+  it('PASID_LIMIT counts the 20-bit PASIDs (exclusive), PASID_MAX is the largest one (inclusive)', () => {
+    expect(PASID_LIMIT).toBe(2 ** PASID_BITS);
+    expect(PASID_LIMIT).toBe(0x100000);
+    expect(PASID_MAX).toBe(0xfffff);
+    expect(pasidDirIndex(PASID_MAX)).toBe(0x3fff);
+    expect(pasidTableIndex(PASID_MAX)).toBe(0x3f);
   });
 });

@@ -89,7 +89,7 @@ describe('exposed CAP/ECAP', () => {
   const c = decodeCap(cap).fields;
   const e = decodeEcap(ecap).fields;
 
-  it('exposes the DESIGN §3.1 capabilities', () => {
+  it('exposes the capabilities of docs/design.md §3.1', () => {
     expect(e.PSS).toBe(19n);
     expect(pasidCount(Number(e.PSS))).toBe(1 << 20);
     expect([e.SMTS, e.PASID, e.FLTS, e.SLTS, e.QI, e.DT, e.PRS, e.PDS, e.SRS, e.EAFS, e.VCS]).toEqual(Array(11).fill(1n));

@@ -3,7 +3,8 @@
  * state and reports the first mismatch as expected vs actual; `save:` stores variables.
  */
 import { describe, it, expect } from 'vitest';
-import { checkSnapshotExpectations, resolveAddr, resolveInt, type GuestObservations, type Vars } from '../../../../../src/app/scenario/expect.js';
+import { checkSnapshotExpectations, type GuestObservations } from '../../../../../src/app/scenario/expect.js';
+import type { Vars } from '../../../../../src/app/scenario/vars.js';
 import { parseScenario } from '../../../../../src/app/scenario/parse.js';
 import type { ExpectStep } from '../../../../../src/app/scenario/schema.js';
 import type { HostSnapshot } from '../../../../../src/api/types.js';
@@ -87,15 +88,5 @@ describe('expect: what the guest driver observed', () => {
     expect(check('{ vm: vtd0, fault: { reason: 0x70 } }', undefined, obs)).toEqual({ what: 'VM vtd0 last fault: reason', expected: '0x70', actual: '0x71' });
     expect(check('{ vm: vtd0, noFaults: true }', undefined, obs)?.actual).toBe('1, the last reason 0x71 at 0x5000');
     expect(check('{ vm: vtd0, fault: {} }')).toEqual({ what: 'VM vtd0 last fault recorded by the guest driver', expected: 'a fault', actual: 'no fault recorded' });
-  });
-});
-
-describe('variables', () => {
-  it('resolve to their values, and refuse ones never set', () => {
-    const vars: Vars = new Map<string, number | bigint>([['P', 5], ['B', 0x10_0000n]]);
-    expect(resolveInt({ ref: 'P' }, vars)).toBe(5);
-    expect(resolveAddr({ ref: 'B' }, vars)).toBe(0x10_0000n);
-    expect(resolveAddr({ ref: 'P' }, vars)).toBe(5n);
-    expect(() => resolveInt({ ref: 'X' }, vars)).toThrow(/\$X has no value/);
   });
 });

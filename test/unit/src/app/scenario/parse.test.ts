@@ -1,12 +1,15 @@
 /**
  * Scenario parsing and validation: the example scenarios are valid; every kind of mistake is
- * reported at its file:line:col and path, and nothing malformed gets through.
+ * reported at its file:line:col and path, once (no issue follows from another), and nothing
+ * malformed gets through; docs/scenarios.md lists exactly the registry's actions.
  */
 import { describe, it, expect } from 'vitest';
-import { readdirSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { isVsvaError } from '../../../../../src/errors.js';
 import { formatIssues, loadScenario, parseScenario, type ScenarioIssue } from '../../../../../src/app/scenario/parse.js';
-import type { DmaStep, ExpectStep, MapStep } from '../../../../../src/app/scenario/schema.js';
+import { STEP_OPS, type DmaStep, type ExpectStep, type MapStep } from '../../../../../src/app/scenario/schema.js';
+import { STEP_DEFS } from '../../../../../src/app/scenario/steps.js';
 
 const HEAD = `name: t
 vms:
@@ -134,10 +137,12 @@ describe('malformed scenarios', () => {
     expect(i.message).toContain("unknown key 'level'");
   });
 
-  it('reports an unknown action with the list of actions', () => {
+  it('reports an unknown action with the one it most likely meant, else the list of actions', () => {
     const i = only(HEAD + `  - bnid: { process: p }\n`);
     expect(i.path).toBe('steps[0]');
-    expect(i.message).toMatch(/unknown: bnid/);
+    expect(i.message).toBe("unknown action 'bnid' in step 1 (did you mean 'bind'?)");
+    const j = only(HEAD + `  - zzz: { process: p }\n`);
+    expect(j.message).toBe(`unknown action 'zzz' in step 1 (actions: ${STEP_OPS.join(', ')})`);
   });
 
   it('refuses a variable no earlier step defines', () => {
@@ -199,19 +204,127 @@ describe('malformed scenarios', () => {
     expect(list[4]!.message).toContain('needs gpasid or hpasid');
   });
 
-  it('reports a missing file as one issue', () => {
-    const r = loadScenario('/nonexistent/s.yaml');
-    expect(r.ok).toBe(false);
-    if (!r.ok) expect(formatIssues(r.issues)).toMatch(/^\/nonexistent\/s\.yaml:1:1: cannot read the scenario/);
+  it('refuses a missing file as ENOENT "no such file", not as a malformed scenario', () => {
+    let err: unknown;
+    try {
+      loadScenario('/nonexistent/s.yaml');
+    } catch (e) {
+      err = e;
+    }
+    expect(isVsvaError(err, 'ENOENT')).toBe(true);
+    expect((err as Error).message).toBe('ENOENT: no such file: /nonexistent/s.yaml');
+  });
+
+  it('refuses a file it cannot read (a directory) as EIO', () => {
+    expect(() => loadScenario('scenarios')).toThrow(/^EIO: cannot read scenarios: EISDIR/);
+  });
+});
+
+describe('one mistake, one issue (no cascade)', () => {
+  it('names a misspelled step key with the key it meant, at the key, and reads its value under that key', () => {
+    const list = issues(HEAD + `  - process: { vm: vtd0, nmae: p }\n  - map: { process: p, va: 0x1000 }\n  - bind: { process: p, device: '00:03.0', as: P }\n  - free: { vm: vtd0, pasid: $P }\n`);
+    expect(list).toEqual([{ loc: { file: 'x.yaml', line: 6, col: 26 }, path: 'steps[0].process.nmae', message: "unknown key 'nmae' in step 1 (did you mean 'name'?)" }]);
+  });
+
+  it('lists the allowed keys when no key is close', () => {
+    const i = only(HEAD + `  - alloc: { vm: vtd0, colour: blue }\n`);
+    expect(i.message).toBe("unknown key 'colour' in step 1 (allowed: vm, count, as, label, error)");
+  });
+
+  it('does not report the value of a misspelled key (it may not be meant for the key guessed)', () => {
+    const i = only(HEAD + `  - process: { vm: vtd0, name: p, levle: 7 }\n`);
+    expect(i.message).toBe("unknown key 'levle' in step 1 (did you mean 'levels'?)");
+  });
+
+  it('a misspelled `as` still defines its variable', () => {
+    const i = only(HEAD + `  - alloc: { vm: vtd0, ass: A }\n  - free: { vm: vtd0, pasid: $A }\n`);
+    expect(i).toMatchObject({ path: 'steps[0].alloc.ass', message: "unknown key 'ass' in step 1 (did you mean 'as'?)" });
+  });
+
+  it('a misspelled action still defines what the action would', () => {
+    const i = only(HEAD + `  - alloc: { vm: vtd0, as: A }\n  - procss: { vm: vtd0, name: p }\n  - bind: { process: p, device: '00:03.0', pasid: $A }\n`);
+    expect(i.message).toBe("unknown action 'procss' in step 2 (did you mean 'process'?)");
+  });
+
+  it('a step missing a required key still defines its names', () => {
+    const i = only(HEAD + `  - process: { name: p }\n  - exit: { process: p }\n`);
+    expect(i).toMatchObject({ path: 'steps[0].process', message: "'process' needs 'vm'" });
+  });
+
+  it('arguments written beside the action are named as such', () => {
+    const i = only(HEAD + `  - alloc:\n    vm: vtd0\n    as: A\n  - free: { vm: vtd0, pasid: $A }\n`);
+    expect(i).toMatchObject({ path: 'steps[0]', message: "step 1 has one action, 'alloc'; 'vm', 'as' belong to it: indent them under 'alloc:'" });
+  });
+
+  it('a VM with a wrong or misspelled field still defines its name', () => {
+    const wrong = issues(HEAD.replace('{ name: vtd0, viommu: vtd }', '{ name: vtd0, viommu: vdt }') + `  - alloc: { vm: vtd0 }\n  - process: { vm: vtd0, name: p }\n`);
+    expect(wrong.map((i) => i.path)).toEqual(['vms[0].viommu']);
+    const typo = only(HEAD.replace('{ name: vtd0, viommu: vtd }', '{ name: vtd0, viomu: vtd }') + `  - flush: { vm: vtd0, cache: iotlb }\n`);
+    expect(typo).toMatchObject({ path: 'vms[0].viomu', message: "unknown key 'viomu' in a VM (did you mean 'viommu'?)" });
+  });
+
+  it('names misspelled top-level and nested keys', () => {
+    const top = only(HEAD.replace('name: t', 'nmae: t') + `  - sleep: 1\n`);
+    expect(top).toMatchObject({ path: 'nmae', message: "unknown key 'nmae' in the scenario (did you mean 'name'?)" });
+    const nested = only(HEAD + `  - dma: { vm: vtd0, device: '00:03.0', op: read, iova: 0x1000, length: 4, fault: { reasn: 0x71 } }\n`);
+    expect(nested).toMatchObject({ path: 'steps[0].dma.fault.reasn', message: "unknown key 'reasn' in fault of step 1 (did you mean 'reason'?)" });
+  });
+
+  it('an unknown process in a DMA is one issue', () => {
+    const i = only(HEAD + `  - dma: { process: ghost, device: '00:03.0', op: read, va: 0x1000, length: 4 }\n`);
+    expect(i.message).toBe("no live process named 'ghost' at this step (create it with a 'process' step)");
+  });
+
+  it('reports an undefined variable at its value, with the variable it most likely meant', () => {
+    const list = issues(HEAD + `  - alloc: { vm: vtd0, as: PASID_A }\n  - free: { vm: vtd0, pasid: $PASID_B }\n  - free: { vm: vtd0, pasid: $Q }\n`);
+    expect(list).toEqual([
+      { loc: { file: 'x.yaml', line: 7, col: 30 }, path: 'steps[1].free.pasid', message: 'variable $PASID_B is not defined by an earlier step (did you mean $PASID_A?)' },
+      { loc: { file: 'x.yaml', line: 8, col: 30 }, path: 'steps[2].free.pasid', message: "variable $Q is not defined by an earlier step (define it with 'as:' or 'save:')" },
+    ]);
+  });
+
+  it('suggests the VM or process a misspelled name most likely meant', () => {
+    const list = issues(HEAD + `  - process: { vm: vdt0, name: app }\n  - process: { vm: vtd0, name: app }\n  - exit: { process: ap }\n`);
+    expect(list.map((i) => i.message)).toEqual(["no VM named 'vdt0' (did you mean 'vtd0'?)", "no live process named 'ap' at this step (did you mean 'app'?)"]);
   });
 });
 
 describe('docs/scenarios.md', () => {
-  it('documents every action and every example', async () => {
-    const { readFileSync } = await import('node:fs');
-    const { STEP_OPS } = await import('../../../../../src/app/scenario/schema.js');
-    const doc = readFileSync('docs/scenarios.md', 'utf8');
-    for (const op of STEP_OPS) expect(doc.includes(`| \`${op}\` |`) || doc.includes(`- ${op}:`), op).toBe(true);
+  const doc = readFileSync('docs/scenarios.md', 'utf8');
+
+  it('documents exactly the registry’s actions', () => {
+    // Actions are the first cells of the tables headed `| action |`, and the `- action:` examples.
+    const documented = new Set<string>();
+    let inActionTable = false;
+    let inYaml = false;
+    for (const line of doc.split('\n')) {
+      if (line.startsWith('```')) inYaml = line === '```yaml';
+      else if (inYaml) {
+        const m = /^- ([a-z][a-z-]*):/.exec(line);
+        if (m) documented.add(m[1]!);
+      }
+      if (!line.startsWith('|')) inActionTable = false;
+      else if (line.startsWith('| action |')) inActionTable = true;
+      else if (inActionTable) {
+        const m = /^\| `([a-z][a-z-]*)` \|/.exec(line);
+        if (m) documented.add(m[1]!);
+      }
+    }
+    expect([...documented].sort()).toEqual([...STEP_OPS].sort());
+  });
+
+  it('lists every example', () => {
     for (const f of readdirSync('scenarios')) expect(doc, f).toContain(`scenarios/${f}`);
+  });
+});
+
+describe('the step registry', () => {
+  it('has one record per action, each summed up in one short line', () => {
+    expect(new Set(STEP_DEFS.map((d) => d.op)).size).toBe(STEP_DEFS.length);
+    for (const d of STEP_DEFS) {
+      expect(d.summary.length, d.op).toBeLessThanOrEqual(80);
+      const keys = [...d.args.required, ...(d.args.optional ?? [])];
+      expect(new Set(keys).size, `${d.op} names a key twice`).toBe(keys.length);
+    }
   });
 });

@@ -1,0 +1,179 @@
+/**
+ * What the host reports to a VT-d guest (the backend channel, docs/protocol.md §10.11–§10.13),
+ * and the PASIDs a device is seen with.
+ *
+ * - FAULT → a fault record (fault-recorder.ts), with the guest's own fault reason where the
+ *   model left an invalid entry unbound, and FPD from the PASID or context entry.
+ * - PAGE_REQUEST → the page request queue (page-request-queue.ts), or an automatic page
+ *   response when the IOMMU does not take page requests from the device (context PRE clear),
+ *   the queue is not configured, or it overflowed on the last request of a group (VT-d spec
+ *   §7.4.1 "Handling of Page Requests": the IOMMU answers such a group itself).
+ * - PASID_FREED → the VCMD view and the PASID shadow forget the PASID.
+ *
+ * PASIDs: with VCMD a guest PASID is the host PASID (identity). With `vcmd: false` the model
+ * maps each bound guest PASID to a host PASID of its own (guest-private-pasids.ts): a pf device
+ * is programmed with the host PASID (`devicePasid`), so the PASID of its faults and page requests
+ * is translated back to the guest PASID here, and page responses go out with the PASID the host
+ * reported. An adi is programmed with the guest PASID and reports it (the host VDCM translates
+ * with find_by_spid), so nothing is translated for it.
+ */
+import type { Logger } from '../../src/log.js';
+import type { TraceBus } from '../../src/trace/bus.js';
+import { FaultRequestType } from '../../src/vtd/fault.js';
+import { PASID_MAX } from '../../src/vtd/pasid-entry.js';
+import { FaultFlag, PageRequestFlag, type FaultMessage, type PageRequestMessage } from '../../vhost/messages/backend.js';
+import { IOMMU_PAGE_RESP, PAGE_RESPONSE_PASID_VALID } from '../../vhost/messages/page.js';
+import type { BackendEvent } from '../../vhost/roles/frontend.js';
+import type { GuestDevice, HostCalls } from '../viommu.js';
+import type { ContextCache } from './context-cache.js';
+import type { FaultRecorder } from './fault-recorder.js';
+import type { GuestPrivatePasids } from './guest-private-pasids.js';
+import type { PageRequestQueue } from './page-request-queue.js';
+import type { PasidShadow } from './pasid-shadow.js';
+import type { VirtualCommands } from './virtual-commands.js';
+
+/** How page requests are answered on the guest's behalf (used by the invalidation handler too). */
+export interface PageResponder {
+  /** Answer a page request group without the guest (queue full, no queue, PRE clear). */
+  respondToHost(m: PageRequestMessage, code: number): void;
+  /** The PASID to answer a page request with: the one the host reported it with. */
+  reportedPasid(m: PageRequestMessage): number;
+}
+
+export class HostEvents implements PageResponder {
+  /** devicePasid's stand-in for an unbound guest PASID whose value is a host PASID. */
+  private unboundAlias = { hpasid: -1, gpasid: -1 };
+  /** Page requests delivered to the guest with a translated PASID → the PASID the host reported. */
+  private readonly hostReportedPasid = new WeakMap<PageRequestMessage, number>();
+
+  constructor(
+    private readonly devices: readonly GuestDevice[],
+    /** Guest-private PASIDs (no VCMD), else null (identity). */
+    private readonly privatePasids: GuestPrivatePasids | null,
+    private readonly vcmd: VirtualCommands | null,
+    private readonly shadow: PasidShadow,
+    private readonly contexts: ContextCache,
+    private readonly faults: FaultRecorder,
+    private readonly pageRequests: PageRequestQueue,
+    private readonly host: HostCalls,
+    private readonly log: Logger,
+    private readonly trace: TraceBus,
+    private readonly vm: string,
+  ) {}
+
+  onBackendMessage(ev: BackendEvent): void {
+    switch (ev.name) {
+      case 'FAULT':
+        this.hostFault(ev.msg);
+        break;
+      case 'PAGE_REQUEST':
+        this.hostPageRequest(ev.msg);
+        break;
+      case 'PASID_FREED': {
+        // Guest-private: the host freed the host PASID of a guest PASID; the shadow knows the latter.
+        const g = this.privatePasids === null ? ev.msg.pasid : this.privatePasids.forget(ev.msg.pasid);
+        this.vcmd?.hostFreed(ev.msg.pasid);
+        if (g !== undefined) void this.shadow.pasidFreed(g);
+        this.trace.emit({ kind: 'free', side: 'guest', vm: this.vm, name: 'host freed PASID', args: { pasid: ev.msg.pasid, reason: ev.msg.reason } });
+        break;
+      }
+    }
+  }
+
+  /**
+   * The PASID a pf device is programmed with for guest PASID `gpasid` (ViommuModel.devicePasid):
+   * identity with VCMD; without VCMD the host PASID the model allocated for it. A guest PASID
+   * with no host PASID (not bound) is programmed as is unless that value is one of the VM's host
+   * PASIDs — then as the highest PASID that is not, so the DMA cannot reach another guest PASID's
+   * tables; either way the host has no PASID entry for it and the DMA faults (reported back as
+   * `gpasid`). An adi is programmed with the guest PASID (the VDCM translates it).
+   */
+  devicePasid(rid: number, gpasid: number): number {
+    const pp = this.privatePasids;
+    if (pp === null || !this.isPf(rid)) return gpasid;
+    const h = pp.hostOf(gpasid);
+    if (h !== undefined) return h;
+    if (pp.guestOf(gpasid) === undefined) return gpasid;
+    let v = PASID_MAX;
+    while (pp.guestOf(v) !== undefined) v--;
+    this.unboundAlias = { hpasid: v, gpasid };
+    return v;
+  }
+
+  /**
+   * The fault reason the guest sees for a DMA fault the host reported: the reason of the guest's
+   * own invalid entry when the model did not bind it (0x5a / 0x5b, a context or RID_PASID
+   * fault), else the host's.
+   */
+  dmaFaultReason(rid: number, pasid: number | undefined, hostReason: number): number {
+    const e = this.shadow.get(rid, pasid ?? null);
+    if (e !== undefined && e.binding.kind === 'invalid') return e.binding.reason;
+    return hostReason;
+  }
+
+  reportedPasid(m: PageRequestMessage): number {
+    return this.hostReportedPasid.get(m) ?? m.pasid;
+  }
+
+  respondToHost(m: PageRequestMessage, code: number): void {
+    const pp = (m.flags & PageRequestFlag.PASID_VALID) !== 0;
+    // Not awaited: the host may wait for this backend message's ack before answering.
+    this.host
+      .call('PAGE_RESPONSE', { rid: m.rid, flags: pp ? PAGE_RESPONSE_PASID_VALID : 0, pasid: pp ? this.reportedPasid(m) : 0, grpid: m.prgi, code })
+      .catch((e: unknown) => this.log.warn({ err: e, rid: m.rid }, 'automatic PAGE_RESPONSE refused by the host'));
+    this.trace.emit({ kind: 'page-response', side: 'guest', vm: this.vm, name: 'automatic page response', args: { rid: m.rid, prgi: m.prgi, code } });
+  }
+
+  private isPf(rid: number): boolean {
+    return this.devices.some((d) => d.rid === rid && d.kind === 'pf');
+  }
+
+  /** The guest PASID behind a PASID the host reported for device `rid`. */
+  private guestPasidOf(rid: number, pasid: number): number {
+    const pp = this.privatePasids;
+    if (pp === null || !this.isPf(rid)) return pasid;
+    const g = pp.guestOf(pasid);
+    if (g !== undefined) return g;
+    return pasid === this.unboundAlias.hpasid ? this.unboundAlias.gpasid : pasid;
+  }
+
+  private hostFault(m: FaultMessage): void {
+    const hasPasid = (m.flags & FaultFlag.PASID_VALID) !== 0;
+    const pasid = hasPasid ? this.guestPasidOf(m.rid, m.pasid) : null;
+    const e = this.shadow.get(m.rid, pasid);
+    const c = this.contexts.peek(m.rid);
+    const fpd = (e?.fpd ?? false) || (c.ok && c.value.fpd);
+    this.faults.record(
+      {
+        addr: m.addr,
+        sid: m.rid,
+        reason: this.dmaFaultReason(m.rid, pasid ?? undefined, m.reason),
+        type: (m.flags & FaultFlag.WRITE) !== 0 ? FaultRequestType.WRITE : FaultRequestType.READ,
+        ...(pasid !== null ? { pasid } : {}),
+        priv: (m.flags & FaultFlag.PRIV) !== 0,
+        exe: (m.flags & FaultFlag.EXEC) !== 0,
+      },
+      fpd,
+    );
+  }
+
+  private hostPageRequest(hm: PageRequestMessage): void {
+    let m = hm;
+    if ((hm.flags & PageRequestFlag.PASID_VALID) !== 0) {
+      const g = this.guestPasidOf(hm.rid, hm.pasid);
+      if (g !== hm.pasid) {
+        m = { ...hm, pasid: g };
+        this.hostReportedPasid.set(m, hm.pasid);
+      }
+    }
+    const c = this.contexts.peek(m.rid);
+    if (!(c.ok && c.value.pre)) {
+      // PRE clear: the IOMMU does not accept page requests from this device.
+      this.respondToHost(m, IOMMU_PAGE_RESP.INVALID);
+      return;
+    }
+    const out = this.pageRequests.deliver(m);
+    if (out === 'overflow' && (m.flags & PageRequestFlag.LPIG) !== 0) this.respondToHost(m, IOMMU_PAGE_RESP.SUCCESS);
+    else if (out === 'not-configured') this.respondToHost(m, IOMMU_PAGE_RESP.INVALID);
+  }
+}

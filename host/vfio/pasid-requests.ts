@@ -1,0 +1,49 @@
+/**
+ * VfioContainer's PASID_REQUEST (the VFIO_IOMMU_PASID_REQUEST ioctl of Yi L. Liu's "vfio: expose
+ * virtual Shared Virtual Addressing to VMs" series): allocate one PASID in a range, or free every
+ * PASID of the VM in a range, charged to the VM's IOASID set.
+ */
+import { fail } from '../../src/errors.js';
+import type { PasidRange } from '../../vhost/messages/pasid.js';
+import { ContainerState } from './container-state.js';
+
+/** PASID_FREE ranges shorter than this are checked ID by ID; longer ones walk the VM's set. */
+const PASID_FREE_PROBE_RANGE = 64;
+
+export abstract class ContainerPasidRequests extends ContainerState {
+  /** VFIO_IOMMU_FLAG_ALLOC_PASID: one PASID in [min, max] from the VM's set. ENOSPC: quota or range exhausted. */
+  pasidAlloc(r: PasidRange): number {
+    if (r.min > r.max) fail('EINVAL', `PASID_ALLOC: min ${r.min} > max ${r.max}`);
+    const id = this.core.alloc(this.set, r.min, r.max);
+    this.counters.allocs++;
+    return id;
+  }
+
+  /**
+   * VFIO_IOMMU_FLAG_FREE_PASID: free every live PASID of this VM in [min, max]; returns how many.
+   * ENOENT: the range holds no live PASID of this VM (another VM's PASIDs are not this VM's).
+   */
+  pasidFree(r: PasidRange): number {
+    if (r.min > r.max) fail('EINVAL', `PASID_FREE: min ${r.min} > max ${r.max}`);
+    const core = this.core;
+    const set = this.set;
+    const ids: number[] = [];
+    if (r.max - r.min < PASID_FREE_PROBE_RANGE && core.isSetValid(set)) {
+      // A short range (a guest frees one PASID at a time): look at its IDs instead of the set's.
+      for (let id = r.min; id <= r.max; id++) {
+        const info = core.idInfo(id);
+        if (info !== null && info.set === set.id && info.state !== 'free-pending') ids.push(id);
+      }
+    } else {
+      core.forEach(set, (id) => {
+        if (id >= r.min && id <= r.max && core.idInfo(id)?.state !== 'free-pending') ids.push(id);
+      });
+    }
+    if (ids.length === 0) fail('ENOENT', `PASID_FREE: no PASID of ${this.vmName} in [${r.min}, ${r.max}]`);
+    for (const id of ids) {
+      core.free(set, id);
+      this.counters.frees++;
+    }
+    return ids.length;
+  }
+}
