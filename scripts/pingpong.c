@@ -14,25 +14,19 @@
 #include <sys/socket.h>
 #include <sys/wait.h>
 
-static int read_full(int fd, char *buf, size_t n) {
-  size_t got = 0;
-  while (got < n) {
-    ssize_t r = read(fd, buf + got, n - got);
+/* Moves exactly n bytes in one direction (read when buf is writable, write otherwise). */
+static int move_full(int fd, char *rbuf, const char *wbuf, size_t n) {
+  size_t done = 0;
+  while (done < n) {
+    ssize_t r = rbuf ? read(fd, rbuf + done, n - done) : write(fd, wbuf + done, n - done);
     if (r <= 0) return -1;
-    got += (size_t)r;
+    done += (size_t)r;
   }
   return 0;
 }
 
-static int write_full(int fd, const char *buf, size_t n) {
-  size_t put = 0;
-  while (put < n) {
-    ssize_t w = write(fd, buf + put, n - put);
-    if (w <= 0) return -1;
-    put += (size_t)w;
-  }
-  return 0;
-}
+static int read_full(int fd, char *buf, size_t n) { return move_full(fd, buf, NULL, n); }
+static int write_full(int fd, const char *buf, size_t n) { return move_full(fd, NULL, buf, n); }
 
 static int cmp(const void *a, const void *b) {
   long long x = *(const long long *)a, y = *(const long long *)b;

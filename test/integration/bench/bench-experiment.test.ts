@@ -12,8 +12,7 @@ import path from 'node:path';
 import { loadBenchModules } from '../../../src/app/bench/index.js';
 import { renderTable, runBenches, type BenchReport } from '../../../src/app/bench/runner.js';
 import { runAllocExperiment, ALLOC_COLUMNS, DMA_COLUMNS, FAIRNESS_COLUMNS, FAIRNESS_VM_COLUMNS, SAMPLE_COLUMNS, SUMMARY_SECTIONS, type AllocResults } from '../../../src/app/experiment/alloc/index.js';
-import { parseCsv } from '../../../src/app/experiment/csv.js';
-import { parseXml } from '../../unit/src/app/experiment/xml-check.js';
+import { expectCsvTables, parseXml } from '../../unit/src/app/experiment/xml-check.js';
 
 describe('vsva bench --quick (e2e-vtd, scale)', () => {
   let report: BenchReport;
@@ -110,16 +109,13 @@ describe('vsva experiment alloc --quick (real system, reduced grid)', () => {
   });
 
   it('writes well-formed CSV, SVG and Markdown', () => {
-    const csv = (name: string, cols: readonly string[], n: number): void => {
-      const t = parseCsv(fs.readFileSync(path.join(dir, name), 'utf8'));
-      expect(t.columns).toEqual([...cols]);
-      expect(t.rows).toHaveLength(n);
-    };
-    csv('alloc.csv', ALLOC_COLUMNS, results.alloc.length);
-    csv('latency-samples.csv', SAMPLE_COLUMNS, results.samples.length);
-    csv('fairness.csv', FAIRNESS_COLUMNS, results.fairness.length);
-    csv('fairness-vms.csv', FAIRNESS_VM_COLUMNS, results.fairnessVms.length);
-    csv('dma.csv', DMA_COLUMNS, results.dma.length);
+    expectCsvTables(dir, [
+      ['alloc.csv', ALLOC_COLUMNS, results.alloc.length],
+      ['latency-samples.csv', SAMPLE_COLUMNS, results.samples.length],
+      ['fairness.csv', FAIRNESS_COLUMNS, results.fairness.length],
+      ['fairness-vms.csv', FAIRNESS_VM_COLUMNS, results.fairnessVms.length],
+      ['dma.csv', DMA_COLUMNS, results.dma.length],
+    ]);
     const svgs = files.filter((f) => f.endsWith('.svg'));
     expect(svgs.length).toBeGreaterThanOrEqual(6);
     for (const f of svgs) {

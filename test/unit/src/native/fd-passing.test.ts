@@ -11,7 +11,7 @@ import {
   MAX_FDS, closeFd, errnoCode, fstat, isNativeError, loadError, mappingCount, memfdCreate, mmap, munmap,
   nativeAvailable, sendFds, socketFd, startReader, stopReader, type ReaderHandle,
 } from '../../../../src/native/native.js';
-import { openFdCount, socketPair } from './socket-pair.js';
+import { errnoCodeOf as code, openFdCount, socketPair } from './socket-pair.js';
 
 interface Read { data: Buffer | null; fds: number[]; errno: number }
 
@@ -33,16 +33,6 @@ function record(fd: number): { handle: ReaderHandle; reads: Read[]; bytes(): Buf
       });
     },
   };
-}
-
-function code(fn: () => unknown): string | undefined {
-  try {
-    fn();
-  } catch (e) {
-    if (isNativeError(e)) return e.code;
-    throw e;
-  }
-  return undefined;
 }
 
 describe.skipIf(!nativeAvailable())(`native fd passing${nativeAvailable() ? '' : ` (skipped: native addon unavailable: ${loadError})`}`, () => {

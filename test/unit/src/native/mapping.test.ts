@@ -13,7 +13,7 @@ import {
   Seal, addSeals, closeFd, findPackageRoot, fstat, getSeals, isNativeError, loadError, mappingCount, memfdCreate,
   mmap, munmap, nativeAvailable, openNoFollow, pageSize,
 } from '../../../../src/native/native.js';
-import { openFdCount } from './socket-pair.js';
+import { errnoCodeOf as code, openFdCount } from './socket-pair.js';
 
 const ADDON = path.join(findPackageRoot(import.meta.dirname) ?? '.', 'native/build/vsva_native.node');
 const opened: number[] = [];
@@ -25,16 +25,6 @@ function memfd(size: number | bigint, name = 'vsva-test'): number {
 afterEach(() => {
   for (const fd of opened.splice(0)) try { closeFd(fd); } catch { /* closed by the test */ }
 });
-
-function code(fn: () => unknown): string | undefined {
-  try {
-    fn();
-  } catch (e) {
-    if (isNativeError(e)) return e.code;
-    throw e;
-  }
-  return undefined;
-}
 
 describe.skipIf(!nativeAvailable())(`native mappings${nativeAvailable() ? '' : ` (skipped: native addon unavailable: ${loadError})`}`, () => {
   it('memfd_create sizes the file; fstat reports a regular, unlinked file with bigint fields', () => {

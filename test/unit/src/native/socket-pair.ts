@@ -8,7 +8,7 @@ import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { socketFd } from '../../../../src/native/native.js';
+import { isNativeError, socketFd } from '../../../../src/native/native.js';
 
 export interface SocketPair {
   /** Accepted end: never read by libuv. */
@@ -55,4 +55,15 @@ export async function socketPair(opts: { pauseClient?: boolean } = {}): Promise<
 /** Number of open descriptors of this process. */
 export function openFdCount(): number {
   return fs.readdirSync('/proc/self/fd').length;
+}
+
+/** The errno name a native call throws with, or undefined when it does not throw. */
+export function errnoCodeOf(fn: () => unknown): string | undefined {
+  try {
+    fn();
+  } catch (e) {
+    if (isNativeError(e)) return e.code;
+    throw e;
+  }
+  return undefined;
 }

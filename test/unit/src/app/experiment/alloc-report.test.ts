@@ -8,9 +8,8 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { runAllocExperiment, OpFailure, ALLOC_COLUMNS, FAIRNESS_COLUMNS, DMA_COLUMNS, SAMPLE_COLUMNS, SUMMARY_SECTIONS, type ExperimentEnv, type ExperimentHost, type SchemeVm, type AllocResults } from '../../../../../src/app/experiment/alloc/index.js';
-import { parseCsv } from '../../../../../src/app/experiment/csv.js';
 import { buildGrid, QUICK_AXES } from '../../../../../src/app/experiment/grid.js';
-import { parseXml } from './xml-check.js';
+import { expectCsvTables, parseXml } from './xml-check.js';
 
 /** A fake host: an IOASID capacity with quota reservation at VM set-up, as the real core does. */
 function fakeEnv(): ExperimentEnv {
@@ -120,15 +119,12 @@ describe('allocation experiment orchestration (fake system)', () => {
 
 describe('allocation experiment output files', () => {
   it('writes the CSV files with their headers and one row per record', () => {
-    const check = (name: string, cols: readonly string[], n: number): void => {
-      const csv = parseCsv(fs.readFileSync(path.join(dir, name), 'utf8'));
-      expect(csv.columns).toEqual([...cols]);
-      expect(csv.rows).toHaveLength(n);
-    };
-    check('alloc.csv', ALLOC_COLUMNS, results.alloc.length);
-    check('latency-samples.csv', SAMPLE_COLUMNS, results.samples.length);
-    check('fairness.csv', FAIRNESS_COLUMNS, results.fairness.length);
-    check('dma.csv', DMA_COLUMNS, results.dma.length);
+    expectCsvTables(dir, [
+      ['alloc.csv', ALLOC_COLUMNS, results.alloc.length],
+      ['latency-samples.csv', SAMPLE_COLUMNS, results.samples.length],
+      ['fairness.csv', FAIRNESS_COLUMNS, results.fairness.length],
+      ['dma.csv', DMA_COLUMNS, results.dma.length],
+    ]);
   });
   it('writes readable SVG charts: XML, title, labelled axes with units, ticks, legend', () => {
     const svgs = files.filter((f) => f.endsWith('.svg'));

@@ -4,6 +4,11 @@
  * only the five predefined entities or character references, no stray '<' or '&'.
  * Returns the element names in document order and the text nodes, for content assertions.
  */
+import fs from 'node:fs';
+import path from 'node:path';
+import { expect } from 'vitest';
+import { parseCsv } from '../../../../../src/app/experiment/csv.js';
+
 export interface XmlInfo {
   elements: { name: string; attrs: Record<string, string> }[];
   texts: string[];
@@ -72,4 +77,13 @@ export function parseXml(doc: string): XmlInfo {
   if (stack.length) throw new Error(`unclosed <${stack[stack.length - 1]}>`);
   if (roots !== 1) throw new Error('no root element');
   return info;
+}
+
+/** Checks that each CSV file in `dir` has exactly the given columns and row count. */
+export function expectCsvTables(dir: string, tables: readonly (readonly [file: string, columns: readonly string[], rows: number])[]): void {
+  for (const [name, cols, n] of tables) {
+    const t = parseCsv(fs.readFileSync(path.join(dir, name), 'utf8'));
+    expect(t.columns, name).toEqual([...cols]);
+    expect(t.rows, name).toHaveLength(n);
+  }
 }
