@@ -1,6 +1,17 @@
 #!/usr/bin/env node
-// Entry shim: registers the TypeScript loader (tsx) and runs the CLI from source.
-import { register } from 'tsx/esm/api';
-register();
-const { main } = await import('../src/app/cli/main.ts');
+// Entry shim. The compiled CLI (dist/, built by `npm run build`; the only form an installed
+// package has) runs when it exists; otherwise — or when VSVA_FROM_SOURCE=1, as the test suite
+// sets — the TypeScript source runs through the tsx loader (a development dependency).
+import { existsSync } from 'node:fs';
+
+const compiled = new URL('../dist/src/app/cli/main.js', import.meta.url);
+const fromSource = process.env.VSVA_FROM_SOURCE === '1' || !existsSync(compiled);
+let main;
+if (fromSource) {
+  const { register } = await import('tsx/esm/api');
+  register();
+  ({ main } = await import('../src/app/cli/main.ts'));
+} else {
+  ({ main } = await import(compiled.href));
+}
 await main(process.argv.slice(2));

@@ -16,13 +16,19 @@
  *
  * Requests:
  * - issued while `reconnecting`: wait up to `outageWaitMs` for the link, then fail with
- *   ENOTCONN (nothing is dropped silently);
+ *   ENOTCONN (nothing is dropped silently). At most `maxQueued` requests wait at once; one more
+ *   fails at once with EAGAIN, so an outage holds bounded memory (docs/reliability.md §2.3);
  * - in flight when the connection is lost: the ones in IDEMPOTENT_ON_RETRY are sent again once
  *   the link is back (the host accepts a duplicate: re-BIND of an identical binding, re-MAP of an
  *   identical mapping, …; a retried removal that finds nothing removed is a success); every other
  *   request (PASID_ALLOC, DOMAIN_ALLOC, DEVICE_DMA, PAGE_RESPONSE, …) fails with ECONNRESET —
  *   its effect on the host is unknown and the VM's reconciliation after a resume frees
  *   anything it left behind.
+ *
+ * No spin: a request that fails without waiting (link closed or failed, queue full) settles
+ * from a later turn of the event loop (setImmediate), never synchronously, so a caller that
+ * retries in a loop still lets timers and I/O run; reconnect attempts wait with capped,
+ * jittered exponential backoff (timers).
  */
 import { VsvaError, fail, isVsvaError } from '../src/errors.js';
 import type { Logger } from '../src/log.js';
@@ -42,6 +48,8 @@ export interface ReconnectPolicy {
   giveUpAfterMs?: number;
   /** How long a request issued during an outage waits for the link (ms, default 5000). */
   outageWaitMs?: number;
+  /** Requests that may wait for the link at once (default 1024); one more fails with EAGAIN. */
+  maxQueued?: number;
 }
 
 export const DEFAULT_RECONNECT_POLICY: Required<ReconnectPolicy> = {
@@ -50,6 +58,7 @@ export const DEFAULT_RECONNECT_POLICY: Required<ReconnectPolicy> = {
   maxDelayMs: 500,
   giveUpAfterMs: 60_000,
   outageWaitMs: 5000,
+  maxQueued: 1024,
 };
 
 /**
@@ -95,8 +104,10 @@ export interface LinkCounters {
   reconnects: number;
   /** In-flight requests sent again after a reconnect. */
   retried: number;
-  /** Requests failed because of the outage (waited too long, or in flight and not idempotent). */
+  /** Requests failed because of the outage (waited too long, queue full, or in flight and not idempotent). */
   failed: number;
+  /** Of those, requests refused with EAGAIN because `maxQueued` requests were already waiting. */
+  overflowed: number;
 }
 
 interface Waiter {
@@ -112,13 +123,14 @@ export class HostLink {
   private readonly policy: Required<ReconnectPolicy>;
   private readonly listeners: ((ev: ReconnectEvent) => void)[] = [];
   private downSince = 0;
-  readonly counters: LinkCounters = { drops: 0, attempts: 0, reconnects: 0, retried: 0, failed: 0 };
+  readonly counters: LinkCounters = { drops: 0, attempts: 0, reconnects: 0, retried: 0, failed: 0, overflowed: 0 };
 
   constructor(
     first: FrontendClient,
     private readonly opts: HostLinkOptions,
   ) {
     this.policy = { ...DEFAULT_RECONNECT_POLICY, ...(opts.policy ?? {}) };
+    if (!Number.isSafeInteger(this.policy.maxQueued) || this.policy.maxQueued < 0) fail('EINVAL', `reconnect policy: maxQueued must be a non-negative integer (got ${this.policy.maxQueued})`);
     this.client = first;
     this.watch(first);
   }
@@ -137,12 +149,25 @@ export class HostLink {
     this.listeners.push(fn);
   }
 
-  /** Resolves when the link is up (at once when it is); rejects when it closes or fails. */
+  /** Requests waiting for the link right now (at most `maxQueued`). */
+  get queued(): number {
+    return this.waiters.length;
+  }
+
+  /**
+   * Resolves when the link is up (at once when it is); rejects with ENOTCONN when it closes or
+   * fails or `timeoutMs` passes, with EAGAIN when `maxQueued` requests already wait. Rejections
+   * that need no wait arrive from a later turn of the event loop (see the file comment).
+   */
   whenUp(timeoutMs = this.policy.outageWaitMs): Promise<FrontendClient> {
     if (this.linkState === 'up' && !this.client.closed) return Promise.resolve(this.client);
     if (this.linkState === 'up') this.lost(this.client);
-    if (this.linkState === 'closed') return Promise.reject(new VsvaError('ENOTCONN', 'the link to the host is closed'));
-    if (this.linkState === 'failed') return Promise.reject(this.failedError());
+    if (this.linkState === 'closed') return rejectLater(new VsvaError('ENOTCONN', 'the link to the host is closed'));
+    if (this.linkState === 'failed') return rejectLater(this.failedError());
+    if (this.waiters.length >= this.policy.maxQueued) {
+      this.counters.overflowed++;
+      return rejectLater(new VsvaError('EAGAIN', `the host has been unreachable for ${Date.now() - this.downSince} ms and ${this.waiters.length} requests already wait for it (maxQueued)`));
+    }
     return new Promise<FrontendClient>((resolve, reject) => {
       const w: Waiter = { resolve, reject, timer: null };
       if (Number.isFinite(timeoutMs)) {
@@ -306,6 +331,11 @@ function goneReply(name: FrontendRequestName, payload: unknown): unknown {
 /** One request on one client (FrontendClient.call with the arguments as a tuple). */
 function send<K extends FrontendRequestName>(c: FrontendClient, name: K, args: CallArgs<K>): Promise<ReplyOf<K>> {
   return (c.call as (n: K, ...a: CallArgs<K>) => Promise<ReplyOf<K>>)(name, ...args);
+}
+
+/** A rejection delivered from the check phase of the event loop, never from a microtask. */
+function rejectLater<T>(err: VsvaError): Promise<T> {
+  return new Promise<T>((_, reject) => setImmediate(() => reject(err)));
 }
 
 /** Backoff sleep; unref'd, so a process with nothing else to do is not kept alive by it. */

@@ -86,9 +86,10 @@ export interface ViommuModel {
   /**
    * The fault reason the guest sees for a DMA fault the host reported. A model that left a
    * guest entry unbound because the entry itself is invalid (VT-d: reserved bits 0x5a, PGTT 3
-   * 0x5b) returns that reason — the host only saw "not bound". Absent: the host's reason.
+   * 0x5b) returns that reason — the host only saw "not bound". `addr`: the faulting address.
+   * Absent: the host's reason.
    */
-  dmaFaultReason?(rid: number, pasid: number | undefined, hostReason: number): number;
+  dmaFaultReason?(rid: number, pasid: number | undefined, hostReason: number, addr?: bigint): number;
   /** Release host resources the model holds (called before the connection closes). */
   close(): Promise<void>;
   /**

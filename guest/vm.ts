@@ -1,9 +1,11 @@
 /**
- * A virtual machine's guest half (the "QEMU" side of docs/design.md §1): guest RAM in a shared file,
- * the connection to the host, the assigned devices and one vIOMMU device model.
+ * A virtual machine's guest half (the "QEMU" side of docs/design.md §1): guest RAM in shared
+ * memory (docs/architecture.md "Memory model"), the connection to the host, the assigned devices
+ * and one vIOMMU device model.
  *
  * Bring-up mirrors a VMM with VFIO: vhost-user handshake, VM_SETUP (IOASID set quota, session
- * token), SET_MEM_TABLE (the RAM file), DEVICE_ADD per assigned device, and a DMA_MAP of all
+ * token), SET_MEM_TABLE (RAM's memfd as a descriptor, or the RAM file's path, plus the DMA
+ * staging area with mapped RAM), DEVICE_ADD per assigned device, and a DMA_MAP of all
  * guest RAM into domain 0 (the VM's GPA domain, the second level every nested bind sits on).
  *
  * Reconnect (guest/reconnect.ts, docs/reliability.md): the VM talks to the host through a
@@ -22,11 +24,15 @@ import type { DeviceSpec, DmaRequest, DmaResult, GuestHandle } from '../src/api/
 import { FrontendClient } from '../vhost/roles/frontend.js';
 import { DeviceCap, DeviceKind } from '../vhost/messages/device.js';
 import { VM_SETUP_REPLY_RESUMED, VmViommu } from '../vhost/messages/vm.js';
-import { DeviceDmaFlag, DeviceDmaOp, DeviceDmaStatus, DEVICE_DMA_MAX_LENGTH } from '../vhost/messages/device-dma.js';
+import { DeviceDmaFlag, DeviceDmaOp, DeviceDmaStatus, DEVICE_DMA_MAX_LENGTH, type DeviceDmaReply } from '../vhost/messages/device-dma.js';
 import { DmaMapFlag } from '../vhost/messages/dma.js';
 import type { Transport } from '../vhost/transport/transport.js';
 import { GuestRam } from './memory/guest-ram.js';
+import { DMA_STAGING_BYTES, DMA_STAGING_GPA, DmaStaging } from './memory/dma-staging.js';
+import { resolveMemoryBackend, type MemoryBackend } from '../src/memory/memory-backend.js';
+import type { MemTable } from '../vhost/messages/handshake.js';
 import { SerialQueue } from './serial-queue.js';
+import { DmaFaultSync } from './dma-fault-sync.js';
 import { HostLink, type ReconnectPolicy } from './reconnect.js';
 import type { GuestContext, GuestDevice, HostCalls, ReplayReport, ViommuFactory, ViommuModel } from './viommu.js';
 
@@ -39,8 +45,14 @@ export interface GuestVmOptions {
   memory?: number;
   pasidQuota?: number;
   devices?: DeviceSpec[];
-  /** Where guest RAM lives: a shared file (default) or an in-process buffer. */
+  /**
+   * Where guest RAM lives: shared memory (default: a memfd when the connection passes
+   * descriptors, else a file under the memory directory), explicitly a file, or an in-process
+   * buffer.
+   */
   ramBacking?: 'file' | 'inproc';
+  /** Map guest RAM (default when the native addon loaded) or use positioned I/O. */
+  memoryBackend?: MemoryBackend;
   /** Per-request timeout towards the host, ms. */
   timeoutMs?: number;
   trace?: TraceBus;
@@ -79,12 +91,20 @@ export class GuestVm implements GuestHandle {
   lastReconnect: ReconnectRecord | null = null;
   private model!: ViommuModel;
   private readonly queue = new SerialQueue();
+  /** A faulted dma() resolves once the model has processed its FAULT (guest/dma-fault-sync.ts). */
+  private readonly faultSync = new DmaFaultSync();
   private closed = false;
   private readonly viommuKind: 'vtd' | 'virtio';
+  /** SET_MEM_TABLE passes RAM's descriptor (fd form) rather than its path. */
+  private readonly ramFdForm: boolean;
+  /** DEVICE_DMA data goes through shared memory when this exists (mapped RAM). */
+  private readonly staging: DmaStaging | undefined;
 
   private constructor(name: string, ram: GuestRam, client: FrontendClient, devices: GuestDevice[], pasidQuota: number, trace: TraceBus, opts: GuestVmOptions) {
     this.name = name;
     this.ram = ram;
+    this.ramFdForm = ram.fd !== undefined && client.conn.transport.carriesFds === true;
+    this.staging = ram.staging !== undefined ? new DmaStaging(ram.staging) : undefined;
     this.viommuKind = opts.viommu;
     this.link = new HostLink(client, {
       connect: () => FrontendClient.connect({ path: opts.socket, connect: opts.connect, timeoutMs: opts.timeoutMs }),
@@ -113,12 +133,13 @@ export class GuestVm implements GuestHandle {
     const rids = new Set(devices.map((d) => d.rid));
     if (rids.size !== devices.length) fail('EINVAL', 'two devices share one PCI address');
 
-    const ram = GuestRam.create(memory, { backing: opts.ramBacking ?? 'file' });
-    let client: FrontendClient;
+    const backend = opts.ramBacking === 'inproc' ? 'pread' : resolveMemoryBackend(opts.memoryBackend);
+    const client = await FrontendClient.connect({ path: opts.socket, connect: opts.connect, timeoutMs: opts.timeoutMs });
+    let ram: GuestRam;
     try {
-      client = await FrontendClient.connect({ path: opts.socket, connect: opts.connect, timeoutMs: opts.timeoutMs });
+      ram = createRam(memory, opts.ramBacking, backend, client.conn.transport.carriesFds === true);
     } catch (e) {
-      ram.close();
+      client.close();
       throw e;
     }
     const vm = new GuestVm(name, ram, client, devices, quota, opts.trace ?? new TraceBus(), opts);
@@ -137,13 +158,30 @@ export class GuestVm implements GuestHandle {
   }
 
   /** Back-end messages go to the model, serialised with the guest's register accesses. */
-  private readonly backendHandler = (ev: Parameters<ViommuModel['onBackendMessage']>[0]): Promise<void> => this.queue.run(() => this.model.onBackendMessage(ev));
+  private readonly backendHandler = (ev: Parameters<ViommuModel['onBackendMessage']>[0]): Promise<void> =>
+    this.queue.run(async () => {
+      await this.model.onBackendMessage(ev);
+      this.faultSync.processed(ev);
+    });
+
+  /**
+   * The memory table: RAM at GPA 0 and, with mapped RAM, the DMA staging area after it in the
+   * same file at DMA_STAGING_GPA; fd form (RAM's descriptor once per region, paths empty) or
+   * path form.
+   */
+  private memTable(): MemTable {
+    const ram = this.ram;
+    const path = this.ramFdForm ? '' : ram.path;
+    const regions = [{ guest_phys_addr: 0n, memory_size: BigInt(ram.size), userspace_addr: 0n, mmap_offset: 0n, path }];
+    if (ram.staging !== undefined) {
+      regions.push({ guest_phys_addr: DMA_STAGING_GPA, memory_size: BigInt(ram.staging.length), userspace_addr: 0n, mmap_offset: BigInt(ram.size), path });
+    }
+    return this.ramFdForm ? { regions, fds: regions.map(() => ram.fd!) } : { regions };
+  }
 
   /** SET_MEM_TABLE, DEVICE_ADD per device, and all of guest RAM mapped in domain 0. */
   private async announce(c: HostCalls): Promise<void> {
-    await c.call('SET_MEM_TABLE', {
-      regions: [{ guest_phys_addr: 0n, memory_size: BigInt(this.ram.size), userspace_addr: 0n, mmap_offset: 0n, path: this.ram.path }],
-    });
+    await c.call('SET_MEM_TABLE', this.memTable());
     for (const d of this.devices) {
       await c.call('DEVICE_ADD', { rid: d.rid, kind: d.kind === 'adi' ? DeviceKind.ADI : DeviceKind.PF, pasid_width: d.pasidWidth, caps: d.caps });
     }
@@ -324,20 +362,36 @@ export class GuestVm implements GuestHandle {
     let flags = hasPasid ? DeviceDmaFlag.PASID_VALID : 0;
     if (req.privileged) flags |= DeviceDmaFlag.PRIV;
     if (req.execute) flags |= DeviceDmaFlag.EXEC;
-    const reply = await this.link.call('DEVICE_DMA', {
-      rid: dev.rid,
-      op: write ? DeviceDmaOp.WRITE : DeviceDmaOp.READ,
-      flags,
-      pasid,
-      addr: BigInt.asUintN(64, req.addr),
-      length,
-      data: req.data,
-    });
-    if (reply.status === DeviceDmaStatus.OK) return write ? { ok: true } : { ok: true, data: reply.data ?? new Uint8Array(0) };
-    const reason = this.model.dmaFaultReason?.(dev.rid, req.pasid, reply.reason) ?? reply.reason;
+    const mark = this.faultSync.mark(dev.rid);
+    const { reply, data } = await this.deviceDma(dev.rid, write ? DeviceDmaOp.WRITE : DeviceDmaOp.READ, flags, pasid, BigInt.asUintN(64, req.addr), length, req.data);
+    if (reply.status === DeviceDmaStatus.OK) return write ? { ok: true } : { ok: true, data: data ?? new Uint8Array(0) };
+    await this.faultSync.settle(dev.rid, mark, reply);
+    const reason = this.model.dmaFaultReason?.(dev.rid, req.pasid, reply.reason, reply.fault_addr) ?? reply.reason;
     const fault: { reason: number; addr: bigint; pasid?: number } = { reason, addr: reply.fault_addr };
     if (hasPasid) fault.pasid = req.pasid!;
     return { ok: false, fault };
+  }
+
+  /**
+   * One DEVICE_DMA. With mapped RAM the data goes through the staging slot the host maps
+   * (guest/memory/dma-staging.ts), not through the socket: a write's bytes are put there first,
+   * a read's bytes are copied out after the reply. When the slot is busy (concurrent DMAs) or
+   * RAM is not mapped, the bytes travel in the messages. Returns the reply and a read's bytes.
+   */
+  private async deviceDma(rid: number, op: number, flags: number, pasid: number, addr: bigint, length: number, write: Uint8Array | undefined): Promise<{ reply: DeviceDmaReply; data: Uint8Array | undefined }> {
+    const slot = this.staging?.acquire();
+    if (slot === undefined) {
+      const reply = await this.link.call('DEVICE_DMA', { rid, op, flags, pasid, addr, length, data: write });
+      return { reply, data: reply.data };
+    }
+    try {
+      if (write !== undefined) slot.set(write);
+      const reply = await this.link.call('DEVICE_DMA', { rid, op, flags: flags | DeviceDmaFlag.STAGED, pasid, addr, length, staging_gpa: DMA_STAGING_GPA });
+      const got = reply.status === DeviceDmaStatus.OK && write === undefined ? Uint8Array.prototype.slice.call(slot, 0, reply.staged_length ?? 0) : undefined;
+      return { reply, data: got };
+    } finally {
+      this.staging!.release();
+    }
   }
 
   async close(): Promise<void> {
@@ -355,6 +409,18 @@ export class GuestVm implements GuestHandle {
 }
 
 const ZERO_TOKEN = new Uint8Array(16);
+
+/**
+ * Guest RAM for a backend: in-process; a file with positioned I/O ('pread'); or mapped — a
+ * sealed memfd when the connection passes descriptors (unless a file was asked for), else a
+ * mapped file — with the DMA staging area after it.
+ */
+function createRam(size: number, backing: 'file' | 'inproc' | undefined, backend: MemoryBackend, passesFds: boolean): GuestRam {
+  if (backing === 'inproc') return GuestRam.create(size, { backing: 'inproc' });
+  if (backend === 'pread') return GuestRam.create(size, { backing: 'file' });
+  const kind = backing === undefined && passesFds ? 'memfd' : 'file';
+  return GuestRam.create(size, { backing: kind, access: 'mapped', stagingBytes: DMA_STAGING_BYTES });
+}
 
 /** A register value as the guest's 32-bit read returns it. */
 function low32(v: bigint): number {

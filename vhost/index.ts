@@ -19,6 +19,7 @@ export * from './messages/invalidate.js';
 export * from './messages/page.js';
 export * from './messages/device-dma.js';
 export * from './messages/backend.js';
+export * from './messages/iommufd.js';
 export * from './messages/catalogue.js';
 export type { Transport, TransportSink } from './transport/transport.js';
 export { UnixTransport, connectUnix, listenUnix, type UnixListener } from './transport/unix.js';

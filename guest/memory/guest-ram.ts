@@ -1,22 +1,40 @@
 /**
- * Guest RAM: guest-physical memory from GPA 0 to `size`, backed by a shared file (the path is
- * what SET_MEM_TABLE announces and the host maps) or by an in-process buffer.
+ * Guest RAM: guest-physical memory from GPA 0 to `size`, backed by
+ * - a memfd mapped MAP_SHARED ('memfd'): its fd is what SET_MEM_TABLE's fd form sends, as a
+ *   vhost-user front-end does (docs/protocol.md, SET_MEM_TABLE);
+ * - a shared file on a memory filesystem ('file'), mapped MAP_SHARED (access 'mapped') or read
+ *   with positioned I/O (access 'pread'); its path is what the path form announces;
+ * - an in-process buffer ('inproc', for a host in the same process).
+ *
+ * A mapped store may hold `stagingBytes` more after RAM, in the same file: the DMA staging area
+ * (docs/architecture.md "Memory model"), announced as a second region the guest never addresses
+ * as RAM. GPA accesses are bounds-checked against `size` only.
  */
 import { FileBacking, InProcessBacking, openBacking, type MemoryBacking } from '../../src/memory/backing.js';
+import { MappedBacking } from '../../src/memory/mapped-backing.js';
+import { defaultMemoryDir } from '../../src/memory/memory-dir.js';
 import { checkRange, type PhysAccess } from '../../src/memory/phys-memory.js';
 import { fail } from '../../src/errors.js';
 
 export interface GuestRamOptions {
-  /** 'file' (default): a file under the memory directory; 'inproc': a buffer in this process. */
-  backing?: 'file' | 'inproc';
+  /** 'file' (default): a file under the memory directory; 'memfd': an anonymous memfd; 'inproc': a buffer in this process. */
+  backing?: 'file' | 'inproc' | 'memfd';
   dir?: string;
+  /** 'file' only: map it (needs the native addon) or use positioned I/O (default). 'memfd' is always mapped. */
+  access?: 'mapped' | 'pread';
+  /** Mapped stores only: bytes of DMA staging area after RAM (0: none). A multiple of 4 KiB. */
+  stagingBytes?: number;
 }
 
 export class GuestRam implements PhysAccess {
   readonly size: number;
+  /** The DMA staging area after RAM (mapped stores created with stagingBytes), else undefined. */
+  readonly staging: Buffer | undefined;
 
-  private constructor(readonly backing: MemoryBacking) {
-    this.size = backing.size;
+  private constructor(readonly backing: MemoryBacking, size = backing.size) {
+    this.size = size;
+    const extra = backing.size - size;
+    this.staging = extra > 0 && backing.buffer !== undefined ? backing.buffer.subarray(size, size + extra) : undefined;
   }
 
   /** Allocate fresh zeroed RAM. Size must be a positive multiple of 4 KiB. */
@@ -24,8 +42,22 @@ export class GuestRam implements PhysAccess {
     if (!Number.isSafeInteger(size) || size <= 0 || size % 4096 !== 0) {
       fail('EINVAL', `guest RAM size ${size} must be a positive multiple of 4096`);
     }
-    const backing = opts.backing === 'inproc' ? new InProcessBacking(size) : FileBacking.create(size, opts.dir);
-    return new GuestRam(backing);
+    const staging = opts.stagingBytes ?? 0;
+    if (!Number.isSafeInteger(staging) || staging < 0 || staging % 4096 !== 0) fail('EINVAL', `staging size ${staging} must be a multiple of 4096`);
+    const kind = opts.backing ?? 'file';
+    const mapped = kind === 'memfd' || (kind === 'file' && opts.access === 'mapped');
+    if (staging > 0 && !mapped) fail('EINVAL', 'a DMA staging area needs mapped guest RAM');
+    let backing: MemoryBacking;
+    if (kind === 'inproc') backing = new InProcessBacking(size);
+    else if (kind === 'memfd') backing = MappedBacking.createMemfd(size + staging);
+    else if (mapped) backing = MappedBacking.createFile(size + staging, opts.dir ?? defaultMemoryDir());
+    else backing = FileBacking.create(size, opts.dir);
+    return new GuestRam(backing, size);
+  }
+
+  /** The descriptor of a mapped store (what SET_MEM_TABLE's fd form sends), else undefined. */
+  get fd(): number | undefined {
+    return this.backing instanceof MappedBacking ? this.backing.fd : undefined;
   }
 
   /** Open RAM another object created (same path), as the host half does. */

@@ -6,6 +6,8 @@
  * - a fault goes to the first FRCD with F clear, scanning from FSTS.FRI; it sets F, FSTS.PPF
  *   and FSTS.FRI to that register's index;
  * - with every FRCD full the fault is dropped and FSTS.PFO is set;
+ * - while FSTS.PFO is set no fault is recorded at all, even into an FRCD whose F bit software
+ *   has cleared meanwhile: software clears PFO to resume recording (§7.2.1);
  * - a fault event is raised only when no fault condition (PFO, PPF, AFO, APF, IQE, ICE, ITE)
  *   was already pending — software services the pending ones first;
  * - PPF is read-only and tracks "some FRCD has F set": clearing the F bits (RW1C) clears it.
@@ -45,6 +47,11 @@ export class FaultRecorder {
     }
     const fsts = this.regs.getN('FSTS');
     const wasPending = (fsts & FSTS_PENDING) !== 0;
+    if ((fsts & FSTS.PFO) !== 0) {
+      this.counters.overflow++;
+      this.trace.emit({ kind: 'fault', side: 'guest', vm: this.vm, name: 'fault dropped (PFO set)', args });
+      return 'overflow';
+    }
     const start = (fsts & FSTS.FRI_MASK) >> FSTS.FRI_SHIFT;
     let slot = -1;
     for (let i = 0; i < VTD_FRCD_REG_NR; i++) {

@@ -2,8 +2,15 @@
  * What the host reports to a VT-d guest (the backend channel, docs/protocol.md §10.11–§10.13),
  * and the PASIDs a device is seen with.
  *
- * - FAULT → a fault record (fault-recorder.ts), with the guest's own fault reason where the
- *   model left an invalid entry unbound, and FPD from the PASID or context entry.
+ * - FAULT → a fault record (fault-recorder.ts) with the guest's own fault reason and FPD
+ *   (`guestVerdict`): the host only knows what the model forwarded, so where the guest's
+ *   structures are what fails, their reason is the one recorded — an invalid entry the model
+ *   left unbound (its 0x5a / 0x5b, a context or RID_PASID fault); for a PASID the shadow does
+ *   not hold, the guest's own context / directory / table walk (tables.ts
+ *   `pasidRequestVerdict`: 0x45 PASIDE clear, 0x46 beyond PDTS, 0x50–0x52 directory entry,
+ *   0x58–0x5b table entry); under an SL-shadowed entry, the reason of the guest SL entry the
+ *   shadow skipped (sl-shadow.ts: 0x7a reserved bit, 0x78 table outside RAM). FPD of the
+ *   context, directory or table entry suppresses the qualified reasons (VT-d spec §7.1.3).
  * - PAGE_REQUEST → the page request queue (page-request-queue.ts), or an automatic page
  *   response when the IOMMU does not take page requests from the device (context PRE clear),
  *   the queue is not configured, or it overflowed on the last request of a group (VT-d spec
@@ -19,17 +26,19 @@
  */
 import type { Logger } from '../../src/log.js';
 import type { TraceBus } from '../../src/trace/bus.js';
-import { FaultRequestType } from '../../src/vtd/fault.js';
+import { FaultReason, FaultRequestType, isQualifiedFault } from '../../src/vtd/fault.js';
 import { PASID_MAX } from '../../src/vtd/pasid-entry.js';
 import { FaultFlag, PageRequestFlag, type FaultMessage, type PageRequestMessage } from '../../vhost/messages/backend.js';
 import { IOMMU_PAGE_RESP, PAGE_RESPONSE_PASID_VALID } from '../../vhost/messages/page.js';
 import type { BackendEvent } from '../../vhost/roles/frontend.js';
+import type { GuestRam } from '../memory/guest-ram.js';
 import type { GuestDevice, HostCalls } from '../viommu.js';
 import type { ContextCache } from './context-cache.js';
 import type { FaultRecorder } from './fault-recorder.js';
 import type { GuestPrivatePasids } from './guest-private-pasids.js';
 import type { PageRequestQueue } from './page-request-queue.js';
 import type { PasidShadow } from './pasid-shadow.js';
+import { pasidRequestVerdict } from './tables.js';
 import type { VirtualCommands } from './virtual-commands.js';
 
 /** How page requests are answered on the guest's behalf (used by the invalidation handler too). */
@@ -56,6 +65,7 @@ export class HostEvents implements PageResponder {
     private readonly faults: FaultRecorder,
     private readonly pageRequests: PageRequestQueue,
     private readonly host: HostCalls,
+    private readonly ram: GuestRam,
     private readonly log: Logger,
     private readonly trace: TraceBus,
     private readonly vm: string,
@@ -100,15 +110,31 @@ export class HostEvents implements PageResponder {
     return v;
   }
 
+  /** The fault reason the guest sees for a DMA fault the host reported (`guestVerdict`). */
+  dmaFaultReason(rid: number, pasid: number | undefined, hostReason: number, addr?: bigint): number {
+    return this.guestVerdict(rid, pasid ?? null, hostReason, addr).reason;
+  }
+
   /**
-   * The fault reason the guest sees for a DMA fault the host reported: the reason of the guest's
-   * own invalid entry when the model did not bind it (0x5a / 0x5b, a context or RID_PASID
-   * fault), else the host's.
+   * The guest's reason for a fault the host reported on a request of device `rid` (with guest
+   * PASID `pasid`, or null) at `addr`, and whether FPD suppresses its recording.
    */
-  dmaFaultReason(rid: number, pasid: number | undefined, hostReason: number): number {
-    const e = this.shadow.get(rid, pasid ?? null);
-    if (e !== undefined && e.binding.kind === 'invalid') return e.binding.reason;
-    return hostReason;
+  private guestVerdict(rid: number, pasid: number | null, hostReason: number, addr: bigint | undefined): { reason: number; fpd: boolean } {
+    const e = this.shadow.get(rid, pasid);
+    const c = this.contexts.peek(rid);
+    const ctxFpd = c.ok && c.value.fpd;
+    if (e !== undefined) {
+      let reason = hostReason;
+      if (e.binding.kind === 'invalid') reason = e.binding.reason;
+      else if (addr !== undefined) reason = this.shadow.slFaultReason(e, addr) ?? hostReason;
+      return { reason, fpd: (e.fpd || ctxFpd) && isQualifiedFault(reason) };
+    }
+    if (pasid === null) return { reason: hostReason, fpd: ctxFpd };
+    // No scalable-mode root table latched yet: nothing of the guest's to walk, the host's reason stands.
+    if (!c.ok) return { reason: c.reason === FaultReason.RTA_1_INVALID_ROOT_TABLE_ADDRESS ? hostReason : c.reason, fpd: false };
+    const v = pasidRequestVerdict(this.ram, c.value, pasid);
+    if (v.reason === null) return { reason: hostReason, fpd: v.fpd };
+    return { reason: v.reason, fpd: v.fpd && isQualifiedFault(v.reason) };
   }
 
   reportedPasid(m: PageRequestMessage): number {
@@ -140,14 +166,12 @@ export class HostEvents implements PageResponder {
   private hostFault(m: FaultMessage): void {
     const hasPasid = (m.flags & FaultFlag.PASID_VALID) !== 0;
     const pasid = hasPasid ? this.guestPasidOf(m.rid, m.pasid) : null;
-    const e = this.shadow.get(m.rid, pasid);
-    const c = this.contexts.peek(m.rid);
-    const fpd = (e?.fpd ?? false) || (c.ok && c.value.fpd);
+    const { reason, fpd } = this.guestVerdict(m.rid, pasid, m.reason, m.addr);
     this.faults.record(
       {
         addr: m.addr,
         sid: m.rid,
-        reason: this.dmaFaultReason(m.rid, pasid ?? undefined, m.reason),
+        reason,
         type: (m.flags & FaultFlag.WRITE) !== 0 ? FaultRequestType.WRITE : FaultRequestType.READ,
         ...(pasid !== null ? { pasid } : {}),
         priv: (m.flags & FaultFlag.PRIV) !== 0,

@@ -25,7 +25,7 @@
  *
  * Wait descriptors are handled here: first every earlier descriptor's effect reaches the host
  * (sink.flush), then SW writes the 32-bit status data to guest RAM and IF sets ICS.IWC and raises
- * the invalidation completion event. FN needs nothing more (descriptors are processed in order,
+ * the invalidation completion event when IWC was clear. FN needs nothing more (descriptors are processed in order,
  * each completing before the next); PD is satisfied because page requests are written to the
  * page request queue synchronously when the host reports them.
  */
@@ -79,6 +79,14 @@ export class InvalidationQueue {
 
   /** GCMD.QIE set: IQH resets to 0 (QEMU `vtd_handle_gcmd_qie`). */
   enable(): void {
+    this.regs.set('IQH', 0n);
+  }
+
+  /**
+   * GCMD.QIE cleared: IQH resets to 0 as well (VT-d spec §11.4.9.1 "Invalidation Queue Head
+   * Register": cleared whenever queued invalidation is disabled; QEMU `vtd_handle_gcmd_qie`).
+   */
+  disable(): void {
     this.regs.set('IQH', 0n);
   }
 
@@ -191,8 +199,11 @@ export class InvalidationQueue {
       }
     }
     if (f.IF === 1n) {
+      // IECTL.IP (VT-d spec §11.4.9.5): setting IWC while it is already set is not a new
+      // interrupt condition.
+      const wasSet = (this.regs.getN('ICS') & ICS.IWC) !== 0;
       this.regs.update('ICS', BigInt(ICS.IWC));
-      this.interrupts.raise('invalidation');
+      if (!wasSet) this.interrupts.raise('invalidation');
     }
   }
 

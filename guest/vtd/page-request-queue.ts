@@ -5,7 +5,9 @@
  * PRS.PRO and the page request event (PECTL).
  *
  * - A request is written at PQA + PQT, PQT advances by 32 (wrapping at 4 KiB << PQS), PRS.PPR is
- *   set and the page request event raised.
+ *   set and the page request event raised when PPR was clear (§11.4.11.5 PECTL.IP: setting PPR
+ *   while it is already set is not a new interrupt condition; Linux `prq_event_thread` clears
+ *   PPR before it reads PQT, so requests written after that raise a new event).
  * - The queue is full when advancing PQT would make it equal PQH: the request is not written,
  *   PRS.PRO is set (RW1C) and the caller answers the group itself (hardware auto-responds).
  * - While PRO is set further requests are dropped the same way (the spec stops writing until
@@ -80,11 +82,12 @@ export class PageRequestQueue {
     });
     this.ram.write(Number(base + tail), wordsToBytes(words));
     this.regs.set('PQT', next);
+    const pprWasSet = (this.regs.getN('PRS') & PRS.PPR) !== 0;
     this.regs.update('PRS', BigInt(PRS.PPR));
     this.pending.set(pageRequestKey(m.rid, hasPasid ? m.pasid : undefined, m.prgi), m);
     this.counters.queued++;
     this.trace.emit({ kind: 'page-request', side: 'guest', vm: this.vm, name: 'page request queued', args: { ...args, pqt: Number(next) } });
-    this.interrupts.raise('page-request');
+    if (!pprWasSet) this.interrupts.raise('page-request');
     return 'queued';
   }
 

@@ -232,6 +232,11 @@ export class PasidShadow {
     return [...this.slDomains.values()];
   }
 
+  /** The guest's reason for a fault at `iova` under an SL-shadowed entry (sl-shadow.ts), or undefined. */
+  slFaultReason(e: PasidShadowEntry, iova: bigint): number | undefined {
+    return e.binding.kind === 'sl' ? this.slDomains.get(slKey(e.binding))?.faultReason(iova) : undefined;
+  }
+
   /**
    * Make the host match `want` for (rid, pasid); null removes the entry (unbind / detach; for
    * the RID path: detach, requests without PASID are blocked).

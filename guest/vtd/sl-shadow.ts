@@ -6,14 +6,20 @@
  *
  * Extents are tracked per guest leaf (4 KiB, 2 MiB or 1 GiB). A re-walk of [start, end) first
  * widens the range to every extent it touches, so a mapping is only ever unmapped whole. Leaves
- * with reserved bits, or whose output lies outside guest RAM, are not shadowed (a DMA through
- * them faults on the host, as the guest's own translation would).
+ * whose output lies outside guest RAM are not shadowed (a DMA through them faults on the host).
+ *
+ * Entries the guest's own walk would fault on are not shadowed either, and the range they cover
+ * is remembered with the spec's reason (VT-d spec §7.1.3, Appendix A): a reserved bit set in an
+ * entry of any level, leaf or not (SSL.3, 0x7A; the reserved masks of src/vtd/page-table.ts
+ * `slReservedMask`), a next-level table outside guest RAM (SSL.1, 0x78). The host only sees the
+ * missing mapping; `faultReason` gives the guest's reason for a fault in such a range.
  */
 import type { Logger } from '../../src/log.js';
 import { PTE_ADDR_MASK, leafAddrMask, levelShift, slPresent, slReservedMask, type PageSize, type PtLevel } from '../../src/vtd/page-table.js';
 import { wordsFromBytes } from '../../src/vtd/layout.js';
 import { DmaMapFlag } from '../../vhost/messages/dma.js';
 import type { GuestRam } from '../memory/guest-ram.js';
+import { FaultReason } from '../../src/vtd/fault.js';
 import { VTD_HAW } from './tables.js';
 import type { HostCalls } from '../viommu.js';
 
@@ -27,6 +33,12 @@ export interface SlExtent {
 
 const SIZE_AT: Record<number, PageSize | undefined> = { 1: '4K', 2: '2M', 3: '1G' };
 
+/** A range of the input space the guest's walk faults on (not shadowed). */
+interface SlBadRange {
+  readonly size: bigint;
+  readonly reason: number;
+}
+
 function sameExtent(a: SlExtent, b: SlExtent): boolean {
   return a.iova === b.iova && a.size === b.size && a.gpa === b.gpa && a.flags === b.flags;
 }
@@ -34,6 +46,8 @@ function sameExtent(a: SlExtent, b: SlExtent): boolean {
 export class SlDomainShadow {
   /** Shadowed leaves by IOVA. */
   readonly extents = new Map<bigint, SlExtent>();
+  /** Ranges of entries the guest's walk faults on, by IOVA. */
+  private readonly bad = new Map<bigint, SlBadRange>();
   /** Shadow entries (PASID entries / RID paths) using this domain. */
   users = 0;
   /** Guest domain IDs of the PASID entries using it (IOTLB invalidations select by DID). */
@@ -60,6 +74,12 @@ export class SlDomainShadow {
     return 1n << BigInt(levelShift(this.levels + 1));
   }
 
+  /** The guest's fault reason for an access at `iova` that the shadow left unmapped, or undefined. */
+  faultReason(iova: bigint): number | undefined {
+    for (const [at, b] of this.bad) if (iova >= at && iova < at + b.size) return b.reason;
+    return undefined;
+  }
+
   /**
    * Re-walk [start, end) of the guest table and make the host domain match it.
    * Returns the number of host mappings added and removed.
@@ -74,7 +94,9 @@ export class SlDomainShadow {
       }
     }
     const want = new Map<bigint, SlExtent>();
-    this.walk(this.slptptr, this.levels, 0n, lo, hi, want);
+    for (const [at, b] of this.bad) if (at < hi && at + b.size > lo) this.bad.delete(at);
+    if (this.slptptr + 4096n > BigInt(this.ram.size)) this.bad.set(0n, { size: this.inputLimit, reason: FaultReason.SSL_1_SL_ENTRY_ACCESS });
+    else this.walk(this.slptptr, this.levels, 0n, lo, hi, want);
     const unmaps: SlExtent[] = [];
     for (const e of this.extents.values()) {
       if (e.iova >= hi || e.iova + e.size <= lo) continue;
@@ -124,11 +146,11 @@ export class SlDomainShadow {
   /** Free the host domain (its mappings go with it). */
   async destroy(): Promise<void> {
     this.extents.clear();
+    this.bad.clear();
     await this.host.call('DOMAIN_FREE', { domain: this.domain });
   }
 
   private walk(table: bigint, level: number, base: bigint, lo: bigint, hi: bigint, out: Map<bigint, SlExtent>): void {
-    if (table + 4096n > BigInt(this.ram.size)) return;
     const words = wordsFromBytes(this.ram.read(Number(table), 4096), 0, 512);
     const shift = BigInt(levelShift(level));
     const span = 1n << shift;
@@ -142,6 +164,7 @@ export class SlDomainShadow {
       const ps = level > 1 && size !== undefined && (pte & 0x80n) !== 0n;
       if ((pte & slReservedMask(level as PtLevel, ps, VTD_HAW)) !== 0n) {
         this.log.debug({ level, iova: iova.toString(16) }, 'SL shadow: entry with reserved bits not shadowed');
+        this.bad.set(iova, { size: span, reason: FaultReason.SSL_3_SL_ENTRY_RESERVED });
         continue;
       }
       if (level === 1 || ps) {
@@ -150,7 +173,9 @@ export class SlDomainShadow {
         const flags = ((pte & 1n) !== 0n ? DmaMapFlag.READ : 0) | ((pte & 2n) !== 0n ? DmaMapFlag.WRITE : 0);
         out.set(iova, { iova, size: span, gpa, flags });
       } else if (level > 1) {
-        this.walk(pte & PTE_ADDR_MASK, level - 1, iova, lo, hi, out);
+        const next = pte & PTE_ADDR_MASK;
+        if (next + 4096n > BigInt(this.ram.size)) this.bad.set(iova, { size: span, reason: FaultReason.SSL_1_SL_ENTRY_ACCESS });
+        else this.walk(next, level - 1, iova, lo, hi, out);
       }
     }
   }

@@ -130,6 +130,35 @@ export function readPasidEntry(ram: GuestRam, ctx: ContextInfo, pasid: number, w
   return readTableEntry(ram, de.fields.SMPTBLPTR << 12n, pasid, de.fields.FPD === 1n);
 }
 
+/** The guest's own verdict on a request with PASID: the fault its walk ends in (null: none), and FPD. */
+export interface PasidRequestVerdict {
+  readonly reason: number | null;
+  /** FPD of the context entry, the PASID directory entry or the PASID table entry on the path. */
+  readonly fpd: boolean;
+}
+
+/**
+ * Walk a request with `pasid` under a context entry as the IOMMU does (PASIDE, PDTS, directory
+ * entry, table entry and its checks) and say where it faults. FPD is read from every entry the
+ * walk reached, whether its P bit is set or not (VT-d spec §9.4, §9.5, §9.6: FPD is evaluated
+ * irrespective of P; QEMU `vtd_ce_get_pasid_fpd` likewise).
+ */
+export function pasidRequestVerdict(ram: GuestRam, ctx: ContextInfo, pasid: number): PasidRequestVerdict {
+  if (!ctx.paside) return { reason: FaultReason.SCT_6_PASIDE_CLEAR, fpd: ctx.fpd };
+  if (pasid >= pasidLimitForPdts(ctx.pdts)) return { reason: FaultReason.SCT_7_PASID_ABOVE_PDTS, fpd: ctx.fpd };
+  const dir = readWords(ram, ctx.dirPtr + BigInt(pasidDirIndex(pasid) * 8), 1);
+  if (dir === undefined) return { reason: FaultReason.SPD_1_PASID_DIR_ENTRY_ACCESS, fpd: ctx.fpd };
+  const de = decode(PASID_DIR_ENTRY, dir);
+  const dirFpd = ctx.fpd || de.fields.FPD === 1n;
+  if (de.fields.P === 0n) return { reason: FaultReason.SPD_2_PASID_DIR_ENTRY_NOT_PRESENT, fpd: dirFpd };
+  if (de.reserved.length > 0) return { reason: FaultReason.SPD_3_PASID_DIR_ENTRY_RESERVED, fpd: dirFpd };
+  const t = readTableEntry(ram, de.fields.SMPTBLPTR << 12n, pasid, dirFpd);
+  if (!t.ok) return { reason: t.reason, fpd: dirFpd };
+  const c = t.value.check;
+  const fpd = dirFpd || c.fields.FPD === 1n;
+  return { reason: c.ok ? null : c.fault, fpd };
+}
+
 function readTableEntry(ram: GuestRam, table: bigint, pasid: number, dirFpd: boolean): Walk<PasidEntryRead> {
   const gpa = table + BigInt(pasidTableIndex(pasid) * PASID_ENTRY_SIZE);
   const words = readWords(ram, gpa, PASID_ENTRY_WORDS);

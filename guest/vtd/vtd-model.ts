@@ -9,10 +9,13 @@
  *
  * GCMD (QEMU hw/i386/intel_iommu.c `vtd_handle_gcmd_write`; VT-d spec rev. 5.10 §11.4.4.1
  * "Global Command Register"): one-shot commands act when their bit is written as 1 — SRTP
- * latches RTADDR (root table and TTM) and drops the context cache, then sets GSTS.RTPS; SFL sets
- * FLS; WBF completes at once (WBFS reads 0); SIRTP sets IRTPS. Enables act on change against
- * GSTS — TE (TES; requests without PASID follow the context entries while set, the GPA domain
- * while clear), QIE (QIES; IQH resets to 0), IRE, CFI, EAFL (status only).
+ * latches RTADDR (root table and TTM) and drops the context cache, then sets GSTS.RTPS; WBF
+ * completes at once (WBFS reads 0; CAP.RWBF is clear). Enables act on change against GSTS — TE
+ * (TES; requests without PASID follow the context entries while set, the GPA domain while
+ * clear), QIE (QIES; IQH resets to 0 on enable and on disable, §11.4.9.1 "Invalidation Queue
+ * Head Register"). Commands of features the model does not report are ignored and leave their
+ * status bit 0 (§11.4.4.1: each is valid only when the feature is supported): SIRTP, IRE and CFI
+ * need ECAP.IR; SFL and EAFL need CAP.AFL.
  *
  * Register accesses that trigger work: FSTS/FRCD (W1C, PPF recomputed, IQE clear resumes the
  * queue), FECTL/IECTL/PECTL (unmask sends a pending interrupt), ICS/PRS (servicing clears IP),
@@ -64,13 +67,6 @@ export interface VtdCounters {
   deviceConfigs: number;
 }
 
-/** GCMD enables whose status bit only follows the command (no further effect in the model). */
-const STATUS_ONLY_ENABLES = [
-  [GCMD.IRE, GSTS.IRES],
-  [GCMD.CFI, GSTS.CFIS],
-  [GCMD.EAFL, GSTS.AFLS],
-] as const;
-
 export class VtdModel implements ViommuModel {
   readonly kind = 'vtd' as const;
   readonly regs: RegisterFile;
@@ -111,7 +107,7 @@ export class VtdModel implements ViommuModel {
     this.privatePasids = vcmd === false ? new GuestPrivatePasids(host, flush) : null;
     this.pasidShadow = new PasidShadow(host, ram, log, this.trace, vm, devices.map((d) => d.rid), flush, this.privatePasids);
     if (this.vcmd !== null) this.vcmd.onFreed = (pasid) => this.pasidShadow.pasidFreed(pasid);
-    this.events = new HostEvents(devices, this.privatePasids, this.vcmd, this.pasidShadow, this.contexts, this.faults, this.pageRequests, host, log, this.trace, vm);
+    this.events = new HostEvents(devices, this.privatePasids, this.vcmd, this.pasidShadow, this.contexts, this.faults, this.pageRequests, host, ram, log, this.trace, vm);
     this.invalidations = new InvalidationHandler(this.regs, ram, devices, this.contexts, this.pasidShadow, this.batch, this.pageRequests, this.events, host, log, this.trace, vm);
     this.iq = new InvalidationQueue(this.regs, ram, this.faults, this.interrupts, this.invalidations, this.trace, vm, log);
   }
@@ -228,13 +224,8 @@ export class VtdModel implements ViommuModel {
       this.contexts.latchRoot(this.regs.get('RTADDR'));
       this.regs.update('GSTS', BigInt(GSTS.RTPS));
     }
-    if (cmd & GCMD.SFL) this.regs.update('GSTS', BigInt(GSTS.FLS));
-    if (cmd & GCMD.SIRTP) this.regs.update('GSTS', BigInt(GSTS.IRTPS));
-    // WBF: the write buffer is always flushed; WBFS reads 0.
-    for (const [bit, st] of STATUS_ONLY_ENABLES) {
-      if ((cmd & bit) !== 0) this.regs.update('GSTS', BigInt(st));
-      else this.regs.update('GSTS', 0n, BigInt(st));
-    }
+    // WBF: the write buffer is always flushed; WBFS reads 0. SFL, EAFL (CAP.AFL clear) and
+    // SIRTP, IRE, CFI (ECAP.IR clear) are not supported: ignored, their status bits stay 0.
     const qie = (cmd & GCMD.QIE) !== 0;
     if (qie !== ((sts & GSTS.QIES) !== 0)) {
       if (qie) {
@@ -242,6 +233,7 @@ export class VtdModel implements ViommuModel {
         this.regs.update('GSTS', BigInt(GSTS.QIES));
       } else {
         this.regs.update('GSTS', 0n, BigInt(GSTS.QIES));
+        this.iq.disable();
       }
     }
     const te = (cmd & GCMD.TE) !== 0;
@@ -273,8 +265,8 @@ export class VtdModel implements ViommuModel {
   }
 
   /** ViommuModel.dmaFaultReason: the guest's own reason for an entry the model left unbound. */
-  dmaFaultReason(rid: number, pasid: number | undefined, hostReason: number): number {
-    return this.events.dmaFaultReason(rid, pasid, hostReason);
+  dmaFaultReason(rid: number, pasid: number | undefined, hostReason: number, addr?: bigint): number {
+    return this.events.dmaFaultReason(rid, pasid, hostReason, addr);
   }
 
   // ---- reconnect ------------------------------------------------------------------------------

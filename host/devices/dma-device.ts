@@ -109,7 +109,8 @@ export class DmaTestDevice {
    * Perform one DMA (DEVICE_DMA). Control-path problems throw; translation faults are results.
    * The reply itself, or — only when a page request must be answered first — a promise of it.
    */
-  dma(req: DeviceDmaRequest): DeviceDmaReply | Promise<DeviceDmaReply> {
+  /** `into`: a READ stores its bytes there (at least `length` long; DEVICE_DMA's staged data) instead of a fresh array. */
+  dma(req: DeviceDmaRequest, into?: Uint8Array): DeviceDmaReply | Promise<DeviceDmaReply> {
     const pasidValid = (req.flags & DeviceDmaFlag.PASID_VALID) !== 0;
     let hpasid: number | null = null;
     if (pasidValid) {
@@ -131,10 +132,10 @@ export class DmaTestDevice {
     counters.dmas++;
     if (pasidValid && hpasid === null) return this.pasidEntryAbsent(req, access, req.pasid);
     if (hpasid !== null) access.pasid = hpasid;
-    const r = this.attempt(access, req);
+    const r = this.attempt(access, req, into);
     if (r.ok) return this.finish(req, r, guestPasid);
     // Reason 0 (no memory behind the HPA) is not a VT-d fault: no page request, nothing to record.
-    if (this.priEnabled && r.fault.reason !== DMA_UNBACKED_HPA) return this.pageRequestAndRetry(access, req, guestPasid, r.fault);
+    if (this.priEnabled && r.fault.reason !== DMA_UNBACKED_HPA) return this.pageRequestAndRetry(access, req, guestPasid, r.fault, into);
     counters.faults++;
     if (r.fault.reason !== DMA_UNBACKED_HPA) this.container.channel.sendFault(this.faultMessage(r.fault, guestPasid));
     return this.finish(req, r, guestPasid);
@@ -163,15 +164,15 @@ export class DmaTestDevice {
     return this.finish(req, { ok: false, done: 0, fault }, guestPasid);
   }
 
-  private attempt(access: TranslationRequest, req: DeviceDmaRequest): IommuDmaResult & { data?: Uint8Array } {
+  private attempt(access: TranslationRequest, req: DeviceDmaRequest, into?: Uint8Array): IommuDmaResult & { data?: Uint8Array } {
     const iommu = this.container.iommu;
-    return access.write === true ? iommu.dmaWrite(access, req.data!) : iommu.dmaRead(access, req.length);
+    return access.write === true ? iommu.dmaWrite(access, req.data!) : iommu.dmaRead(access, req.length, into);
   }
 
   /** PRI: send PAGE_REQUEST for the fault, wait for the response; on SUCCESS retry the access once. */
-  private async pageRequestAndRetry(access: TranslationRequest, req: DeviceDmaRequest, guestPasid: number | null, fault: IommuFault): Promise<DeviceDmaReply> {
+  private async pageRequestAndRetry(access: TranslationRequest, req: DeviceDmaRequest, guestPasid: number | null, fault: IommuFault, into?: Uint8Array): Promise<DeviceDmaReply> {
     let r: IommuDmaResult & { data?: Uint8Array } = { ok: false, done: 0, fault };
-    if ((await this.pageRequest(fault, guestPasid)) === 'success') r = this.attempt(access, req);
+    if ((await this.pageRequest(fault, guestPasid)) === 'success') r = this.attempt(access, req, into);
     if (!r.ok) this.container.counters.faults++;
     return this.finish(req, r, guestPasid);
   }

@@ -6,7 +6,8 @@
  * Attach/detach program the device's PASID entries as Linux intel-iommu does (drivers/iommu/
  * intel/pasid.c: intel_pasid_setup_second_level, _pass_through, _first_level, _nested) and tear
  * them down with Linux's flush sequence (intel_pasid_tear_down_entry: PASID-cache PASID-selective,
- * then PASID-based IOTLB or IOTLB domain-selective, then device-TLB). `unmap` flushes like the
+ * then PASID-based IOTLB or IOTLB domain-selective, then device-TLB), except that a nested route's
+ * IOTLB flush is PASID-selective (see `teardown`). `unmap` flushes like the
  * kernel's iotlb_sync (IOTLB page-selective for the domain + device-TLBs), unless
  * `{ flush: false }`.
  */
@@ -163,6 +164,7 @@ export abstract class IommuAttach extends IommuInvalidation {
     for (const p of dev.pendingPageRequests.values()) p.resolve(PageResponseCode.FAILURE);
     dev.pendingPageRequests.clear();
     dev.pasidTable.dispose();
+    this.engine.forgetDevice(dev);
     this.devices.delete(rid);
     this.engine.resetContextCache();
   }
@@ -272,12 +274,26 @@ export abstract class IommuAttach extends IommuInvalidation {
     att.domain.attachments.delete(attachmentKey(dev.rid, pasid));
   }
 
-  /** Linux intel_pasid_tear_down_entry: clear, PASID-cache PSI, PIOTLB or IOTLB DSI, devTLB. */
+  /**
+   * Route teardown, after Linux intel_pasid_tear_down_entry (drivers/iommu/intel/pasid.c): clear
+   * the PASID entry, PASID-cache PASID-selective, then the IOTLB, then the device-TLB.
+   *
+   * The IOTLB step differs from Linux for nested routes. Linux flushes PGTT 1 / 4 routes with a
+   * PASID-based IOTLB flush and every other route (second-level only, nested) domain-selectively.
+   * Here a nested route (PGTT 3) gets the PASID-based all-within-PASID flush: its IOTLB and
+   * paging-structure entries are tagged (DID, PASID) and that flush removes exactly them (VT-d
+   * spec §6.5.2.4, PASID-based-IOTLB invalidate, covers first-level and nested translations), so
+   * unbinding one guest PASID no longer drops every other PASID's translations of the VM.
+   * Second-level-only routes (PGTT 2) keep Linux's domain-selective flush: the PASID-based IOTLB
+   * invalidation is not architected to remove second-level-only translations (VT-d spec §6.5.2
+   * "Guidance to Software for Invalidations" uses the IOTLB invalidate descriptor for them), and
+   * their entries are shared second-level state of the domain anyway.
+   */
   private teardown(dev: IommuDevice, pasid: number, att: Attachment): void {
     const did = att.domain.did;
     dev.pasidTable.clear(pasid);
     this.invalidatePasidCache(did, pasid);
-    if (att.pgtt === PGTT_PT || att.pgtt === PGTT_FL) this.invalidatePasidIotlb(did, pasid);
+    if (att.pgtt === PGTT_PT || att.pgtt === PGTT_FL || att.pgtt === PGTT_NESTED) this.invalidatePasidIotlb(did, pasid);
     else this.invalidateIotlbDomain(did);
     if (dev.atsEnabled) {
       if (att.pasid === null) this.invalidateDevTlb(dev.rid);

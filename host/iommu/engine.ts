@@ -50,6 +50,7 @@
  */
 import { fail } from '../../src/errors.js';
 import { PasidEntryReader } from './pasid-read.js';
+import { PasidCacheIndex } from './pasid-cache-index.js';
 import { FaultReason as FR } from '../../src/vtd/fault.js';
 import { flReservedMask, PAGE_SIZE, slReservedMask, type PtLevel } from '../../src/vtd/page-table.js';
 import {
@@ -162,6 +163,8 @@ export class TranslationEngine {
   private readonly slRsvHi = new Int32Array(12);
   private readonly hawLimit: number;
   private readonly pasidReader: PasidEntryReader;
+  /** Contexts holding a cached PASID entry, by (DID, PASID): what PASID-cache invalidations visit. */
+  readonly pasidCache = new PasidCacheIndex();
 
   // results of the last second-level translation
   private slLevel = 1;
@@ -268,9 +271,18 @@ export class TranslationEngine {
     return faultRecord(this.faultReason, this.faultRid, this.faultPasid, BigInt(this.faultVpn) * PAGE_SIZE + BigInt(this.faultOff), this.faultFlags);
   }
 
-  /** Every context of every device (for PASID-cache invalidation). */
+  /** Every context of every device. */
   *allContexts(): IterableIterator<RequestContext> {
     for (const d of this.devices.values()) yield* d.contexts.values();
+  }
+
+  /** A device is removed: its contexts drop their cached PASID entries and release their cache buckets. */
+  forgetDevice(dev: IommuDevice): void {
+    for (const c of dev.contexts.values()) {
+      this.pasidCache.drop(c);
+      c.releaseBuckets();
+    }
+    if (this.lastCtx !== null && this.lastCtx.device === dev) this.resetContextCache();
   }
 
   // ---- slow paths ------------------------------------------------------------------------------
@@ -362,11 +374,10 @@ export class TranslationEngine {
       return null;
     }
     const pe = r;
-    ctx.pe = pe;
     const b = this.iotlb.bucket(pe.did, ctx.peIndex);
     if (pe.firstLevel) b.firstLevel = true;
-    ctx.iotlb = b;
-    ctx.first = ctx.dtlb ?? b;
+    ctx.cachePasidEntry(pe, b);
+    this.pasidCache.add(ctx);
     return pe;
   }
 

@@ -30,6 +30,10 @@ import { buildTopology, type IommuTopology } from './topology.js';
 
 export interface IommuStats extends EngineCounters {
   iotlbEntries: number;
+  /** IOTLB buckets: (DID, PASID) tags that cache entries or are used by a request context. */
+  iotlbBuckets: number;
+  /** Request contexts holding a cached PASID entry. */
+  pasidCacheEntries: number;
   invalidations: InvalidationCounters;
   domains: number;
   devices: number;
@@ -76,6 +80,8 @@ export class HostIommu extends IommuRequests {
     return {
       ...this.engine.counters(),
       iotlbEntries: this.iotlb.entries,
+      iotlbBuckets: this.iotlb.bucketCount,
+      pasidCacheEntries: this.engine.pasidCache.size,
       invalidations: { ...this.inv },
       domains: this.domains.size,
       devices: this.devices.size,
@@ -96,6 +102,7 @@ export class HostIommu extends IommuRequests {
 
   /** Release every page-table page (the IOMMU is unusable afterwards). */
   dispose(): void {
+    for (const dev of this.devices.values()) this.engine.forgetDevice(dev);
     this.pool.dispose();
     this.devices.clear();
     this.domains.clear();

@@ -127,27 +127,28 @@ export abstract class IommuInvalidation extends IommuBase {
     this.iotlb.invalidatePasidPages(did, pasid, v0, v1, ih);
   }
 
-  /** PASID-cache global invalidation. */
+  /** PASID-cache global invalidation (visits the contexts that cache an entry, pasid-cache-index.ts). */
   invalidatePasidCacheGlobal(): void {
     this.inv.pasidCacheGlobal++;
-    for (const c of this.engine.allContexts()) c.dropPasidEntry();
+    this.engine.pasidCache.dropAll();
   }
 
-  /** PASID-cache domain-selective invalidation: cached entries whose DID is `did`. */
+  /** PASID-cache domain-selective invalidation: cached entries whose DID is `did` (only those are visited). */
   invalidatePasidCacheDomain(did: number): void {
     checkDid(did);
     this.inv.pasidCacheDomain++;
-    for (const c of this.engine.allContexts()) if (c.pe !== null && c.pe.did === did) c.dropPasidEntry();
+    this.engine.pasidCache.dropDomain(did);
   }
 
-  /** PASID-cache PASID-selective invalidation: the cached entry of (did, pasid) on every device. */
+  /**
+   * PASID-cache PASID-selective invalidation: the cached entry of (did, pasid) on every device;
+   * costs the contexts that cache it, not every context (pasid-cache-index.ts).
+   */
   invalidatePasidCache(did: number, pasid: number): void {
     checkDid(did);
     checkPasid(pasid);
     this.inv.pasidCachePasid++;
-    for (const dev of this.devices.values()) {
-      for (const c of dev.contexts.values()) if (c.peIndex === pasid && c.pe !== null && c.pe.did === did) c.dropPasidEntry();
-    }
+    this.engine.pasidCache.dropPasid(did, pasid);
   }
 
   /** Device-TLB invalidation of device `rid` (DevTlbInvalidation says which entries). */

@@ -43,19 +43,44 @@ export class RequestContext {
   ) {
     this.peIndex = pasid < 0 ? RID_PASID : pasid;
     this.dtlb = device.devTlb === null || !device.atsEnabled ? null : device.devTlb.bucket(pasid);
+    this.dtlb?.acquire();
   }
 
   /** Follow the device's ATS Enable: use its device-TLB bucket (on) or translate through the IOTLB only (off). */
   setAts(on: boolean): void {
     const tlb = this.device.devTlb;
+    const old = this.dtlb;
     this.dtlb = on && tlb !== null ? tlb.bucket(this.pasid) : null;
+    this.dtlb?.acquire();
+    old?.release();
     if (this.pe !== null) this.first = this.dtlb ?? this.iotlb;
   }
 
-  /** Drop the cached PASID entry (PASID-cache invalidation). */
+  /** Cache the PASID entry `pe`, whose IOTLB entries live in `bucket` (DID pe.did, tag peIndex). */
+  cachePasidEntry(pe: CachedPasidEntry, bucket: TlbBucket): void {
+    bucket.acquire();
+    this.iotlb.release();
+    this.pe = pe;
+    this.iotlb = bucket;
+    this.first = this.dtlb ?? bucket;
+  }
+
+  /**
+   * Drop the cached PASID entry (PASID-cache invalidation; PasidCacheIndex calls this so the
+   * index stays exact).
+   */
   dropPasidEntry(): void {
     this.pe = null;
+    const b = this.iotlb;
     this.iotlb = EMPTY_BUCKET;
     this.first = EMPTY_BUCKET;
+    b.release();
+  }
+
+  /** The device is going away: release the buckets this context uses. */
+  releaseBuckets(): void {
+    this.dropPasidEntry();
+    this.dtlb?.release();
+    this.dtlb = null;
   }
 }

@@ -62,13 +62,17 @@ export abstract class IommuRequests extends IommuFaultReporting {
     return this.engine.lastFault();
   }
 
-  /** Read `length` bytes through the IOMMU. On a fault, `data` holds the `done` bytes read before it. */
-  dmaRead(req: TranslationRequest, length: number): IommuDmaReadResult {
+  /**
+   * Read `length` bytes through the IOMMU into a fresh array, or into `into` (at least `length`
+   * bytes; EINVAL otherwise). On a fault, `data` holds the `done` bytes read before it.
+   */
+  dmaRead(req: TranslationRequest, length: number, into?: Uint8Array): IommuDmaReadResult {
     checkLength(length);
     if (req.write === true) fail('EINVAL', 'a DMA read cannot be a write request');
+    if (into !== undefined && into.length < length) fail('EINVAL', `DMA read of ${length} bytes into ${into.length}`);
     const flags = requestFlags(req, false);
     const [vpn, off] = pageAndOffset(req.addr, length);
-    const data = new Uint8Array(length);
+    const data = into !== undefined ? into.subarray(0, length) : new Uint8Array(length);
     const done = this.dma.read(req.rid, req.pasid ?? NO_PASID, vpn, off, flags, data);
     const r = this.dmaResult(req, flags, done);
     return { ...r, data: done === length ? data : data.subarray(0, done) };

@@ -90,6 +90,8 @@ export class MonitorHub {
   private pageCache = new Map<string, string>();
   private summaryBody: string | null = null;
   private ticking: Promise<void> | null = null;
+  /** Phases of the first refresh of the current timing window. */
+  private firstPhases: { snapshot: number; summary: number; send: number } | null = null;
   private closed = false;
 
   constructor(
@@ -111,6 +113,12 @@ export class MonitorHub {
   /** Take over an upgraded connection. */
   add(ws: WebSocket, authorized: boolean): void {
     const client = new Client(ws, authorized);
+    if (this.clients.size === 0) {
+      // A new window: refreshes of an earlier host state are not this one's timing.
+      this.refreshMs.length = 0;
+      this.phaseMs.length = 0;
+      this.firstPhases = null;
+    }
     this.clients.add(client);
     ws.on('message', (data, isBinary) => this.onMessage(client, data, isBinary));
     ws.on('error', (err) => log.debug({ err }, 'dashboard client socket error'));
@@ -162,8 +170,9 @@ export class MonitorHub {
     this.clients.clear();
   }
 
-  /** Durations (ms) of the last refreshes, oldest first. */
+  /** Durations (ms) of the last refreshes, oldest first, and of their phases. */
   private readonly refreshMs: number[] = [];
+  private readonly phaseMs: { snapshot: number; summary: number; send: number }[] = [];
 
   /** The hub's own timing of its snapshot refreshes (answered in pong). */
   refreshTiming(): RefreshTiming {
@@ -171,15 +180,21 @@ export class MonitorHub {
     if (n === 0) return { count: 0, last: null, min: null, median: null, max: null };
     const sorted = [...this.refreshMs].sort((a, b) => a - b);
     const median = n % 2 ? sorted[(n - 1) / 2]! : (sorted[n / 2 - 1]! + sorted[n / 2]!) / 2;
-    return { count: n, last: this.refreshMs[n - 1]!, min: sorted[0]!, median, max: sorted[n - 1]! };
+    const med = (k: 'snapshot' | 'summary' | 'send') => medianOf(this.phaseMs.map((p) => p[k]));
+    const timing: RefreshTiming = { count: n, last: this.refreshMs[n - 1]!, min: sorted[0]!, median, max: sorted[n - 1]! };
+    if (this.phaseMs.length > 0) timing.phases = { snapshot: med('snapshot'), summary: med('summary'), send: med('send') };
+    if (this.firstPhases !== null) timing.first = { ...this.firstPhases };
+    return timing;
   }
 
   private async refresh(): Promise<void> {
     let snap: HostSnapshot;
     let stats: MonitorStats | undefined;
     const t0 = performance.now();
+    let t1 = t0;
     try {
       snap = await this.source.snapshot();
+      t1 = performance.now();
       stats = this.source.stats ? this.source.stats() : this.counters?.stats();
     } catch (err) {
       log.warn({ err }, 'dashboard snapshot failed; keeping the previous one');
@@ -190,12 +205,17 @@ export class MonitorHub {
     this.vmByName = new Map(snap.vms.map((vm) => [vm.name, vm]));
     this.pageCache.clear();
     this.summaryBody = JSON.stringify(buildSummary(snap, stats));
-    this.refreshMs.push(performance.now() - t0);
+    const t2 = performance.now();
+    this.refreshMs.push(t2 - t0);
     if (this.refreshMs.length > REFRESH_TIMING_WINDOW) this.refreshMs.shift();
     for (const c of this.clients) {
       this.sendSummary(c, this.summaryBody);
       this.sendPages(c, c.subs);
     }
+    const phases = { snapshot: t1 - t0, summary: t2 - t1, send: performance.now() - t2 };
+    this.firstPhases ??= phases;
+    this.phaseMs.push(phases);
+    if (this.phaseMs.length > REFRESH_TIMING_WINDOW) this.phaseMs.shift();
   }
 
   private sendSummary(c: Client, body: string): void {
@@ -321,4 +341,10 @@ export class MonitorHub {
       }
     }
   }
+}
+
+function medianOf(xs: readonly number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const n = s.length;
+  return n % 2 ? s[(n - 1) / 2]! : (s[n / 2 - 1]! + s[n / 2]!) / 2;
 }

@@ -99,7 +99,11 @@ export type ServerMessage =
   | { type: 'pong'; id: number | null; refresh: RefreshTiming }
   | { type: 'error'; code: ErrnoName; message: string };
 
-/** How long the hub's snapshot refreshes took (ms): source.snapshot() + stats + summary JSON. */
+/**
+ * How long the hub's snapshot refreshes took (ms): source.snapshot() + stats + summary JSON.
+ * The window starts afresh whenever the first client connects (no refresh runs without one),
+ * so it never mixes refreshes of an earlier state of the host.
+ */
 export interface RefreshTiming {
   /** Refreshes timed (the last REFRESH_TIMING_WINDOW at most). */
   count: number;
@@ -107,6 +111,14 @@ export interface RefreshTiming {
   min: number | null;
   median: number | null;
   max: number | null;
+  /**
+   * Medians of the refresh's phases over the same window: `snapshot` (source.snapshot(), where
+   * the host rebuilds changed PASID rows), `summary` (stats + summary JSON), `send` (summary and
+   * subscribed pages to every client; not part of the total above). The first refresh of the
+   * window alone is in `first` (it pays for every change since the previous window).
+   */
+  phases?: { snapshot: number; summary: number; send: number };
+  first?: { snapshot: number; summary: number; send: number };
 }
 
 /** Refreshes the pong's timing covers. */

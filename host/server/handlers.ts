@@ -4,15 +4,22 @@
  * their errno live in the container (host/vfio/) and the VM (vm.ts).
  *
  * SET_MEM_TABLE: an identical table is accepted as a re-announcement (after a reconnect); a
- * different one replaces the old only while no DMA mapping exists (EBUSY otherwise).
+ * different one replaces the old only while no DMA mapping exists (EBUSY otherwise). The
+ * descriptors of the fd form belong to this handler: the memory table takes them over in
+ * `replace`; on every other path they are closed here.
  */
 import { fail } from '../../src/errors.js';
-import { VM_SETUP_REPLY_RESUMED, VM_SETUP_VIOMMU_MASK, VmViommu, isZeroToken } from '../../vhost/messages/vm.js';
+import { closeFd } from '../../src/native/native.js';
+import { VM_SETUP_REPLY_RESUMED, VM_SETUP_UAPI_IOMMUFD, VM_SETUP_VIOMMU_MASK, VmViommu, isZeroToken } from '../../vhost/messages/vm.js';
+import { ProtocolFeature } from '../../vhost/wire/features.js';
+import { iommufdHandlers } from '../iommufd/index.js';
 import type { HandlerTable } from '../../vhost/roles/backend.js';
 import type { Session } from '../../vhost/roles/server.js';
 import type { FrontendRequestName } from '../../vhost/messages/catalogue.js';
 import type { SessionHost } from './session-host.js';
 import type { ViommuKind } from './vm.js';
+import { DeviceDmaFlag } from '../../vhost/messages/device-dma.js';
+import { stagedDeviceDma } from './staged-dma.js';
 
 const VIOMMU: Record<number, ViommuKind> = { [VmViommu.UNSPECIFIED]: 'unspecified', [VmViommu.VTD]: 'vtd', [VmViommu.VIRTIO]: 'virtio' };
 
@@ -21,19 +28,29 @@ export function buildHandlers(host: SessionHost, session: Session): HandlerTable
   const table: HandlerTable<Session> = {
     VM_SETUP: (r) => {
       const token = isZeroToken(r.session_token) ? null : r.session_token;
+      const iommufd = (r.flags & VM_SETUP_UAPI_IOMMUFD) !== 0;
+      if (iommufd && !session.dispatcher.has(ProtocolFeature.VSVA_IOMMUFD)) fail('EOPNOTSUPP', 'VM_SETUP: UAPI_IOMMUFD needs the VSVA_IOMMUFD protocol feature');
       const { vm: v, resumed } = host.setupVm(session, r.name, r.pasid_quota, VIOMMU[r.flags & VM_SETUP_VIOMMU_MASK] ?? 'unspecified', token);
+      // A resumed VM keeps the uAPI it was created with (docs/protocol.md §13).
+      if (iommufd && !resumed) v.useIommufd();
       return { vm_id: v.id, flags: resumed ? VM_SETUP_REPLY_RESUMED : 0, session_token: v.token };
     },
     SET_MEM_TABLE: (t) => {
-      const v = vm();
-      if (v.mem.same(t)) return;
-      v.mem.check(t);
-      if (v.container.mappings > 0) fail('EBUSY', 'SET_MEM_TABLE: DMA mappings exist; unmap them before changing the memory table');
-      v.mem.replace(t);
+      let fds = t.fds ?? [];
+      try {
+        const v = vm();
+        if (v.mem.same(t)) return;
+        v.mem.check(t);
+        if (v.container.mappings > 0) fail('EBUSY', 'SET_MEM_TABLE: DMA mappings exist; unmap them before changing the memory table');
+        fds = [];
+        v.mem.replace(t);
+      } finally {
+        for (const fd of fds) closeFd(fd);
+      }
     },
-    GET_STATE: () => ({ json: host.snapshotJson() }),
+    GET_STATE: (r) => ({ json: r === undefined ? host.snapshotJson() : host.snapshotPageJson(r.cursor, r.max_vms) }),
     DEVICE_ADD: (r) => vm().container.deviceAdd(r),
-    DEVICE_CONFIG: (r) => vm().container.deviceConfig(r),
+    DEVICE_CONFIG: (r) => vm().deviceConfig(r),
     DOMAIN_ALLOC: () => ({ domain: vm().container.domainAlloc() }),
     DOMAIN_FREE: (r) => vm().container.domainFree(r.domain),
     ATTACH: (r) => vm().container.attach(r),
@@ -47,9 +64,18 @@ export function buildHandlers(host: SessionHost, session: Session): HandlerTable
     UNBIND_GPASID: (r) => vm().container.unbind(r),
     CACHE_INVALIDATE: (r) => vm().container.cacheInvalidate(r.entries),
     PAGE_RESPONSE: (r) => vm().container.pageResponse(r),
-    DEVICE_DMA: (r) => vm().container.deviceDma(r),
+    DEVICE_DMA: (r) => {
+      const v = vm();
+      if ((r.flags & DeviceDmaFlag.STAGED) === 0) return v.deviceDma(r);
+      return stagedDeviceDma(r, v.mem, host.memory, (q, into) => v.deviceDma(q, into));
+    },
+    ...iommufdHandlers<Session>(() => {
+      const v = vm();
+      if (v.iommufd === null) fail('EOPNOTSUPP', `VM '${v.name}' uses the VFIO SVA uAPI, not iommufd`);
+      return v.iommufd;
+    }),
   };
-  return traced(host, session, table);
+  return inOrder(traced(host, session, table));
 }
 
 /**
@@ -87,6 +113,62 @@ function traced(host: SessionHost, session: Session, table: HandlerTable<Session
         t.emit({ kind: 'message', side: 'host', vm: vmName, name, args: { session: session.id } });
       }
       return h(r, s);
+    };
+  }
+  return out as HandlerTable<Session>;
+}
+
+function isThenable(v: unknown): v is PromiseLike<unknown> {
+  return v !== null && typeof v === 'object' && typeof (v as { then?: unknown }).then === 'function';
+}
+
+/**
+ * Requests whose handler may return a Promise that must finish before the session's next
+ * request runs: DMA_UNMAP cut into slices (host/vfio/dma-map.ts) changes the container between
+ * slices. (DEVICE_DMA also returns a Promise while it waits for a PAGE_RESPONSE, which arrives
+ * on the same session: it must not hold later requests.)
+ */
+const EXCLUSIVE: ReadonlySet<FrontendRequestName> = new Set<FrontendRequestName>(['DMA_UNMAP']);
+
+/**
+ * A sliced DMA_UNMAP yields to the event loop between slices so that other sessions' requests
+ * run meanwhile; this session's later requests are held until it settles (resolved or
+ * rejected) and then start in arrival order, so each sees the state its predecessors left.
+ * Replies keep request order either way: the dispatcher writes them in request order
+ * (vhost/roles/dispatcher.ts, docs/protocol.md §8). With nothing held, handlers run at once,
+ * as before.
+ */
+function inOrder(table: HandlerTable<Session>): HandlerTable<Session> {
+  let tail: Promise<void> | null = null;
+  const hold = (p: PromiseLike<unknown>): void => {
+    const settled = Promise.resolve(p).then(
+      () => undefined,
+      () => undefined,
+    );
+    tail = settled;
+    void settled.then(() => {
+      if (tail === settled) tail = null;
+    });
+  };
+  const out: Record<string, unknown> = {};
+  for (const [name, h] of Object.entries(table) as [FrontendRequestName, (r: unknown, s: Session) => unknown][]) {
+    const exclusive = EXCLUSIVE.has(name);
+    out[name] = (r: unknown, s: Session) => {
+      if (tail === null) {
+        const v = h(r, s);
+        if (exclusive && isThenable(v)) hold(v);
+        return v;
+      }
+      // Held: the next request may start once this one has started (or, for an exclusive one,
+      // once it has finished).
+      let markStarted!: () => void;
+      const started = new Promise<void>((resolve) => (markStarted = resolve));
+      const later = tail.then(() => {
+        markStarted();
+        return h(r, s);
+      });
+      hold(exclusive ? later : started);
+      return later;
     };
   }
   return out as HandlerTable<Session>;

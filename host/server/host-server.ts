@@ -29,8 +29,18 @@ import { zeroCounters } from '../monitor/summary.js';
 import { IoasidCore } from '../ioasid/index.js';
 import { DEFAULT_MAX_PENDING_PAGE_REQUESTS, DEFAULT_PAGE_REQUEST_TIMEOUT_MS } from '../devices/page-requests.js';
 import { buildHandlers } from './handlers.js';
+import { resolveMemoryBackend } from '../../src/memory/memory-backend.js';
+import type { MemoryAccess } from '../vfio/mem-table.js';
 import type { SessionHost } from './session-host.js';
 import { tokenHex, Vm } from './vm.js';
+import { GET_STATE_MAX_PAGE_VMS } from '../../vhost/messages/vm.js';
+
+/**
+ * A GET_STATE page stops taking VMs once it holds this much JSON (it always holds one): pages
+ * stay far below the 64 MiB reply limit (MAX_REPLY_PAYLOAD, docs/protocol.md §7) and cheap to
+ * build, whatever the VMs hold.
+ */
+export const GET_STATE_PAGE_BYTES = 4 * 1024 * 1024;
 
 const log = childLogger('host-server');
 
@@ -54,6 +64,11 @@ export interface HostServerOptions {
   trace?: TraceBus;
   /** VMs served at once, grace periods included (default DEFAULT_MAX_VMS). */
   maxVms?: number;
+  /**
+   * How guest RAM received as descriptors is reached: 'mapped' (sealed memfds mapped MAP_SHARED;
+   * the default when the native addon loaded) or 'pread' (positioned I/O; the default without it).
+   */
+  memoryBackend?: MemoryAccess;
 }
 
 /** JSON text of KVM's table: what JSON.stringify gives, written directly (numbers only). */
@@ -90,6 +105,8 @@ export class HostServer implements SessionHost {
   private readonly pageRequestTimeoutMs: number;
   private readonly maxPendingPageRequests: number;
   private readonly maxVms: number;
+  /** How guest RAM passed as descriptors is reached (HostServerOptions.memoryBackend). */
+  readonly memoryBackend: MemoryAccess;
   private closed = false;
 
   constructor(opts: HostServerOptions = {}) {
@@ -99,6 +116,7 @@ export class HostServer implements SessionHost {
     this.pageRequestTimeoutMs = opts.pageRequestTimeoutMs ?? DEFAULT_PAGE_REQUEST_TIMEOUT_MS;
     this.maxPendingPageRequests = opts.maxPendingPageRequests ?? DEFAULT_MAX_PENDING_PAGE_REQUESTS;
     this.maxVms = opts.maxVms ?? DEFAULT_MAX_VMS;
+    this.memoryBackend = resolveMemoryBackend(opts.memoryBackend);
     this.core = new IoasidCore({ pasidBits: opts.pasidBits ?? 20, trace: this.trace });
     this.memory = new HostMemory();
     this.iommu = new HostIommu({ memory: this.memory, trace: this.trace });
@@ -162,6 +180,7 @@ export class HostServer implements SessionHost {
       pageRequestTimeoutMs: this.pageRequestTimeoutMs,
       maxPendingPageRequests: this.maxPendingPageRequests,
       memoryFileOwners: this.memoryFileOwners,
+      memoryAccess: this.memoryBackend,
     });
     this.nextVmId++;
     vm.attachSession(s);
@@ -189,23 +208,56 @@ export class HostServer implements SessionHost {
   }
 
   /**
-   * JSON text of `snapshot()` (GET_STATE), built from each VM's cached PASID-table and KVM-table
-   * text instead of serialising every row again. Same fields and values; in each VM object the
-   * `pasids` and `kvm` keys come last.
+   * JSON text of `snapshot()` (GET_STATE without a payload), built from each VM's cached
+   * PASID-table and KVM-table text instead of serialising every row again. Same fields and
+   * values; in each VM object the `pasids` and `kvm` keys come last. O(everything): large hosts
+   * are read page by page (`snapshotPageJson`).
    */
   snapshotJson(): string {
-    const cap = this.core.capacity;
+    const vms = this.vmsById().map((vm) => this.vmJson(vm));
+    return `${this.headJson().slice(0, -1)},"vms":[${vms.join(',')}],"iommu":${JSON.stringify(iommuTotals(this.iommu))}}`;
+  }
+
+  /**
+   * One page of the snapshot (GET_STATE with a page request, docs/protocol.md §10.9): the host
+   * fields, `vmCount` (VMs now), the VMs with id ≥ `cursor` in id order — at most `maxVms`, and
+   * no more once the page holds GET_STATE_PAGE_BYTES of JSON (at least one VM) — and `next`,
+   * the cursor of the following page (null after the last VM). A page costs only its VMs (plus
+   * their changed PASID rows). VMs are never renumbered, so a VM that comes or goes between
+   * pages shifts nothing: each VM present throughout is in exactly one page.
+   * EINVAL: maxVms outside 1–GET_STATE_MAX_PAGE_VMS, or a cursor past every VM id issued.
+   */
+  snapshotPageJson(cursor: number, maxVms: number): string {
+    if (!Number.isInteger(maxVms) || maxVms < 1 || maxVms > GET_STATE_MAX_PAGE_VMS) fail('EINVAL', `GET_STATE: max_vms ${maxVms} is not 1–${GET_STATE_MAX_PAGE_VMS}`);
+    if (!Number.isInteger(cursor) || cursor < 0 || cursor > this.nextVmId) fail('EINVAL', `GET_STATE: cursor ${cursor} is past every VM id issued (next id ${this.nextVmId})`);
+    const all = this.vmsById();
+    let i = 0;
+    while (i < all.length && all[i]!.id < cursor) i++;
     const vms: string[] = [];
-    for (const vm of this.vmsById()) {
-      const { pasids, kvm, ...rest } = vm.snapshot();
-      void pasids;
-      void kvm;
-      const head = JSON.stringify(rest);
-      const rows = vm.pasidRows;
-      vms.push(`${head.slice(0, -1)},"pasids":${rows.json()},"kvm":${rows.derivedJson('kvm', () => vm.kvm.entries(), kvmJson)}}`);
+    let bytes = 0;
+    while (i < all.length && vms.length < maxVms && (vms.length === 0 || bytes < GET_STATE_PAGE_BYTES)) {
+      const text = this.vmJson(all[i]!);
+      bytes += text.length;
+      vms.push(text);
+      i++;
     }
-    const top = JSON.stringify({ pasidBits: this.core.pasidBits, capacity: { total: cap.total, available: cap.available } });
-    return `${top.slice(0, -1)},"vms":[${vms.join(',')}],"iommu":${JSON.stringify(iommuTotals(this.iommu))}}`;
+    const next = i < all.length ? all[i]!.id : null;
+    return `${this.headJson().slice(0, -1)},"vmCount":${all.length},"next":${next},"vms":[${vms.join(',')}],"iommu":${JSON.stringify(iommuTotals(this.iommu))}}`;
+  }
+
+  private headJson(): string {
+    const cap = this.core.capacity;
+    return JSON.stringify({ pasidBits: this.core.pasidBits, capacity: { total: cap.total, available: cap.available } });
+  }
+
+  /** One VM of the snapshot as JSON text, its PASID and KVM tables from their cached text. */
+  private vmJson(vm: Vm): string {
+    const { pasids, kvm, ...rest } = vm.snapshot({ rows: false });
+    void pasids;
+    void kvm;
+    const head = JSON.stringify(rest);
+    const rows = vm.pasidRows;
+    return `${head.slice(0, -1)},"pasids":${rows.json()},"kvm":${rows.derivedJson('kvm', () => vm.kvm.entries(), kvmJson)}}`;
   }
 
   /**

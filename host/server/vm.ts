@@ -21,12 +21,17 @@ import type { HostMemory } from '../memory/host-memory.js';
 import { PageRequestTracker } from '../devices/page-requests.js';
 import { VfioContainer, type ContainerCounters } from '../vfio/container.js';
 import type { HostIommu } from '../iommu/host-iommu.js';
-import { MemTableMap, type MemoryFileOwners } from '../vfio/mem-table.js';
+import { MemTableMap, memoryDirs, type MemoryAccess, type MemoryFileOwners } from '../vfio/mem-table.js';
 import { PasidRows } from './pasid-rows.js';
+import { IommufdContext } from '../iommufd/index.js';
+import type { DeviceDmaReply, DeviceDmaRequest } from '../../vhost/messages/device-dma.js';
+import type { DeviceConfigRequest } from '../../vhost/messages/device-config.js';
 
 const log = childLogger('host-vm');
 
 export type ViommuKind = 'unspecified' | 'vtd' | 'virtio';
+/** The host uAPI a VM chose at VM_SETUP (docs/protocol.md §13). */
+export type Uapi = 'vfio-sva' | 'iommufd';
 
 export interface VmDeps {
   core: IoasidCore;
@@ -41,6 +46,8 @@ export interface VmDeps {
   maxPendingPageRequests: number;
   /** Memory files mapped by the host's VMs (one VM per file). */
   memoryFileOwners: MemoryFileOwners;
+  /** How guest RAM passed as descriptors is reached (default 'pread'). */
+  memoryAccess?: MemoryAccess;
 }
 
 /** A fresh session token: 16 random bytes, never all zero. */
@@ -66,6 +73,9 @@ export class Vm {
   /** The snapshot's PASID table, updated row by row as the VM's PASIDs change. */
   readonly pasidRows: PasidRows;
   session: Session | null = null;
+  /** The VM's uAPI; its iommufd context when that is 'iommufd' (useIommufd). */
+  uapi: Uapi = 'vfio-sva';
+  iommufd: IommufdContext | null = null;
   /** Grace-period timer while disconnected. */
   graceTimer: NodeJS.Timeout | null = null;
   disconnectedAt: number | null = null;
@@ -96,7 +106,7 @@ export class Vm {
       this.vdcm = deps.vdcm.createVm(this.set, name);
       this.vdcm.onChange = () => this.generation++;
       undo.push(() => deps.vdcm.destroyVm(this.vdcm));
-      this.mem = new MemTableMap(deps.memory, name, deps.memoryFileOwners);
+      this.mem = new MemTableMap(deps.memory, name, deps.memoryFileOwners, memoryDirs(), deps.memoryAccess ?? 'pread');
       this.pageRequests = new PageRequestTracker(deps.maxPendingPageRequests, deps.pageRequestTimeoutMs);
       this.container = new VfioContainer({
         vmName: name,
@@ -129,6 +139,55 @@ export class Vm {
     this.pasidRows = new PasidRows(core, this.set, (id) => this.container.bindingsOf(id));
   }
 
+  /** VM_SETUP chose iommufd: create the VM's iommufd context (a new VM only). */
+  useIommufd(): IommufdContext {
+    if (this.iommufd === null) {
+      this.iommufd = new IommufdContext({
+        vmName: this.name,
+        iommu: this.deps.iommu,
+        core: this.deps.core,
+        set: this.set,
+        gpaToHpa: (gpa, size) => this.mem.gpaToHpa(gpa, size),
+        allocHostRid: this.deps.allocHostRid,
+        freeHostRid: this.deps.freeHostRid,
+        dma: {
+          vdcm: this.vdcm,
+          trace: this.deps.trace,
+          sendFault: (msg) => {
+            const s = this.session;
+            if (s === null || !s.backendAttached) return;
+            s.send('FAULT', msg).catch((e: unknown) => log.debug({ vm: this.name, err: String(e) }, 'FAULT not delivered'));
+          },
+          pageRequestTimeoutMs: this.deps.pageRequestTimeoutMs,
+          maxPendingPageRequests: this.deps.maxPendingPageRequests,
+          sendFaultRecords: (faultId, records) => {
+            const s = this.session;
+            if (s === null || !s.backendAttached) return false;
+            for (const r of records) {
+              s.send('IOMMUFD_FAULT', { fault_id: faultId, ...r }).catch((e: unknown) => log.debug({ vm: this.name, err: String(e) }, 'IOMMUFD_FAULT not delivered'));
+            }
+            return true;
+          },
+        },
+      });
+      this.uapi = 'iommufd';
+    }
+    return this.iommufd;
+  }
+
+  /** DEVICE_DMA: by a device bound to the VM's iommufd context, else by a container device. */
+  deviceDma(r: DeviceDmaRequest, into?: Uint8Array): DeviceDmaReply | Promise<DeviceDmaReply> {
+    const dma = this.iommufd?.dma;
+    return dma?.has(r.rid) === true ? dma.deviceDma(r, into) : this.container.deviceDma(r, into);
+  }
+
+  /** DEVICE_CONFIG: as deviceDma. */
+  deviceConfig(r: DeviceConfigRequest): void {
+    const dma = this.iommufd?.dma;
+    if (dma?.has(r.rid) === true) dma.deviceConfig(r);
+    else this.container.deviceConfig(r);
+  }
+
   get connected(): boolean {
     return this.session !== null && !this.session.closed;
   }
@@ -142,6 +201,7 @@ export class Vm {
     this.session = null;
     this.disconnectedAt = Date.now();
     this.pageRequests.cancelAll();
+    this.iommufd?.dma?.pageRequests.cancelAll();
   }
 
   attachSession(s: Session): void {
@@ -163,6 +223,7 @@ export class Vm {
     this.graceTimer = null;
     this.pageRequests.cancelAll();
     const core = this.deps.core;
+    this.iommufd?.close();
     this.container.close();
     this.deps.vdcm.destroyVm(this.vdcm);
     this.deps.kvm.destroyVm(this.kvm);
@@ -176,13 +237,21 @@ export class Vm {
     this.session = null;
   }
 
-  snapshot(): VmSnapshot & Record<string, unknown> {
+  /**
+   * The VM's part of the host snapshot. `rows: false` leaves `pasids` and `kvm` empty for a
+   * caller that takes them from `pasidRows` as JSON text (GET_STATE), so no row array is copied.
+   */
+  snapshot(opts: { rows?: boolean } = {}): VmSnapshot & Record<string, unknown> {
+    const rows = opts.rows !== false;
     const core = this.deps.core;
     const valid = core.isSetValid(this.set);
     const info = valid ? core.setInfo(this.set) : null;
     let c = this.cached;
     if (c === null || c.generation !== this.generation) {
-      c = { generation: this.generation, devices: this.container.listDevices().map((d) => ({ bdf: d.bdf, kind: d.kind })) };
+      const devices: VmSnapshot['devices'] = this.container.listDevices().map((d) => ({ bdf: d.bdf, kind: d.kind }));
+      // Devices bound through iommufd (always physical functions here).
+      for (const d of this.iommufd?.snapshot().devices ?? []) devices.push({ bdf: d.bdf, kind: 'pf' });
+      c = { generation: this.generation, devices };
       this.cached = c;
     }
     return {
@@ -190,7 +259,9 @@ export class Vm {
       connected: this.connected,
       set: { quota: info?.quota ?? 0, used: info?.used ?? 0 },
       devices: c.devices.slice(),
-      pasids: this.pasidRows.rows(),
+      pasids: rows ? this.pasidRows.rows() : [],
+      uapi: this.uapi,
+      ...(this.iommufd === null ? {} : { iommufd: this.iommufd.snapshot() }),
       // Extras (not part of the contract of docs/design.md §7).
       id: this.id,
       viommu: this.viommu,
@@ -198,7 +269,7 @@ export class Vm {
       memory: { regions: this.mem.list.length, bytes: this.mem.totalBytes },
       domains: this.container.listDomains(),
       deviceState: this.container.listDevices(),
-      kvm: this.pasidRows.derived('kvm', () => this.kvm.entries()).slice(),
+      kvm: rows ? this.pasidRows.derived('kvm', () => this.kvm.entries()).slice() : [],
       adis: this.vdcm.list(),
       pendingPageRequests: this.pageRequests.size,
       disconnectedForMs: this.disconnectedAt === null ? null : Date.now() - this.disconnectedAt,

@@ -173,8 +173,9 @@ export class VfioContainer extends ContainerDmaMap {
   }
 
   /** DEVICE_DMA: one DMA by a test device; a promise only while it waits for a page response. */
-  deviceDma(r: DeviceDmaRequest): DeviceDmaReply | Promise<DeviceDmaReply> {
-    return this.device(r.rid).dma(r);
+  /** `into`: where a READ stores its bytes (DEVICE_DMA's staged data; host/server/staged-dma.ts). */
+  deviceDma(r: DeviceDmaRequest, into?: Uint8Array): DeviceDmaReply | Promise<DeviceDmaReply> {
+    return this.device(r.rid).dma(r, into);
   }
 
   // ------------------------------------------------------------------ state
@@ -235,7 +236,7 @@ export class VfioContainer extends ContainerDmaMap {
       this.env.freeHostRid(dev.hostRid);
     }
     this.devices.clear();
-    for (const d of this.domains.values()) this.releaseDomain(d.did, d.mappings);
+    for (const d of this.domains.values()) this.releaseDomain(d.did);
     this.domains.clear();
     this.mappingCount = 0;
     if (this.core.isSetValid(this.set)) this.core.unregisterNotifier(this.set, this.notifier);

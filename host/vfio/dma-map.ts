@@ -8,11 +8,17 @@
 import { fail } from '../../src/errors.js';
 import { PAGE_SIZE } from '../../src/vtd/page-table.js';
 import type { DmaMapRequest, DmaUnmapReply, DmaUnmapRequest } from '../../vhost/messages/dma.js';
-import { GPA_DOMAIN, type Mapping } from './container-state.js';
+import { GPA_DOMAIN, type ContainerDomain, type Mapping } from './container-state.js';
 import { ContainerInvalidation } from './cache-invalidate.js';
 
 export const MAX_DOMAINS = 64;
 export const MAX_MAPPINGS = 65536;
+/**
+ * Mappings one DMA_UNMAP slice removes before the host yields to other requests; also the most
+ * an unmap removes synchronously. Linux flushes the IOTLB every VFIO_IOMMU_TLB_SYNC_MAX (512)
+ * unmaps (drivers/vfio/vfio_iommu_type1.c).
+ */
+export const UNMAP_SLICE_MAPPINGS = 512;
 
 export abstract class ContainerDmaMap extends ContainerInvalidation {
   private nextDomainId = 1;
@@ -39,27 +45,65 @@ export abstract class ContainerDmaMap extends ContainerInvalidation {
    * VFIO_IOMMU_UNMAP_DMA (type1 v2): removes every mapping wholly inside [iova, iova+size) and
    * returns the bytes removed (0 when none). EINVAL: a mapping straddles either end (nothing is
    * removed).
+   *
+   * Cost is what the request touches (docs/performance.md, "Fairness and snapshots"): the hit
+   * mappings are a contiguous run of the sorted list, found by two binary searches; only its
+   * two ends can straddle. They leave the second-level table one slice at a time — one table
+   * walk and one IOTLB flush per slice (Linux batches the same way: vfio_unmap_unpin syncs the
+   * IOTLB every VFIO_IOMMU_TLB_SYNC_MAX unmaps, drivers/vfio/vfio_iommu_type1.c) — and the list
+   * loses each slice with one splice from the run's end. Up to UNMAP_SLICE_MAPPINGS mappings the
+   * request completes synchronously; a larger one returns a Promise and yields to the event loop
+   * (setImmediate) between slices, as vfio_remove_dma's cond_resched() does, so other VMs'
+   * requests are served meanwhile. Between slices the container is consistent (the list, the
+   * count and the table agree); the session layer (host/server/handlers.ts) holds this VM's
+   * later requests until the unmap completes. If the domain goes away meanwhile (VM teardown),
+   * the unmap stops with ENOTCONN; what it removed stays removed.
    */
-  dmaUnmap(r: DmaUnmapRequest): DmaUnmapReply {
+  dmaUnmap(r: DmaUnmapRequest): DmaUnmapReply | Promise<DmaUnmapReply> {
     const d = this.domain(r.domain);
     if (r.iova % PAGE_SIZE !== 0n || r.size % PAGE_SIZE !== 0n) fail('EINVAL', 'DMA_UNMAP: iova and size must be 4 KiB aligned');
-    const lo = r.iova;
-    const hi = r.iova + r.size;
-    const hit: Mapping[] = [];
-    for (const m of d.mappings) {
-      const ms = BigInt(m.iova);
-      const me = ms + BigInt(m.size);
-      if (me <= lo || ms >= hi) continue;
-      if (ms < lo || me > hi) fail('EINVAL', `DMA_UNMAP: the mapping at 0x${m.iova.toString(16)} (+0x${m.size.toString(16)}) straddles the range`);
-      hit.push(m);
+    // Mappings end within the domain's width (below 2^53): clamp the range there, then use numbers.
+    const limit = 2 ** this.iommu.haw;
+    const lo = r.iova >= BigInt(limit) ? limit : Number(r.iova);
+    const hi = r.iova + r.size >= BigInt(limit) ? limit : Number(r.iova + r.size);
+    const ms = d.mappings;
+    const first = firstEndingAfter(ms, lo);
+    const end = firstStartingAtOrAfter(ms, hi, first);
+    if (first === end) return { unmapped: 0n };
+    for (const m of [ms[first]!, ms[end - 1]!]) {
+      if (m.iova < lo || m.iova + m.size > hi) fail('EINVAL', `DMA_UNMAP: the mapping at 0x${m.iova.toString(16)} (+0x${m.size.toString(16)}) straddles the range`);
     }
-    let unmapped = 0n;
-    for (const m of hit) {
-      unmapped += this.iommu.unmap(d.did, BigInt(m.iova), BigInt(m.size));
-      d.mappings.splice(d.mappings.indexOf(m), 1);
-      this.mappingCount--;
+    if (end - first <= UNMAP_SLICE_MAPPINGS) return { unmapped: BigInt(this.unmapRun(d, first, end)) };
+    return this.unmapSliced(d, first, end);
+  }
+
+  /** Unmap the run [first, end) slice by slice from its end, yielding between slices. */
+  private async unmapSliced(d: ContainerDomain, first: number, end: number): Promise<DmaUnmapReply> {
+    let unmapped = 0;
+    let left = end;
+    while (left > first) {
+      if (this.domains.get(d.id) !== d) fail('ENOTCONN', `DMA_UNMAP: domain ${d.id} was released during the unmap (VM teardown)`);
+      const from = Math.max(first, left - UNMAP_SLICE_MAPPINGS);
+      unmapped += this.unmapRun(d, from, left);
+      left = from;
+      if (left > first) await new Promise<void>((resolve) => setImmediate(resolve));
     }
-    return { unmapped };
+    return { unmapped: BigInt(unmapped) };
+  }
+
+  /**
+   * Remove mappings [from, to) of `d` (consecutive in the list): one table unmap over
+   * [first iova, last end) — the domain's table holds the container's mappings only, so this
+   * removes exactly them — with its one IOTLB flush, then one splice. Returns the bytes removed.
+   */
+  private unmapRun(d: ContainerDomain, from: number, to: number): number {
+    const ms = d.mappings;
+    const start = ms[from]!.iova;
+    const last = ms[to - 1]!;
+    const bytes = Number(this.iommu.unmap(d.did, BigInt(start), BigInt(last.iova + last.size - start)));
+    ms.splice(from, to - from);
+    this.mappingCount -= to - from;
+    return bytes;
   }
 
   domainAlloc(): number {
@@ -76,14 +120,17 @@ export abstract class ContainerDmaMap extends ContainerInvalidation {
     if (id === GPA_DOMAIN) fail('EINVAL', 'DOMAIN_FREE: domain 0 is the VM’s GPA domain and cannot be freed');
     const d = this.domain(id);
     if (d.rids.size > 0 || this.pasidRoutesIn(id) > 0) fail('EBUSY', `DOMAIN_FREE: domain ${id} still has attachments`);
-    this.releaseDomain(d.did, d.mappings);
+    this.releaseDomain(d.did);
     this.mappingCount -= d.mappings.length;
     this.domains.delete(id);
   }
 
-  /** Unmap a host domain's mappings and free it. */
-  protected releaseDomain(did: number, mappings: readonly Mapping[]): void {
-    for (const m of mappings) this.iommu.unmap(did, BigInt(m.iova), BigInt(m.size));
+  /**
+   * Free a host domain with its mappings: freeing destroys the domain's table whatever it maps
+   * and invalidates the domain's IOTLB entries once (HostIommu.freeDomain), so the mappings
+   * need no unmap one by one (that was O(mappings) table walks and flushes).
+   */
+  protected releaseDomain(did: number): void {
     this.iommu.freeDomain(did);
   }
 
@@ -96,6 +143,18 @@ export abstract class ContainerDmaMap extends ContainerInvalidation {
     if (iova + size > 1n << BigInt(width)) fail('EINVAL', `${what}: iova range ends beyond the ${width}-bit domain`);
     return [Number(iova), Number(size)];
   }
+}
+
+/** Index of the first mapping at or after `from` (sorted by iova, disjoint) that starts at or after `at`. */
+function firstStartingAtOrAfter(ms: readonly Mapping[], at: number, from: number): number {
+  let lo = from;
+  let hi = ms.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    if (ms[mid]!.iova < at) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
 }
 
 /** Index of the first mapping (sorted by iova, disjoint) that ends after `iova`; length when none. */

@@ -3,7 +3,18 @@
  * placed in the emulated host physical address space. It answers GPA → HPA for DMA_MAP and
  * keeps the host from touching anything outside what the guest announced.
  *
- * Rules (docs/protocol.md §5.1, host service):
+ * Fd form (the message carried descriptors, as vhost-user; docs/protocol.md SET_MEM_TABLE):
+ * - one descriptor per region (EINVAL otherwise); each must be a regular file or memfd (fstat;
+ *   EBADF for a socket, directory, pipe, device or a descriptor fstat refuses) holding
+ *   mmap_offset + memory_size bytes (EINVAL); a file another VM has mapped is EACCES;
+ * - a memfd sealed against shrinking (F_SEAL_SHRINK, memfd_create(2)) is mapped MAP_SHARED when
+ *   the host's memory backend is 'mapped': loads and stores, no system call per access. Any other
+ *   file is read with positioned I/O — a peer that truncates a mapped file would make the host's
+ *   next access SIGBUS;
+ * - every check is made before anything is mapped; on any failure every received descriptor is
+ *   closed. Kept descriptors are closed when the regions are released (clear, replace).
+ *
+ * Path form rules (no descriptors; docs/protocol.md §5.1, host service):
  * - Region files must lie inside the memory directories (/dev/shm, VSVA_MEM_DIR, the OS temp
  *   dir), also after following symbolic links — anything else is EACCES; `inproc:` stores are
  *   allowed (in-process mode).
@@ -16,7 +27,10 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { fail } from '../../src/errors.js';
-import { openBacking, type MemoryBacking } from '../../src/memory/backing.js';
+import { FileBacking, openBacking, type MemoryBacking } from '../../src/memory/backing.js';
+import { MappedBacking } from '../../src/memory/mapped-backing.js';
+import type { MemoryBackend } from '../../src/memory/memory-backend.js';
+import { Seal, closeFd, fstat, getSeals, isNativeError } from '../../src/native/native.js';
 import { PAGE_SIZE } from '../../src/vtd/page-table.js';
 import type { MemTable, MemoryRegion } from '../../vhost/messages/handshake.js';
 import type { HostMemory, HostRegion } from '../memory/host-memory.js';
@@ -61,7 +75,7 @@ export function confinePath(p: string, dirs: string[]): string {
 
 /** A window of a backing: bytes [offset, offset + size) of the store (mmap_offset). */
 class WindowBacking implements MemoryBacking {
-  readonly kind: 'file' | 'inproc';
+  readonly kind: MemoryBacking['kind'];
   readonly path: string;
   readonly buffer: Buffer | undefined;
 
@@ -105,6 +119,28 @@ export interface MappedRegion {
   readonly backing: MemoryBacking;
 }
 
+/** What the fd form's checks learned about one received descriptor. */
+interface FdInfo {
+  fd: number;
+  /** Owner-registry key: the file's identity (device and inode), not a path. */
+  key: string;
+  /** A memfd sealed against shrinking: safe to map. */
+  sealed: boolean;
+}
+
+/** How the host reaches guest RAM received as descriptors: mapped (sealed memfds) or positioned I/O. */
+export type MemoryAccess = MemoryBackend;
+
+function closeAll(fds: readonly number[]): void {
+  for (const fd of fds) {
+    try {
+      closeFd(fd);
+    } catch {
+      /* already closed */
+    }
+  }
+}
+
 function toNum(v: bigint, what: string): number {
   if (v > BigInt(Number.MAX_SAFE_INTEGER)) fail('EINVAL', `${what} 0x${v.toString(16)} is beyond the emulated address space`);
   return Number(v);
@@ -112,6 +148,12 @@ function toNum(v: bigint, what: string): number {
 
 /** Which VM has each memory file mapped (real path → VM name), shared by a host's VMs. */
 export type MemoryFileOwners = Map<string, string>;
+
+/** Registry key of the file behind a descriptor (device and inode). */
+function fileKey(fd: number): string {
+  const st = fstat(fd);
+  return `inode:${st.dev}:${st.ino}`;
+}
 
 export class MemTableMap {
   private regions: MappedRegion[] = [];
@@ -122,6 +164,8 @@ export class MemTableMap {
     /** A file one VM mapped is refused to every other VM (EACCES): no VM reaches another's RAM. */
     private readonly owners: MemoryFileOwners = new Map(),
     private readonly allowedDirs: string[] = memoryDirs(),
+    /** Fd form: map sealed memfds ('mapped') or use positioned I/O for everything ('pread'). */
+    private readonly access: MemoryAccess = 'pread',
   ) {}
 
   get list(): readonly MappedRegion[] {
@@ -132,12 +176,57 @@ export class MemTableMap {
     return this.regions.reduce((n, r) => n + r.size, 0);
   }
 
-  /** True when `t` describes exactly the regions already mapped (a re-announcement). */
+  /**
+   * True when `t` describes exactly the regions already mapped (a re-announcement): the same
+   * paths, or in the fd form descriptors of the same files. Never takes the descriptors.
+   */
   same(t: MemTable): boolean {
     if (t.regions.length !== this.regions.length) return false;
+    const fds = t.fds ?? [];
+    if (fds.length !== 0 && fds.length !== t.regions.length) return false;
     return t.regions.every((r, i) => {
       const m = this.regions[i]!;
-      return BigInt(m.gpa) === r.guest_phys_addr && BigInt(m.size) === r.memory_size && m.path === r.path && BigInt(m.mmapOffset) === r.mmap_offset;
+      if (BigInt(m.gpa) !== r.guest_phys_addr || BigInt(m.size) !== r.memory_size || BigInt(m.mmapOffset) !== r.mmap_offset) return false;
+      if (fds.length === 0) return m.path === r.path;
+      try {
+        return fileKey(fds[i]!) === m.realPath;
+      } catch {
+        return false;
+      }
+    });
+  }
+
+  /**
+   * The fd form's checks, none of which maps anything: one descriptor per region (EINVAL), each
+   * a regular file or memfd (EBADF) large enough for its region (EINVAL), none mapped by another
+   * VM (EACCES). Does not take the descriptors.
+   */
+  private inspectFds(t: MemTable, fds: readonly number[]): FdInfo[] {
+    if (fds.length !== t.regions.length) fail('EINVAL', `SET_MEM_TABLE: ${fds.length} file descriptors for ${t.regions.length} regions`);
+    // Received descriptors are distinct (SCM_RIGHTS installs each anew); one number twice would be closed twice.
+    if (new Set(fds).size !== fds.length) fail('EINVAL', 'SET_MEM_TABLE: the same descriptor number is given for two regions');
+    return t.regions.map((r, i) => {
+      const fd = fds[i]!;
+      let st: ReturnType<typeof fstat>;
+      try {
+        st = fstat(fd);
+      } catch (e) {
+        fail('EBADF', `SET_MEM_TABLE region ${i}: descriptor cannot be inspected (${isNativeError(e) ? e.code : String(e)})`);
+      }
+      if (!st.isReg) fail('EBADF', `SET_MEM_TABLE region ${i}: descriptor is not a regular file or memfd (mode 0o${st.mode.toString(8)})`);
+      if (st.size < r.mmap_offset + r.memory_size) {
+        fail('EINVAL', `SET_MEM_TABLE region ${i}: file holds ${st.size} bytes, mmap_offset + memory_size needs ${r.mmap_offset + r.memory_size}`);
+      }
+      const key = `inode:${st.dev}:${st.ino}`;
+      const owner = this.owners.get(key);
+      if (owner !== undefined && owner !== this.vmName) fail('EACCES', `SET_MEM_TABLE region ${i}: the file is mapped by another VM`);
+      let sealed = false;
+      try {
+        sealed = (getSeals(fd) & Seal.SHRINK) !== 0;
+      } catch {
+        sealed = false; // not a memfd: files without seals are never mapped
+      }
+      return { fd, key, sealed };
     });
   }
 
@@ -163,14 +252,33 @@ export class MemTableMap {
   check(t: MemTable): void {
     MemTableMap.validate(t);
     for (const r of t.regions) {
+      toNum(r.memory_size, 'memory_size');
+      toNum(r.mmap_offset, 'mmap_offset');
+      toNum(r.guest_phys_addr + r.memory_size, 'guest_phys_addr + memory_size');
+    }
+    if ((t.fds?.length ?? 0) > 0) {
+      this.inspectFds(t, t.fds!);
+      return;
+    }
+    for (const [i, r] of t.regions.entries()) {
+      if (r.path.length === 0) fail('EINVAL', `SET_MEM_TABLE region ${i}: path is empty and no file descriptor came with the message`);
       const real = confinePath(r.path, this.allowedDirs);
       const owner = this.owners.get(real);
       if (owner !== undefined && owner !== this.vmName) fail('EACCES', `memory file '${r.path}' is mapped by another VM`);
     }
   }
 
-  /** Replace the table with `t` (all-or-nothing). The old regions are unmapped afterwards. */
+  /**
+   * Replace the table with `t` (all-or-nothing). The old regions are unmapped afterwards. In the
+   * fd form this takes over `t.fds`: kept ones are closed when their region is released, the
+   * rest (and all of them on failure) before it returns.
+   */
   replace(t: MemTable): void {
+    const fds = t.fds ?? [];
+    if (fds.length > 0) {
+      this.replaceFromFds(t, fds);
+      return;
+    }
     MemTableMap.validate(t);
     const opened: { r: MemoryRegion; backing: MemoryBacking; inner: MemoryBacking }[] = [];
     const reals: string[] = [];
@@ -196,13 +304,62 @@ export class MemTableMap {
       }
     } catch (e) {
       for (const p of placed) this.mem.removeRegion(p.host);
-      for (const o of opened) if (o.inner.kind === 'file') o.inner.close();
+      for (const o of opened) if (o.inner.kind !== 'inproc') o.inner.close();
       throw e;
     }
+    this.install(placed);
+  }
+
+  private install(placed: MappedRegion[]): void {
     const old = this.regions;
     this.regions = placed.sort((a, b) => a.gpa - b.gpa);
     this.release(old);
     for (const r of this.regions) this.owners.set(r.realPath, this.vmName);
+  }
+
+  /** The fd form of replace: check everything, then map (or open for positioned I/O), then place. */
+  private replaceFromFds(t: MemTable, fds: readonly number[]): void {
+    let infos: FdInfo[];
+    try {
+      this.check(t);
+      infos = this.inspectFds(t, fds);
+    } catch (e) {
+      closeAll(fds);
+      throw e;
+    }
+    const backings: MemoryBacking[] = [];
+    const placed: MappedRegion[] = [];
+    let next = 0; // descriptors from here on are not owned by a backing yet
+    try {
+      for (const [i, r] of t.regions.entries()) {
+        const size = Number(r.memory_size);
+        const off = Number(r.mmap_offset);
+        const info = infos[i]!;
+        const label = `${this.vmName} region ${i} (fd)`;
+        let b: MemoryBacking;
+        if (this.access === 'mapped' && info.sealed) {
+          b = MappedBacking.fromFd(info.fd, size, off, label);
+        } else {
+          const whole = FileBacking.fromFd(info.fd, off + size, label);
+          b = off === 0 ? whole : new WindowBacking(whole, off, size);
+        }
+        backings.push(b);
+        next = i + 1;
+      }
+      for (const [i, r] of t.regions.entries()) {
+        const backing = backings[i]!;
+        const size = backing.size;
+        const hpa = this.mem.findFree(size);
+        const host = this.mem.addRegion(`${this.vmName} ram@0x${r.guest_phys_addr.toString(16)}`, hpa, backing, size);
+        placed.push({ gpa: Number(r.guest_phys_addr), size, hpa, path: r.path, realPath: infos[i]!.key, mmapOffset: Number(r.mmap_offset), host, backing });
+      }
+    } catch (e) {
+      for (const p of placed) this.mem.removeRegion(p.host);
+      for (const b of backings) b.close();
+      closeAll(fds.slice(next));
+      throw e;
+    }
+    this.install(placed);
   }
 
   /**
@@ -233,7 +390,7 @@ export class MemTableMap {
   private release(rs: MappedRegion[]): void {
     for (const r of rs) {
       this.mem.removeRegion(r.host);
-      if (r.backing.kind === 'file') r.backing.close();
+      if (r.backing.kind !== 'inproc') r.backing.close();
       if (this.owners.get(r.realPath) === this.vmName) this.owners.delete(r.realPath);
     }
   }

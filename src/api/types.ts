@@ -1,5 +1,5 @@
 /**
- * Public harness types (DESIGN §7). These names and fields are a contract: harnesses and the
+ * Public harness types (docs/design.md §7). These names and fields are a contract: harnesses and the
  * dashboard depend on them. Add fields; never rename or remove one.
  */
 
@@ -51,6 +51,40 @@ export interface VmSnapshot {
   set: { quota: number; used: number };
   devices: { bdf: string; kind: DeviceKind }[];
   pasids: PasidSnapshot[];
+  /** The host uAPI the VM chose at VM_SETUP (docs/protocol.md §13); absent from older hosts. */
+  uapi?: 'vfio-sva' | 'iommufd';
+  /** The VM's iommufd objects (iommufd VMs only). */
+  iommufd?: IommufdObjectsSnapshot;
+}
+
+/**
+ * The iommufd objects of a VM (drivers/iommu/iommufd/ object kinds): IOASes, HWPTs with their
+ * parent / children and host DID, bound devices with their RID and PASID attachments, fault queues.
+ */
+export interface IommufdObjectsSnapshot {
+  ioas: { id: number; areas: number; mappedBytes: number; hwpts: number[] }[];
+  hwpts: {
+    id: number;
+    kind: 'paging' | 'nested';
+    /** Paging: the IOAS it is built from. */
+    ioas?: number;
+    /** Nested: the nest-parent paging HWPT. */
+    parent?: number;
+    children: number[];
+    nestParent: boolean;
+    /** Created by attaching a device to an IOAS directly. */
+    auto: boolean;
+    /** Allocated with IOMMU_HWPT_ALLOC_PASID. */
+    pasid: boolean;
+    /** Host domain ID (a nested HWPT's is its parent's). */
+    did: number;
+    /** Nested: the guest first-level table (GPA), hex with 0x prefix. */
+    flptr?: string;
+    fault: number | null;
+    users: number;
+  }[];
+  devices: { id: number; bdf: string; hostBdf: string; rid: number | null; pasids: { pasid: number; hwpt: number; global: boolean }[] }[];
+  faults: { id: number; queued: number; unanswered: number; users: number }[];
 }
 
 export interface HostSnapshot {

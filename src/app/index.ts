@@ -1,5 +1,5 @@
 /**
- * The package root (`import { ... } from 'vsva'`): the public harness API of DESIGN §7 and the
+ * The package root (`import { ... } from 'vsva'`): the public harness API of docs/design.md §7 and the
  * building blocks harnesses may use directly.
  */
 export { VsvaError, Errno, fail, isVsvaError, type ErrnoName } from '../errors.js';
@@ -11,7 +11,7 @@ export { FileBacking, InProcessBacking, openBacking, type MemoryBacking } from '
 export { startHost, type StartedHost, type StartHostExtraOptions } from './harness/start-host.js';
 export { startGuest, type StartedGuest, type StartGuestExtraOptions, type StartGuestAllOptions } from './harness/start-guest.js';
 
-// Public harness types (DESIGN §7).
+// Public harness types (docs/design.md §7).
 export type {
   HostSnapshot, VmSnapshot, PasidSnapshot, PasidBindingSnapshot, PasidState, HostHandle, GuestHandle,
   StartHostOptions, StartGuestOptions, DmaRequest, DmaResult, DeviceSpec, DeviceKind,

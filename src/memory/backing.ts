@@ -1,9 +1,10 @@
 /**
  * Byte stores behind guest RAM and host physical memory.
  *
- * Node cannot mmap, so a file-backed store reads and writes the file with positioned I/O on
- * every access: two processes that open the same path always see each other's writes (no
- * caching on either side), which is what the guest/host split needs (docs/design.md §1). An
+ * A file-backed store reads and writes the file with positioned I/O on every access — the
+ * fallback when the native addon is unavailable (docs/architecture.md "Memory model"; the mapped
+ * store is mapped-backing.ts): two processes that open the same path always see each other's
+ * writes (no caching on either side), which is what the guest/host split needs. An
  * in-process store keeps the bytes in a Buffer and is registered under an `inproc:` path so
  * that the host half, when it runs in the same process, maps the very same bytes.
  *
@@ -11,18 +12,19 @@
  * performs whole accesses — it never writes part of a request.
  */
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { fail } from '../errors.js';
+import { defaultMemoryDir } from './memory-dir.js';
 
 export interface MemoryBacking {
   /** Bytes in the store. */
   readonly size: number;
   /** What the other half opens: a file path, or `inproc:<id>`. */
   readonly path: string;
-  readonly kind: 'file' | 'inproc';
-  /** Direct view of the bytes when they live in this process (in-process stores only). */
+  /** 'file': positioned I/O on a descriptor; 'mapped': a MAP_SHARED mapping (mapped-backing.ts); 'inproc': a Buffer. */
+  readonly kind: 'file' | 'inproc' | 'mapped';
+  /** Direct view of the bytes when they are addressable in this process (in-process and mapped stores). */
   readonly buffer: Buffer | undefined;
   read(offset: number, dst: Uint8Array): void;
   write(offset: number, src: Uint8Array): void;
@@ -83,6 +85,14 @@ export class FileBacking implements MemoryBacking {
 
   private constructor(readonly path: string, readonly size: number, fd: number, private readonly owner: boolean) {
     this.fd = fd;
+  }
+
+  /**
+   * Positioned I/O on a descriptor this store takes over (closed by close()): a file received in
+   * SET_MEM_TABLE's fd form when the host does not map it. `label` names it in errors.
+   */
+  static fromFd(fd: number, size: number, label: string): FileBacking {
+    return new FileBacking(label, size, fd, false);
   }
 
   /** Create (truncate) a file of `size` zero bytes; the creator unlinks it on close. */
@@ -154,17 +164,6 @@ export class FileBacking implements MemoryBacking {
     this.fd = -1;
     if (this.owner) fs.rmSync(this.path, { force: true });
   }
-}
-
-/** Where guest RAM files are created: VSVA_MEM_DIR, else /dev/shm when present, else the OS temp dir. */
-function defaultMemoryDir(): string {
-  if (process.env.VSVA_MEM_DIR) return process.env.VSVA_MEM_DIR;
-  try {
-    if (fs.statSync('/dev/shm').isDirectory()) return '/dev/shm';
-  } catch {
-    /* no /dev/shm */
-  }
-  return os.tmpdir();
 }
 
 /**

@@ -143,6 +143,20 @@ export function faultReasonInfo(code: number): FaultReasonInfo | undefined {
   return byCode.get(code);
 }
 
+/**
+ * Scalable-mode reasons that are not "qualified": FPD cannot suppress them, because they arise
+ * before the entry carrying FPD is known or read (VT-d spec §7.1.3 "Fault Conditions and
+ * Remapping Hardware Behavior for Various Requests", the Qualified column; QEMU
+ * `vtd_qualified_faults`): root table address, root entry access / P / reserved, context entry
+ * access, PASID directory entry access, PASID table entry access.
+ */
+const NON_QUALIFIED_FAULTS: ReadonlySet<number> = new Set([0x30, 0x31, 0x32, 0x33, 0x38, 0x39, 0x3a, 0x40, 0x50, 0x58]);
+
+/** Whether FPD (context, PASID directory or PASID table entry) suppresses recording of `reason`. */
+export function isQualifiedFault(reason: number): boolean {
+  return !NON_QUALIFIED_FAULTS.has(reason);
+}
+
 /** Interrupt-remapping fault reasons are 0x20–0x29; legacy DMA-remapping reasons 0x01–0x0E (not used by vsva). */
 export const FAULT_REASON_IR_FIRST = 0x20;
 export const FAULT_REASON_IR_LAST = 0x29;

@@ -8,6 +8,7 @@
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { existsSync, mkdirSync } from 'node:fs';
 import { chromium, type Browser, type Page } from 'playwright-core';
+import { scaled } from '../support/wait.js';
 import { startHost, type StartedHost } from '../../src/app/harness/start-host.js';
 import { startGuest, type StartedGuest } from '../../src/app/harness/start-guest.js';
 import { startSvaGuest, type SvaGuest } from '../../guest/workload/index.js';
@@ -50,14 +51,16 @@ describe('dashboard of a running host with a VT-d and a virtio-iommu VM', () => 
       vms.push({ vm, sva });
       await bindNewProcess(sva, 'first');
     }
-    browser = await chromium.launch({ executablePath: CHROMIUM, args: ARGS });
+    browser = await chromium.launch({ executablePath: CHROMIUM, args: ARGS, timeout: scaled(30_000) });
     page = await browser.newPage({ viewport: { width: 1440, height: 1000 } });
+    // Playwright's action and wait deadlines scale like every other wait (test/support/slowdown.ts).
+    page.setDefaultTimeout(scaled(30_000));
     page.on('pageerror', (e) => problems.push(`pageerror: ${e.message}`));
     page.on('console', (m) => {
       if (m.type() === 'error') problems.push(`console ${m.type()}: ${m.text()}`);
     });
     await page.goto(host.dashboard!);
-  }, 60_000);
+  }, scaled(60_000));
 
   afterAll(async () => {
     await browser?.close();

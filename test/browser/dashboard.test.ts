@@ -6,6 +6,7 @@
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { existsSync, mkdirSync } from 'node:fs';
 import { chromium, type Browser, type Page } from 'playwright-core';
+import { scaled } from '../support/wait.js';
 import { startMonitor, type MonitorHandle } from '../../host/monitor/index.js';
 import { syntheticSnapshot } from '../../host/monitor/synthetic.js';
 import { FakeSource, FakeSourceWithStats, pasid, vm } from '../unit/host/monitor/fake-source.js';
@@ -64,8 +65,10 @@ describe('dashboard in Chromium', () => {
     if (!existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} is missing: install it with 'apt-get install -y chromium' (.ci/run does)`);
     stop = animate(src);
     monitor = await startMonitor(src, { summaryIntervalMs: 250 });
-    browser = await chromium.launch({ executablePath: CHROMIUM, args: ARGS });
+    browser = await chromium.launch({ executablePath: CHROMIUM, args: ARGS, timeout: scaled(30_000) });
     page = await browser.newPage({ viewport: { width: 1440, height: 1000 } });
+    // Playwright's action and wait deadlines scale like every other wait (test/support/slowdown.ts).
+    page.setDefaultTimeout(scaled(30_000));
     page.on('pageerror', (e) => problems.push(`pageerror: ${e.message}`));
     page.on('console', (m) => {
       if (m.type() === 'error' || m.type() === 'warning') problems.push(`console ${m.type()}: ${m.text()}`);
@@ -132,8 +135,10 @@ describe('dashboard in Chromium at 64 VMs × 1024 PASIDs', () => {
     const src = new FakeSource(big.vms);
     src.snap = big;
     monitor = await startMonitor(src, { summaryIntervalMs: 250 });
-    browser = await chromium.launch({ executablePath: CHROMIUM, args: ARGS });
+    browser = await chromium.launch({ executablePath: CHROMIUM, args: ARGS, timeout: scaled(30_000) });
     page = await browser.newPage({ viewport: { width: 1440, height: 1000 } });
+    // Playwright's action and wait deadlines scale like every other wait (test/support/slowdown.ts).
+    page.setDefaultTimeout(scaled(30_000));
     await page.goto(monitor.url + '#vm=vm63');
   });
 

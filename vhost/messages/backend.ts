@@ -31,7 +31,7 @@ export const FaultStruct = new Struct<FaultMessage>('FAULT', [
   { name: 'flags', type: 'u32', doc: 'bit 0 PASID_VALID, 1 WRITE (clear: read), 2 PRIV, 3 EXEC', mask: FAULT_FLAG_MASK },
   { name: 'pasid', type: 'u32', doc: 'PASID (with PASID_VALID), else 0', max: PASID_MAX },
   { name: 'reason', type: 'u32', doc: 'VT-d fault reason code', max: 0xff },
-  { name: 'addr', type: 'u64', doc: 'faulting address (page-granular or exact, as the host records it)' },
+  { name: 'addr', type: 'u64', doc: "faulting address, exact: the first byte the access could not reach (the request's addr when its first page faults, else the start of the page that faulted)" },
   reserved(8),
 ]);
 

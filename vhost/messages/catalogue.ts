@@ -16,6 +16,7 @@ import { CACHE_INVALIDATE } from './invalidate.js';
 import { PAGE_RESPONSE } from './page.js';
 import { DEVICE_DMA } from './device-dma.js';
 import { FAULT, PAGE_REQUEST, PASID_FREED } from './backend.js';
+import { IommufdMessages, IOMMUFD_FAULT } from './iommufd.js';
 
 /** Front-end → back-end requests (main channel; BACKEND_ATTACH opens the backend channel). */
 export const FrontendMessages = {
@@ -23,10 +24,11 @@ export const FrontendMessages = {
   VM_SETUP, DEVICE_ADD, DOMAIN_ALLOC, DOMAIN_FREE, ATTACH, DETACH, GET_NESTING_INFO,
   DMA_MAP, DMA_UNMAP, PASID_ALLOC, PASID_FREE, BIND_GPASID, UNBIND_GPASID,
   CACHE_INVALIDATE, PAGE_RESPONSE, DEVICE_DMA, GET_STATE, BACKEND_ATTACH, DEVICE_CONFIG,
+  ...IommufdMessages,
 } as const;
 
 /** Back-end → front-end requests (backend channel). */
-export const BackendMessages = { FAULT, PAGE_REQUEST, PASID_FREED } as const;
+export const BackendMessages = { FAULT, PAGE_REQUEST, PASID_FREED, IOMMUFD_FAULT } as const;
 
 export type FrontendRequestName = keyof typeof FrontendMessages;
 export type BackendRequestName = keyof typeof BackendMessages;

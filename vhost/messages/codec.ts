@@ -101,6 +101,12 @@ export interface MessageSpec<Req, Rep> {
   /** Protocol feature bits that must be negotiated before the message is accepted (0n: none). */
   readonly feature: bigint;
   readonly doc: string;
+  /**
+   * The request may carry file descriptors as SCM_RIGHTS with its first byte (SET_MEM_TABLE's fd
+   * form): the sender takes them from the request's `fds` field, the receiver puts the ones that
+   * came with the frame there (an empty array when none came) and owns them from then on.
+   */
+  readonly fds?: boolean;
 }
 
 export function message<Req, Rep>(spec: MessageSpec<Req, Rep>): MessageSpec<Req, Rep> {

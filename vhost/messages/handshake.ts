@@ -1,8 +1,12 @@
 /**
  * Handshake messages, with vhost-user's codes and semantics (QEMU docs/interop/vhost-user.rst,
- * "Front-end message types" and "Protocol features"), and SET_MEM_TABLE whose regions carry a file path
- * instead of an fd (docs/design.md §1: Node cannot pass file descriptors; the guest's RAM is a
- * file the back-end opens by path).
+ * "Front-end message types" and "Protocol features"), and SET_MEM_TABLE in two forms
+ * (docs/protocol.md, SET_MEM_TABLE):
+ * - fd form, as vhost-user: one file descriptor per region as SCM_RIGHTS ancillary data on the
+ *   message's first byte, in region order; the regions' path fields are ignored (send them empty);
+ * - path form, for peers that cannot pass descriptors: no descriptors, every region names the
+ *   file that backs it (e.g. under /dev/shm).
+ * The receiver tells them apart by whether descriptors came with the message.
  */
 import { fail } from '../../src/errors.js';
 import { Struct, reserved } from '../wire/struct.js';
@@ -25,12 +29,17 @@ export interface MemoryRegion {
   memory_size: bigint;
   userspace_addr: bigint;
   mmap_offset: bigint;
-  /** Absolute path of the file that backs the region (e.g. under /dev/shm). */
+  /** Path form: absolute path of the file that backs the region (e.g. under /dev/shm). Fd form: empty. */
   path: string;
 }
 
 export interface MemTable {
   regions: MemoryRegion[];
+  /**
+   * Fd form: one descriptor per region, in region order (sent as SCM_RIGHTS; received ones are
+   * owned by the handler). Absent or empty: the path form.
+   */
+  fds?: number[];
 }
 
 export const MemoryRegionStruct = new Struct<MemoryRegion>('memory region', [
@@ -38,7 +47,7 @@ export const MemoryRegionStruct = new Struct<MemoryRegion>('memory region', [
   { name: 'memory_size', type: 'u64', doc: 'size in bytes' },
   { name: 'userspace_addr', type: 'u64', doc: "front-end's virtual address of the region (informational)" },
   { name: 'mmap_offset', type: 'u64', doc: 'offset of the region in the file' },
-  { name: 'path', type: { kind: 'cstr', size: VHOST_MEMORY_PATH_SIZE }, doc: 'path of the backing file' },
+  { name: 'path', type: { kind: 'cstr', size: VHOST_MEMORY_PATH_SIZE }, doc: 'path form: path of the backing file; fd form: empty (ignored)' },
 ]);
 
 export const MemTableHeaderStruct = new Struct<{ nregions: number }>('SET_MEM_TABLE', [
@@ -46,9 +55,10 @@ export const MemTableHeaderStruct = new Struct<{ nregions: number }>('SET_MEM_TA
   reserved(4, 'padding'),
 ]);
 
-function checkRegion(r: MemoryRegion, i: number): void {
+/** Field checks; `pathForm`: the sender passes no descriptors, so every path must be set. */
+function checkRegion(r: MemoryRegion, i: number, pathForm: boolean): void {
   if (r.memory_size === 0n) fail('EINVAL', `SET_MEM_TABLE region ${i}: memory_size is 0`);
-  if (r.path.length === 0) fail('EINVAL', `SET_MEM_TABLE region ${i}: path is empty`);
+  if (pathForm && r.path.length === 0) fail('EINVAL', `SET_MEM_TABLE region ${i}: path is empty and no file descriptor is sent`);
   checkNoWrap(`SET_MEM_TABLE region ${i} guest_phys_addr`, r.guest_phys_addr, r.memory_size);
   checkNoWrap(`SET_MEM_TABLE region ${i} userspace_addr`, r.userspace_addr, r.memory_size);
   checkNoWrap(`SET_MEM_TABLE region ${i} mmap_offset`, r.mmap_offset, r.memory_size);
@@ -60,9 +70,11 @@ const MemTableCodec: PayloadCodec<MemTable> = {
   encodeInto(buf, off, v) {
     const n = v.regions.length;
     if (n < 1 || n > VHOST_MEMORY_MAX_NREGIONS) fail('EINVAL', `SET_MEM_TABLE: ${n} regions, expected 1–${VHOST_MEMORY_MAX_NREGIONS}`);
+    const nfds = v.fds?.length ?? 0;
+    if (nfds !== 0 && nfds !== n) fail('EINVAL', `SET_MEM_TABLE: ${nfds} file descriptors for ${n} regions`);
     MemTableHeaderStruct.encodeInto(buf, off, { nregions: n });
     v.regions.forEach((r, i) => {
-      checkRegion(r, i);
+      checkRegion(r, i, nfds === 0);
       MemoryRegionStruct.encodeInto(buf, off + MemTableHeaderStruct.size + i * MemoryRegionStruct.size, r);
     });
   },
@@ -75,7 +87,8 @@ const MemTableCodec: PayloadCodec<MemTable> = {
     const regions: MemoryRegion[] = [];
     for (let i = 0; i < nregions; i++) {
       const r = MemoryRegionStruct.decode(p, MemTableHeaderStruct.size + i * MemoryRegionStruct.size);
-      checkRegion(r, i);
+      // Whether descriptors came is known only after decoding: the host checks paths then.
+      checkRegion(r, i, false);
       regions.push(r);
     }
     return { regions };
@@ -95,8 +108,8 @@ export const SET_OWNER = message<void, void>({
   doc: 'Session start. A second SET_OWNER on the same connection is EBUSY.',
 });
 export const SET_MEM_TABLE = message<MemTable, void>({
-  name: 'SET_MEM_TABLE', code: VHOST_USER_SET_MEM_TABLE, replyKind: 'ack', request: MemTableCodec, reply: EMPTY, feature: 0n,
-  doc: "Guest RAM regions, each backed by a file named by path; replaces the previous table.",
+  name: 'SET_MEM_TABLE', code: VHOST_USER_SET_MEM_TABLE, replyKind: 'ack', request: MemTableCodec, reply: EMPTY, feature: 0n, fds: true,
+  doc: 'Guest RAM regions, each backed by a file passed as a descriptor (fd form) or named by path (path form); replaces the previous table.',
 });
 export const GET_PROTOCOL_FEATURES = message<void, bigint>({
   name: 'GET_PROTOCOL_FEATURES', code: VHOST_USER_GET_PROTOCOL_FEATURES, replyKind: 'value', request: EMPTY, reply: U64, feature: 0n,

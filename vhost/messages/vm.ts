@@ -14,13 +14,20 @@ const VM_NAME_SIZE = 64;
 /** VM_SETUP flags bits 1:0: which vIOMMU the guest models (informational for the back-end). */
 export const VM_SETUP_VIOMMU_MASK = 0x3;
 export const VmViommu = { UNSPECIFIED: 0, VTD: 1, VIRTIO: 2 } as const;
+/**
+ * VM_SETUP flags bit 2: the VM's host uAPI is iommufd (the IOMMUFD_* family, docs/protocol.md
+ * §13; needs VSVA_IOMMUFD); clear: the VFIO SVA uAPI, as every older peer sends it.
+ */
+export const VM_SETUP_UAPI_IOMMUFD = 0x4;
+/** Every VM_SETUP flag bit. */
+export const VM_SETUP_FLAGS_MASK = VM_SETUP_VIOMMU_MASK | VM_SETUP_UAPI_IOMMUFD;
 /** VM_SETUP reply flags. */
 export const VM_SETUP_REPLY_RESUMED = 0x1;
 
 export interface VmSetupRequest {
   name: string;
   pasid_quota: number;
-  /** VmViommu value in bits 1:0. */
+  /** VmViommu value in bits 1:0; VM_SETUP_UAPI_IOMMUFD in bit 2. */
   flags: number;
   /** All zero: new session; otherwise the token of a session to resume. */
   session_token: Uint8Array;
@@ -36,7 +43,7 @@ export interface VmSetupReply {
 export const VmSetupRequestStruct = new Struct<VmSetupRequest>('VM_SETUP', [
   { name: 'name', type: { kind: 'cstr', size: VM_NAME_SIZE }, doc: 'VM name, non-empty' },
   { name: 'pasid_quota', type: 'u32', doc: "quota of the VM's IOASID set (0: the rest of the capacity)" },
-  { name: 'flags', type: 'u32', doc: 'bits 1:0 vIOMMU kind: 0 unspecified, 1 VT-d, 2 virtio-iommu (3 is invalid)', mask: VM_SETUP_VIOMMU_MASK },
+  { name: 'flags', type: 'u32', doc: 'bits 1:0 vIOMMU kind: 0 unspecified, 1 VT-d, 2 virtio-iommu (3 is invalid); bit 2 UAPI_IOMMUFD', mask: VM_SETUP_FLAGS_MASK },
   { name: 'session_token', type: { kind: 'bytes', size: SESSION_TOKEN_SIZE }, doc: 'all zero: new session; else resume that session' },
   reserved(8),
 ]);
@@ -111,8 +118,43 @@ const StateReplyCodec: PayloadCodec<StateReply> = {
   },
 };
 
-export const GET_STATE = message<void, StateReply>({
+/** Most VMs one GET_STATE page may ask for (docs/protocol.md §10.9). */
+export const GET_STATE_MAX_PAGE_VMS = 64;
+
+/** GET_STATE with a payload: one page of the snapshot, VMs by id from `cursor`. */
+export interface GetStatePageRequest {
+  /** First VM id of the page (0: from the first VM); a page's `next` is the next page's cursor. */
+  cursor: number;
+  /** Most VMs in the page, 1–GET_STATE_MAX_PAGE_VMS. */
+  max_vms: number;
+}
+
+export const GetStatePageStruct = new Struct<GetStatePageRequest>('GET_STATE page', [
+  { name: 'cursor', type: 'u32', doc: 'first VM id of the page (0: from the first VM; else the `next` of the previous page)' },
+  { name: 'max_vms', type: 'u32', doc: `most VMs in the page (1–${GET_STATE_MAX_PAGE_VMS})`, max: GET_STATE_MAX_PAGE_VMS },
+]);
+
+const GetStatePageCodec = new FixedCodec(GetStatePageStruct, (v) => {
+  if (v.max_vms < 1) fail('EINVAL', 'GET_STATE: max_vms is 0');
+});
+
+/** Empty payload: the whole snapshot; an 8-byte GetStatePageStruct: one page of it. */
+const GetStateRequestCodec: PayloadCodec<GetStatePageRequest | void> = {
+  sizeOf: (v) => (v === undefined ? 0 : GetStatePageCodec.sizeOf()),
+  encodeInto(buf, off, v) {
+    if (v !== undefined) GetStatePageCodec.encodeInto(buf, off, v);
+  },
+  decode(p) {
+    if (p.length === 0) return undefined;
+    if (p.length !== GetStatePageStruct.size) fail('EINVAL', `GET_STATE: payload is ${p.length} bytes, expected 0 or ${GetStatePageStruct.size}`);
+    const v = GetStatePageCodec.decode(p);
+    if (v.max_vms < 1) fail('EINVAL', 'GET_STATE: max_vms is 0');
+    return v;
+  },
+};
+
+export const GET_STATE = message<GetStatePageRequest | void, StateReply>({
   name: 'GET_STATE', code: VsvaRequest.GET_STATE, replyKind: 'status', feature: ProtocolFeature.VSVA | ProtocolFeature.VSVA_STATE,
-  request: EMPTY, reply: StateReplyCodec,
-  doc: "The host's state snapshot (a HostSnapshot, docs/protocol.md §10.9) as a JSON document.",
+  request: GetStateRequestCodec, reply: StateReplyCodec,
+  doc: "The host's state snapshot (a HostSnapshot, docs/protocol.md §10.9) as a JSON document; with a page request, the VMs of one page.",
 });

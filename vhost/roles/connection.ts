@@ -5,6 +5,7 @@
  */
 import type { Logger } from '../../src/log.js';
 import { VsvaError } from '../../src/errors.js';
+import { closeFd } from '../../src/native/native.js';
 import { Framer, type FrameSink } from '../wire/framer.js';
 import { VHOST_USER_HDR_SIZE, writeHeader } from '../wire/header.js';
 import type { Transport } from '../transport/transport.js';
@@ -18,7 +19,21 @@ export class Connection {
   private ended = false;
   /** Why the connection ended (null: clean close by either side). */
   reason: VsvaError | null = null;
-  private readonly deliver: FrameSink = (request, flags, payload) => this.sink(request, flags, payload);
+  /**
+   * Descriptors received and not yet taken (takeFds), and the index of the first frame delivered
+   * after they arrived. They came with the first byte of the peer's sendmsg that carried them, so
+   * they belong to the first frame that starts in or after their chunk: that frame (index
+   * fdFrame, unless it began in an earlier chunk) or the next. Any later frame finding them
+   * untaken means no frame claimed them: they are closed.
+   */
+  private fdQueue: number[] = [];
+  private fdFrame = 0;
+  private frames = 0;
+  private readonly deliver: FrameSink = (request, flags, payload) => {
+    const i = this.frames++;
+    this.sink(request, flags, payload);
+    if (this.fdQueue.length > 0 && i > this.fdFrame) this.dropFds('no frame claimed them');
+  };
 
   constructor(
     readonly transport: Transport,
@@ -28,7 +43,8 @@ export class Connection {
     this.framer = new Framer(maxPayload);
     this.sink = () => {};
     transport.start({
-      data: (chunk) => {
+      data: (chunk, fds) => {
+        if (fds !== undefined && fds.length > 0) this.receivedFds(fds);
         try {
           this.framer.push(chunk, this.deliver);
         } catch (e) {
@@ -50,9 +66,32 @@ export class Connection {
     else this.closeListeners.push(fn);
   }
 
-  /** Write one message (header + payload already laid out in `buf`). */
-  write(buf: Buffer): void {
-    if (!this.ended) this.transport.write(buf);
+  /** Write one message (header + payload already laid out in `buf`), `fds` attached to its first byte. */
+  write(buf: Buffer, fds?: readonly number[]): void {
+    if (!this.ended) this.transport.write(buf, fds);
+  }
+
+  /** The descriptors that came with the frame being delivered (ownership passes to the caller). */
+  takeFds(): number[] {
+    const fds = this.fdQueue;
+    this.fdQueue = [];
+    return fds;
+  }
+
+  private receivedFds(fds: number[]): void {
+    if (this.ended) {
+      for (const fd of fds) closeFd(fd);
+      return;
+    }
+    if (this.fdQueue.length > 0) this.dropFds('a second set arrived before a frame claimed them');
+    this.fdQueue = fds;
+    this.fdFrame = this.frames;
+  }
+
+  private dropFds(why: string): void {
+    const fds = this.takeFds();
+    this.log.warn({ fds: fds.length, peer: this.transport.label }, `closing received file descriptors: ${why}`);
+    for (const fd of fds) closeFd(fd);
   }
 
   /** Flow control towards the peer (see Transport.setReading). */
@@ -84,6 +123,7 @@ export class Connection {
     this.ended = true;
     this.reason = reason;
     this.framer.stop();
+    if (this.fdQueue.length > 0) this.dropFds('the connection closed');
     this.transport.close();
     const listeners = this.closeListeners;
     this.closeListeners = [];

@@ -13,6 +13,7 @@
  * bits, oversize, REPLY set on a request) close the connection as documented (docs/protocol.md §7).
  */
 import { VsvaError, toNegErrno } from '../../src/errors.js';
+import { closeFd } from '../../src/native/native.js';
 import type { Logger } from '../../src/log.js';
 import { VHOST_USER_HDR_SIZE, REPLY_FLAGS, VHOST_USER_NEED_REPLY_MASK, VHOST_USER_REPLY_MASK } from '../wire/header.js';
 import type { AnySpec } from '../messages/catalogue.js';
@@ -79,14 +80,21 @@ export class Dispatcher {
       return;
     }
     const replies = spec.replyKind !== 'ack' || (needReply && this.target.acks(spec, payload));
+    // Descriptors that came with this frame: ours until the handler receives them (it owns them then).
+    let fds = spec.fds === true ? this.conn.takeFds() : null;
     let result: unknown;
     try {
       if (spec.feature !== 0n && !this.negotiatedAll(spec.feature)) {
         throw new VsvaError('EOPNOTSUPP', `${spec.name} needs protocol features 0x${spec.feature.toString(16)}, not negotiated`);
       }
       const req = spec.request.decode(payload);
+      if (fds !== null) {
+        (req as { fds?: number[] }).fds = fds;
+        fds = null;
+      }
       result = this.target.invoke(spec, req);
     } catch (e) {
+      if (fds !== null) for (const fd of fds) closeFd(fd);
       this.failed(spec, e, replies);
       return;
     }

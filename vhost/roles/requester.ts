@@ -73,7 +73,12 @@ export class Requester {
     // The request leaves first; its bookkeeping is done while it travels (a reply can only be
     // delivered from a later turn of the event loop, and nothing closes the connection inside
     // write, so the entry is in place before anything can settle it).
-    this.conn.write(buf);
+    const fds = spec.fds === true ? (payload as { fds?: readonly number[] }).fds : undefined;
+    try {
+      this.conn.write(buf, fds);
+    } catch (e) {
+      return Promise.reject(e);
+    }
     if (!expectReply) return Promise.resolve(undefined);
     const timeoutMs = opts?.timeoutMs ?? this.defaultTimeoutMs;
     const deadline = performance.now() + timeoutMs;

@@ -3,6 +3,7 @@
  * receives, in order, asynchronously (never inside the writer's call stack), exactly as over a
  * socket. Writes made in the same tick are delivered together in one microtask.
  */
+import { fail } from '../../src/errors.js';
 import type { Transport, TransportSink } from './transport.js';
 
 class MemoryEnd implements Transport {
@@ -14,6 +15,8 @@ class MemoryEnd implements Transport {
   private peerEnded = false;
   private closeDelivered = false;
   private paused = false;
+  /** In-memory ends pass no descriptors: their peers use SET_MEM_TABLE's path form. */
+  readonly carriesFds = false;
 
   constructor(readonly label: string) {}
 
@@ -31,7 +34,8 @@ class MemoryEnd implements Transport {
     if (on) this.schedule();
   }
 
-  write(data: Uint8Array): void {
+  write(data: Uint8Array, fds?: readonly number[]): void {
+    if (fds !== undefined && fds.length > 0) fail('EOPNOTSUPP', `${this.label}: an in-memory transport cannot pass file descriptors`);
     if (this.ended || this.peer.ended) return;
     this.peer.receive(Buffer.isBuffer(data) ? data : Buffer.from(data.buffer, data.byteOffset, data.byteLength));
   }

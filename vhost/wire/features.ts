@@ -22,6 +22,8 @@ export const ProtocolFeature = {
   VSVA_DEVICE_DMA: 1n << 49n,
   /** vsva: GET_STATE (the host's JSON snapshot). Requires VSVA. */
   VSVA_STATE: 1n << 50n,
+  /** vsva: the iommufd message family 0x200–0x2ff and VM_SETUP's iommufd uAPI choice. Requires VSVA. */
+  VSVA_IOMMUFD: 1n << 51n,
 } as const;
 
 /** Everything this implementation understands. */
@@ -30,7 +32,8 @@ export const ALL_PROTOCOL_FEATURES =
   ProtocolFeature.BACKEND_REQ |
   ProtocolFeature.VSVA |
   ProtocolFeature.VSVA_DEVICE_DMA |
-  ProtocolFeature.VSVA_STATE;
+  ProtocolFeature.VSVA_STATE |
+  ProtocolFeature.VSVA_IOMMUFD;
 
 /** Device feature bits the back-end offers. */
 export const ALL_FEATURES = VHOST_USER_F_PROTOCOL_FEATURES;

@@ -6,8 +6,12 @@ export async function loadBenchModules(only?: string[]): Promise<BenchModule[]> 
     protocol: () => import('./protocol.js'),
     ioasid: () => import('./ioasid.js'),
     iommu: () => import('./iommu.js'),
+    'cache-scaling': () => import('./cache-scaling.js'),
     'e2e-vtd': () => import('./e2e-vtd.js'),
     scale: () => import('./scale.js'),
+    fairness: () => import('./fairness.js'),
+    startup: () => import('./startup.js'),
+    'shared-ram': () => import('./shared-ram.js'),
   };
   const names = only && only.length ? only : Object.keys(loaders);
   const out: BenchModule[] = [];

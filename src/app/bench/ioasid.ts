@@ -1,5 +1,5 @@
 /**
- * IOASID core benchmark (DESIGN §9: "all 2^20−1 IDs allocated and freed in one set in under
+ * IOASID core benchmark (docs/design.md §9: "all 2^20−1 IDs allocated and freed in one set in under
  * 1 s; ≤ 64 bytes per live ID").
  *
  * Figures, each beside a baseline measured in the same run:
@@ -29,7 +29,7 @@ function cycleCore(core: IoasidCore): [number, number] {
   const t1 = now();
   for (let id = 1; id <= IDS; id++) core.free(set, id);
   const t2 = now();
-  // The set went away with its last ID (reference A.3), returning its quota.
+  // The set went away with its last ID (Jacob Pan, "[PATCH V4 00/18] IOASID extensions for guest SVA", 2021: a set goes with its last ID), returning its quota.
   if (core.isSetValid(set) || core.capacity.available !== IDS) throw new Error('IOASID bench: set not released after freeing every ID');
   return [t1 - t0, t2 - t1];
 }

@@ -19,7 +19,9 @@ export const REP_BYTES = 28;
 /** Requests in flight in the pipelined throughput runs. */
 export const WINDOW = 128;
 
-const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
+// The repository root: three levels up from src/app/bench/*.ts, four from dist/src/app/bench/*.js.
+// The peer script and the C source are repository files (the benchmarks run from a checkout).
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), import.meta.url.endsWith('.ts') ? '../../..' : '../../../..');
 const peerScript = path.join(root, 'scripts', 'pingpong-peer.ts');
 const cSource = path.join(root, 'scripts', 'pingpong.c');
 
@@ -29,10 +31,13 @@ export interface Peer {
   stop(): Promise<void>;
 }
 
-/** Start a ping-pong peer process listening on `<dir>/<mode>.sock`; resolves once it is ready. */
-export async function startPeer(dir: string, mode: 'raw' | 'vhost'): Promise<Peer> {
-  const socket = path.join(dir, `${mode}.sock`);
-  const child = spawn(process.execPath, ['--import', 'tsx', peerScript, mode, socket, String(REQ_BYTES), String(REP_BYTES)], {
+/**
+ * Start a ping-pong peer process listening on `<dir>/<mode>.sock` (raw mode: answering every
+ * `req` bytes with `rep` bytes, default the PASID_ALLOC sizes); resolves once it is ready.
+ */
+export async function startPeer(dir: string, mode: 'raw' | 'vhost', sizes: { req: number; rep: number } = { req: REQ_BYTES, rep: REP_BYTES }): Promise<Peer> {
+  const socket = path.join(dir, `${mode}-${sizes.req}-${sizes.rep}.sock`);
+  const child = spawn(process.execPath, ['--import', 'tsx', peerScript, mode, socket, String(sizes.req), String(sizes.rep)], {
     stdio: ['pipe', 'pipe', 'inherit'],
     env: { ...process.env, VSVA_LOG: 'silent' },
   });

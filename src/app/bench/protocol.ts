@@ -1,5 +1,5 @@
 /**
- * Protocol benchmark (DESIGN §9, first target; issue 3): request/reply round trip of the vhost
+ * Protocol benchmark (docs/design.md §9, first target; issue 3): request/reply round trip of the vhost
  * protocol between two processes — a FrontendClient here, a BackendServer in a child process —
  * beside a raw Node Unix-socket ping-pong of the same byte counts between two processes and a C
  * ping-pong (built with gcc into os.tmpdir() when gcc exists), all measured in the same run.

@@ -52,27 +52,65 @@ function fmt(n: number | undefined): string {
   return n.toPrecision(3);
 }
 
-/** A plain-text table: one row per figure. */
+/** Columns the rendered table fits in (a standard terminal is 100 wide or more). */
+export const TABLE_WIDTH = 100;
+
+/** `text` broken at spaces into lines of at most `width` characters, each after `indent`. */
+function wrap(text: string, indent: string, width = TABLE_WIDTH): string[] {
+  const out: string[] = [];
+  let line = '';
+  for (const word of text.split(' ')) {
+    const next = line === '' ? word : `${line} ${word}`;
+    if (indent.length + next.length > width && line !== '') {
+      out.push(indent + line);
+      line = word;
+    } else line = next;
+  }
+  out.push(indent + line);
+  return out.map((l) => (l.length > width ? `${l.slice(0, width - 1)}…` : l));
+}
+
+/**
+ * The figures as plain text that fits TABLE_WIDTH columns: per module its name, then per
+ * figure its name, a line with the value (median and spread), ratio and target verdict, and a
+ * line with the same-run baseline; a closing line counts the targets met and missed.
+ */
 export function renderTable(report: BenchReport): string {
-  const rows: string[][] = [['module', 'figure', 'median', 'spread', 'unit', 'baseline', 'ratio', 'target', 'met']];
+  const lines: string[] = [];
   for (const m of report.modules) {
-    if (m.error) rows.push([m.name, 'ERROR: ' + m.error.split('\n')[0]!, '', '', '', '', '', '', '']);
+    lines.push(m.name);
+    if (m.error) lines.push(...wrap(`ERROR: ${m.error.split('\n')[0]!}`, '  '));
     for (const f of m.figures) {
-      rows.push([
-        m.name,
-        f.name,
-        fmt(f.value.median),
-        `${fmt(f.value.min)}..${fmt(f.value.max)}`,
-        f.unit,
-        f.baseline ? `${f.baseline.name} ${fmt(f.baseline.value.median)}` : '-',
-        f.ratio === undefined ? '-' : f.ratio.toFixed(2),
-        f.target ?? '-',
-        f.met === undefined ? '-' : f.met ? 'yes' : 'NO',
-      ]);
+      lines.push(...wrap(f.name, '  '));
+      const verdict = f.met === undefined ? '' : f.met ? ': met' : ': MISSED';
+      const parts = [
+        `${fmt(f.value.median)} ${f.unit} (${fmt(f.value.min)}..${fmt(f.value.max)})`,
+        ...(f.ratio === undefined ? [] : [`ratio ${f.ratio.toFixed(2)}`]),
+        ...(f.target === undefined ? [] : [`target ${f.target}${verdict}`]),
+      ];
+      lines.push(...wrap(parts.join('   '), '      '));
+      if (f.baseline) lines.push(...wrap(`baseline: ${f.baseline.name} ${fmt(f.baseline.value.median)}`, '      '));
     }
   }
-  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
-  return rows.map((r) => r.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd()).join('\n');
+  const { met, missed, errors } = verdicts(report);
+  lines.push('', `targets: ${met} met, ${missed.length} missed${missed.length ? ` (${missed.join('; ')})` : ''}${errors ? `; ${errors} module(s) failed` : ''}`);
+  return lines.flatMap((l) => (l.length > TABLE_WIDTH ? wrap(l, '') : [l])).join('\n');
+}
+
+/** Targets met, the names of those missed, and modules that failed. */
+export function verdicts(report: BenchReport): { met: number; missed: string[]; errors: number } {
+  const figs = report.modules.flatMap((m) => m.figures);
+  return {
+    met: figs.filter((f) => f.met === true).length,
+    missed: figs.filter((f) => f.met === false).map((f) => f.name),
+    errors: report.modules.filter((m) => m.error !== undefined).length,
+  };
+}
+
+/** `vsva bench`'s exit status: 1 when a module failed or a target was missed, else 0. */
+export function benchExitCode(report: BenchReport): number {
+  const v = verdicts(report);
+  return v.errors > 0 || v.missed.length > 0 ? 1 : 0;
 }
 
 export function writeReport(report: BenchReport, dir: string): string {

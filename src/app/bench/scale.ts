@@ -1,5 +1,5 @@
 /**
- * Scale benchmark (DESIGN §9: "64 VMs × 1024 bound PASIDs on one host; dashboard snapshot under
+ * Scale benchmark (docs/design.md §9: "64 VMs × 1024 bound PASIDs on one host; dashboard snapshot under
  * 50 ms at that size"). One spawned host; 64 in-process VT-d guests (16 MiB of RAM each — the
  * guest half is cheap) connect to it, and each allocates 1024 PASIDs through VCMD and binds
  * each one (PASID entry + PASID-cache flush + wait) — the VMs run concurrently.
@@ -13,8 +13,11 @@
  *   counters + summary JSON, inside the host process, as it runs every 500 ms while a client is
  *   connected); the median over several refreshes at full size, read from the hub's pong, beside
  *   the same on the empty host. Target < 50 ms.
- * - GET_STATE round trip (informational): the whole snapshot serialised, sent and parsed by the
- *   harness, beside the same call on the empty host.
+ * - first GET_STATE page (docs/protocol.md §10.9) at full size with every change since set-up
+ *   pending, beside the same page again; target ≤ 50 ms. The whole snapshot as the harness reads
+ *   it (pages of 8 VMs) is informational. The dashboard figure's window holds full-size
+ *   refreshes only (the hub starts a new window when a client connects), and the first
+ *   refresh's phases (row rebuild, summary JSON, send) are reported apart.
  * `quick` scales down to 8 VMs × 128 PASIDs (the figure names say the size).
  */
 import fs from 'node:fs';
@@ -27,6 +30,10 @@ import { RawClient, ratioFigure, rttRuns, startPeer, type Peer } from './pingpon
 import { VtdBenchDriver } from './vtd-bench-driver.js';
 import WebSocket from 'ws';
 import type { RefreshTiming } from '../../../host/monitor/protocol.js';
+import { FrontendClient, ProtocolFeature } from '../../../vhost/index.js';
+
+/** VMs per GET_STATE page in the page figure. */
+const PAGE_VMS = 4;
 
 /**
  * Connect to the dashboard, let its hub refresh `ticks` times (one per summary interval), and
@@ -130,6 +137,21 @@ export const bench: BenchModule = {
       const rssFull = rssOf(host.pid);
 
       opts.progress?.(`[scale] snapshots at ${size}`);
+      // First GET_STATE page with every change since set-up pending (each VM's rows are rebuilt
+      // by the first read that covers it), then the same page again (nothing pending).
+      const pageFe = await FrontendClient.connect({ path: host.socket });
+      await pageFe.handshake({ require: ProtocolFeature.REPLY_ACK | ProtocolFeature.VSVA | ProtocolFeature.VSVA_STATE });
+      let pageBytes = 0;
+      const timePage = async (): Promise<number> => {
+        const a = performance.now();
+        const { json } = await pageFe.call('GET_STATE', { cursor: 0, max_vms: PAGE_VMS });
+        pageBytes = json.length;
+        return performance.now() - a;
+      };
+      const firstPageMs = await timePage();
+      const againPageMs: number[] = [];
+      for (let i = 0; i < snaps; i++) againPageMs.push(await timePage());
+      pageFe.close();
       const fullSnap = await snapshotTimes(host, snaps);
       const fullRefresh = await dashboardRefresh(dashboardUrl, snaps);
       if (fullSnap.pasids !== vms * perVm) throw new Error(`scale: host shows ${fullSnap.pasids} bound PASIDs, expected ${vms * perVm}`);
@@ -145,10 +167,18 @@ export const bench: BenchModule = {
         figs.push({ name: `host RSS with ${size} bound`, unit: 'MiB', value: stat([]), notes: '/proc not available; RSS not measured' });
       }
       const refreshStat = (t: RefreshTiming) => ({ median: t.median ?? NaN, min: t.min ?? NaN, max: t.max ?? NaN, reps: t.count });
-      const dashFig = ratioFigure(`dashboard snapshot at ${size} (host-side refresh, median)`, 'ms', refreshStat(fullRefresh), 'the same on the empty host', refreshStat(emptyRefresh), '< 50 ms', undefined, `timed by the host's dashboard hub: HostSnapshot + counters + summary JSON, every ${500} ms while a client is connected; ${fullRefresh.count} refreshes, max ${fullRefresh.max?.toFixed(1)} ms`);
+      const dashFig = ratioFigure(`dashboard snapshot at ${size} (host-side refresh, median)`, 'ms', refreshStat(fullRefresh), 'the same on the empty host', refreshStat(emptyRefresh), '< 50 ms', undefined, `refreshes at full size only (the hub's window restarts when a client connects); timed by the host's dashboard hub: HostSnapshot + counters + summary JSON, every ${500} ms while a client is connected; ${fullRefresh.count} refreshes, max ${fullRefresh.max?.toFixed(1)} ms`);
       dashFig.met = dashFig.value.median < 50;
       figs.push(dashFig);
-      figs.push(ratioFigure(`GET_STATE snapshot round trip p50 at ${size}`, 'ms', stat(fullSnap.ms), 'the same on the empty host', stat(emptySnap.ms), undefined, undefined, `whole HostSnapshot serialised by the host (${Math.round(fullSnap.bytes / 1024)} KiB of JSON), sent and parsed by the harness; informational`));
+      const pageFig = ratioFigure(`first GET_STATE page (${PAGE_VMS} VMs) at ${size}, changes pending`, 'ms', stat([firstPageMs]), 'the same page again, nothing pending', stat(againPageMs), '≤ 50 ms', undefined, `every change since set-up pending (the first read rebuilds those VMs' rows); round trip from a client; ${Math.round(pageBytes / 1024)} KiB of JSON per page; single measurement (the rebuild happens once)`);
+      pageFig.met = firstPageMs <= 50;
+      figs.push(pageFig);
+      figs.push(ratioFigure(`whole snapshot at ${size} via GET_STATE pages (harness)`, 'ms', stat(fullSnap.ms), 'the same on the empty host', stat(emptySnap.ms), undefined, undefined, `HostSnapshot assembled from pages of 8 VMs (${Math.round(fullSnap.bytes / 1024)} KiB of JSON in all), nothing pending; informational`));
+      if (fullRefresh.first && fullRefresh.phases) {
+        const f = fullRefresh.first;
+        const m = fullRefresh.phases;
+        figs.push(ratioFigure(`first dashboard refresh at ${size} (snapshot + summary)`, 'ms', stat([f.snapshot + f.summary]), 'median refresh of the same window', stat([m.snapshot + m.summary]), undefined, undefined, `phases of the first: snapshot (row rebuild) ${f.snapshot.toFixed(1)} ms, summary JSON ${f.summary.toFixed(1)} ms, send ${f.send.toFixed(1)} ms; medians ${m.snapshot.toFixed(1)} / ${m.summary.toFixed(1)} / ${m.send.toFixed(1)} ms; measured after the GET_STATE figures (their reads rebuilt the rows already)`));
+      }
       if (opts.quick) for (const f of figs) f.notes = `${f.notes ?? ''}; quick: scaled down from 64 VMs × 1024 PASIDs`;
       return figs;
     } finally {

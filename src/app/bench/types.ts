@@ -1,6 +1,6 @@
 /**
  * What every benchmark module returns. A figure is always printed beside a baseline measured
- * in the same run (machines are shared and noisy), with the ratio and the DESIGN §9 target.
+ * in the same run (machines are shared and noisy), with the ratio and the docs/design.md §9 target.
  *
  * A benchmark module lives at src/bench/<area>.ts and exports
  *   `export const bench: BenchModule`.
@@ -22,7 +22,7 @@ export interface BenchFigure {
   baseline?: { name: string; value: Stat };
   /** value / baseline (for times: >1 is slower; for rates: <1 is slower). */
   ratio?: number;
-  /** DESIGN §9 target in words, e.g. 'ratio <= 1.25' or '>= 1e6 ops/s'. */
+  /** docs/design.md §9 target in words, e.g. 'ratio <= 1.25' or '>= 1e6 ops/s'. */
   target?: string;
   met?: boolean;
   notes?: string;

@@ -2,7 +2,7 @@
  * A minimal VT-d guest driver for the benchmarks and experiments: just what they time, built
  * only on the GuestHandle's register window and guest RAM (like the guest driver model, but
  * with direct control of the invalidation queue so one queue run can carry thousands of
- * descriptors). Layouts come from src/vtd (reference vtd-scalable-mode.md).
+ * descriptors). Layouts come from src/vtd (Intel VT-d specification, chapter 9 "Translation Structure Formats").
  *
  * Bring-up (Linux intel-iommu order): root table → RTADDR (SMT) → GCMD.SRTP; 256-bit
  * invalidation queue → IQA → GCMD.QIE; scalable-mode context entry for each device (PASID
@@ -11,7 +11,7 @@
  * - allocPasid / freePasid: the virtual command interface (VCMD ALLOC_PASID / FREE_PASID).
  * - bindPasid: a first-level (PGTT = 1) PASID entry over one shared guest process page table,
  *   then PASID-cache PASID-selective invalidation + wait descriptor (status write), returning
- *   when the status lands: the model has forwarded the bind to the host by then (DESIGN §3.1).
+ *   when the status lands: the model has forwarded the bind to the host by then (docs/design.md §3.1).
  * - piotlbBatch: `n` page-selective PASID-based IOTLB descriptors and one wait in one queue run.
  *
  * Not thread-safe: one caller at a time per driver (the benches are sequential per VM).
@@ -145,13 +145,14 @@ export class VtdBenchDriver {
   }
 
   /**
-   * Encode `n` page-selective PASID-based IOTLB invalidations (4 KiB pages from 0) ahead of
-   * time, so that a timed submitBatch measures the queue, not the encoder.
+   * Encode `n` page-selective PASID-based IOTLB invalidations (4 KiB pages from page number
+   * `firstPage`, default 0) ahead of time, so that a timed submitBatch measures the queue, not
+   * the encoder.
    */
-  prepareBatch(pasid: number, n: number): Uint8Array {
+  prepareBatch(pasid: number, n: number, firstPage = 0n): Uint8Array {
     if (!Number.isInteger(n) || n < 1 || n > this.maxBatch) fail('EINVAL', `batch of ${n} does not fit a ${this.entries}-slot queue`);
     const bytes = new Uint8Array(n * DESC_BYTES);
-    for (let i = 0; i < n; i++) bytes.set(wordsToBytes(encodeDescriptor(InvDescType.PIOTLB, { G: PIOTLB_G.PSI_IN_PASID, DID, PASID: pasid, ADDR: BigInt(i), AM: 0 }, 1)), i * DESC_BYTES);
+    for (let i = 0; i < n; i++) bytes.set(wordsToBytes(encodeDescriptor(InvDescType.PIOTLB, { G: PIOTLB_G.PSI_IN_PASID, DID, PASID: pasid, ADDR: firstPage + BigInt(i), AM: 0 }, 1)), i * DESC_BYTES);
     return bytes;
   }
 

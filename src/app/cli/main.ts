@@ -1,12 +1,12 @@
 /**
- * The `vsva` command line (DESIGN §8). Each subcommand lives in its own module under
- * src/cli/commands/ and is registered here. This file and the command modules are the only
- * places that write to stdout directly.
+ * The `vsva` command line (docs/design.md §8). Each subcommand lives in its own module under
+ * src/app/cli/commands/; only the selected one is loaded (the others are listed by name and
+ * description for --help). This file and the command modules are the only places that write to
+ * stdout directly.
  */
 import yargs, { type CommandModule } from 'yargs';
-import { setLogLevel } from '../../log.js';
 import { VERSION } from '../../version.js';
-import { commands } from './commands/index.js';
+import { commands, selectedCommand } from './commands/index.js';
 
 export async function main(argv: string[]): Promise<void> {
   let cli = yargs(argv)
@@ -17,9 +17,10 @@ export async function main(argv: string[]): Promise<void> {
       describe: 'pino log level (fatal, error, warn, info, debug, trace, silent); default from VSVA_LOG, else warn',
       choices: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'],
     })
-    .middleware((args) => {
+    .middleware(async (args) => {
+      // The logger (pino) loads with the first command that logs; --help does not need it.
       const lvl = (args['log-level'] as string | undefined) ?? process.env.VSVA_LOG;
-      if (lvl) setLogLevel(lvl);
+      if (lvl) (await import('../../log.js')).setLogLevel(lvl);
     })
     .version(VERSION)
     .alias('version', 'V')
@@ -28,7 +29,11 @@ export async function main(argv: string[]): Promise<void> {
     .strict()
     .recommendCommands()
     .wrap(Math.min(110, process.stdout.columns ?? 110));
-  for (const c of commands) cli = cli.command(c as CommandModule);
+  const selected = selectedCommand(argv);
+  for (const c of commands) {
+    if (c === selected) cli = cli.command({ ...(await c.load()), command: c.command, describe: c.describe } as CommandModule);
+    else cli = cli.command(c.command, c.describe);
+  }
   cli = cli.demandCommand(1, 'Give a command; see --help.').fail((msg, err, y) => {
     // Usage mistakes: the message and the command's help. Failures of a command: one line with
     // the errno-style code (the stack only at debug level), exit status 1.

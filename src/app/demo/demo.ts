@@ -1,5 +1,5 @@
 /**
- * `vsva demo` (DESIGN §8): a host with its dashboard and pairs of VMs — one VT-d, one
+ * `vsva demo` (docs/design.md §8): a host with its dashboard and pairs of VMs — one VT-d, one
  * virtio-iommu per pair — each running the mixed SVA workload at a watchable pace, until the
  * duration is up or the caller stops it (Ctrl-C). Then every process exits, every guest driver
  * is removed, every VM disconnects and the host closes.
@@ -17,6 +17,7 @@ import type { SvaGuest } from '../../../guest/workload/sva-guest.js';
 import { MixedWorkload, type WorkloadStats } from './mixed-workload.js';
 import { TraceBus } from '../../trace/bus.js';
 import { TraceRecorder } from '../../trace/recorder.js';
+import type { MemoryBackend } from '../../memory/memory-backend.js';
 
 const log = childLogger('demo');
 
@@ -33,6 +34,8 @@ export interface DemoOptions {
   memory?: number;
   /** Run the host in this process. Default false. */
   inProcess?: boolean;
+  /** How both halves reach guest RAM (docs/architecture.md "Memory model"); default: mapped when the native addon loaded. */
+  memoryBackend?: MemoryBackend;
   seed?: number;
   /** Progress lines (stderr in the CLI). */
   progress?: (line: string, final: boolean) => void;
@@ -103,14 +106,14 @@ export class Demo {
     try {
       const traceBus = new TraceBus();
       if (o.traceDir !== undefined) this.recorder = new TraceRecorder(path.join(o.traceDir, 'guest.jsonl'), 'vsva demo guests').attach(traceBus);
-      this.host = await startHost({ spawn: o.inProcess !== true, dashboard: { port }, ...(o.traceDir !== undefined ? { traceFile: path.join(o.traceDir, 'host.jsonl') } : {}) });
+      this.host = await startHost({ spawn: o.inProcess !== true, dashboard: { port }, ...(o.memoryBackend !== undefined ? { memoryBackend: o.memoryBackend } : {}), ...(o.traceDir !== undefined ? { traceFile: path.join(o.traceDir, 'host.jsonl') } : {}) });
       const dashboard = this.host.dashboard ?? '';
       const pairs = o.pairs ?? 1;
       const memory = o.memory ?? 64 * 1024 * 1024;
       for (let i = 0; i < pairs && !this.stopping; i++) {
         for (const viommu of ['vtd', 'virtio'] as const) {
           const name = `${viommu}-vm${2 * i + (viommu === 'vtd' ? 0 : 1)}`;
-          const vm = await startGuest({ socket: this.host.socket, name, viommu, memory, pasidQuota: 64, devices: [{ bdf: BDF, kind: 'pf' }], trace: traceBus });
+          const vm = await startGuest({ socket: this.host.socket, name, viommu, memory, pasidQuota: 64, devices: [{ bdf: BDF, kind: 'pf' }], trace: traceBus, ...(o.memoryBackend !== undefined ? { memoryBackend: o.memoryBackend } : {}) });
           let sva: SvaGuest;
           try {
             sva = await startSvaGuest(vm, { viommu, memory, devices: [{ bdf: BDF }] });

@@ -1,5 +1,5 @@
 /**
- * The parameter grid of `vsva experiment alloc` (paravirtual PASID allocation, DESIGN §9 and
+ * The parameter grid of `vsva experiment alloc` (paravirtual PASID allocation, docs/design.md §9 and
  * issue 10). Three experiments share one vocabulary:
  *
  * 1. `alloc` — latency, throughput and quota exhaustion. For every point (scheme × VMs × PASIDs
@@ -11,7 +11,7 @@
  *    decides what each VM's IOASID set may reserve at VM setup:
  *      - `demand`: quota = the VM's demand (first come, first served at setup);
  *      - `fair-share`: quota = ⌊capacity / vms⌋;
- *      - `unlimited`: quota 0 (the rest of the capacity at setup, reference A: quota 0 = no limit).
+ *      - `unlimited`: quota 0 (the rest of the capacity at setup, quota 0 = no limit, as in ioasid_set_alloc of Jacob Pan's "[PATCH V4 00/18] IOASID extensions for guest SVA", 2021).
  *    The VMs then allocate concurrently until their demand is met or an allocation fails;
  *    Jain's index over the per-VM successes measures fairness.
  * 3. `dma` — the DMA path cost of non-identity mapping: one bound PASID per VM and `samples`

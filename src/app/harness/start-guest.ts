@@ -10,6 +10,7 @@
  */
 import { fail } from '../../errors.js';
 import type { TraceBus } from '../../trace/bus.js';
+import type { MemoryBackend } from '../../memory/memory-backend.js';
 import type { StartGuestOptions } from '../../api/types.js';
 import type { Transport } from '../../../vhost/transport/transport.js';
 import { GuestVm, type GuestVmOptions } from '../../../guest/vm.js';
@@ -21,11 +22,18 @@ import { createVtdModel } from '../../../guest/vtd/index.js';
 export interface StartGuestExtraOptions {
   /** Open the connection to the host yourself (in-memory transport); replaces `socket`. */
   connect?: () => Promise<Transport>;
-  /** Guest RAM in a shared file (default) or an in-process buffer (in-process hosts only). */
+  /** Guest RAM in shared memory (default) or an in-process buffer (in-process hosts only). */
   ramBacking?: 'file' | 'inproc';
+  /**
+   * Map guest RAM — a sealed memfd passed to the host as a descriptor — ('mapped', default when
+   * the native addon loaded) or use a file with positioned I/O ('pread'); `vsva guest --memory-backend`.
+   */
+  memoryBackend?: MemoryBackend;
   /** Per-request timeout towards the host, ms. */
   timeoutMs?: number;
   trace?: TraceBus;
+  /** Reconnect policy of the VM's link to the host (default: DEFAULT_RECONNECT_POLICY). */
+  reconnect?: GuestVmOptions['reconnect'];
 }
 
 export type StartGuestAllOptions = Omit<StartGuestOptions, 'socket'> & { socket?: string } & StartGuestExtraOptions;
@@ -46,8 +54,10 @@ export async function startGuest(opts: StartGuestAllOptions): Promise<StartedGue
   if (opts.pasidQuota !== undefined) vmOpts.pasidQuota = opts.pasidQuota;
   if (opts.devices !== undefined) vmOpts.devices = opts.devices;
   if (opts.ramBacking !== undefined) vmOpts.ramBacking = opts.ramBacking;
+  if (opts.memoryBackend !== undefined) vmOpts.memoryBackend = opts.memoryBackend;
   if (opts.timeoutMs !== undefined) vmOpts.timeoutMs = opts.timeoutMs;
   if (opts.trace !== undefined) vmOpts.trace = opts.trace;
+  if (opts.reconnect !== undefined) vmOpts.reconnect = opts.reconnect;
   const factory: ViommuFactory = opts.viommu === 'vtd' ? (ctx) => createVtdModel(ctx, { vcmd }) : (ctx) => createVirtioIommuModel(ctx);
   return GuestVm.start(vmOpts, factory);
 }

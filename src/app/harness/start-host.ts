@@ -1,5 +1,5 @@
 /**
- * startHost (DESIGN §7): run the host half and return a handle.
+ * startHost (docs/design.md §7): run the host half and return a handle.
  *
  * - spawn: true (default): `node bin/vsva.js host --socket … --exit-on-stdin-close` as a child
  *   process; resolves once its ready line arrives (rejects if it exits or stays silent for 30 s).
@@ -17,11 +17,13 @@ import { randomBytes } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import { VsvaError, fail } from '../../errors.js';
 import { TraceRecorder } from '../../trace/recorder.js';
+import { checkSocketPath } from './socket-path.js';
 import type { HostHandle, HostSnapshot, StartHostOptions } from '../../api/types.js';
 import { FrontendClient } from '../../../vhost/roles/frontend.js';
 import { ProtocolFeature } from '../../../vhost/wire/features.js';
 import { HostServer, type HostServerOptions } from '../../../host/server/host-server.js';
 import { startMonitor, type MonitorHandle } from '../../../host/monitor/index.js';
+import type { MemoryBackend } from '../../memory/memory-backend.js';
 
 export interface StartedHost extends HostHandle {
   /** The host's process id (this process when spawn is false). */
@@ -32,7 +34,7 @@ export interface StartedHost extends HostHandle {
   readonly server?: HostServer;
 }
 
-/** Options beyond DESIGN §7's, for harnesses and tests. */
+/** Options beyond docs/design.md §7's, for harnesses and tests. */
 export interface StartHostExtraOptions {
   /** Grace period for a disconnected VM (ms). */
   graceMs?: number;
@@ -42,6 +44,11 @@ export interface StartHostExtraOptions {
   maxVms?: number;
   /** Record the host's trace events to this file (JSON lines). */
   traceFile?: string;
+  /**
+   * How the host reaches guest RAM passed as descriptors: 'mapped' (default when the native addon
+   * loaded) or 'pread' (docs/architecture.md "Memory model"; `vsva host --memory-backend`).
+   */
+  memoryBackend?: MemoryBackend;
 }
 
 const READY_TIMEOUT_MS = 30_000;
@@ -56,6 +63,7 @@ export async function startHost(opts: StartHostOptions & StartHostExtraOptions =
   const pasidBits = opts.pasidBits ?? 20;
   if (!Number.isInteger(pasidBits) || pasidBits < 1 || pasidBits > 20) fail('EINVAL', `pasidBits ${String(pasidBits)} is not an integer in 1..20`);
   const dashboard = opts.dashboard ?? false;
+  checkSocketPath(socket);
   if (opts.spawn === false) return startInProcess(socket, pasidBits, dashboard, opts);
   return startChild(socket, pasidBits, dashboard, opts);
 }
@@ -71,6 +79,7 @@ async function startInProcess(
   if (opts.pageRequestTimeoutMs !== undefined) serverOpts.pageRequestTimeoutMs = opts.pageRequestTimeoutMs;
   if (opts.maxPendingPageRequests !== undefined) serverOpts.maxPendingPageRequests = opts.maxPendingPageRequests;
   if (opts.maxVms !== undefined) serverOpts.maxVms = opts.maxVms;
+  if (opts.memoryBackend !== undefined) serverOpts.memoryBackend = opts.memoryBackend;
   const server = new HostServer(serverOpts);
   const recorder = opts.traceFile !== undefined ? new TraceRecorder(opts.traceFile, `in-process host ${socket}`).attach(server.trace) : null;
   await server.listen(socket);
@@ -103,8 +112,18 @@ async function startInProcess(
   };
 }
 
-function binPath(): string {
-  return fileURLToPath(new URL('../../../bin/vsva.js', import.meta.url));
+/**
+ * How to run the host command: the same form as this file. From source (src/app/harness/*.ts,
+ * inside the repository, e.g. under vitest) bin/vsva.js runs the source through tsx; compiled
+ * (dist/src/app/harness/*.js, an installed package) it runs dist/, and tsx need not exist.
+ */
+function hostCommand(): { bin: string; env: NodeJS.ProcessEnv } {
+  const fromSource = import.meta.url.endsWith('.ts');
+  const bin = fileURLToPath(new URL(fromSource ? '../../../bin/vsva.js' : '../../../../bin/vsva.js', import.meta.url));
+  const env: NodeJS.ProcessEnv = { ...process.env };
+  if (fromSource) env.VSVA_FROM_SOURCE = '1';
+  else delete env.VSVA_FROM_SOURCE;
+  return { bin, env };
 }
 
 async function startChild(
@@ -113,7 +132,8 @@ async function startChild(
   dashboard: StartHostOptions['dashboard'],
   opts: StartHostExtraOptions,
 ): Promise<StartedHost> {
-  const args = [binPath(), 'host', '--socket', socket, '--pasid-bits', String(pasidBits), '--exit-on-stdin-close'];
+  const host = hostCommand();
+  const args = [host.bin, 'host', '--socket', socket, '--pasid-bits', String(pasidBits), '--exit-on-stdin-close'];
   if (dashboard) {
     args.push('--dashboard-port', String(dashboard.port));
     if (dashboard.host) args.push('--dashboard-host', dashboard.host);
@@ -123,7 +143,10 @@ async function startChild(
   if (opts.maxPendingPageRequests !== undefined) args.push('--max-page-requests', String(opts.maxPendingPageRequests));
   if (opts.maxVms !== undefined) args.push('--max-vms', String(opts.maxVms));
   if (opts.traceFile !== undefined) args.push('--trace', opts.traceFile);
-  const child = spawn(process.execPath, args, { stdio: ['pipe', 'pipe', 'inherit'] });
+  if (opts.memoryBackend !== undefined) args.push('--memory-backend', opts.memoryBackend);
+  // A process group of its own: a terminal's Ctrl-C reaches the caller only, which then shuts
+  // its guests down before the host (close() or, if it dies, the end of the host's stdin).
+  const child = spawn(process.execPath, args, { stdio: ['pipe', 'pipe', 'inherit'], env: host.env, detached: true });
   const ready = await waitReady(child);
   const exited = new Promise<void>((resolve) => {
     if (child.exitCode !== null || child.signalCode !== null) resolve();
@@ -154,8 +177,7 @@ async function startChild(
         client = null;
         throw e;
       }
-      const { json } = await fe.call('GET_STATE');
-      return JSON.parse(json) as HostSnapshot;
+      return readSnapshotPages(fe);
     },
     close: async () => {
       if (closed) return;
@@ -220,4 +242,28 @@ function waitReady(child: ChildProcess): Promise<{ dashboard: string | null }> {
     child.stdout?.on('data', onData);
     child.once('exit', onExit);
   });
+}
+
+/** VMs per GET_STATE page the harness asks for. */
+const SNAPSHOT_PAGE_VMS = 8;
+
+/**
+ * The whole HostSnapshot, read page by page (GET_STATE with a page request, docs/protocol.md
+ * §10.9) so that no single reply holds the whole host; host fields are those of the last page.
+ */
+export async function readSnapshotPages(fe: FrontendClient, pageVms = SNAPSHOT_PAGE_VMS): Promise<HostSnapshot> {
+  const vms: HostSnapshot['vms'] = [];
+  let cursor = 0;
+  for (;;) {
+    const { json } = await fe.call('GET_STATE', { cursor, max_vms: pageVms });
+    const page = JSON.parse(json) as HostSnapshot & { next: number | null; vmCount: number };
+    vms.push(...page.vms);
+    if (page.next === null) {
+      const { next, vmCount, ...host } = page;
+      void next;
+      void vmCount;
+      return { ...host, vms };
+    }
+    cursor = page.next;
+  }
 }

@@ -44,7 +44,7 @@ describe('vsva bench --quick (e2e-vtd, scale)', () => {
     for (const f of report.modules.flatMap((m) => m.figures)) expect(table).toContain(f.name);
   });
 
-  it('states the DESIGN §9 targets with met/missed', () => {
+  it('states the docs/design.md §9 targets with met/missed', () => {
     const figs = report.modules.flatMap((m) => m.figures);
     const vcmd = figs.find((f) => f.name.startsWith('VCMD PASID alloc round trip p50 ('))!;
     expect(vcmd.target).toBe('ratio <= 1.25');

@@ -6,11 +6,14 @@
 import { describe, it, expect } from 'vitest';
 import { spawn } from 'node:child_process';
 import { WsClient } from '../../unit/host/monitor/ws-client.js';
+import { scaled, sleep, withDeadline } from '../../support/wait.js';
 
+/** The first match of `re` in the stream's output; `timeoutMs` is the idle-machine deadline (scaled). */
 function waitForLine(stream: NodeJS.ReadableStream, re: RegExp, timeoutMs: number): Promise<RegExpMatchArray> {
+  const limit = scaled(timeoutMs);
   return new Promise((resolve, reject) => {
     let buf = '';
-    const timer = setTimeout(() => reject(new Error(`no line matching ${re} within ${timeoutMs} ms; got: ${buf}`)), timeoutMs);
+    const timer = setTimeout(() => reject(new Error(`no line matching ${re} within ${limit} ms; got: ${buf}`)), limit);
     stream.on('data', (c: Buffer) => {
       buf += c.toString('utf8');
       const m = re.exec(buf);
@@ -24,7 +27,8 @@ function waitForLine(stream: NodeJS.ReadableStream, re: RegExp, timeoutMs: numbe
 
 describe('npm start (vsva demo)', () => {
   it('prints the dashboard URL, serves live data, and exits 0 after --duration', async () => {
-    const child = spawn('npm', ['start', '--silent', '--', '--duration', '8', '--dashboard-port', '0', '--rate', '8'], {
+    // The run's length includes start-up, so it scales with the machine's slowdown too.
+    const child = spawn('npm', ['start', '--silent', '--', '--duration', String(scaled(8000) / 1000), '--dashboard-port', '0', '--rate', '8'], {
       env: { ...process.env, VSVA_LOG: 'warn' },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
@@ -50,13 +54,16 @@ describe('npm start (vsva demo)', () => {
       child.kill('SIGKILL');
       throw new Error(`${(e as Error).message}\nstdout: ${stdout}\nstderr: ${stderr}`);
     }
-    const code = await exited;
+    const code = await withDeadline(exited, { what: 'demo exit after --duration', timeoutMs: 20_000 }).catch((e: unknown) => {
+      child.kill('SIGKILL');
+      throw e;
+    });
     expect(code, `stderr: ${stderr}`).toBe(0);
     expect(stdout).toContain('everything released');
     expect(stdout).toMatch(/vtd-vm0 \(vtd\): \d+ processes, [1-9]\d* binds/);
     expect(stdout).toMatch(/virtio-vm1 \(virtio\): \d+ processes, [1-9]\d* binds/);
     expect(stdout).not.toMatch(/[1-9]\d* check failures/);
-  }, 40_000);
+  }, scaled(40_000));
 
   it('stops cleanly on Ctrl-C (SIGINT) and exits 0', async () => {
     const child = spawn(process.execPath, ['bin/vsva.js', 'demo', '--dashboard-port', '0', '--in-process'], { env: { ...process.env, VSVA_LOG: 'warn' }, stdio: ['ignore', 'pipe', 'pipe'] });
@@ -72,10 +79,14 @@ describe('npm start (vsva demo)', () => {
       child.kill('SIGKILL');
       throw e;
     }
-    await new Promise((r) => setTimeout(r, 1500));
+    await sleep(1500);
     child.kill('SIGINT');
-    expect(await exited, `stderr: ${stderr}`).toBe(0);
+    const code = await withDeadline(exited, { what: 'demo exit after SIGINT', timeoutMs: 15_000 }).catch((e: unknown) => {
+      child.kill('SIGKILL');
+      throw e;
+    });
+    expect(code, `stderr: ${stderr}`).toBe(0);
     expect(stderr).toContain('stopping');
     expect(stdout).toContain('everything released');
-  }, 40_000);
+  }, scaled(40_000));
 });

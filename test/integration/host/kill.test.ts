@@ -13,9 +13,11 @@ import { GuestRam } from '../../../guest/memory/guest-ram.js';
 import { startHost, type StartedHost } from '../../../src/app/harness/start-host.js';
 import type { HostSnapshot } from '../../../src/api/types.js';
 import { TestGuest } from './client.js';
+import { scaled, sleep, waitFor } from '../../support/wait.js';
 
 const here = fileURLToPath(new URL('.', import.meta.url));
-const GRACE_MS = 1000;
+/** Long enough for a killed guest's resume (connect, handshake, VM_SETUP) on a loaded machine. */
+const GRACE_MS = scaled(2000);
 let host: StartedHost;
 let other: TestGuest;
 const files: string[] = [];
@@ -52,12 +54,9 @@ function vmNamed(s: HostSnapshot, name: string) {
   return s.vms.find((v) => v.name === name);
 }
 
-async function until(cond: () => Promise<boolean>, ms = 5000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!(await cond())) {
-    if (Date.now() > end) throw new Error('condition not reached in time');
-    await new Promise((r) => setTimeout(r, 50));
-  }
+/** Wait for a host-side condition; the grace period plus slack, scaled. */
+function until(cond: () => Promise<boolean>, what: string): Promise<void> {
+  return waitFor(cond, { what, timeoutMs: 10_000, intervalMs: 50 });
 }
 
 beforeAll(async () => {
@@ -90,10 +89,10 @@ describe('a guest process killed with SIGKILL', () => {
     await kill(child);
 
     // Within the grace period the state is kept, marked disconnected (once the host saw the socket close).
-    await until(async () => vmNamed(await host.snapshot(), 'victim')?.connected === false);
+    await until(async () => vmNamed(await host.snapshot(), 'victim')?.connected === false, 'victim disconnected');
     s = await host.snapshot();
     expect(vmNamed(s, 'victim')).toMatchObject({ connected: false, set: { quota: 8, used: 4 } });
-    await until(async () => vmNamed(await host.snapshot(), 'victim') === undefined);
+    await until(async () => vmNamed(await host.snapshot(), 'victim') === undefined, 'victim released');
     s = await host.snapshot();
     expect(s.capacity).toEqual(base.capacity);
     expect(vmNamed(s, 'steady')).toEqual(steadyBefore);
@@ -107,7 +106,7 @@ describe('a guest process killed with SIGKILL', () => {
     const { child, info } = await spawnGuest('phoenix');
     const before = vmNamed(await host.snapshot(), 'phoenix')!;
     await kill(child);
-    await until(async () => vmNamed(await host.snapshot(), 'phoenix')?.connected === false);
+    await until(async () => vmNamed(await host.snapshot(), 'phoenix')?.connected === false, 'phoenix disconnected');
     const ram = GuestRam.open(info.ram, info.size);
     const g = await TestGuest.start({ name: 'phoenix', path: host.socket, ram, token: Uint8Array.from(Buffer.from(info.token, 'hex')) });
     try {
@@ -126,7 +125,7 @@ describe('a guest process killed with SIGKILL', () => {
       expect(f.status).toBe(1);
       expect(g.events.some((e) => e.name === 'PAGE_REQUEST')).toBe(true);
       // After the grace period it is still there (it is connected).
-      await new Promise((r) => setTimeout(r, GRACE_MS + 200));
+      await sleep(GRACE_MS + 200);
       expect(vmNamed(await host.snapshot(), 'phoenix')?.pasids).toHaveLength(4);
     } finally {
       g.close();

@@ -1,13 +1,14 @@
 /**
  * `vsva host` as a real child process (startHost), two VMs over the real Unix socket with guest
  * RAM in shared files: concurrent allocation, binding, invalidation, DMA and page faults;
- * snapshots with each VM's PASIDs (state, refs, users, bindings) and seed 003's reference counts
+ * snapshots with each VM's PASIDs (state, refs, users, bindings) and the reference counts of "IOASID Extensions for SIOV" (Jacob Pan, LPC 2020)
  * at each step; isolation between the VMs.
  */
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { startHost, type StartedHost } from '../../../src/app/harness/start-host.js';
 import type { HostSnapshot } from '../../../src/api/types.js';
 import { TestGuest, errnoOf } from './client.js';
+import { waitFor } from '../../support/wait.js';
 
 const PF = 0x18; // 00:03.0
 const ADI = 0x20; // 00:04.0
@@ -15,7 +16,7 @@ let host: StartedHost;
 let a: TestGuest;
 let b: TestGuest;
 
-/** The DESIGN §7 fields only (extras such as counters move with every request). */
+/** The docs/design.md §7 fields only (extras such as counters move with every request). */
 function contract(s: HostSnapshot): HostSnapshot {
   return {
     pasidBits: s.pasidBits,
@@ -79,7 +80,7 @@ describe('vsva host with two VMs over a real socket', () => {
       expect(v.set).toEqual({ quota: 16, used: 3 });
       expect(v.pasids.map((p) => p.hpasid).sort()).toEqual([...r.pasids].sort());
       for (const [i, hp] of r.pasids.entries()) {
-        // seed 003 after bind: alloc 1 + iommu 1 + kvm 1.
+        // "IOASID Extensions for SIOV" (LPC 2020) after bind: alloc 1 + iommu 1 + kvm 1.
         expect(v.pasids.find((p) => p.hpasid === hp)).toEqual({
           hpasid: hp, gpasid: 100 + i, state: 'active', refs: 3, users: ['iommu', 'kvm'],
           bindings: [{ bdf: '00:03.0', pgtt: 'nested', flptr: `0x${r.roots[i]!.toString(16)}` }],
@@ -166,7 +167,7 @@ describe('vsva host with two VMs over a real socket', () => {
     const wr = await b.write(PF, 0x6000_0000n, Uint8Array.of(0xb1, 0xb2, 0xb3, 0xb4), pa);
     expect(wr).toMatchObject({ status: 1, reason: 0x59, pasid: pa, fault_addr: 0x6000_0000n });
     expect([...a.ram.read(0x3f_0000, 4)]).toEqual([0xa1, 0xa2, 0xa3, 0xa4]);
-    await new Promise((r) => setTimeout(r, 20));
+    await waitFor(() => b.events.length >= bEvents + 2, { what: "B's two FAULTs" });
     expect(b.events.slice(bEvents).map((e) => [e.name, e.name === 'FAULT' ? e.msg.reason : null, e.msg.pasid])).toEqual([['FAULT', 0x59, pa], ['FAULT', 0x59, pa]]);
     expect(a.events.length).toBe(aEvents);
     // A's own device reaches the same GVA through the same PASID.

@@ -1,18 +1,11 @@
 /**
- * Shared helpers of the reliability tests: waiting for a condition, a VM's entry in a host
+ * Shared helpers of the reliability tests: waiting for a reconnect, a VM's entry in a host
  * snapshot, and the part of it a restart must preserve (PASIDs with their guest PASIDs and
  * bindings, devices), in a canonical order so two snapshots compare with toEqual.
  */
 import type { HostSnapshot, VmSnapshot } from '../../../src/api/types.js';
 import type { GuestVm } from '../../../guest/vm.js';
-
-export async function waitFor(cond: () => boolean | Promise<boolean>, ms = 10_000, what = 'condition'): Promise<void> {
-  const end = Date.now() + ms;
-  while (!(await cond())) {
-    if (Date.now() > end) throw new Error(`${what} not reached within ${ms} ms`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
+import { waitFor } from '../../support/wait.js';
 
 export function vmIn(s: HostSnapshot, name: string): VmSnapshot | undefined {
   return s.vms.find((v) => v.name === name);
@@ -30,9 +23,12 @@ export function durableState(vm: VmSnapshot | undefined): unknown {
   };
 }
 
-/** Resolves when the VM's link is up again after a reconnect (`since`: reconnects before). */
+/**
+ * Resolves when the VM's link is up again after a reconnect (`since`: reconnects before);
+ * `ms` is the idle-machine deadline, scaled by the run's slowdown factor.
+ */
 export async function reconnected(vm: GuestVm, since: number, ms = 15_000): Promise<void> {
-  await waitFor(() => vm.link.counters.reconnects > since && vm.link.state === 'up', ms, `${vm.name} reconnected`);
+  await waitFor(() => vm.link.counters.reconnects > since && vm.link.state === 'up', { timeoutMs: ms, what: `${vm.name} reconnected` });
 }
 
 /**

@@ -14,7 +14,8 @@ import { VtdBenchDriver, BENCH_BUFFER_VA } from '../../../src/app/bench/vtd-benc
 import { FrontendClient, type Transport } from '../../../vhost/index.js';
 import { FrontendMessages } from '../../../vhost/messages/catalogue.js';
 import { TestGuest, errnoOf } from '../host/client.js';
-import { durableState, reconnected, snapshotInvariants, vmIn, waitFor } from './helpers.js';
+import { durableState, reconnected, snapshotInvariants, vmIn } from './helpers.js';
+import { scaled, waitFor } from '../../support/wait.js';
 
 const enc = (s: string): Uint8Array => new TextEncoder().encode(s);
 const dec = (b: Uint8Array | undefined): string => new TextDecoder().decode(b);
@@ -68,13 +69,25 @@ class ReplyCutter {
   }
 }
 
+/** While `held` is set, the VM's new connections wait for it (a reconnect held back). */
+interface ConnectGate {
+  held: Promise<void> | null;
+}
+
 async function rig(graceMs: number, reconnect: ReconnectPolicy = { initialDelayMs: 5, maxDelayMs: 20 }, pasids = 3) {
   const host = new HostServer({ graceMs });
   open.push(host);
   const cutter = new ReplyCutter();
+  const gate: ConnectGate = { held: null };
   const connector = host.connector();
   const vm = await GuestVm.start(
-    { connect: async () => cutter.wrap(await connector()), name: 'rc', viommu: 'vtd', memory: 8 << 20, ramBacking: 'inproc', reconnect },
+    {
+      connect: async () => {
+        await gate.held;
+        return cutter.wrap(await connector());
+      },
+      name: 'rc', viommu: 'vtd', memory: 8 << 20, ramBacking: 'inproc', reconnect,
+    },
     (ctx) => createVtdModel(ctx),
   );
   open.push(vm);
@@ -86,8 +99,11 @@ async function rig(graceMs: number, reconnect: ReconnectPolicy = { initialDelayM
     bound.push(p);
   }
   await drv.process.write(BENCH_BUFFER_VA, enc('hello'));
-  return { host, vm, drv, bound, cutter };
+  return { host, vm, drv, bound, cutter, gate };
 }
+
+/** A grace period the guest's resume fits in comfortably, on a loaded machine too. */
+const RESUME_GRACE_MS = scaled(5000);
 
 async function dmaAll(vm: GuestVm, pasids: number[]): Promise<string[]> {
   return Promise.all(pasids.map(async (p) => {
@@ -98,7 +114,7 @@ async function dmaAll(vm: GuestVm, pasids: number[]): Promise<string[]> {
 
 describe('reconnect with the session token (connection dropped, host alive)', () => {
   it('resumes the same VM: state untouched, DMA unchanged', async () => {
-    const { host, vm, bound } = await rig(5000);
+    const { host, vm, bound } = await rig(RESUME_GRACE_MS);
     const id = vm.vmId;
     const token = Buffer.from(vm.sessionToken).toString('hex');
     const before = durableState(vmIn(host.snapshot(), 'rc'));
@@ -112,7 +128,7 @@ describe('reconnect with the session token (connection dropped, host alive)', ()
   });
 
   it('sends an idempotent request again when its reply was lost, and the host takes the duplicate', async () => {
-    const { host, vm, drv, bound, cutter } = await rig(5000);
+    const { host, vm, drv, bound, cutter } = await rig(RESUME_GRACE_MS);
     const p = await drv.allocPasid();
     cutter.armed = FrontendMessages.BIND_GPASID.code;
     await drv.bindPasid(p); // the host binds, the reply is cut, the link resumes and re-sends
@@ -127,7 +143,7 @@ describe('reconnect with the session token (connection dropped, host alive)', ()
   });
 
   it('frees what a lost non-idempotent request left on the host (PASID_ALLOC whose reply never came)', async () => {
-    const { host, vm, drv, bound, cutter } = await rig(5000);
+    const { host, vm, drv, bound, cutter } = await rig(RESUME_GRACE_MS);
     cutter.armed = FrontendMessages.PASID_ALLOC.code;
     // VCMD ALLOC_PASID: the host allocates, the reply is lost; the VCMD asks again after the
     // resume, and the reconciliation has freed the orphan.
@@ -142,7 +158,7 @@ describe('reconnect with the session token (connection dropped, host alive)', ()
   });
 
   it('fails a lost DEVICE_DMA with ECONNRESET instead of repeating it', async () => {
-    const { vm, bound, cutter } = await rig(5000);
+    const { vm, bound, cutter } = await rig(RESUME_GRACE_MS);
     cutter.armed = FrontendMessages.DEVICE_DMA.code;
     await expect(vm.dma('00:03.0', { pasid: bound[0]!, addr: BENCH_BUFFER_VA, length: 5 })).rejects.toMatchObject({ code: 'ECONNRESET' });
     await reconnected(vm, 0);
@@ -152,12 +168,17 @@ describe('reconnect with the session token (connection dropped, host alive)', ()
 
 describe('grace period expiring', () => {
   it('releases the VM on the host; the guest then sets it up afresh and replays the same PASIDs', async () => {
-    const { host, vm, bound } = await rig(50, { initialDelayMs: 300, maxDelayMs: 300 });
+    const { host, vm, bound, gate } = await rig(50, { initialDelayMs: 300, maxDelayMs: 300 });
     const before = durableState(vmIn(host.snapshot(), 'rc'));
     const total = host.snapshot().capacity.total;
+    // The reconnect is held back until the release has been seen: under load the guest's
+    // backoff could otherwise come back before a poll observes the VM gone.
+    let reopen!: () => void;
+    gate.held = new Promise<void>((r) => (reopen = r));
     vm.client.close();
-    await waitFor(() => host.snapshot().vms.length === 0, 2000, 'VM released');
+    await waitFor(() => host.snapshot().vms.length === 0, { timeoutMs: 2000, what: 'VM released' });
     expect(host.snapshot().capacity.available).toBe(total);
+    reopen();
     await reconnected(vm, 0);
     expect(vm.lastReconnect).toMatchObject({ resumed: false, replay: { pasids: 3, bindings: 3, failures: [] } });
     expect(durableState(vmIn(host.snapshot(), 'rc'))).toEqual(before);
@@ -167,9 +188,10 @@ describe('grace period expiring', () => {
 
 describe('a session without its token', () => {
   it('cannot take the VM over: EEXIST for its name in the grace period, ENOENT for a wrong token; afterwards a fresh VM starts empty', async () => {
-    const { host, vm } = await rig(300, { enabled: false });
+    // The grace period must outlast the handshake and two VM_SETUPs below, on a loaded machine too.
+    const { host, vm } = await rig(scaled(1500), { enabled: false });
     vm.client.close();
-    await waitFor(() => vm.link.state === 'failed', 1000, 'link failed');
+    await waitFor(() => vm.link.state === 'failed', { timeoutMs: 1000, what: 'link failed' });
     await expect(vm.dma('00:03.0', { addr: 0n, length: 4 })).rejects.toMatchObject({ code: 'ENOTCONN' });
     const fe = await FrontendClient.connect({ connect: host.connector() });
     open.push(fe);
@@ -177,11 +199,57 @@ describe('a session without its token', () => {
     const zero = new Uint8Array(16);
     expect(await errnoOf(fe.call('VM_SETUP', { name: 'rc', pasid_quota: 4, flags: 1, session_token: zero }))).toBe('EEXIST');
     expect(await errnoOf(fe.call('VM_SETUP', { name: 'rc', pasid_quota: 4, flags: 1, session_token: new Uint8Array(16).fill(7) }))).toBe('ENOENT');
-    await waitFor(() => host.snapshot().vms.length === 0, 2000, 'VM released');
+    await waitFor(() => host.snapshot().vms.length === 0, { timeoutMs: 5000, what: 'VM released' });
     const r = await fe.setupVm({ name: 'rc', pasid_quota: 4, flags: 1, session_token: zero });
     expect(r.flags).toBe(0);
     expect(vmIn(host.snapshot(), 'rc')!.pasids).toEqual([]);
   });
+});
+
+describe('outage bounds: no spin, bounded queue (docs/reliability.md §2.3)', () => {
+  it('holds at most maxQueued requests during an outage; one more fails at once with EAGAIN; the held ones go through after the reconnect', async () => {
+    const { vm, bound, gate } = await rig(RESUME_GRACE_MS, { initialDelayMs: 5, maxDelayMs: 20, maxQueued: 4, outageWaitMs: scaled(10_000) });
+    let reopen!: () => void;
+    gate.held = new Promise<void>((r) => (reopen = r));
+    vm.client.close();
+    await waitFor(() => vm.link.state === 'reconnecting', { what: 'link reconnecting' });
+    const held = [0, 1, 2, 3].map(() => vm.dma('00:03.0', { pasid: bound[0]!, addr: BENCH_BUFFER_VA, length: 5 }));
+    expect(vm.link.queued).toBe(4);
+    await expect(vm.dma('00:03.0', { pasid: bound[0]!, addr: BENCH_BUFFER_VA, length: 5 })).rejects.toMatchObject({ code: 'EAGAIN' });
+    expect(vm.link.counters.overflowed).toBe(1);
+    expect(vm.link.queued).toBe(4);
+    reopen();
+    expect((await Promise.all(held)).map((r) => r.ok && dec(r.data))).toEqual(['hello', 'hello', 'hello', 'hello']);
+    expect(vm.link.queued).toBe(0);
+  });
+
+  it('rejects maxQueued that is not a non-negative integer (EINVAL)', async () => {
+    await expect(rig(0, { maxQueued: -1 })).rejects.toMatchObject({ code: 'EINVAL' });
+    await expect(rig(0, { maxQueued: 1.5 })).rejects.toMatchObject({ code: 'EINVAL' });
+  });
+
+  for (const how of ['closed', 'failed'] as const) {
+    it(`a caller retrying in a loop on a ${how} link still lets timers run (ENOTCONN, never a synchronous rejection)`, async () => {
+      const { vm } = await rig(0, { enabled: how === 'closed' });
+      if (how === 'closed') await vm.close();
+      else {
+        vm.client.close();
+        await waitFor(() => vm.link.state === 'failed', { what: 'link failed' });
+      }
+      let fired = false;
+      const timer = setTimeout(() => (fired = true), 5);
+      const codes = new Set<string>();
+      let calls = 0;
+      // Bounded by `calls` so a regression fails here instead of hanging the worker.
+      while (!fired && calls < 50_000) {
+        calls++;
+        await vm.dma('00:03.0', { addr: 0n, length: 4 }).catch((e: { code?: string }) => codes.add(String(e.code)));
+      }
+      clearTimeout(timer);
+      expect(fired).toBe(true);
+      expect([...codes]).toEqual(['ENOTCONN']);
+    });
+  }
 });
 
 describe('duplicate requests at the host (what a resend after a reconnect relies on)', () => {

@@ -11,6 +11,7 @@ import { PageAllocator } from '../../../guest/driver/page-allocator.js';
 import type { GuestProcess } from '../../../guest/driver/guest-process.js';
 import { VtdDriver } from '../../../guest/driver/vtd-driver.js';
 import { DMAR } from '../../../src/vtd/registers.js';
+import { scaled, sleep, waitFor } from '../../support/wait.js';
 
 export const PF = '00:03.0'; // PRI-capable, attached with PRE
 export const PF2 = '00:04.0'; // attached without PRE: translation faults are recorded
@@ -78,22 +79,22 @@ export async function vmSnapshot(host: StartedHost, name: string) {
 
 /** Poll until FSTS shows `bit` (the host's FAULT arrives on its own channel). */
 export async function waitForFsts(vm: StartedGuest, bit: number): Promise<void> {
-  for (let i = 0; i < 2000; i++) {
-    if (((await vm.readl(DMAR.FSTS)) & bit) !== 0) return;
-    await new Promise((r) => setTimeout(r, 1));
-  }
-  throw new Error('no fault recorded');
+  await waitFor(async () => ((await vm.readl(DMAR.FSTS)) & bit) !== 0, { what: `FSTS bit 0x${bit.toString(16)} (fault recorded)`, timeoutMs: 5000, intervalMs: 1 });
 }
 
-/** Service the page request queue until a request arrives; each is answered by mapping a fresh page. */
+/**
+ * Service the page request queue until a request arrives (or 5 s, scaled, pass: then none is
+ * returned and the caller's assertion says so); each is answered by mapping a fresh page.
+ */
 export async function servicePageRequestsByMapping(drv: VtdDriver, proc: GuestProcess): Promise<Awaited<ReturnType<VtdDriver['servicePageRequests']>>> {
   let requests: Awaited<ReturnType<VtdDriver['servicePageRequests']>> = [];
-  for (let i = 0; i < 2000 && requests.length === 0; i++) {
+  const end = Date.now() + scaled(5000);
+  while (requests.length === 0 && Date.now() < end) {
     requests = await drv.servicePageRequests(async (req): Promise<'success'> => {
       await proc.mapNew(req.addr, 0x1000);
       return 'success';
     });
-    if (requests.length === 0) await new Promise((r) => setTimeout(r, 1));
+    if (requests.length === 0) await sleep(1);
   }
   return requests;
 }

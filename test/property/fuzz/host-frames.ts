@@ -13,6 +13,7 @@ import { requestArb } from '../vhost/arbitraries.js';
 import { RawPeer } from '../../unit/vhost/raw-peer.js';
 import { TestGuest } from '../../integration/host/client.js';
 import { badCode, type FuzzWorld } from './world.js';
+import { scaled } from '../../support/slowdown.js';
 
 /** Requests the fuzzed VM sends (the handshake ones are in too: a second SET_OWNER, …). */
 const NAMES = (Object.keys(FrontendMessages) as FrontendRequestName[]).filter((n) => n !== 'BACKEND_ATTACH');
@@ -84,7 +85,7 @@ export async function runHostFrames(world: FuzzWorld, cmds: Cmd[]): Promise<stri
     for (const c of cmds) {
       if (c.kind === 'call') {
         try {
-          await (fz.fe.call as (n: string, p: unknown, o?: unknown) => Promise<unknown>)(c.name, c.payload, { timeoutMs: 3000 });
+          await (fz.fe.call as (n: string, p: unknown, o?: unknown) => Promise<unknown>)(c.name, c.payload, { timeoutMs: scaled(3000) });
         } catch (e) {
           const bad = badCode(e);
           // A rejected local encode (EINVAL) or a connection the fuzz closed is fine; a host bug is not.

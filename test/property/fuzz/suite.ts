@@ -6,6 +6,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import { makeWorld, type FuzzWorld } from './world.js';
+import { scaled } from '../../support/slowdown.js';
 
 export function fuzzSuite<C>(title: string, commands: fc.Arbitrary<C>, run: (world: FuzzWorld, cmds: C) => Promise<string[]>, numRuns: number): void {
   let world: FuzzWorld;
@@ -23,6 +24,6 @@ export function fuzzSuite<C>(title: string, commands: fc.Arbitrary<C>, run: (wor
         }),
         { numRuns },
       );
-    }, 30_000);
+    }, scaled(30_000));
   });
 }

@@ -11,7 +11,8 @@ import { HostServer } from '../../../host/server/index.js';
 import { GuestVm } from '../../../guest/vm.js';
 import { createVtdModel } from '../../../guest/vtd/index.js';
 import { VtdBenchDriver, BENCH_BUFFER_VA } from '../../../src/app/bench/vtd-bench-driver.js';
-import { durableState, snapshotInvariants, vmIn, waitFor } from '../../integration/reliability/helpers.js';
+import { durableState, snapshotInvariants, vmIn } from '../../integration/reliability/helpers.js';
+import { waitFor } from '../../support/wait.js';
 
 export const STEADY_DATA = 'steady VM data, never touched by the fuzzer';
 
@@ -45,7 +46,7 @@ export async function makeWorld(): Promise<FuzzWorld> {
       if (!r.ok || new TextDecoder().decode(r.data) !== STEADY_DATA) errs.push(`steady VM DMA: ${JSON.stringify(r)}`);
       if (alone) {
         try {
-          await waitFor(() => host.snapshot().vms.length === 1, 2000, 'fuzzed VMs released');
+          await waitFor(() => host.snapshot().vms.length === 1, { timeoutMs: 2000, what: 'fuzzed VMs released' });
         } catch (e) {
           errs.push(String(e));
         }

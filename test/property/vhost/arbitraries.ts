@@ -7,7 +7,8 @@ import fc from 'fast-check';
 import { Struct, type LaidOutField } from '../../../vhost/wire/struct.js';
 import {
   BackendMessages, FrontendMessages, FixedCodec, encodePayload, VHOST_MEMORY_MAX_NREGIONS, MemoryRegionStruct,
-  CacheInvalidateEntryStruct, CACHE_INVALIDATE_MAX_ENTRIES, type AnySpec, type PayloadCodec,
+  CacheInvalidateEntryStruct, CACHE_INVALIDATE_MAX_ENTRIES, IovaRangeStruct, HwptPgfaultStruct, IOMMUFD_MAX_HWPT_DATA,
+  IOMMUFD_MAX_INV_ENTRY_LEN, type AnySpec, type PayloadCodec,
 } from '../../../vhost/index.js';
 
 function fieldArb(f: LaidOutField): fc.Arbitrary<unknown> | null {
@@ -73,17 +74,45 @@ const custom: Record<string, fc.Arbitrary<unknown>> = {
     .record({
       rid: fc.integer({ min: 0, max: 0xffff }),
       write: fc.boolean(),
-      flags: fc.integer({ min: 0, max: 7 }),
+      flags: fc.integer({ min: 0, max: 15 }),
       pasid: fc.integer({ min: 0, max: 0xfffff }),
       addr: fc.bigInt({ min: 0n, max: 0xffff_ffff_ffffn }),
       data: fc.uint8Array({ minLength: 1, maxLength: 300 }),
+      staging: fc.bigInt({ min: 0n, max: 0xffff_ffff_ffffn }),
     })
-    .map(({ rid, write, flags, pasid, addr, data }) => ({
-      rid, op: write ? 1 : 0, flags, pasid: flags & 1 ? pasid : 0, addr, length: data.length, ...(write ? { data } : {}),
-    })),
+    .map(({ rid, write, flags, pasid, addr, data, staging }) => {
+      // STAGED (bit 3): the data lies in guest memory at staging_gpa, none travels inline.
+      const staged = (flags & 8) !== 0;
+      return {
+        rid, op: write ? 1 : 0, flags, pasid: flags & 1 ? pasid : 0, addr, length: data.length,
+        staging_gpa: staged ? staging : 0n, ...(write && !staged ? { data } : {}),
+      };
+    }),
 };
 
+// The iommufd family's variable payloads: arrays after a count, raw bytes after a length.
+custom.IOMMUFD_IOAS_ALLOW_IOVAS = fc
+  .record({ ioas_id: fc.integer({ min: 0, max: 0xffff_ffff }), items: fc.array(structArb(IovaRangeStruct), { maxLength: 8 }) })
+  .map((v) => ({ ...v, count: v.items.length }));
+custom.IOMMUFD_HWPT_ALLOC = fc
+  .record({
+    flags: fc.integer({ min: 0, max: 0xf }), dev_id: fc.integer({ min: 0, max: 0xffff }), pt_id: fc.integer({ min: 0, max: 0xffff }),
+    data_type: fc.integer({ min: 0, max: 2 }), fault_id: fc.integer({ min: 0, max: 0xffff }),
+    data: fc.uint8Array({ maxLength: IOMMUFD_MAX_HWPT_DATA }),
+  })
+  .map((v) => ({ ...v, data_len: v.data.length }));
+custom.IOMMUFD_HWPT_INVALIDATE = fc
+  .record({
+    hwpt_id: fc.integer({ min: 0, max: 0xffff }), data_type: fc.integer({ min: 0, max: 1 }),
+    entry_len: fc.integer({ min: 1, max: IOMMUFD_MAX_INV_ENTRY_LEN }), entry_num: fc.integer({ min: 0, max: 4 }),
+  })
+  .chain((h) => fc.uint8Array({ minLength: h.entry_len * h.entry_num, maxLength: h.entry_len * h.entry_num }).map((data) => ({ ...h, data })));
+
 const replyCustom: Record<string, fc.Arbitrary<unknown>> = {
+  IOMMUFD_IOAS_IOVA_RANGES: fc
+    .record({ out_iova_alignment: fc.constant(4096n), items: fc.array(structArb(IovaRangeStruct), { maxLength: 8 }) })
+    .map((v) => ({ ...v, count: v.items.length })),
+  IOMMUFD_FAULT_READ: fc.array(structArb(HwptPgfaultStruct), { maxLength: 8 }).map((items) => ({ count: items.length, items })),
   GET_STATE: fc.json().map((json) => ({ json })),
   DEVICE_DMA: fc.oneof(
     fc.uint8Array({ minLength: 0, maxLength: 300 }).map((d) => ({

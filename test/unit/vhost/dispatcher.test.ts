@@ -6,8 +6,9 @@ import {
 import { MAX_HELD_REPLIES } from '../../../vhost/roles/dispatcher.js';
 import { VsvaError, Errno } from '../../../src/errors.js';
 import { RawPeer, status } from './raw-peer.js';
+import { waitFor } from '../../support/wait.js';
 
-const ALL = ProtocolFeature.REPLY_ACK | ProtocolFeature.BACKEND_REQ | ProtocolFeature.VSVA | ProtocolFeature.VSVA_DEVICE_DMA | ProtocolFeature.VSVA_STATE;
+const ALL = ProtocolFeature.REPLY_ACK | ProtocolFeature.BACKEND_REQ | ProtocolFeature.VSVA | ProtocolFeature.VSVA_DEVICE_DMA | ProtocolFeature.VSVA_STATE | ProtocolFeature.VSVA_IOMMUFD;
 const V = 0x1;
 const NEED = 0x9;
 
@@ -188,9 +189,8 @@ describe('back-end dispatcher: back-pressure while replies are held back', () =>
     peer.send(0x10f, NEED, dma);
     const extra = MAX_HELD_REPLIES * 2;
     for (let i = 1; i <= extra; i++) peer.send(0x109, NEED, pasidRange(i, i));
-    await new Promise((r) => setTimeout(r, 20));
-    // Reading stopped once the owed replies passed the cap: not all requests were taken in.
-    expect(be.dispatcher.paused).toBe(true);
+    // Reading stops once the owed replies pass the cap: not all requests were taken in.
+    await waitFor(() => be.dispatcher.paused, { what: 'dispatcher paused' });
     expect(be.dispatcher.received).toBeLessThan(1 + 1 + extra);
     expect(be.dispatcher.pendingReplies).toBeLessThanOrEqual(MAX_HELD_REPLIES + 1);
     release();

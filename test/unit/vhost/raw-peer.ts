@@ -3,6 +3,7 @@
  * that come back, so tests can speak to a role byte by byte.
  */
 import { Framer, MAX_REPLY_PAYLOAD, VHOST_USER_HDR_SIZE, writeHeader, type Transport } from '../../../vhost/index.js';
+import { scaled } from '../../support/slowdown.js';
 
 export interface RawMessage {
   request: number;
@@ -38,11 +39,11 @@ export class RawPeer {
     this.transport.write(buf);
   }
 
-  /** Wait until `n` messages arrived or the connection closed. */
+  /** Wait until `n` messages arrived or the connection closed (`timeoutMs`: idle-machine deadline, scaled). */
   async waitFor(n: number, timeoutMs = 2000): Promise<RawMessage[]> {
-    const until = Date.now() + timeoutMs;
+    const until = Date.now() + scaled(timeoutMs);
     while (this.received.length < n && !this.closed) {
-      if (Date.now() > until) throw new Error(`timed out waiting for ${n} messages (have ${this.received.length})`);
+      if (Date.now() > until) throw new Error(`timed out waiting for ${n} messages (have ${this.received.length}, ${scaled(timeoutMs)} ms)`);
       await new Promise<void>((resolve) => {
         this.waiters.push(resolve);
         setTimeout(resolve, 20);

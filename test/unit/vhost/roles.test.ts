@@ -5,6 +5,7 @@ import {
 } from '../../../vhost/index.js';
 import { Errno, VsvaError } from '../../../src/errors.js';
 import { RawPeer } from './raw-peer.js';
+import { scaled } from '../../support/slowdown.js';
 
 const TOKEN = new Uint8Array(16).fill(0xab);
 
@@ -20,7 +21,7 @@ async function start(extra: HandlerTable<Session> = {}) {
   const server = new BackendServer({ handlers: () => handlers(extra) });
   const sessions: Session[] = [];
   server.onSession((s) => sessions.push(s));
-  const fe = await FrontendClient.connect({ connect: server.memoryConnector(), timeoutMs: 2000 });
+  const fe = await FrontendClient.connect({ connect: server.memoryConnector(), timeoutMs: scaled(2000) });
   await fe.handshake();
   return { server, fe, sessions };
 }
@@ -137,7 +138,7 @@ describe('front-end client: a misbehaving back-end', () => {
   async function clientWithRawBackend() {
     const [a, b] = createMemoryPair('raw');
     const peer = new RawPeer(b);
-    const fe = await FrontendClient.connect({ connect: async () => a, timeoutMs: 1000 });
+    const fe = await FrontendClient.connect({ connect: async () => a, timeoutMs: scaled(1000) });
     return { fe, peer };
   }
 

@@ -1,5 +1,6 @@
 import type { Argv, CommandModule } from 'yargs';
 import { Demo } from '../../demo/demo.js';
+import type { MemoryBackend } from '../../../memory/memory-backend.js';
 
 interface Args {
   duration?: number;
@@ -9,11 +10,11 @@ interface Args {
   'in-process': boolean;
   seed: number;
   trace?: string;
+  'memory-backend'?: MemoryBackend;
 }
 
 export const demoCommand: CommandModule<object, Args> = {
   command: 'demo',
-  describe: 'Host + VT-d and virtio-iommu VMs running a mixed SVA workload, with the live dashboard (Ctrl-C to stop)',
   builder: (y) =>
     y
       .option('duration', { type: 'number', describe: 'stop after this many seconds (default: run until Ctrl-C)' })
@@ -22,6 +23,7 @@ export const demoCommand: CommandModule<object, Args> = {
       .option('rate', { type: 'number', default: 4, describe: 'workload operations per second per VM' })
       .option('in-process', { type: 'boolean', default: false, describe: 'run the host in this process instead of a child process' })
       .option('seed', { type: 'number', default: 1, describe: 'seed of the workload’s random choices' })
+      .option('memory-backend', { choices: ['mapped', 'pread'] as const, describe: 'how both halves reach guest RAM: shared memfd mappings or positioned I/O on a file (default: mapped when the native addon is built, else pread)' })
       .option('trace', { type: 'string', describe: 'record trace events to DIR/guest.jsonl and DIR/host.jsonl (then: vsva trace export DIR/*.jsonl)' })
       .check((a) => {
         if (a.duration !== undefined && !(a.duration > 0)) throw new Error('--duration must be a positive number of seconds');
@@ -39,6 +41,7 @@ export const demoCommand: CommandModule<object, Args> = {
       pairs: args.vms,
       rate: args.rate,
       inProcess: args['in-process'],
+      ...(args['memory-backend'] !== undefined ? { memoryBackend: args['memory-backend'] } : {}),
       seed: args.seed,
       ...(args.trace !== undefined ? { traceDir: args.trace } : {}),
       onReady: ({ dashboard, vms }) => {
@@ -68,7 +71,11 @@ export const demoCommand: CommandModule<object, Args> = {
     try {
       const s = await demo.run();
       const bad = s.vms.reduce((n, v) => n + v.stats.checkFailures, 0);
-      process.stdout.write(`ran ${s.seconds.toFixed(1)} s; everything released\n`);
+      const sum = (k: 'processesStarted' | 'binds' | 'dmaJobs' | 'errors'): number => s.vms.reduce((n, v) => n + v.stats[k], 0);
+      // One summary line, then one line per VM.
+      process.stdout.write(
+        `ran ${s.seconds.toFixed(1)} s with ${s.vms.length} VMs: ${sum('processesStarted')} processes, ${sum('binds')} binds, ${sum('dmaJobs')} DMA jobs, ${bad} check failures, ${sum('errors')} errors; everything released\n`,
+      );
       for (const v of s.vms) {
         const st = v.stats;
         process.stdout.write(

@@ -14,7 +14,6 @@ interface Args {
 
 export const experimentCommand: CommandModule<object, Args> = {
   command: 'experiment <kind>',
-  describe: 'Run an experiment and write CSV, SVG charts and a Markdown summary (kind: alloc — paravirtual PASID allocation)',
   builder: (y) =>
     y
       .positional('kind', { type: 'string', choices: ['alloc'], describe: 'which experiment: alloc (schemes × VMs × PASIDs × quota, fairness, DMA cost)' })

@@ -6,6 +6,7 @@ import { startSvaGuest } from '../../../../guest/workload/index.js';
 import { MixedWorkload } from '../../demo/mixed-workload.js';
 import { TraceBus } from '../../../trace/bus.js';
 import { TraceRecorder } from '../../../trace/recorder.js';
+import type { MemoryBackend } from '../../../memory/memory-backend.js';
 
 interface Args {
   socket: string;
@@ -20,6 +21,7 @@ interface Args {
   rate: number;
   seed: number;
   trace?: string;
+  'memory-backend'?: MemoryBackend;
 }
 
 /** '00:03.0' or '00:03.0:adi' → a device spec (checked). */
@@ -32,7 +34,6 @@ export function parseDeviceArg(s: string): DeviceSpec {
 
 export const guestCommand: CommandModule<object, Args> = {
   command: 'guest',
-  describe: "Run one VM's guest half (vIOMMU model + guest driver + workload) against a running host",
   builder: (y) =>
     y
       .option('socket', { type: 'string', demandOption: true, describe: "the host's Unix socket (vsva host --socket)" })
@@ -46,6 +47,7 @@ export const guestCommand: CommandModule<object, Args> = {
       .option('duration', { type: 'number', describe: 'stop after this many seconds (default: until Ctrl-C)' })
       .option('rate', { type: 'number', default: 4, describe: 'workload operations per second' })
       .option('seed', { type: 'number', default: 1, describe: 'seed of the workload’s random choices' })
+      .option('memory-backend', { choices: ['mapped', 'pread'] as const, describe: 'guest RAM as a sealed memfd mapped by both halves (passed as a descriptor), or a shared file with positioned I/O (default: mapped when the native addon is built, else pread)' })
       .option('trace', { type: 'string', describe: "record the guest half's trace events (MMIO, descriptors, binds, invalidations, faults, page requests) to this file (JSON lines)" })
       .check((a) => {
         if (!Number.isInteger(a.memory) || a.memory < 4 || a.memory > 65536) throw new Error('--memory must be 4..65536 MiB');
@@ -70,6 +72,7 @@ export const guestCommand: CommandModule<object, Args> = {
       pasidQuota: args.quota,
       ...(args.viommu === 'vtd' ? { vcmd } : {}),
       devices,
+      ...(args['memory-backend'] !== undefined ? { memoryBackend: args['memory-backend'] } : {}),
     });
     process.stdout.write(`${vm.name}: ${args.viommu} VM up with ${args.memory} MiB and ${devices.map((d) => `${d.bdf} (${d.kind})`).join(', ')}\n`);
     let stopping = false;

@@ -1,5 +1,5 @@
 /**
- * `vsva host`: serve guests on a Unix socket (DESIGN §8). When ready it prints one JSON line on
+ * `vsva host`: serve guests on a Unix socket (docs/design.md §8). When ready it prints one JSON line on
  * stdout — {"ready":true,"socket":…,"pid":…,"dashboard":url|null} — so a parent (startHost, a
  * harness) can wait for it. SIGTERM / SIGINT (and, with --exit-on-stdin-close, the end of
  * stdin) shut it down cleanly: connections closed, every VM released, socket removed.
@@ -14,6 +14,8 @@ import { TraceRecorder } from '../../../trace/recorder.js';
 import { HostServer, DEFAULT_GRACE_MS, DEFAULT_MAX_VMS } from '../../../../host/server/index.js';
 import { DEFAULT_MAX_PENDING_PAGE_REQUESTS, DEFAULT_PAGE_REQUEST_TIMEOUT_MS } from '../../../../host/devices/page-requests.js';
 import { startMonitor, type MonitorHandle } from '../../../../host/monitor/index.js';
+import { checkSocketPath } from '../../harness/socket-path.js';
+import type { MemoryBackend } from '../../../memory/memory-backend.js';
 
 interface Args {
   socket?: string;
@@ -26,6 +28,7 @@ interface Args {
   'max-page-requests': number;
   'max-vms': number;
   trace?: string;
+  'memory-backend'?: MemoryBackend;
   'exit-on-stdin-close': boolean;
 }
 
@@ -35,7 +38,6 @@ export function defaultSocketPath(): string {
 
 export const hostCommand: CommandModule<object, Args> = {
   command: 'host',
-  describe: 'Run the host half: serve guests (VMs) on a Unix socket, optionally with the dashboard',
   builder: (y) =>
     y
       .option('socket', { type: 'string', describe: 'Unix socket path to listen on (default: a fresh path in the OS temp dir)' })
@@ -48,15 +50,18 @@ export const hostCommand: CommandModule<object, Args> = {
       .option('max-page-requests', { type: 'number', default: DEFAULT_MAX_PENDING_PAGE_REQUESTS, describe: 'outstanding page requests per VM before DMA fails with EAGAIN' })
       .option('max-vms', { type: 'number', default: DEFAULT_MAX_VMS, describe: 'VMs (connected or in their grace period) before VM_SETUP fails with ENOSPC' })
       .option('trace', { type: 'string', describe: "record the host's trace events (allocations, binds, invalidations, faults, page requests, messages, DMA) to this file (JSON lines; see vsva trace export)" })
+      .option('memory-backend', { choices: ['mapped', 'pread'] as const, describe: "reach guest RAM passed as descriptors by shared mapping or positioned I/O (default: mapped when the native addon is built, else pread)" })
       .option('exit-on-stdin-close', { type: 'boolean', default: false, describe: 'shut down when stdin ends (for a supervising parent)' }) as never,
   handler: async (args) => {
     const socket = args.socket ?? defaultSocketPath();
+    checkSocketPath(socket);
     const server = new HostServer({
       pasidBits: args['pasid-bits'],
       graceMs: args['grace-ms'],
       pageRequestTimeoutMs: args['page-request-timeout-ms'],
       maxPendingPageRequests: args['max-page-requests'],
       maxVms: args['max-vms'],
+      ...(args['memory-backend'] !== undefined ? { memoryBackend: args['memory-backend'] } : {}),
     });
     const recorder = args.trace ? new TraceRecorder(args.trace, `vsva host ${socket}`).attach(server.trace) : null;
     await server.listen(socket);

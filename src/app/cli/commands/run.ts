@@ -24,7 +24,6 @@ function actionList(): string {
  */
 export const runCommand: CommandModule<object, Args> = {
   command: 'run <scenario..>',
-  describe: 'Run scenario files (YAML or JSON; docs/scenarios.md): exit 0 on pass, 1 on fail, 2 on a malformed or unreadable file',
   builder: (y) =>
     y
       .positional('scenario', { type: 'string', array: true, demandOption: true, describe: 'scenario file(s)' })

@@ -57,7 +57,10 @@ const recordCommand: CommandModule<object, RecordArgs> = {
       const stop = () => ws.close();
       process.once('SIGINT', stop);
       if (args.duration) setTimeout(stop, args.duration * 1000).unref();
-      const progress = setInterval(() => process.stderr.write(`\rrecorded ${rec.count} events${dropped ? `, ${dropped} dropped by the server` : ''}`), 1000);
+      // Redrawn in place (\r) on a terminal only; elsewhere a plain line every 10 s.
+      const tty = process.stderr.isTTY === true;
+      const status = (): string => `recorded ${rec.count} events${dropped ? `, ${dropped} dropped by the server` : ''}`;
+      const progress = setInterval(() => process.stderr.write(tty ? `\r${status()}\x1b[K` : `${status()}\n`), tty ? 1000 : 10_000);
       ws.on('message', (data) => {
         const msg = JSON.parse(String(data)) as { type: string; events?: TraceEvent[]; dropped?: number };
         if (msg.type === 'events') {
@@ -75,14 +78,13 @@ const recordCommand: CommandModule<object, RecordArgs> = {
         resolve();
       });
     }).finally(() => rec.close());
-    process.stderr.write('\n');
+    if (process.stderr.isTTY === true) process.stderr.write('\n');
     process.stdout.write(`${rec.count} events → ${args.out}\n`);
   },
 };
 
 export const traceCommand: CommandModule = {
   command: 'trace <command>',
-  describe: 'Record and export traces of typed events (MMIO, descriptors, messages, binds, faults, …)',
   builder: (y) => y.command(exportCommand as CommandModule).command(recordCommand as CommandModule).demandCommand(1),
   handler: () => {},
 };

@@ -3,6 +3,7 @@
  * of a given type (consuming it), or for the connection to close.
  */
 import { WebSocket } from 'ws';
+import { scaled } from '../../../support/slowdown.js';
 
 export type Msg = Record<string, any> & { type: string };
 
@@ -35,13 +36,14 @@ export class WsClient {
   }
 
   /** The next queued message of `type` that satisfies `pred`; earlier ones of other types stay queued. */
+  /** `timeoutMs` is the idle-machine deadline; the wait allows it scaled by the slowdown factor. */
   async next(type: string, pred: (m: Msg) => boolean = () => true, timeoutMs = 3000): Promise<Msg> {
-    const deadline = Date.now() + timeoutMs;
+    const deadline = Date.now() + scaled(timeoutMs);
     for (;;) {
       const i = this.queue.findIndex((m) => m.type === type && pred(m));
       if (i >= 0) return this.queue.splice(i, 1)[0]!;
       const left = deadline - Date.now();
-      if (left <= 0) throw new Error(`no '${type}' message within ${timeoutMs} ms (queued: ${this.queue.map((m) => m.type).join(', ')})`);
+      if (left <= 0) throw new Error(`no '${type}' message within ${scaled(timeoutMs)} ms (queued: ${this.queue.map((m) => m.type).join(', ')})`);
       await new Promise<void>((resolve) => {
         const t = setTimeout(resolve, left);
         this.wake = () => {

@@ -179,6 +179,29 @@ describe('dashboard WebSocket: refresh timing', () => {
     expect(pong.refresh.count).toBeGreaterThanOrEqual(first.refresh.count);
     expect(pong.refresh.median).toBeGreaterThanOrEqual(0);
     expect(pong.refresh.max).toBeGreaterThanOrEqual(pong.refresh.median);
+    expect(pong.refresh.phases!.snapshot).toBeGreaterThanOrEqual(0);
+    expect(pong.refresh.phases!.summary).toBeGreaterThanOrEqual(0);
+    expect(pong.refresh.phases!.send).toBeGreaterThanOrEqual(0);
+    expect(pong.refresh.first).toBeDefined();
+  });
+
+  it('starts a new timing window when a client connects to a hub with none', async () => {
+    const m = await serve(new FakeSource());
+    const a = await client(m);
+    await a.next('summary');
+    await sleep(500); // several refreshes
+    a.send({ type: 'ping', id: 1 });
+    const before = (await a.next('pong')).refresh.count;
+    expect(before).toBeGreaterThanOrEqual(4);
+    a.close();
+    await sleep(100);
+    const b = await client(m);
+    await b.next('summary'); // the last summary, sent at once; a refresh follows within an interval
+    await sleep(120);
+    b.send({ type: 'ping', id: 2 });
+    const after = (await b.next('pong')).refresh.count;
+    expect(after).toBeGreaterThanOrEqual(1);
+    expect(after).toBeLessThan(before);
   });
 });
 

@@ -6,6 +6,7 @@
 import { describe, it, expect, afterEach } from 'vitest';
 import { HostServer } from '../../../../host/server/index.js';
 import { TestGuest, errnoOf } from '../../../integration/host/client.js';
+import { waitFor } from '../../../support/wait.js';
 
 const RID = 0x18; // 00:03.0
 const servers: HostServer[] = [];
@@ -51,8 +52,7 @@ describe('host service core flow (in-process)', () => {
     const f = await g.read(RID, 0x7100_0000n, 4, pasid);
     expect(f.status).toBe(1);
     expect(f.reason).toBe(0x71);
-    await new Promise((r) => setTimeout(r, 10));
-    expect(g.events.some((e) => e.name === 'FAULT' && e.msg.reason === 0x71 && e.msg.pasid === pasid)).toBe(true);
+    await waitFor(() => g.events.some((e) => e.name === 'FAULT' && e.msg.reason === 0x71 && e.msg.pasid === pasid), { what: 'FAULT 0x71 on the backend channel' });
 
     // Unbind → refs back to 1, no users, no bindings.
     await g.unbind(RID, pasid);
@@ -97,8 +97,7 @@ describe('host service core flow (in-process)', () => {
     const pasid = await g.alloc();
     await g.bind(RID, pasid, g.fl.newRoot(), 5);
     g.close();
-    await new Promise((r) => setTimeout(r, 20));
-    expect(host.vms).toHaveLength(0);
+    await waitFor(() => host.vms.length === 0, { what: 'VM released' });
     expect(host.core.capacity.available).toBe(before + 64);
     expect(host.iommu.listDevices()).toHaveLength(0);
     expect(host.memory.listRegions().filter((r) => r.name.startsWith('vm0'))).toHaveLength(0);
@@ -126,8 +125,7 @@ describe('host service core flow (in-process)', () => {
     expect(typeof st.total.iotlbMisses).toBe('number');
     for (const k of ['vm:vm0', 'alloc:vm0', 'bind:vm0', 'invalidate:vm0', 'dma:vm0', 'message:vm0']) expect(events).toContain(k);
     expect(await src.control!('disconnect-vm', 'vm0')).toEqual({ disconnected: 'vm0' });
-    await new Promise((r) => setTimeout(r, 10));
-    expect(((await src.snapshot()) as { vms: { connected: boolean }[] }).vms[0]!.connected).toBe(false);
+    await waitFor(async () => ((await src.snapshot()) as { vms: { connected: boolean }[] }).vms[0]!.connected === false, { what: 'vm0 disconnected' });
     await expect(src.control!('disconnect-vm', 'nope')).rejects.toThrow(/ENOENT/);
   });
 

@@ -12,6 +12,7 @@ import { PasidRows } from '../../../../host/server/pasid-rows.js';
 import type { PasidSnapshot } from '../../../../src/api/types.js';
 import { DeviceDmaFlag, DeviceDmaOp } from '../../../../vhost/index.js';
 import { TestGuest } from '../../../integration/host/client.js';
+import { waitFor } from '../../../support/wait.js';
 import { CORE_CALLS, callFixture } from '../ioasid/core-calls.js';
 
 const PF = 0x18;
@@ -146,7 +147,7 @@ describe('snapshot PASID tables kept row by row', () => {
     expect(rowsSeen).toBeGreaterThan(200); // the sequences really exercised the tables
     // Disconnected VMs go away with everything they held.
     gs[1]!.close();
-    await new Promise((r) => setTimeout(r, 20));
+    await waitFor(() => host.snapshot().vms.length === 1, { what: 'closed VM released' });
     expect(host.snapshot().vms.map((v) => v.name)).toEqual(['A']);
   });
 

@@ -10,6 +10,9 @@ import * as path from 'node:path';
 import { HostServer } from '../../../../host/server/index.js';
 import { FrontendClient, DeviceCap, DeviceKind } from '../../../../vhost/index.js';
 import { TestGuest, errnoOf, invEntry } from '../../../integration/host/client.js';
+import { memoryDirs } from '../../../../host/vfio/mem-table.js';
+import { makeDirOutside } from '../../../support/outside-dir.js';
+import { scaled, waitFor } from '../../../support/wait.js';
 
 const PF = 0x18;
 const ADI = 0x20;
@@ -35,7 +38,8 @@ function stable(): unknown {
 }
 
 beforeAll(async () => {
-  host = new HostServer({ graceMs: 0, pageRequestTimeoutMs: 200, maxPendingPageRequests: 1 });
+  // The page-request timeout must outlast the steps of a test that keeps one outstanding.
+  host = new HostServer({ graceMs: 0, pageRequestTimeoutMs: scaled(200), maxPendingPageRequests: 1 });
   a = await TestGuest.start({
     name: 'A', connect: host.connector(), backing: 'inproc', quota: 4,
     devices: [{ rid: PF }, { rid: ADI, kind: 'adi' }, { rid: BARE, caps: 0 }],
@@ -169,7 +173,7 @@ describe('container uAPI error paths: exact errno, nothing changed', () => {
       const seen = a.events.length;
       const r = await call();
       expect({ what, r }).toEqual({ what, r: { status: 1, reason: 0x59, flags: 1, pasid, fault_addr: addr } });
-      await new Promise((res) => setTimeout(res, 5));
+      await waitFor(() => a.events.length > seen, { what: `${what}: FAULT on the backend channel` });
       const sent = a.events.slice(seen);
       expect(sent.map((e) => e.name)).toEqual(['FAULT']);
       expect(sent[0]!.msg).toMatchObject({ rid, reason: 0x59, pasid, addr });
@@ -221,8 +225,9 @@ describe('container uAPI error paths: exact errno, nothing changed', () => {
 
   it('DEVICE_DMA past the cap of outstanding page requests → EAGAIN', async () => {
     await a.fe.call('DEVICE_CONFIG', { rid: PF, flags: 3 });
-    const first = a.read(PF, 0x9000n, 4, pa); // its page request stays unanswered (timeout 200 ms)
-    await new Promise((r) => setTimeout(r, 20));
+    const seen = a.events.length;
+    const first = a.read(PF, 0x9000n, 4, pa); // its page request stays unanswered (timeout below)
+    await waitFor(() => a.events.slice(seen).some((e) => e.name === 'PAGE_REQUEST'), { what: 'the first page request outstanding' });
     expect(await errnoOf(a.read(PF, 0xa000n, 4, pa))).toBe('EAGAIN');
     expect((await first).status).toBe(1);
     await a.fe.call('DEVICE_CONFIG', { rid: PF, flags: 0 });
@@ -233,7 +238,11 @@ describe('container uAPI error paths: exact errno, nothing changed', () => {
     await fe.handshake();
     await fe.setupVm({ name: 'C', pasid_quota: 1, flags: 0, session_token: new Uint8Array(16) });
     const region = (p: string, gpa = 0n, size = 0x1000n) => ({ guest_phys_addr: gpa, memory_size: size, userspace_addr: 0n, mmap_offset: 0n, path: p });
-    const outside = path.join(process.cwd(), 'package.json');
+    // A real file in a fresh directory outside every memory directory (the checkout itself may
+    // be under the temp directory, which is one).
+    const outsideDir = makeDirOutside(memoryDirs());
+    const outside = path.join(outsideDir, 'ram');
+    fs.writeFileSync(outside, Buffer.alloc(0x2000));
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'vsva-mt-'));
     const file = path.join(dir, 'ram');
     fs.writeFileSync(file, Buffer.alloc(0x2000));
@@ -252,6 +261,7 @@ describe('container uAPI error paths: exact errno, nothing changed', () => {
     } finally {
       fe.close();
       fs.rmSync(dir, { recursive: true, force: true });
+      fs.rmSync(outsideDir, { recursive: true, force: true });
     }
   });
 
@@ -269,8 +279,7 @@ describe('container uAPI error paths: exact errno, nothing changed', () => {
     await fe.call('VM_SETUP', { name: 'D', pasid_quota: 1, flags: 0, session_token: zero });
     expect(await errnoOf(fe.call('VM_SETUP', { name: 'E', pasid_quota: 1, flags: 0, session_token: zero }))).toBe('EBUSY');
     fe.close();
-    await new Promise((r) => setTimeout(r, 10));
-    // grace 0: D is gone at once, so its token is unknown now.
-    expect(host.vm('D')).toBeUndefined();
+    // grace 0: D is gone as soon as the host sees the close, so its token is unknown now.
+    await waitFor(() => host.vm('D') === undefined, { what: 'VM D released' });
   });
 });

@@ -12,6 +12,7 @@ import {
   nativeAvailable, sendFds, socketFd, startReader, stopReader, type ReaderHandle,
 } from '../../../../src/native/native.js';
 import { errnoCodeOf as code, openFdCount, socketPair } from './socket-pair.js';
+import { scaled } from '../../../support/slowdown.js';
 
 interface Read { data: Buffer | null; fds: number[]; errno: number }
 
@@ -24,7 +25,7 @@ function record(fd: number): { handle: ReaderHandle; reads: Read[]; bytes(): Buf
     handle,
     reads,
     bytes: () => Buffer.concat(reads.flatMap(r => (r.data ? [r.data] : []))),
-    until(pred, ms = 5000) {
+    until(pred, ms = scaled(5000)) {
       return new Promise((resolve, reject) => {
         const timer = setTimeout(() => reject(new Error('timed out waiting for the reader')), ms);
         const check = (): void => { if (pred()) { clearTimeout(timer); wake = () => {}; resolve(); } };

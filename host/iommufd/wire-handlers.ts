@@ -1,0 +1,37 @@
+/**
+ * The IOMMUFD_* requests of the wire (docs/protocol.md §13) mapped onto a VM's iommufd context.
+ * `contextOf` answers the session's context, or throws EOPNOTSUPP for a VM of the VFIO SVA uAPI
+ * (host/server/handlers.ts).
+ */
+import type { HandlerTable } from '../../vhost/roles/backend.js';
+import type { IommufdContext } from './iommufd-context.js';
+
+export function iommufdHandlers<C>(contextOf: () => IommufdContext): HandlerTable<C> {
+  const fd = contextOf;
+  return {
+    IOMMUFD_DESTROY: (r) => fd().destroy(r.id),
+    IOMMUFD_IOAS_ALLOC: (r) => ({ out_id: fd().ioasAlloc(r.flags) }),
+    IOMMUFD_IOAS_ALLOW_IOVAS: (r) => fd().ioasAllowIovas(r.ioas_id, r.items),
+    IOMMUFD_IOAS_COPY: (r) => ({ iova: fd().ioasCopy(r) }),
+    IOMMUFD_IOAS_IOVA_RANGES: (r) => {
+      const { alignment, ranges } = fd().ioasIovaRanges(r.ioas_id);
+      return { count: ranges.length, out_iova_alignment: alignment, items: ranges };
+    },
+    IOMMUFD_IOAS_MAP: (r) => ({ iova: fd().ioasMap(r) }),
+    IOMMUFD_IOAS_UNMAP: (r) => ({ length: fd().ioasUnmap(r) }),
+    IOMMUFD_DEVICE_BIND: (r) => ({ out_id: fd().deviceBind(r) }),
+    IOMMUFD_DEVICE_UNBIND: (r) => fd().deviceUnbind(r.id),
+    IOMMUFD_DEVICE_ATTACH: (r) => ({ hwpt_id: fd().deviceAttach(r) }),
+    IOMMUFD_DEVICE_REPLACE: (r) => ({ hwpt_id: fd().deviceReplace(r) }),
+    IOMMUFD_DEVICE_DETACH: (r) => fd().deviceDetach(r),
+    IOMMUFD_HWPT_ALLOC: (r) => ({ out_id: fd().hwptAlloc(r) }),
+    IOMMUFD_GET_HW_INFO: (r) => fd().getHwInfo(r),
+    IOMMUFD_HWPT_INVALIDATE: (r) => fd().hwptInvalidate(r),
+    IOMMUFD_FAULT_QUEUE_ALLOC: (r) => ({ out_id: fd().faultQueueAlloc(r.flags) }),
+    IOMMUFD_FAULT_READ: (r) => {
+      const items = fd().faultRead(r.fault_id, r.max_records);
+      return { count: items.length, items };
+    },
+    IOMMUFD_FAULT_RESPOND: (r) => fd().faultRespond(r),
+  };
+}

@@ -1,0 +1,156 @@
+/**
+ * Fairness benchmark (docs/performance.md, "Fairness and snapshots"): the host is one event
+ * loop, so a request that touches many objects must not stall other VMs. One spawned host, two
+ * VT-d guests: VM A maps N 4 KiB mappings in a domain of its own (DMA_MAP, pipelined) and
+ * removes them with one DMA_UNMAP; VM B meanwhile sends VCMD ALLOC_PASID round trips (each
+ * followed by an untimed free) back to back.
+ *
+ * Figures, each beside a baseline measured in the same run:
+ * - DMA_UNMAP of N mappings (N = 1k, 4k, 16k, 65,535 — the per-VM cap less the guest's RAM
+ *   mapping), client round trip, beside one DMA_UNMAP of a single mapping: the scaling curve.
+ * - VM B's VCMD round trip p99 while A unmaps 65,535 mappings, beside B's idle p50. Target
+ *   ≤ 10×; the unmap itself ≤ 200 ms.
+ * `quick` stops at 16k mappings and repeats less.
+ */
+import { startHost, type StartedHost } from '../harness/start-host.js';
+import { startGuest, type StartedGuest } from '../harness/start-guest.js';
+import { percentile, stat, type BenchFigure, type BenchModule, type BenchOptions } from './types.js';
+import { ratioFigure } from './pingpong-baseline.js';
+import { VtdBenchDriver } from './vtd-bench-driver.js';
+import type { FrontendClient } from '../../../vhost/index.js';
+
+const PAGE = 0x1000n;
+/** Mapping i sits at IOVA i·8 KiB (a hole after each, so none merge), on one of 256 guest pages. */
+const iovaOf = (i: number) => BigInt(i) * 2n * PAGE;
+const GUEST_RAM = 16 * 1024 * 1024;
+/** DMA_MAPs in flight while filling a domain. */
+const MAP_WINDOW = 256;
+
+async function mapMany(fe: FrontendClient, domain: number, n: number): Promise<void> {
+  let inFlight: Promise<unknown>[] = [];
+  for (let i = 0; i < n; i++) {
+    inFlight.push(fe.call('DMA_MAP', { domain, flags: 3, iova: iovaOf(i), gpa: 0x80_0000n + BigInt(i % 256) * PAGE, size: PAGE }));
+    if (inFlight.length >= MAP_WINDOW) {
+      await Promise.all(inFlight);
+      inFlight = [];
+    }
+  }
+  await Promise.all(inFlight);
+}
+
+/** B's VCMD round trips (µs) until `stop()`; call `during()` around the window of interest. */
+function vcmdLoop(drv: VtdBenchDriver): { samples: { at: number; us: number }[]; stop: () => Promise<void> } {
+  const samples: { at: number; us: number }[] = [];
+  let running = true;
+  const done = (async () => {
+    while (running) {
+      const a = performance.now();
+      const pasid = await drv.allocPasid();
+      const b = performance.now();
+      samples.push({ at: b, us: (b - a) * 1000 });
+      await drv.freePasid(pasid);
+    }
+  })();
+  return {
+    samples,
+    stop: async () => {
+      running = false;
+      await done;
+    },
+  };
+}
+
+export interface UnmapPoint {
+  mappings: number;
+  unmapMs: number[];
+  /** B's VCMD round trips (µs) that completed while the unmap was in flight. */
+  otherUs: number[];
+}
+
+export const bench: BenchModule = {
+  name: 'fairness',
+  async run(opts: BenchOptions): Promise<BenchFigure[]> {
+    const sizes = opts.quick ? [1024, 4096, 16384] : [1024, 4096, 16384, 65535];
+    const reps = opts.quick ? 2 : 3;
+    let host: StartedHost | null = null;
+    const guests: StartedGuest[] = [];
+    try {
+      opts.progress?.('[fairness] starting host and two VMs');
+      host = await startHost({ graceMs: 0 });
+      const a = await startGuest({ socket: host.socket, name: 'unmapper', viommu: 'vtd', memory: GUEST_RAM, pasidQuota: 4 });
+      guests.push(a);
+      const b = await startGuest({ socket: host.socket, name: 'bystander', viommu: 'vtd', memory: GUEST_RAM, pasidQuota: 16 });
+      guests.push(b);
+      const drv = await VtdBenchDriver.create(b, { bufferBytes: 4096 });
+      const fe = a.client;
+
+      // B idle: VCMD round trips with nothing else running.
+      const idle: number[] = [];
+      for (let i = 0; i < 1200; i++) {
+        const t = performance.now();
+        const p = await drv.allocPasid();
+        if (i >= 200) idle.push((performance.now() - t) * 1000);
+        await drv.freePasid(p);
+      }
+      // One-mapping DMA_UNMAP (the curve's baseline).
+      const domain = (await fe.call('DOMAIN_ALLOC', {})).domain;
+      const single: number[] = [];
+      for (let i = 0; i < 200; i++) {
+        await fe.call('DMA_MAP', { domain, flags: 3, iova: 0n, gpa: 0x80_0000n, size: PAGE });
+        const t = performance.now();
+        await fe.call('DMA_UNMAP', { domain, iova: 0n, size: PAGE });
+        single.push(performance.now() - t);
+      }
+
+      const points: UnmapPoint[] = [];
+      for (const n of sizes) {
+        const pt: UnmapPoint = { mappings: n, unmapMs: [], otherUs: [] };
+        for (let r = 0; r < reps; r++) {
+          opts.progress?.(`[fairness] ${n} mappings, run ${r + 1}/${reps}`);
+          await mapMany(fe, domain, n);
+          const loop = vcmdLoop(drv);
+          await new Promise((res) => setTimeout(res, 30));
+          const t0 = performance.now();
+          const reply = await fe.call('DMA_UNMAP', { domain, iova: 0n, size: iovaOf(n) });
+          const t1 = performance.now();
+          await new Promise((res) => setTimeout(res, 10));
+          await loop.stop();
+          if (reply.unmapped !== BigInt(n) * PAGE) throw new Error(`fairness: DMA_UNMAP removed ${reply.unmapped} bytes, expected ${BigInt(n) * PAGE}`);
+          pt.unmapMs.push(t1 - t0);
+          // Round trips that ended inside the unmap, and the first one after it (it waited longest).
+          const inside = loop.samples.filter((s) => s.at >= t0 && s.at <= t1).map((s) => s.us);
+          const after = loop.samples.find((s) => s.at > t1);
+          if (after) inside.push(after.us);
+          pt.otherUs.push(...inside);
+        }
+        points.push(pt);
+      }
+      lastPoints = points;
+      lastIdle = idle;
+
+      const figs: BenchFigure[] = [];
+      const singleStat = stat(single);
+      for (const p of points) {
+        const f = ratioFigure(`DMA_UNMAP of ${p.mappings} mappings (round trip)`, 'ms', stat(p.unmapMs), 'DMA_UNMAP of 1 mapping', singleStat, p.mappings >= 65535 ? '≤ 200 ms' : undefined, undefined, `other VM's VCMD during it: ${p.otherUs.length} round trips, p99 ${percentile(p.otherUs, 99).toFixed(0)} µs, max ${Math.max(...p.otherUs, 0).toFixed(0)} µs`);
+        if (p.mappings >= 65535) f.met = f.value.median <= 200;
+        figs.push(f);
+      }
+      const big = points[points.length - 1]!;
+      const idleP50 = percentile(idle, 50);
+      const p99 = percentile(big.otherUs, 99);
+      const cross = ratioFigure(`other VM's VCMD round trip p99 while one VM unmaps ${big.mappings} mappings`, 'us', { median: p99, min: Math.min(...big.otherUs), max: Math.max(...big.otherUs), reps: big.otherUs.length }, "the same VM's idle VCMD round trip p50", { median: idleP50, min: Math.min(...idle), max: Math.max(...idle), reps: idle.length }, 'ratio ≤ 10', undefined, `${big.otherUs.length} round trips completed during ${reps} unmaps (plus the first after each); idle p99 ${percentile(idle, 99).toFixed(0)} µs`);
+      cross.met = p99 <= 10 * idleP50;
+      figs.push(cross);
+      figs.push(ratioFigure(`other VM's VCMD round trip p50 while one VM unmaps ${big.mappings} mappings`, 'us', { median: percentile(big.otherUs, 50), min: Math.min(...big.otherUs), max: Math.max(...big.otherUs), reps: big.otherUs.length }, "the same VM's idle VCMD round trip p50", { median: idleP50, min: Math.min(...idle), max: Math.max(...idle), reps: idle.length }, undefined, undefined, 'the body of the distribution: what a slice adds to a typical round trip (the p99 above is bound by machine noise when the idle p99 is high)'));
+      if (opts.quick) for (const f of figs) f.notes = `${f.notes ?? ''}; quick: up to 16k mappings`;
+      return figs;
+    } finally {
+      await Promise.all(guests.map((g) => g.close().catch(() => {})));
+      await host?.close().catch(() => {});
+    }
+  },
+};
+
+/** The last run's raw points (for the docs chart). */
+export let lastPoints: UnmapPoint[] = [];
+export let lastIdle: number[] = [];
