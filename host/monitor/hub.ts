@@ -2,7 +2,10 @@
  * The dashboard's live fan-out: one snapshot per summary tick shared by every client, a summary
  * sent to a client only when it differs from what that client last received, PASID pages only
  * for the VMs a client subscribed to, and trace events batched per event tick (protocol.ts).
- * Work happens only while at least one client is connected.
+ * Work happens only while at least one client is connected, except the chart history
+ * (chart-history.ts): once per chart interval the hub reads the counters (stats(), never a
+ * snapshot) so that a page opened mid-run draws the last minute at once, and every rate is the
+ * difference of two real readings.
  *
  * A client whose socket falls behind (MAX_BUFFERED_BYTES unsent) is skipped until it drains:
  * it then gets the latest summary/pages (never a backlog) and the events it missed are
@@ -17,6 +20,7 @@ import { tokenMatches } from './access.js';
 import { EventBatcher } from './event-batcher.js';
 import { buildPasidPage, buildSummary } from './summary.js';
 import { TraceCounters } from './trace-counters.js';
+import { ChartHistory } from './chart-history.js';
 import { CONTROL_ACTIONS, type MonitorSource, type MonitorStats } from './types.js';
 import {
   CLOSE_GOING_AWAY,
@@ -44,6 +48,7 @@ export interface HubOptions {
   summaryIntervalMs: number;
   eventIntervalMs: number;
   maxEventsPerBatch: number;
+  chartIntervalMs: number;
 }
 
 class Client {
@@ -93,6 +98,7 @@ export class MonitorHub {
   /** Phases of the first refresh of the current timing window. */
   private firstPhases: { snapshot: number; summary: number; send: number } | null = null;
   private closed = false;
+  private readonly history: ChartHistory;
 
   constructor(
     private readonly source: MonitorSource,
@@ -103,6 +109,9 @@ export class MonitorHub {
     this.unsubscribe = source.events.on((ev) => this.onEvent(ev));
     this.timers.push(setInterval(() => void this.tick(), opts.summaryIntervalMs));
     this.timers.push(setInterval(() => this.flushEvents(), opts.eventIntervalMs));
+    this.history = new ChartHistory(opts.chartIntervalMs);
+    this.sampleChart(); // the baseline reading: the first sample is one interval away
+    this.timers.push(setInterval(() => this.sampleChart(), opts.chartIntervalMs));
     for (const t of this.timers) t.unref();
   }
 
@@ -136,7 +145,9 @@ export class MonitorHub {
         summaryIntervalMs: this.opts.summaryIntervalMs,
         eventIntervalMs: this.opts.eventIntervalMs,
         maxEventsPerBatch: this.opts.maxEventsPerBatch,
+        chartIntervalMs: this.opts.chartIntervalMs,
       },
+      history: this.history.snapshot(),
     });
     if (this.summaryBody !== null) this.sendSummary(client, this.summaryBody);
     else void this.tick();
@@ -242,6 +253,23 @@ export class MonitorHub {
       const text = `{"type":"pasids","ts":${Date.now()},"vm":${JSON.stringify(sub.name)},"page":${body}}`;
       if (c.send(text)) c.lastPages.set(sub.name, body);
     }
+  }
+
+  /** Read the counters into the chart history and send the new sample to every client. */
+  private sampleChart(): void {
+    if (this.closed) return;
+    let stats: MonitorStats | undefined;
+    try {
+      stats = this.source.stats ? this.source.stats() : this.counters?.stats();
+    } catch (err) {
+      log.warn({ err }, 'dashboard counters failed; no chart sample this interval');
+      return;
+    }
+    if (stats === undefined) return;
+    const sample = this.history.record(stats, performance.now(), Date.now());
+    if (sample === null || this.clients.size === 0) return;
+    const text = JSON.stringify({ type: 'chart', sample });
+    for (const c of this.clients) c.send(text);
   }
 
   private onEvent(ev: TraceEvent): void {

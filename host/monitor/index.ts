@@ -19,3 +19,4 @@ export { buildSummary, buildPasidPage, countPasids, zeroCounters } from './summa
 export { syntheticSnapshot, type SyntheticOptions } from './synthetic.js';
 export { isLoopbackHost, MIN_TOKEN_LENGTH } from './access.js';
 export * from './protocol.js';
+export { CHART_COUNTERS, CHART_HISTORY_MS, ChartHistory, type ChartHistorySnapshot, type ChartRow, type ChartSample } from './chart-history.js';

@@ -2,7 +2,12 @@
  * The dashboard's WebSocket protocol: JSON text frames, one message each, `type` first.
  *
  * Server → client
- *   hello    { version, readOnly, controls, limits }             once, on connect
+ *   hello    { version, readOnly, controls, limits, history }    once, on connect; history is
+ *                                                                the host's last 60 s of chart
+ *                                                                samples (ChartHistorySnapshot)
+ *   chart    { sample: ChartSample }                            every chart interval (1 s): rates
+ *                                                                over the interval, from two real
+ *                                                                readings of the counters
  *   summary  { ts, summary: DashboardSummary }                   on connect, then ≤ 1 per
  *                                                                summary interval, only when changed
  *   pasids   { ts, vm, page: PasidPage | null }                  for each subscribed VM, on
@@ -28,6 +33,7 @@
 import type { TraceEvent } from '../../src/trace/events.js';
 import type { PasidSnapshot, DeviceKind } from '../../src/api/types.js';
 import type { ErrnoName } from '../../src/errors.js';
+import type { ChartHistorySnapshot, ChartSample } from './chart-history.js';
 import { CONTROL_ACTIONS, type CounterSet, type MonitorControlAction } from './types.js';
 
 export const PROTOCOL_VERSION = 1;
@@ -90,7 +96,8 @@ export interface PasidPage {
 }
 
 export type ServerMessage =
-  | { type: 'hello'; version: number; readOnly: boolean; controls: readonly string[]; limits: Record<string, number> }
+  | { type: 'hello'; version: number; readOnly: boolean; controls: readonly string[]; limits: Record<string, number>; history: ChartHistorySnapshot }
+  | { type: 'chart'; sample: ChartSample }
   | { type: 'summary'; ts: number; summary: DashboardSummary }
   | { type: 'pasids'; ts: number; vm: string; page: PasidPage | null }
   | { type: 'events'; events: TraceEvent[]; dropped: number }

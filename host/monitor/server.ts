@@ -13,6 +13,7 @@ import { WebSocketServer } from 'ws';
 import { fail } from '../../src/errors.js';
 import { childLogger } from '../../src/log.js';
 import { checkBindPolicy, checkUpgrade } from './access.js';
+import { DEFAULT_CHART_INTERVAL_MS } from './chart-history.js';
 import { MonitorHub } from './hub.js';
 import { MAX_CLIENT_MESSAGE_BYTES } from './protocol.js';
 import { StaticAssets } from './static-assets.js';
@@ -55,6 +56,7 @@ function checkOptions(opts: MonitorOptions): Required<Omit<MonitorOptions, 'toke
     ['summaryIntervalMs', opts.summaryIntervalMs, 500, 50, 60_000],
     ['eventIntervalMs', opts.eventIntervalMs, 200, 20, 60_000],
     ['maxEventsPerBatch', opts.maxEventsPerBatch, 200, 1, 10_000],
+    ['chartIntervalMs', opts.chartIntervalMs, DEFAULT_CHART_INTERVAL_MS, 20, 60_000],
   ];
   for (const [name, v, , min, max] of intervals) {
     if (v !== undefined && (!Number.isInteger(v) || v < min || v > max)) fail('EINVAL', `dashboard ${name} ${v} is not an integer in [${min}, ${max}]`);
@@ -68,6 +70,7 @@ function checkOptions(opts: MonitorOptions): Required<Omit<MonitorOptions, 'toke
     summaryIntervalMs: opts.summaryIntervalMs ?? 500,
     eventIntervalMs: opts.eventIntervalMs ?? 200,
     maxEventsPerBatch: opts.maxEventsPerBatch ?? 200,
+    chartIntervalMs: opts.chartIntervalMs ?? DEFAULT_CHART_INTERVAL_MS,
   };
 }
 

@@ -63,6 +63,11 @@ export interface MonitorOptions {
   eventIntervalMs?: number;
   /** Most events sent per batch (default 200); the rest are counted as dropped. */
   maxEventsPerBatch?: number;
+  /**
+   * Chart sample cadence in ms (default 1000, min 20). The hub reads `stats()` this often even
+   * with no client connected and keeps the last 60 s of rates (chart-history.ts).
+   */
+  chartIntervalMs?: number;
 }
 
 export interface MonitorHandle {

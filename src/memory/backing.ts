@@ -16,6 +16,7 @@ import * as path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { fail } from '../errors.js';
 import { defaultMemoryDir } from './memory-dir.js';
+import { BufferStore } from './buffer-store.js';
 
 export interface MemoryBacking {
   /** Bytes in the store. */
@@ -38,37 +39,21 @@ export interface MemoryBacking {
 const INPROC_PREFIX = 'inproc:';
 const inprocRegistry = new Map<string, InProcessBacking>();
 
-export class InProcessBacking implements MemoryBacking {
+/** A store in a Buffer of this process (accessors: buffer-store.ts). */
+export class InProcessBacking extends BufferStore implements MemoryBacking {
   readonly kind = 'inproc' as const;
   readonly buffer: Buffer;
   readonly path: string;
   private closed = false;
 
   constructor(readonly size: number, name?: string) {
+    super();
     this.buffer = Buffer.alloc(size);
     this.path = INPROC_PREFIX + (name ?? randomBytes(8).toString('hex'));
     if (inprocRegistry.has(this.path)) fail('EEXIST', `in-process memory '${this.path}' already exists`);
     inprocRegistry.set(this.path, this);
   }
 
-  read(offset: number, dst: Uint8Array): void {
-    this.buffer.copy(dst, 0, offset, offset + dst.length);
-  }
-  write(offset: number, src: Uint8Array): void {
-    this.buffer.set(src, offset);
-  }
-  readU32(offset: number): number {
-    return this.buffer.readUInt32LE(offset);
-  }
-  writeU32(offset: number, value: number): void {
-    this.buffer.writeUInt32LE(value >>> 0, offset);
-  }
-  readU64(offset: number): bigint {
-    return this.buffer.readBigUInt64LE(offset);
-  }
-  writeU64(offset: number, value: bigint): void {
-    this.buffer.writeBigUInt64LE(BigInt.asUintN(64, value), offset);
-  }
   close(): void {
     if (this.closed) return;
     this.closed = true;

@@ -22,6 +22,7 @@ import { constants as bufferConstants } from 'node:buffer';
 import { fail } from '../errors.js';
 import { Seal, addSeals, closeFd, memfdCreate, mmap, munmap } from '../native/native.js';
 import type { MemoryBacking } from './backing.js';
+import { BufferStore } from './buffer-store.js';
 
 /**
  * Largest mapping one Buffer can view (buffer.constants.MAX_LENGTH): a store beyond it is refused
@@ -29,7 +30,7 @@ import type { MemoryBacking } from './backing.js';
  */
 export const MAX_MAPPED_BYTES = bufferConstants.MAX_LENGTH;
 
-export class MappedBacking implements MemoryBacking {
+export class MappedBacking extends BufferStore implements MemoryBacking {
   readonly kind = 'mapped' as const;
   readonly buffer: Buffer;
   private mapping: ArrayBuffer;
@@ -43,6 +44,7 @@ export class MappedBacking implements MemoryBacking {
     mapping: ArrayBuffer,
     private readonly unlinkOnClose: boolean,
   ) {
+    super();
     this.mapping = mapping;
     this.buffer = Buffer.from(mapping, 0, size);
   }
@@ -87,25 +89,6 @@ export class MappedBacking implements MemoryBacking {
   static fromFd(fd: number, size: number, offset: number, label: string): MappedBacking {
     checkSize(size);
     return new MappedBacking(label, size, fd, mmap(fd, size, offset, true), false);
-  }
-
-  read(offset: number, dst: Uint8Array): void {
-    this.buffer.copy(dst, 0, offset, offset + dst.length);
-  }
-  write(offset: number, src: Uint8Array): void {
-    this.buffer.set(src, offset);
-  }
-  readU32(offset: number): number {
-    return this.buffer.readUInt32LE(offset);
-  }
-  writeU32(offset: number, value: number): void {
-    this.buffer.writeUInt32LE(value >>> 0, offset);
-  }
-  readU64(offset: number): bigint {
-    return this.buffer.readBigUInt64LE(offset);
-  }
-  writeU64(offset: number, value: bigint): void {
-    this.buffer.writeBigUInt64LE(BigInt.asUintN(64, value), offset);
   }
 
   /** Unmap, close the fd, unlink a file this store created. Idempotent. */

@@ -123,6 +123,36 @@ describe('dashboard in Chromium', () => {
     await page.screenshot({ path: 'artifacts/dashboard.png', fullPage: true });
     expect(problems).toEqual([]);
   });
+
+  it('draws the host’s recent history at once on a page opened mid-run, without a first spike', async () => {
+    // The host has been running for several seconds: a new page gets its last minute in hello.
+    const late = await browser.newPage({ viewport: { width: 1440, height: 1000 } });
+    late.setDefaultTimeout(scaled(30_000));
+    late.on('pageerror', (e) => problems.push(`pageerror (late page): ${e.message}`));
+    try {
+      await late.goto(monitor.url);
+      // page-side code as text: the test's TypeScript has no DOM types
+      await late.waitForFunction('window.vsvaDashboard.hello !== null');
+      const drawn = await late.evaluate<{ historySamples: number; points: number; maxInvalidationRate: number }>(`(() => {
+        const state = window.vsvaDashboard;
+        const line = document.querySelector('#activity-chart polyline');
+        return {
+          historySamples: state.hello.history.samples.length,
+          points: (line ? line.getAttribute('points') : '').trim().split(/\\s+/).filter(Boolean).length,
+          maxInvalidationRate: Math.max(...state.total.invalidations),
+        };
+      })()`);
+      expect(drawn.historySamples).toBeGreaterThan(1);
+      expect(drawn.points).toBeGreaterThan(1);
+      // two VMs × at most 7 × 6 invalidations per 100 ms tick: ≤ 840/s; a rate against an empty
+      // baseline would be the whole count so far over a fraction of a second
+      expect(drawn.maxInvalidationRate).toBeGreaterThan(0);
+      expect(drawn.maxInvalidationRate).toBeLessThan(2000);
+    } finally {
+      await late.close();
+    }
+    expect(problems).toEqual([]);
+  });
 });
 
 describe('dashboard in Chromium at 64 VMs × 1024 PASIDs', () => {

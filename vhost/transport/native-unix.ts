@@ -22,6 +22,7 @@ import {
   closeFd, errnoCode, isNativeError, sendFds, socketFd, startReader, stopReader, type ReaderHandle,
 } from '../../src/native/native.js';
 import type { Transport, TransportSink } from './transport.js';
+import { SinkDelivery } from './sink-delivery.js';
 
 interface Pending {
   data: Uint8Array;
@@ -36,8 +37,7 @@ const CLOSE_WAIT_MS = 1000;
 export class NativeUnixTransport implements Transport {
   readonly carriesFds = true;
   private readonly fd: number;
-  private sink: TransportSink | null = null;
-  private early: { chunk: Buffer; fds: number[] }[] = [];
+  private readonly delivery = new SinkDelivery();
   private reader: ReaderHandle | null = null;
   private queue: Pending[] = [];
   private corked: Uint8Array[] = [];
@@ -47,8 +47,6 @@ export class NativeUnixTransport implements Transport {
   private ending = false;
   private ended = false;
   private finished = false;
-  private closeErr: Error | undefined;
-  private closeDelivered = false;
 
   /** Starts reading at once: throws (EEXIST, …) when libuv already watches the socket. */
   constructor(
@@ -57,7 +55,7 @@ export class NativeUnixTransport implements Transport {
   ) {
     this.fd = socketFd(socket);
     socket.on('error', (err) => {
-      this.closeErr ??= err;
+      this.delivery.noteError(err);
     });
     this.reader = startReader(this.fd, this.onRead);
   }
@@ -67,11 +65,7 @@ export class NativeUnixTransport implements Transport {
   }
 
   start(sink: TransportSink): void {
-    this.sink = sink;
-    const early = this.early;
-    this.early = [];
-    for (const e of early) sink.data(e.chunk, e.fds);
-    if (this.finished) this.deliverClose();
+    this.delivery.start(sink);
   }
 
   setReading(on: boolean): void {
@@ -83,7 +77,7 @@ export class NativeUnixTransport implements Transport {
       try {
         this.reader = startReader(this.fd, this.onRead);
       } catch (e) {
-        this.closeErr ??= e as Error;
+        this.delivery.noteError(e as Error);
         this.finish();
       }
     }
@@ -149,7 +143,7 @@ export class NativeUnixTransport implements Transport {
         const sent = (e as { bytesSent?: number }).bytesSent ?? 0;
         return { data: p.data.subarray(sent), fds: sent > 0 ? [] : p.fds };
       }
-      this.closeErr ??= e as Error;
+      this.delivery.noteError(e as Error);
       this.finish();
       return null;
     }
@@ -187,7 +181,7 @@ export class NativeUnixTransport implements Transport {
 
   private readonly onRead = (data: Buffer | null, fds: number[], errno: number): void => {
     if (data === null) {
-      if (errno !== 0) this.closeErr ??= new VsvaError('ECONNRESET', `${this.label}: read failed (${errnoCode(errno)})`);
+      if (errno !== 0) this.delivery.noteError(new VsvaError('ECONNRESET', `${this.label}: read failed (${errnoCode(errno)})`));
       this.reader = null; // a final read stops the reader itself
       this.finish();
       return;
@@ -196,8 +190,7 @@ export class NativeUnixTransport implements Transport {
       for (const fd of fds) closeFd(fd);
       return;
     }
-    if (this.sink) this.sink.data(data, fds);
-    else this.early.push({ chunk: data, fds });
+    this.delivery.data(data, fds);
   };
 
   private finish(): void {
@@ -210,18 +203,9 @@ export class NativeUnixTransport implements Transport {
     this.corked = [];
     if (this.reader !== null) stopReader(this.reader);
     this.reader = null;
-    for (const e of this.early) {
-      for (const fd of e.fds) closeFd(fd);
-      e.fds = [];
-    }
+    this.delivery.releaseEarlyFds(closeFd);
     this.socket.destroy();
-    this.deliverClose();
-  }
-
-  private deliverClose(): void {
-    if (this.closeDelivered || !this.sink) return;
-    this.closeDelivered = true;
-    this.sink.close(this.closeErr);
+    this.delivery.end();
   }
 }
 

@@ -15,16 +15,13 @@ import { nativeAvailable, sendFds, socketFd, warnNativeUnavailable } from '../..
 import { childLogger } from '../../src/log.js';
 import { NativeUnixTransport } from './native-unix.js';
 import type { Transport, TransportSink } from './transport.js';
+import { SinkDelivery } from './sink-delivery.js';
 
 export class UnixTransport implements Transport {
-  private sink: TransportSink | null = null;
-  private early: Buffer[] = [];
   private corked = false;
   private inTick = false;
   private ended = false;
-  private closeErr: Error | undefined;
-  private closeDelivered = false;
-  private socketClosed = false;
+  private readonly delivery = new SinkDelivery();
   /** Writes may carry descriptors when the native addon is loaded. */
   readonly carriesFds = nativeAvailable();
 
@@ -33,16 +30,14 @@ export class UnixTransport implements Transport {
     readonly label: string,
   ) {
     socket.on('data', (chunk: Buffer) => {
-      if (this.sink) this.sink.data(chunk);
-      else this.early.push(chunk);
+      this.delivery.data(chunk);
     });
     socket.on('error', (err) => {
-      this.closeErr ??= err;
+      this.delivery.noteError(err);
     });
     socket.on('close', () => {
-      this.socketClosed = true;
       this.ended = true;
-      this.deliverClose();
+      this.delivery.end();
     });
   }
 
@@ -51,11 +46,7 @@ export class UnixTransport implements Transport {
   }
 
   start(sink: TransportSink): void {
-    this.sink = sink;
-    const early = this.early;
-    this.early = [];
-    for (const c of early) sink.data(c);
-    if (this.socketClosed) this.deliverClose();
+    this.delivery.start(sink);
   }
 
   setReading(on: boolean): void {
@@ -126,12 +117,6 @@ export class UnixTransport implements Transport {
     if (!this.corked) return;
     this.corked = false;
     this.socket.uncork();
-  }
-
-  private deliverClose(): void {
-    if (this.closeDelivered || !this.sink) return;
-    this.closeDelivered = true;
-    this.sink.close(this.closeErr);
   }
 }
 

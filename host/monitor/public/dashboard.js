@@ -1,6 +1,9 @@
 // vsva dashboard page. Talks to the monitor's WebSocket (/ws; protocol in host/monitor/protocol.ts):
 // gets a per-VM summary, the PASID table page of the selected VM (it subscribes), and batched
 // trace events. Everything from the server is rendered with textContent / attributes only.
+// Chart rates come from the host (hello.history: its last 60 s; then one `chart` sample per
+// second), each the difference of two real readings of the counters, so a page opened mid-run
+// starts with the last minute and never with a jump from an empty baseline.
 //
 // Stable hooks for tests (do not rename):
 //   #conn-status[data-testid=conn-status]      data-state = connecting | open | closed
@@ -21,7 +24,7 @@
 
 import { formatShort, renderLineChart, renderSparkline, svgEl } from './charts.js';
 
-const HISTORY = 120; // samples (one per second) kept for charts
+const HISTORY = 120; // chart samples (one per second) kept by the page; the host sends its last 60 s
 const PAGE_ROWS = 100;
 const MAX_EVENT_ROWS = 300;
 const RATE_COUNTERS = ['allocs', 'binds', 'invalidations', 'faults', 'pageRequests'];
@@ -78,8 +81,8 @@ const state = {
   page: { offset: 0, limit: PAGE_ROWS },
   pasidPage: null,
   shownRows: { key: '', hpasids: new Set() },
-  // history: totals and per VM, one sample a second
-  last: null, // { t, totals, vms: Map<name, CounterSet> }
+  // chart history from the host: totals and per VM, one sample a second
+  chartColumns: [...RATE_COUNTERS, 'iotlbRatio'],
   total: newHistory(),
   vms: new Map(),
   events: [],
@@ -92,7 +95,7 @@ const state = {
 window.vsvaDashboard = state;
 
 function newHistory() {
-  const hist = { used: [], iotlbRatio: [] };
+  const hist = { iotlbRatio: [] };
   for (const c of RATE_COUNTERS) hist[c] = [];
   return hist;
 }
@@ -156,6 +159,10 @@ function onMessage(msg) {
       state.hello = msg;
       $('readonly-badge').hidden = !msg.readOnly;
       $('disconnect-btn').hidden = !msg.controls.includes('disconnect-vm');
+      applyHistory(msg.history);
+      break;
+    case 'chart':
+      addChartSample(msg.sample);
       break;
     case 'summary':
       onSummary(msg.summary);
@@ -187,7 +194,7 @@ function onSummary(summary) {
   if (!state.selected || !names.has(state.selected)) {
     if (summary.vms.length > 0 && (!state.selected || first)) select(summary.vms[0].name);
   }
-  if (first) sample();
+  for (const name of [...state.vms.keys()]) if (!names.has(name)) state.vms.delete(name);
   renderTotals();
   renderVmList();
   renderDetail();
@@ -435,36 +442,37 @@ function movePage(dir) {
 
 // ---------------------------------------------------------------- history and charts
 
-function sample() {
-  const s = state.summary;
-  if (!s) return;
-  const now = performance.now();
-  const vmsNow = new Map(s.vms.map((v) => [v.name, v.stats]));
-  if (state.last) {
-    const dt = Math.max((now - state.last.t) / 1000, 0.001);
-    addSample(state.total, state.last.totals, s.totals, dt, s.capacity.total - s.capacity.available);
-    for (const vm of s.vms) {
-      let hist = state.vms.get(vm.name);
-      if (!hist) state.vms.set(vm.name, (hist = newHistory()));
-      addSample(hist, state.last.vms.get(vm.name) ?? vm.stats, vm.stats, dt, vm.used);
-    }
-    for (const name of [...state.vms.keys()]) if (!vmsNow.has(name)) state.vms.delete(name);
-  }
-  state.last = { t: now, totals: s.totals, vms: vmsNow };
+function countEventRate() {
   state.eventRate = state.eventsThisSecond;
   state.eventsThisSecond = 0;
   $('event-rate').textContent = `${nf.format(state.eventRate)} events/s`;
 }
 
-function addSample(hist, prev, cur, dt, used) {
-  for (const c of RATE_COUNTERS) pushCapped(hist[c], Math.max(0, (cur[c] - prev[c]) / dt));
-  pushCapped(hist.used, used);
-  if (cur.iotlbHits === null || prev.iotlbHits === null) pushCapped(hist.iotlbRatio, null);
-  else {
-    const dh = cur.iotlbHits - prev.iotlbHits;
-    const dm = cur.iotlbMisses - prev.iotlbMisses;
-    pushCapped(hist.iotlbRatio, dh + dm > 0 ? dh / (dh + dm) : null);
+/** Start the charts over from the host's recent history (on every hello, so a reconnect has no gap or duplicate). */
+function applyHistory(history) {
+  state.total = newHistory();
+  state.vms = new Map();
+  if (!history) return;
+  if (Array.isArray(history.columns)) state.chartColumns = history.columns;
+  for (const s of history.samples) addChartSample(s, false);
+  renderCharts();
+}
+
+/** Append one host chart sample (rows in the order of state.chartColumns). */
+function addChartSample(sample, render = true) {
+  addRow(state.total, sample.total);
+  for (const [name, row] of Object.entries(sample.vms)) {
+    let hist = state.vms.get(name);
+    if (!hist) state.vms.set(name, (hist = newHistory()));
+    addRow(hist, row);
   }
+  if (render && state.summary) renderTotals();
+}
+
+function addRow(hist, row) {
+  state.chartColumns.forEach((col, i) => {
+    if (hist[col]) pushCapped(hist[col], row[i] ?? null);
+  });
 }
 
 function seriesOf(hist) {
@@ -578,7 +586,7 @@ function setup() {
   });
   window.addEventListener('resize', renderCharts);
   setInterval(() => {
-    sample();
+    countEventRate();
     if (state.summary) {
       renderTotals();
       renderDetail();

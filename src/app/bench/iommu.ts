@@ -11,54 +11,23 @@
  *   with guest pages contiguous in GPA space, and (informational) with scattered guest pages.
  */
 import { InProcessBacking } from '../../memory/backing.js';
-import { encode } from '../../vtd/layout.js';
-import { FL_PTE, levelIndex } from '../../vtd/page-table.js';
 import { stat, type BenchFigure, type BenchModule, type BenchOptions, type Stat } from './types.js';
-import { HostMemory } from '../../../host/memory/host-memory.js';
-import { HostIommu } from '../../../host/iommu/index.js';
+import { buildNestedFixture, coldWalks, COPY_DST_GPA, COPY_DST_GVA, COPY_SRC_GPA, COPY_SRC_GVA, HIT_PAGES, mapCopyPages, mapHitPages, PASID, RID, type NestedFixture } from './nested-fixture.js';
 
-const GUEST_HPA = 0x4000_0000;
-const RID = 0x0100;
-const PASID = 7;
-
-interface Setup {
-  iommu: HostIommu;
+interface Setup extends NestedFixture {
   ram: InProcessBacking;
   dispose(): void;
 }
 
-/** Guest RAM mapped GPA 0 → GUEST_HPA with 4 KiB SL pages, a 4-level FL table at GPA 0x100000. */
-function setup(ramBytes: number): Setup & { mapFl(gva: number, gpa: number): void } {
-  const mem = new HostMemory();
+/** Guest RAM (in-process) under the nested fixture of nested-fixture.ts. */
+function setup(ramBytes: number): Setup {
   const ram = new InProcessBacking(ramBytes);
-  mem.addRegion('bench-guest', GUEST_HPA, ram);
-  const iommu = new HostIommu({ memory: mem });
-  const vm = iommu.allocDomain({ name: 'bench-vm' });
-  for (let gpa = 0; gpa < ramBytes; gpa += 4096) iommu.map(vm, BigInt(gpa), BigInt(GUEST_HPA + gpa), 4096n, { read: true, write: true });
-  iommu.addDevice({ rid: RID });
-  const root = 0x100000;
-  let next = root + 4096;
-  const mapFl = (gva: number, gpa: number): void => {
-    let tbl = root;
-    for (let l = 4; l > 1; l--) {
-      const at = tbl + levelIndex(gva, l) * 8;
-      const e = ram.readU64(at);
-      if ((e & 1n) === 0n) {
-        const t = next;
-        next += 4096;
-        ram.writeU64(at, encode(FL_PTE, { P: 1, RW: 1, US: 1, ADDR: BigInt(t) >> 12n })[0]!);
-        tbl = t;
-      } else tbl = Number(e & 0x000ffffffffff000n);
-    }
-    ram.writeU64(tbl + levelIndex(gva, 1) * 8, encode(FL_PTE, { P: 1, RW: 1, US: 1, ADDR: BigInt(gpa) >> 12n })[0]!);
-  };
-  iommu.bindPgtablePasid(RID, PASID, vm, { flptr: BigInt(root) });
+  const fx = buildNestedFixture(ram, 'bench-guest');
   return {
-    iommu,
+    ...fx,
     ram,
-    mapFl,
     dispose() {
-      iommu.dispose();
+      fx.iommu.dispose();
       ram.close();
     },
   };
@@ -75,6 +44,24 @@ function rate(fn: () => void, ops: number, reps: number, warm: number): Stat {
     samples.push((ops * 1e9) / ns);
   }
   return stat(samples);
+}
+
+/**
+ * Interleave one-repetition samples of `a` and `b` (each performing `ops` operations) warm + reps
+ * times so both see the same machine state; each sample's ops per second is divided by `scale`.
+ */
+function interleaved(a: () => void, b: () => void, ops: number, reps: number, warm: number, scale = 1): [Stat, Stat] {
+  const aSamples: number[] = [];
+  const bSamples: number[] = [];
+  for (let r = 0; r < warm + reps; r++) {
+    const x = rate(a, ops, 1, 0);
+    const y = rate(b, ops, 1, 0);
+    if (r >= warm) {
+      aSamples.push(x.median / scale);
+      bSamples.push(y.median / scale);
+    }
+  }
+  return [stat(aSamples), stat(bSamples)];
 }
 
 let sink = 0;
@@ -94,11 +81,8 @@ async function run(opts: BenchOptions): Promise<BenchFigure[]> {
   try {
     const { iommu } = s;
     // 1024 GVA pages at 1 GiB, each to a GPA page in 8..12 MiB.
-    const PAGES = 1024;
-    const GVA = 0x4000_0000;
-    for (let i = 0; i < PAGES; i++) s.mapFl(GVA + i * 4096, 0x800000 + i * 4096);
-    const addrs = new Float64Array(PAGES * 4);
-    for (let i = 0; i < addrs.length; i++) addrs[i] = GVA + (i % PAGES) * 4096 + ((i * 40) % 4096);
+    const PAGES = HIT_PAGES;
+    const addrs = mapHitPages(s);
 
     // ---- IOTLB-hit translations vs Map lookups ------------------------------------------------
     progress('iommu: IOTLB-hit translations');
@@ -124,18 +108,7 @@ async function run(opts: BenchOptions): Promise<BenchFigure[]> {
       sink += acc;
     };
     // Interleave so both see the same machine state.
-    const hitSamples: number[] = [];
-    const mapSamples: number[] = [];
-    for (let r = 0; r < warm + reps; r++) {
-      const a = rate(hitRun, N, 1, 0);
-      const b = rate(mapRun, N, 1, 0);
-      if (r >= warm) {
-        hitSamples.push(a.median);
-        mapSamples.push(b.median);
-      }
-    }
-    const hit = stat(hitSamples);
-    const mapStat = stat(mapSamples);
+    const [hit, mapStat] = interleaved(hitRun, mapRun, N, reps, warm);
     const hitRatio = hit.median / mapStat.median;
     out.push(
       figure(
@@ -152,12 +125,7 @@ async function run(opts: BenchOptions): Promise<BenchFigure[]> {
     progress('iommu: cold nested walks');
     const W = opts.quick ? 100_000 : 300_000;
     const coldRun = (): void => {
-      let acc = 0;
-      for (let i = 0; i < W; i++) {
-        iommu.invalidateIotlbGlobal();
-        acc += eng.translate(RID, PASID, addrs[i & mask]!, 0);
-      }
-      sink += acc;
+      sink += coldWalks(s, addrs, W);
     };
     const cold = rate(coldRun, W, reps, warm);
     out.push(
@@ -176,12 +144,9 @@ async function run(opts: BenchOptions): Promise<BenchFigure[]> {
     progress('iommu: 1 MiB DMA copy');
     const MiB = 1024 * 1024;
     // Source GVAs 0x5000_0000.., destination 0x6000_0000..; contiguous GPAs 12 MiB / 14 MiB.
-    for (let i = 0; i < 256; i++) {
-      s.mapFl(0x5000_0000 + i * 4096, 0xc00000 + i * 4096);
-      s.mapFl(0x6000_0000 + i * 4096, 0xe00000 + i * 4096);
-    }
-    const src = { rid: RID, pasid: PASID, addr: 0x5000_0000n };
-    const dst = { rid: RID, pasid: PASID, addr: 0x6000_0000n };
+    mapCopyPages(s);
+    const src = { rid: RID, pasid: PASID, addr: BigInt(COPY_SRC_GVA) };
+    const dst = { rid: RID, pasid: PASID, addr: BigInt(COPY_DST_GVA) };
     const copies = opts.quick ? 200 : 500;
     const dmaRun = (): void => {
       for (let i = 0; i < copies; i++) {
@@ -189,22 +154,11 @@ async function run(opts: BenchOptions): Promise<BenchFigure[]> {
         if (!r.ok) throw new Error(`bench DMA copy faulted: ${r.fault.text}`);
       }
     };
-    const bufSrc = s.ram.buffer.subarray(0xc00000, 0xc00000 + MiB);
+    const bufSrc = s.ram.buffer.subarray(COPY_SRC_GPA, COPY_SRC_GPA + MiB);
     const bufRun = (): void => {
-      for (let i = 0; i < copies; i++) bufSrc.copy(s.ram.buffer, 0xe00000, 0, MiB);
+      for (let i = 0; i < copies; i++) bufSrc.copy(s.ram.buffer, COPY_DST_GPA, 0, MiB);
     };
-    const dmaSamples: number[] = [];
-    const bufSamples: number[] = [];
-    for (let r = 0; r < warm + reps; r++) {
-      const a = rate(dmaRun, copies * MiB, 1, 0);
-      const b = rate(bufRun, copies * MiB, 1, 0);
-      if (r >= warm) {
-        dmaSamples.push(a.median / 1e6);
-        bufSamples.push(b.median / 1e6);
-      }
-    }
-    const dmaStat = stat(dmaSamples);
-    const bufStat = stat(bufSamples);
+    const [dmaStat, bufStat] = interleaved(dmaRun, bufRun, copies * MiB, reps, warm, 1e6);
     out.push(
       figure(
         '1 MiB DMA copy through nested translation (contiguous guest pages)',
@@ -217,23 +171,9 @@ async function run(opts: BenchOptions): Promise<BenchFigure[]> {
     );
 
     // Scattered guest pages (informational): every GVA page maps to a GPA page in reverse order.
-    for (let i = 0; i < 256; i++) {
-      s.mapFl(0x5000_0000 + i * 4096, 0xc00000 + (255 - i) * 4096);
-      s.mapFl(0x6000_0000 + i * 4096, 0xe00000 + (255 - i) * 4096);
-    }
+    mapCopyPages(s, true);
     iommu.invalidatePasidIotlb(iommu.listDomains().find((d) => d.name === 'bench-vm')!.did, PASID);
-    const scat: number[] = [];
-    const bufScat: number[] = [];
-    for (let r = 0; r < warm + reps; r++) {
-      const a = rate(dmaRun, copies * MiB, 1, 0);
-      const b = rate(bufRun, copies * MiB, 1, 0);
-      if (r >= warm) {
-        scat.push(a.median / 1e6);
-        bufScat.push(b.median / 1e6);
-      }
-    }
-    const scatStat = stat(scat);
-    const bufScatStat = stat(bufScat);
+    const [scatStat, bufScatStat] = interleaved(dmaRun, bufRun, copies * MiB, reps, warm, 1e6);
     out.push(
       figure(
         '1 MiB DMA copy through nested translation (scattered guest pages, 256 separate 4 KiB copies)',

@@ -4,21 +4,11 @@
  * checked against their header, reserved bytes, array bounds.
  */
 import { describe, it, expect } from 'vitest';
-import { VsvaError } from '../../../src/errors.js';
 import {
   FrontendMessages, FrontendMessagesByCode, HwptVtdS1Struct, IommufdMessages, IOMMUFD_MAX_INV_ENTRIES, ProtocolFeature,
   VM_SETUP, VM_SETUP_UAPI_IOMMUFD, VtdS1InvalidateStruct, encodePayload, structBytes,
 } from '../../../vhost/index.js';
-
-function errnoOf(f: () => unknown): string {
-  try {
-    f();
-  } catch (e) {
-    if (e instanceof VsvaError) return e.code;
-    throw e;
-  }
-  throw new Error('expected an error');
-}
+import { expectedErrnoOf } from '../../support/error-code.js';
 
 const { IOMMUFD_HWPT_ALLOC, IOMMUFD_HWPT_INVALIDATE, IOMMUFD_IOAS_MAP, IOMMUFD_IOAS_ALLOW_IOVAS, IOMMUFD_FAULT_READ, IOMMUFD_DESTROY, IOMMUFD_IOAS_IOVA_RANGES } = IommufdMessages;
 
@@ -40,8 +30,8 @@ describe('IOMMUFD message family', () => {
     const d = encodePayload(IOMMUFD_DESTROY.request, { id: 9 });
     expect(d.length).toBe(8);
     d[5] = 1;
-    expect(errnoOf(() => IOMMUFD_DESTROY.request.decode(d))).toBe('EOPNOTSUPP');
-    expect(errnoOf(() => IOMMUFD_DESTROY.request.decode(Buffer.alloc(4)))).toBe('EINVAL');
+    expect(expectedErrnoOf(() => IOMMUFD_DESTROY.request.decode(d))).toBe('EOPNOTSUPP');
+    expect(expectedErrnoOf(() => IOMMUFD_DESTROY.request.decode(Buffer.alloc(4)))).toBe('EINVAL');
   });
 
   it('carries HWPT_ALLOC driver data inline, data_len bytes of it', () => {
@@ -50,8 +40,8 @@ describe('IOMMUFD message family', () => {
     const wire = encodePayload(IOMMUFD_HWPT_ALLOC.request, req);
     expect(wire.length).toBe(24 + 24);
     expect(IOMMUFD_HWPT_ALLOC.request.decode(wire)).toEqual(req);
-    expect(errnoOf(() => IOMMUFD_HWPT_ALLOC.request.decode(wire.subarray(0, 40)))).toBe('EINVAL');
-    expect(errnoOf(() => encodePayload(IOMMUFD_HWPT_ALLOC.request, { ...req, data_len: 300, data: new Uint8Array(300) }))).toBe('EINVAL');
+    expect(expectedErrnoOf(() => IOMMUFD_HWPT_ALLOC.request.decode(wire.subarray(0, 40)))).toBe('EINVAL');
+    expect(expectedErrnoOf(() => encodePayload(IOMMUFD_HWPT_ALLOC.request, { ...req, data_len: 300, data: new Uint8Array(300) }))).toBe('EINVAL');
   });
 
   it('carries HWPT_INVALIDATE entries inline (entry_len × entry_num), ignoring entry_len when entry_num is 0', () => {
@@ -63,19 +53,19 @@ describe('IOMMUFD message family', () => {
     const big = Buffer.alloc(16);
     big.writeUInt32LE(24, 8);
     big.writeUInt32LE(IOMMUFD_MAX_INV_ENTRIES + 1, 12);
-    expect(errnoOf(() => IOMMUFD_HWPT_INVALIDATE.request.decode(big))).toBe('EINVAL');
-    expect(errnoOf(() => IOMMUFD_HWPT_INVALIDATE.request.decode(Buffer.concat([encodePayload(IOMMUFD_HWPT_INVALIDATE.request, req), Buffer.alloc(1)])))).toBe('EINVAL');
-    expect(errnoOf(() => IOMMUFD_HWPT_INVALIDATE.reply.decode(Buffer.from([0, 0, 0, 0, 1, 0, 0, 0])))).toBe('EINVAL');
+    expect(expectedErrnoOf(() => IOMMUFD_HWPT_INVALIDATE.request.decode(big))).toBe('EINVAL');
+    expect(expectedErrnoOf(() => IOMMUFD_HWPT_INVALIDATE.request.decode(Buffer.concat([encodePayload(IOMMUFD_HWPT_INVALIDATE.request, req), Buffer.alloc(1)])))).toBe('EINVAL');
+    expect(expectedErrnoOf(() => IOMMUFD_HWPT_INVALIDATE.reply.decode(Buffer.from([0, 0, 0, 0, 1, 0, 0, 0])))).toBe('EINVAL');
   });
 
   it('bounds its arrays', () => {
     const hdr = Buffer.alloc(8);
     hdr.writeUInt32LE(65, 4);
-    expect(errnoOf(() => IOMMUFD_IOAS_ALLOW_IOVAS.request.decode(hdr))).toBe('EINVAL');
+    expect(expectedErrnoOf(() => IOMMUFD_IOAS_ALLOW_IOVAS.request.decode(hdr))).toBe('EINVAL');
     const ok = { ioas_id: 1, count: 1, items: [{ start: 0n, last: 0xfffn }] };
     expect(IOMMUFD_IOAS_ALLOW_IOVAS.request.decode(encodePayload(IOMMUFD_IOAS_ALLOW_IOVAS.request, ok))).toEqual(ok);
-    expect(errnoOf(() => encodePayload(IOMMUFD_IOAS_ALLOW_IOVAS.request, { ...ok, count: 2 }))).toBe('EINVAL');
-    expect(errnoOf(() => IOMMUFD_FAULT_READ.request.decode(Buffer.from([1, 0, 0, 0, 0, 1, 1, 0])))).toBe('EINVAL');
+    expect(expectedErrnoOf(() => encodePayload(IOMMUFD_IOAS_ALLOW_IOVAS.request, { ...ok, count: 2 }))).toBe('EINVAL');
+    expect(expectedErrnoOf(() => IOMMUFD_FAULT_READ.request.decode(Buffer.from([1, 0, 0, 0, 0, 1, 1, 0])))).toBe('EINVAL');
     const ranges = { count: 1, out_iova_alignment: 4096n, items: [{ start: 0n, last: (1n << 48n) - 1n }] };
     expect(IOMMUFD_IOAS_IOVA_RANGES.reply.decode(encodePayload(IOMMUFD_IOAS_IOVA_RANGES.reply, ranges))).toEqual(ranges);
   });
@@ -85,6 +75,6 @@ describe('IOMMUFD message family', () => {
     expect(VM_SETUP.request.decode(encodePayload(VM_SETUP.request, req))).toEqual(req);
     const bad = encodePayload(VM_SETUP.request, req);
     bad.writeUInt32LE(0x8, 68);
-    expect(errnoOf(() => VM_SETUP.request.decode(bad))).toBe('EOPNOTSUPP');
+    expect(expectedErrnoOf(() => VM_SETUP.request.decode(bad))).toBe('EOPNOTSUPP');
   });
 });

@@ -48,27 +48,20 @@ export function buildCharts(r: AllocResults): Record<string, string> {
   if (atMax.length) {
     const s = (f: (x: AllocRow) => number): Series[] =>
       schemes.map((sc) => ({ name: SCHEME_LABEL[sc], points: atMax.filter((x) => x.scheme === sc).sort((a, b) => a.vms - b.vms).map((x) => [x.vms, f(x)] as [number, number]) }));
-    charts['bind-latency-vs-vms.svg'] = lineChart({
-      title: `Bind latency p50 vs concurrent VMs (${maxPasids} PASIDs per VM)`,
-      xLabel: 'concurrent VMs (count)',
-      xInteger: true,
-      yLabel: 'bind latency p50 (µs)',
-      series: s((x) => x.bind_p50_us),
-    });
-    charts['alloc-latency-vs-vms.svg'] = lineChart({
-      title: `Allocation latency p50 vs concurrent VMs (${maxPasids} PASIDs per VM)`,
-      xLabel: 'concurrent VMs (count)',
-      xInteger: true,
-      yLabel: 'allocation latency p50 (µs)',
-      series: s((x) => x.alloc_p50_us),
-    });
-    charts['throughput-vs-vms.svg'] = lineChart({
-      title: `Set-up throughput vs concurrent VMs (${maxPasids} PASIDs per VM)`,
-      xLabel: 'concurrent VMs (count)',
-      xInteger: true,
-      yLabel: 'PASIDs allocated and bound (per second, all VMs)',
-      series: s((x) => x.throughput_per_s),
-    });
+    const vsVms: [file: string, title: string, yLabel: string, y: (x: AllocRow) => number][] = [
+      ['bind-latency-vs-vms.svg', 'Bind latency p50', 'bind latency p50 (µs)', (x) => x.bind_p50_us],
+      ['alloc-latency-vs-vms.svg', 'Allocation latency p50', 'allocation latency p50 (µs)', (x) => x.alloc_p50_us],
+      ['throughput-vs-vms.svg', 'Set-up throughput', 'PASIDs allocated and bound (per second, all VMs)', (x) => x.throughput_per_s],
+    ];
+    for (const [file, title, yLabel, y] of vsVms) {
+      charts[file] = lineChart({
+        title: `${title} vs concurrent VMs (${maxPasids} PASIDs per VM)`,
+        xLabel: 'concurrent VMs (count)',
+        xInteger: true,
+        yLabel,
+        series: s(y),
+      });
+    }
   }
 
   // CDF of alloc+bind latency at the largest full-quota point of each scheme.

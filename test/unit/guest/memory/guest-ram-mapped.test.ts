@@ -8,29 +8,20 @@ import { GuestRam } from '../../../../guest/memory/guest-ram.js';
 import { DmaStaging } from '../../../../guest/memory/dma-staging.js';
 import { Seal, fstat, getSeals, loadError, mappingCount, nativeAvailable } from '../../../../src/native/native.js';
 import { resolveMemoryBackend } from '../../../../src/memory/memory-backend.js';
-import { isVsvaError } from '../../../../src/errors.js';
-
-function code(fn: () => unknown): string {
-  try {
-    fn();
-    return 'ok';
-  } catch (e) {
-    return isVsvaError(e) ? e.code : String(e);
-  }
-}
+import { errorCodeOf } from '../../../support/error-code.js';
 
 describe('memory backend option', () => {
   it("accepts 'mapped' and 'pread' only; 'pread' is always honoured", () => {
     expect(resolveMemoryBackend('pread')).toBe('pread');
     expect(resolveMemoryBackend('mapped')).toBe(nativeAvailable() ? 'mapped' : 'pread');
     expect(resolveMemoryBackend()).toBe(nativeAvailable() ? 'mapped' : 'pread');
-    expect(code(() => resolveMemoryBackend('mmap'))).toBe('EINVAL');
+    expect(errorCodeOf(() => resolveMemoryBackend('mmap'))).toBe('EINVAL');
   });
 
   it('a staging area needs mapped RAM (EINVAL), in 4 KiB multiples', () => {
-    expect(code(() => GuestRam.create(8192, { backing: 'file', access: 'pread', stagingBytes: 4096 }))).toBe('EINVAL');
-    expect(code(() => GuestRam.create(8192, { backing: 'inproc', stagingBytes: 4096 }))).toBe('EINVAL');
-    expect(code(() => GuestRam.create(8192, { backing: 'memfd', stagingBytes: 100 }))).toBe('EINVAL');
+    expect(errorCodeOf(() => GuestRam.create(8192, { backing: 'file', access: 'pread', stagingBytes: 4096 }))).toBe('EINVAL');
+    expect(errorCodeOf(() => GuestRam.create(8192, { backing: 'inproc', stagingBytes: 4096 }))).toBe('EINVAL');
+    expect(errorCodeOf(() => GuestRam.create(8192, { backing: 'memfd', stagingBytes: 100 }))).toBe('EINVAL');
   });
 
   it('one staging slot: a second acquire waits for release', () => {
@@ -57,7 +48,7 @@ describe.skipIf(!nativeAvailable())(`mapped guest RAM${nativeAvailable() ? '' : 
     fs.readSync(fd, b, 0, 4, 64 * 1024);
     expect(b.readUInt32LE(0)).toBe(0x11223344);
     // GPA accesses stop at RAM's end: the staging area is not guest RAM.
-    expect(code(() => ram.readU32(64 * 1024))).toBe('EFAULT');
+    expect(errorCodeOf(() => ram.readU32(64 * 1024))).toBe('EFAULT');
     ram.writeU64(0x1000, 0x0102030405060708n);
     fs.readSync(fd, b, 0, 4, 0x1000);
     expect(b.readUInt32LE(0)).toBe(0x05060708);

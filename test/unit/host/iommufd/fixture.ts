@@ -3,7 +3,7 @@
  * the VM's IOASID set, host RIDs from a counter; and helpers that fill in the iommufd requests.
  */
 import { afterEach } from 'vitest';
-import { fail, VsvaError } from '../../../../src/errors.js';
+import { fail } from '../../../../src/errors.js';
 import { IoasidCore } from '../../../../host/ioasid/index.js';
 import { IommufdContext } from '../../../../host/iommufd/index.js';
 import {
@@ -56,15 +56,8 @@ export function makeWorld(): World {
   return w;
 }
 
-export function errno(f: () => unknown): string {
-  try {
-    f();
-  } catch (e) {
-    if (e instanceof VsvaError) return e.code;
-    throw e;
-  }
-  throw new Error('expected an error');
-}
+/** The code of the VsvaError a call must throw (test/support/error-code.ts). */
+export { expectedErrnoOf as errno } from '../../../support/error-code.js';
 
 export function bind(w: World, rid = PF, pasidWidth = 20, caps = IOMMUFD_DEVICE_CAP.ATS | IOMMUFD_DEVICE_CAP.PRI): number {
   return w.fd.deviceBind({ rid, pasid_width: pasidWidth, caps });

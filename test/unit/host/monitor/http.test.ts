@@ -112,6 +112,8 @@ describe('dashboard start-up rules', () => {
     expect(await startCode({ port: -1 })).toBe('EINVAL');
     expect(await startCode({ token: 'short' })).toBe('EINVAL');
     expect(await startCode({ summaryIntervalMs: 1 })).toBe('EINVAL');
+    expect(await startCode({ chartIntervalMs: 5 })).toBe('EINVAL');
+    expect(await startCode({ chartIntervalMs: 1.5 })).toBe('EINVAL');
     expect(await startCode({ maxEventsPerBatch: 0 })).toBe('EINVAL');
   });
 

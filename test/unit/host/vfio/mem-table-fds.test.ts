@@ -13,19 +13,10 @@ import { FrontendMessages } from '../../../../vhost/messages/catalogue.js';
 import { encodePayload } from '../../../../vhost/messages/codec.js';
 import type { MemoryRegion } from '../../../../vhost/messages/handshake.js';
 import { Seal, addSeals, closeFd, fstat, loadError, mappingCount, memfdCreate, nativeAvailable, openNoFollow } from '../../../../src/native/native.js';
-import { isVsvaError } from '../../../../src/errors.js';
+import { errorCodeOf } from '../../../support/error-code.js';
 
 const MiB = 1024 * 1024;
 const region = (gpa: bigint, size: bigint, off = 0n): MemoryRegion => ({ guest_phys_addr: gpa, memory_size: size, userspace_addr: 0n, mmap_offset: off, path: '' });
-
-function code(fn: () => unknown): string {
-  try {
-    fn();
-    return 'ok';
-  } catch (e) {
-    return isVsvaError(e) ? e.code : String(e);
-  }
-}
 
 /** Whether fd is open in this process. */
 function open(fd: number): boolean {
@@ -35,11 +26,11 @@ function open(fd: number): boolean {
 describe('SET_MEM_TABLE codec: the two forms', () => {
   const codec = FrontendMessages.SET_MEM_TABLE.request;
   it('the path form needs a path in every region; the fd form one descriptor per region', () => {
-    expect(code(() => encodePayload(codec, { regions: [region(0n, 4096n)] }))).toBe('EINVAL');
-    expect(code(() => encodePayload(codec, { regions: [region(0n, 4096n)], fds: [3, 4] }))).toBe('EINVAL');
-    expect(code(() => encodePayload(codec, { regions: [region(0n, 4096n)], fds: [3] }))).toBe('ok');
+    expect(errorCodeOf(() => encodePayload(codec, { regions: [region(0n, 4096n)] }))).toBe('EINVAL');
+    expect(errorCodeOf(() => encodePayload(codec, { regions: [region(0n, 4096n)], fds: [3, 4] }))).toBe('EINVAL');
+    expect(errorCodeOf(() => encodePayload(codec, { regions: [region(0n, 4096n)], fds: [3] }))).toBe('ok');
     // Decoding cannot know whether descriptors came: an empty path decodes, the host checks it.
-    expect(code(() => codec.decode(encodePayload(codec, { regions: [region(0n, 4096n)], fds: [3] })))).toBe('ok');
+    expect(errorCodeOf(() => codec.decode(encodePayload(codec, { regions: [region(0n, 4096n)], fds: [3] })))).toBe('ok');
   });
   it('SET_MEM_TABLE is the message that carries descriptors', () => {
     expect(FrontendMessages.SET_MEM_TABLE.fds).toBe(true);
@@ -65,7 +56,7 @@ describe.skipIf(!nativeAvailable())(`MemTableMap fd form${nativeAvailable() ? ''
     const fd = memfd(2 * MiB);
     const second = fs.openSync(`/proc/self/fd/${fd}`, 'r+'); // the same file, as SCM_RIGHTS delivers it twice
     const maps = mappingCount();
-    expect(code(() => t.replace({ regions: [region(0n, BigInt(MiB)), region(0x4000_0000_0000n, BigInt(MiB), BigInt(MiB))], fds: [fd, fd] }))).toBe('EINVAL');
+    expect(errorCodeOf(() => t.replace({ regions: [region(0n, BigInt(MiB)), region(0x4000_0000_0000n, BigInt(MiB), BigInt(MiB))], fds: [fd, fd] }))).toBe('EINVAL');
     expect(open(fd)).toBe(false); // refused tables close what they were given
     made.length = 0;
     const fd2 = memfd(2 * MiB);
@@ -121,7 +112,7 @@ describe.skipIf(!nativeAvailable())(`MemTableMap fd form${nativeAvailable() ? ''
     const maps = mappingCount();
     for (const [what, make, want] of cases) {
       const table = make();
-      expect(`${what}: ${code(() => t.replace(table))}`).toBe(`${what}: ${want}`);
+      expect(`${what}: ${errorCodeOf(() => t.replace(table))}`).toBe(`${what}: ${want}`);
       for (const fd of table.fds) expect(open(fd)).toBe(false);
       expect(mappingCount()).toBe(maps);
       expect(t.list.length).toBe(1);
@@ -148,7 +139,7 @@ describe.skipIf(!nativeAvailable())(`MemTableMap fd form${nativeAvailable() ? ''
     expect(fstat(dup).ino).toBe(fstat(fd).ino);
     expect(a.same({ regions: [region(0n, BigInt(MiB))], fds: [dup] })).toBe(true);
     const dup2 = fs.openSync(`/proc/self/fd/${fd}`, 'r+');
-    expect(code(() => b.replace({ regions: [region(0n, BigInt(MiB))], fds: [dup2] }))).toBe('EACCES');
+    expect(errorCodeOf(() => b.replace({ regions: [region(0n, BigInt(MiB))], fds: [dup2] }))).toBe('EACCES');
     expect(open(dup2)).toBe(false);
     a.clear();
     made.splice(made.indexOf(fd), 1);
