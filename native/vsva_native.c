@@ -244,6 +244,22 @@ static napi_value js_fstat(napi_env env, napi_callback_info info) {
   return o;
 }
 
+/* peerCredentials(sockfd) -> { pid, uid, gid } of the process that connected a Unix socket,
+ * as the kernel recorded it at connect(2): getsockopt(SO_PEERCRED), unix(7). */
+static napi_value js_peer_credentials(napi_env env, napi_callback_info info) {
+  napi_value argv[1], o;
+  int fd;
+  struct ucred cred;
+  socklen_t len = sizeof cred;
+  if (!get_args(env, info, 1, argv, NULL) || !arg_fd(env, argv[0], "fd", &fd)) return NULL;
+  if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) return throw_errno(env, errno, "getsockopt(SO_PEERCRED)");
+  NAPI(napi_create_object(env, &o));
+  set_prop(env, o, "pid", make_int(env, cred.pid));
+  set_prop(env, o, "uid", make_int(env, cred.uid));
+  set_prop(env, o, "gid", make_int(env, cred.gid));
+  return o;
+}
+
 /* getSeals(fd) -> F_SEAL_* mask (EINVAL for files that cannot be sealed, e.g. not a memfd). */
 static napi_value js_get_seals(napi_env env, napi_callback_info info) {
   napi_value argv[1];
@@ -651,6 +667,7 @@ static napi_value js_stop_reader(napi_env env, napi_callback_info info) {
 NAPI_MODULE_INIT() {
   static const struct { const char *name; napi_callback fn; } fns[] = {
     { "memfdCreate", js_memfd_create }, { "openNoFollow", js_open_no_follow }, { "fstat", js_fstat },
+    { "peerCredentials", js_peer_credentials },
     { "getSeals", js_get_seals }, { "addSeals", js_add_seals }, { "close", js_close },
     { "mmap", js_mmap }, { "munmap", js_munmap }, { "mappingCount", js_mapping_count },
     { "sendFds", js_send_fds }, { "startReader", js_start_reader }, { "stopReader", js_stop_reader },

@@ -86,6 +86,7 @@ export const MAX_FDS = 253;
 interface Addon {
   memfdCreate(name: string, size: number | bigint): number;
   openNoFollow(dirfd: number, path: string, writable: boolean): number;
+  peerCredentials(sockfd: number): PeerCredentials;
   fstat(fd: number): NativeStat;
   getSeals(fd: number): number;
   addSeals(fd: number, seals: number): void;
@@ -168,6 +169,18 @@ export function openNoFollow(dirfd: number, filePath: string, writable: boolean)
 
 export function fstat(fd: number): NativeStat {
   return need().fstat(fd);
+}
+
+/** Credentials of a Unix socket's peer. */
+export interface PeerCredentials {
+  readonly pid: number;
+  readonly uid: number;
+  readonly gid: number;
+}
+
+/** getsockopt(SO_PEERCRED) on a connected Unix socket's fd (unix(7)): who connected. */
+export function peerCredentials(sockfd: number): PeerCredentials {
+  return need().peerCredentials(sockfd);
 }
 
 /** F_GET_SEALS mask (see `Seal`); EINVAL for files that cannot carry seals. */
