@@ -8,9 +8,10 @@
  *
  * Each attempt opens a new client and runs the VM's `establish(client)` on it: the handshake,
  * VM_SETUP with the session token (the host resumes the VM: its state is intact), or — when
- * the host no longer knows the token (it restarted, or the grace period expired) — a fresh
- * VM_SETUP, the re-announcement of memory, devices and domain 0, and the vIOMMU model's replay
- * of its shadows. Only when `establish` succeeds does the link turn `up` again; the requests
+ * the host no longer has the VM — the VM set up afresh: by that same VM_SETUP when a restarted
+ * host kept the VM's name for its token (docs/reliability.md §2.4), else by a fresh VM_SETUP
+ * after ENOENT; then the re-announcement of memory, devices and domain 0, and the vIOMMU
+ * model's replay of its shadows. Only when `establish` succeeds does the link turn `up` again; the requests
  * the model issued meanwhile are held and then sent, so they reach a host that already has the
  * replayed state. `establish` talks to the new client directly, never through the link.
  *
@@ -70,14 +71,21 @@ export const DEFAULT_RECONNECT_POLICY: Required<ReconnectPolicy> = {
  *   to the domain (and PGTT) already attached, DMA_MAP of an identical mapping — success;
  * - removals made idempotent here: UNBIND_GPASID, DETACH, DOMAIN_FREE and a one-PASID
  *   PASID_FREE whose retry finds nothing (ENOENT) count as done.
+ * iommufd (docs/protocol.md §13): GET_HW_INFO, IOAS_IOVA_RANGES and HWPT_INVALIDATE are
+ * naturally idempotent; DEVICE_ATTACH / DEVICE_REPLACE to what is attached already succeed
+ * (drivers/iommu/iommufd/device.c: the same HWPT again); DEVICE_DETACH and DESTROY whose retry
+ * finds nothing (ENOENT) count as done. Allocations (IOAS_ALLOC, HWPT_ALLOC, DEVICE_BIND) are
+ * not sent again; what a lost one left behind is destroyed by the VM's reconciliation.
  */
 export const IDEMPOTENT_ON_RETRY: ReadonlySet<FrontendRequestName> = new Set<FrontendRequestName>([
   'SET_MEM_TABLE', 'DEVICE_CONFIG', 'CACHE_INVALIDATE', 'GET_NESTING_INFO', 'GET_STATE', 'DMA_UNMAP',
   'BIND_GPASID', 'ATTACH', 'DMA_MAP', 'UNBIND_GPASID', 'DETACH', 'DOMAIN_FREE', 'PASID_FREE',
+  'IOMMUFD_GET_HW_INFO', 'IOMMUFD_IOAS_IOVA_RANGES', 'IOMMUFD_HWPT_INVALIDATE', 'IOMMUFD_DEVICE_ATTACH', 'IOMMUFD_DEVICE_REPLACE',
+  'IOMMUFD_DEVICE_DETACH', 'IOMMUFD_DESTROY',
 ]);
 
 /** Removals whose retry may find their object already gone (ENOENT): that is success. */
-const GONE_IS_DONE: ReadonlySet<FrontendRequestName> = new Set<FrontendRequestName>(['UNBIND_GPASID', 'DETACH', 'DOMAIN_FREE', 'PASID_FREE']);
+const GONE_IS_DONE: ReadonlySet<FrontendRequestName> = new Set<FrontendRequestName>(['UNBIND_GPASID', 'DETACH', 'DOMAIN_FREE', 'PASID_FREE', 'IOMMUFD_DEVICE_DETACH', 'IOMMUFD_DESTROY']);
 
 /** What the link tells its owner about each reconnect. */
 export interface ReconnectEvent {
@@ -131,6 +139,16 @@ export class HostLink {
   ) {
     this.policy = { ...DEFAULT_RECONNECT_POLICY, ...(opts.policy ?? {}) };
     if (!Number.isSafeInteger(this.policy.maxQueued) || this.policy.maxQueued < 0) fail('EINVAL', `reconnect policy: maxQueued must be a non-negative integer (got ${this.policy.maxQueued})`);
+    // Every wait between attempts is a real, capped timer: a delay that is not a finite number
+    // ≥ 0 would turn the backoff into a 1 ms retry loop (or no cap at all).
+    for (const key of ['initialDelayMs', 'maxDelayMs'] as const) {
+      const v = this.policy[key];
+      if (typeof v !== 'number' || !Number.isFinite(v) || v < 0) fail('EINVAL', `reconnect policy: ${key} must be a finite number ≥ 0 (got ${String(v)})`);
+    }
+    for (const key of ['giveUpAfterMs', 'outageWaitMs'] as const) {
+      const v = this.policy[key];
+      if (typeof v !== 'number' || Number.isNaN(v) || v < 0) fail('EINVAL', `reconnect policy: ${key} must be a number ≥ 0 (got ${String(v)})`);
+    }
     this.client = first;
     this.watch(first);
   }
@@ -175,7 +193,9 @@ export class HostLink {
           this.waiters = this.waiters.filter((x) => x !== w);
           reject(new VsvaError('ENOTCONN', `the host has been unreachable for ${Date.now() - this.downSince} ms (reconnecting; waited ${timeoutMs} ms)`));
         }, timeoutMs);
-        w.timer.unref?.();
+        // Ref'd: a request waiting for the host keeps the process alive (at most outageWaitMs),
+        // and with it the reconnect loop's unref'd backoff timers — else a guest process whose
+        // only work is that request would exit (code 13, unsettled await) during a host restart.
       }
       this.waiters.push(w);
     });
@@ -256,7 +276,8 @@ export class HostLink {
   }
 
   private async reconnectLoop(): Promise<void> {
-    let delay = this.policy.initialDelayMs;
+    // Capped from the first attempt on: maxDelayMs bounds every wait, initialDelayMs included.
+    let delay = Math.min(this.policy.initialDelayMs, this.policy.maxDelayMs);
     let attempt = 0;
     for (;;) {
       await sleep(jitter(delay));

@@ -8,6 +8,7 @@ import type { TraceBus } from '../src/trace/bus.js';
 import type { DeviceKind } from '../src/api/types.js';
 import type { FrontendClient, BackendEvent } from '../vhost/roles/frontend.js';
 import type { GuestRam } from './memory/guest-ram.js';
+import type { HostUapi } from './uapi/host-uapi.js';
 
 /** An assigned device as the VM announced it to the host (DEVICE_ADD). */
 export interface GuestDevice {
@@ -64,6 +65,11 @@ export interface GuestContext {
   readonly trace: TraceBus;
   /** PASID quota of the VM's IOASID set on the host. */
   readonly pasidQuota: number;
+  /**
+   * The VM's host uAPI (guest/uapi/): what the model's host requests go through. Absent (unit
+   * tests with a bare client): the VFIO SVA uAPI over `client`.
+   */
+  readonly uapi?: HostUapi;
 }
 
 export interface ViommuModel {

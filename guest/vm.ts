@@ -7,25 +7,30 @@
  * token), SET_MEM_TABLE (RAM's memfd as a descriptor, or the RAM file's path, plus the DMA
  * staging area with mapped RAM), DEVICE_ADD per assigned device, and a DMA_MAP of all
  * guest RAM into domain 0 (the VM's GPA domain, the second level every nested bind sits on).
+ * That is the VFIO SVA uAPI; a VM of the iommufd uAPI (`uapi: 'iommufd'`: VSVA_IOMMUFD
+ * negotiated, UAPI_IOMMUFD at VM_SETUP) brings up an IOAS with guest RAM, DEVICE_BIND per device
+ * and a nest-parent HWPT instead (guest/uapi/iommufd.ts, docs/protocol.md §13.12).
  *
  * Reconnect (guest/reconnect.ts, docs/reliability.md): the VM talks to the host through a
  * HostLink. When the connection is lost the link reconnects with backoff and calls
  * `establish`: VM_SETUP with the session token resumes the VM (the host kept its state for the
  * grace period; the VM then reconciles what requests in flight may have left behind); when the
- * host no longer knows the token (it restarted, or the grace period expired) the VM is set up
- * afresh, re-announces memory, devices and domain 0, and the vIOMMU model replays its shadows.
+ * host no longer has the VM — a restarted host that kept its name for the token sets it up
+ * afresh on that VM_SETUP (docs/reliability.md §2.4), else ENOENT and a fresh VM_SETUP — the VM
+ * re-announces memory, devices and domain 0, and the vIOMMU model replays its shadows.
  */
 import { randomUUID } from 'node:crypto';
 import { childLogger, type Logger } from '../src/log.js';
 import { fail, isVsvaError, VsvaError } from '../src/errors.js';
 import { TraceBus } from '../src/trace/bus.js';
 import { parseBdf } from '../src/pci.js';
-import type { DeviceSpec, DmaRequest, DmaResult, GuestHandle } from '../src/api/types.js';
+import type { DeviceSpec, DmaRequest, DmaResult, GuestHandle, IommufdObjectsSnapshot } from '../src/api/types.js';
 import { FrontendClient } from '../vhost/roles/frontend.js';
-import { DeviceCap, DeviceKind } from '../vhost/messages/device.js';
-import { VM_SETUP_REPLY_RESUMED, VmViommu } from '../vhost/messages/vm.js';
+import { DeviceCap } from '../vhost/messages/device.js';
+import { VM_SETUP_REPLY_RESUMED, VM_SETUP_UAPI_IOMMUFD, VmViommu } from '../vhost/messages/vm.js';
+import { ProtocolFeature } from '../vhost/wire/features.js';
+import { DEFAULT_PROTOCOL_FEATURES } from '../vhost/roles/frontend.js';
 import { DeviceDmaFlag, DeviceDmaOp, DeviceDmaStatus, DEVICE_DMA_MAX_LENGTH, type DeviceDmaReply } from '../vhost/messages/device-dma.js';
-import { DmaMapFlag } from '../vhost/messages/dma.js';
 import type { Transport } from '../vhost/transport/transport.js';
 import { GuestRam } from './memory/guest-ram.js';
 import { DMA_STAGING_BYTES, DMA_STAGING_GPA, DmaStaging } from './memory/dma-staging.js';
@@ -35,6 +40,7 @@ import { SerialQueue } from './serial-queue.js';
 import { DmaFaultSync } from './dma-fault-sync.js';
 import { HostLink, type ReconnectPolicy } from './reconnect.js';
 import type { GuestContext, GuestDevice, HostCalls, ReplayReport, ViommuFactory, ViommuModel } from './viommu.js';
+import { createHostUapi, type HostUapi, type UapiKind } from './uapi/index.js';
 
 export interface GuestVmOptions {
   /** The host's socket path (or `connect` for an in-memory transport). */
@@ -51,6 +57,14 @@ export interface GuestVmOptions {
    * buffer.
    */
   ramBacking?: 'file' | 'inproc';
+  /**
+   * Create guest RAM as a file in this directory (a memory filesystem such as /dev/shm)
+   * instead of a memfd. It is passed as a descriptor when the connection
+   * carries them, else by path (the host must allow DIR: `vsva host --allow-memory-paths`). Its
+   * name is removed as soon as both halves hold it. Default for file RAM: $VSVA_MEM_DIR, else
+   * /dev/shm, else the OS temp dir.
+   */
+  memoryPath?: string;
   /** Map guest RAM (default when the native addon loaded) or use positioned I/O. */
   memoryBackend?: MemoryBackend;
   /** Per-request timeout towards the host, ms. */
@@ -58,6 +72,8 @@ export interface GuestVmOptions {
   trace?: TraceBus;
   /** Reconnect after a lost connection (default: on, DEFAULT_RECONNECT_POLICY). */
   reconnect?: ReconnectPolicy;
+  /** The host uAPI the VM uses (docs/protocol.md §13.12), default 'vfio-sva'. */
+  uapi?: UapiKind;
 }
 
 /** What the VM did at its last reconnect. */
@@ -66,7 +82,7 @@ export interface ReconnectRecord {
   resumed: boolean;
   /** Fresh set-up: what the model replayed. */
   replay: ReplayReport | null;
-  /** Resume: host PASIDs and domains the VM did not know of, freed by the reconciliation. */
+  /** Resume: host PASIDs and domains (iommufd: IOAS / HWPT IDs) the VM did not know of, freed by the reconciliation. */
   reconciled: { pasids: number[]; domains: number[] } | null;
 }
 
@@ -90,9 +106,13 @@ export class GuestVm implements GuestHandle {
   /** The last reconnect's outcome (null before any). */
   lastReconnect: ReconnectRecord | null = null;
   private model!: ViommuModel;
+  /** The host uAPI the model's requests go through (guest/uapi/). */
+  readonly uapi: HostUapi;
   private readonly queue = new SerialQueue();
   /** A faulted dma() resolves once the model has processed its FAULT (guest/dma-fault-sync.ts). */
   private readonly faultSync = new DmaFaultSync();
+  /** device() by the address string the caller used. */
+  private readonly deviceByBdf = new Map<string, GuestDevice>();
   private closed = false;
   private readonly viommuKind: 'vtd' | 'virtio';
   /** SET_MEM_TABLE passes RAM's descriptor (fd form) rather than its path. */
@@ -104,6 +124,8 @@ export class GuestVm implements GuestHandle {
     this.name = name;
     this.ram = ram;
     this.ramFdForm = ram.fd !== undefined && client.conn.transport.carriesFds === true;
+    // The fd form never needs the file's name: the host gets the descriptor.
+    if (this.ramFdForm) ram.releaseName();
     this.staging = ram.staging !== undefined ? new DmaStaging(ram.staging) : undefined;
     this.viommuKind = opts.viommu;
     this.link = new HostLink(client, {
@@ -112,6 +134,7 @@ export class GuestVm implements GuestHandle {
       log: childLogger('guest-link', { vm: name }),
       ...(opts.reconnect ? { policy: opts.reconnect } : {}),
     });
+    this.uapi = createHostUapi(opts.uapi ?? 'vfio-sva', this.link);
     this.devices = devices;
     this.pasidQuota = pasidQuota;
     this.trace = trace;
@@ -137,18 +160,18 @@ export class GuestVm implements GuestHandle {
     const client = await FrontendClient.connect({ path: opts.socket, connect: opts.connect, timeoutMs: opts.timeoutMs });
     let ram: GuestRam;
     try {
-      ram = createRam(memory, opts.ramBacking, backend, client.conn.transport.carriesFds === true);
+      ram = createRam(memory, opts.ramBacking, backend, client.conn.transport.carriesFds === true, opts.memoryPath);
     } catch (e) {
       client.close();
       throw e;
     }
     const vm = new GuestVm(name, ram, client, devices, quota, opts.trace ?? new TraceBus(), opts);
     try {
-      await client.handshake();
+      await vm.handshake(client);
       await vm.freshSetup(client);
       vm.model = await factory(vm.context());
       client.onBackendMessage(vm.backendHandler);
-      vm.trace.emit({ kind: 'vm', side: 'guest', vm: name, name: 'VM up', args: { viommu: opts.viommu, memory, devices: devices.length } });
+      vm.trace.emit({ kind: 'vm', side: 'guest', vm: name, name: 'VM up', args: { viommu: opts.viommu, uapi: vm.uapi.kind, memory, devices: devices.length } });
       return vm;
     } catch (e) {
       vm.link.close();
@@ -160,8 +183,10 @@ export class GuestVm implements GuestHandle {
   /** Back-end messages go to the model, serialised with the guest's register accesses. */
   private readonly backendHandler = (ev: Parameters<ViommuModel['onBackendMessage']>[0]): Promise<void> =>
     this.queue.run(async () => {
-      await this.model.onBackendMessage(ev);
-      this.faultSync.processed(ev);
+      // iommufd's IOMMUFD_FAULT reaches the model as the PAGE_REQUEST it reports.
+      const e = this.uapi.backendEvent(ev);
+      await this.model.onBackendMessage(e);
+      this.faultSync.processed(e);
     });
 
   /**
@@ -179,13 +204,38 @@ export class GuestVm implements GuestHandle {
     return this.ramFdForm ? { regions, fds: regions.map(() => ram.fd!) } : { regions };
   }
 
-  /** SET_MEM_TABLE, DEVICE_ADD per device, and all of guest RAM mapped in domain 0. */
+  /**
+   * SET_MEM_TABLE, then the devices and all of guest RAM in the GPA domain, in the VM's uAPI
+   * (VFIO SVA: DEVICE_ADD per device and a DMA_MAP of domain 0; iommufd: IOAS, DEVICE_BIND,
+   * GET_HW_INFO, the nest-parent HWPT — guest/uapi/).
+   */
   private async announce(c: HostCalls): Promise<void> {
-    await c.call('SET_MEM_TABLE', this.memTable());
-    for (const d of this.devices) {
-      await c.call('DEVICE_ADD', { rid: d.rid, kind: d.kind === 'adi' ? DeviceKind.ADI : DeviceKind.PF, pasid_width: d.pasidWidth, caps: d.caps });
+    // Path form: the file's name lasts only until the host opened it; a host that has not
+    // (restarted, or the VM is set up afresh) gets a new name with the same bytes.
+    const pathForm = !this.ramFdForm && this.ram.backing.kind === 'file';
+    if (pathForm && !this.ram.named) this.ram.relink();
+    try {
+      await c.call('SET_MEM_TABLE', this.memTable());
+    } catch (e) {
+      if (pathForm && isVsvaError(e, 'EPERM')) {
+        throw e.withContext(`the host takes guest RAM by path only from a directory it allows: start it with --allow-memory-paths DIR and this guest with --memory-path DIR (RAM is in ${this.ram.path})`);
+      }
+      throw e;
     }
-    await c.call('DMA_MAP', { domain: 0, flags: DmaMapFlag.READ | DmaMapFlag.WRITE, iova: 0n, gpa: 0n, size: BigInt(this.ram.size) });
+    if (pathForm) this.ram.releaseName();
+    await this.uapi.via(c).announce(this.devices, this.ram.size);
+  }
+
+  /** The handshake; an iommufd VM also needs the VSVA_IOMMUFD protocol feature (docs/protocol.md §13). */
+  private async handshake(c: FrontendClient): Promise<void> {
+    if (this.uapi.kind !== 'iommufd') {
+      await c.handshake();
+      return;
+    }
+    await c.handshake({
+      want: DEFAULT_PROTOCOL_FEATURES | ProtocolFeature.VSVA_IOMMUFD,
+      require: ProtocolFeature.REPLY_ACK | ProtocolFeature.BACKEND_REQ | ProtocolFeature.VSVA | ProtocolFeature.VSVA_IOMMUFD,
+    });
   }
 
   /**
@@ -197,8 +247,9 @@ export class GuestVm implements GuestHandle {
    */
   private async establish(c: FrontendClient): Promise<void> {
     c.onBackendMessage(this.backendHandler);
-    await c.handshake();
+    await this.handshake(c);
     const token = this.sessionToken;
+    let reclaimed = false;
     if (token.some((b) => b !== 0)) {
       try {
         const setup = await c.setupVm({ name: this.name, pasid_quota: this.pasidQuota, flags: this.viommuFlags, session_token: token });
@@ -210,13 +261,17 @@ export class GuestVm implements GuestHandle {
           this.trace.emit({ kind: 'vm', side: 'guest', vm: this.name, name: 'VM resumed', args: { freedPasids: reconciled?.pasids.length ?? 0 } });
           return;
         }
+        // A restarted host gave the VM its reserved name back for its token (docs/reliability.md
+        // "Host restart"): set up afresh on this very VM_SETUP — announce, then replay.
+        reclaimed = true;
       } catch (e) {
         if (!isVsvaError(e, 'ENOENT')) throw e;
         this.log.info('the host does not know this VM (restarted, or grace period over): setting it up again');
       }
     }
     try {
-      await this.freshSetup(c);
+      if (reclaimed) await this.announce(c);
+      else await this.freshSetup(c);
       const replay = (await this.model?.replay?.(c)) ?? null;
       this.lastReconnect = { resumed: false, replay, reconciled: null };
       if (replay && replay.failures.length > 0) this.log.error({ failures: replay.failures }, 'replay could not restore everything');
@@ -227,8 +282,9 @@ export class GuestVm implements GuestHandle {
     }
   }
 
+  /** VM_SETUP flags: the vIOMMU kind, and UAPI_IOMMUFD for an iommufd VM. */
   private get viommuFlags(): number {
-    return this.viommuKind === 'vtd' ? VmViommu.VTD : VmViommu.VIRTIO;
+    return (this.viommuKind === 'vtd' ? VmViommu.VTD : VmViommu.VIRTIO) | (this.uapi.kind === 'iommufd' ? VM_SETUP_UAPI_IOMMUFD : 0);
   }
 
   /** VM_SETUP with a zero token on a connection whose handshake is done, then the announcement. */
@@ -253,7 +309,7 @@ export class GuestVm implements GuestHandle {
     const known = this.model?.hostResources?.();
     if (!known) return null;
     const { json } = await c.call('GET_STATE');
-    const snap = JSON.parse(json) as { vms: { name: string; pasids: { hpasid: number; state: string }[]; domains?: { id: number; rids: string[] }[] }[] };
+    const snap = JSON.parse(json) as { vms: { name: string; pasids: { hpasid: number; state: string }[]; domains?: { id: number; rids: string[] }[]; iommufd?: IommufdObjectsSnapshot }[] };
     const me = snap.vms.find((v) => v.name === this.name);
     const out = { pasids: [] as number[], domains: [] as number[] };
     if (!me) return out;
@@ -275,6 +331,24 @@ export class GuestVm implements GuestHandle {
         this.log.warn({ err: e, domain: d.id }, 'reconcile: freeing an unknown host domain failed');
       }
     }
+    // iommufd: HWPTs and IOASes of an allocation whose reply was lost (nested before paging before IOAS).
+    const held = this.uapi.hostObjects();
+    if (held !== null && me.iommufd !== undefined) {
+      const fd = me.iommufd;
+      const orphans = [
+        ...fd.hwpts.filter((h) => h.kind === 'nested' && !held.has(h.id)),
+        ...fd.hwpts.filter((h) => h.kind === 'paging' && !h.auto && !held.has(h.id)),
+        ...fd.ioas.filter((i) => !held.has(i.id)),
+      ];
+      for (const o of orphans) {
+        try {
+          await c.call('IOMMUFD_DESTROY', { id: o.id });
+          out.domains.push(o.id);
+        } catch (e) {
+          this.log.warn({ err: e, id: o.id }, 'reconcile: destroying an unknown iommufd object failed');
+        }
+      }
+    }
     if (out.pasids.length + out.domains.length > 0) this.log.warn(out, 'reconcile: freed host resources left by requests in flight at the drop');
     return out;
   }
@@ -285,7 +359,7 @@ export class GuestVm implements GuestHandle {
   }
 
   context(): GuestContext {
-    return { name: this.name, ram: this.ram, client: this.link, devices: this.devices, log: this.log, trace: this.trace, pasidQuota: this.pasidQuota };
+    return { name: this.name, ram: this.ram, client: this.link, devices: this.devices, log: this.log, trace: this.trace, pasidQuota: this.pasidQuota, uapi: this.uapi };
   }
 
   get viommu(): ViommuModel {
@@ -293,9 +367,13 @@ export class GuestVm implements GuestHandle {
   }
 
   device(bdf: string): GuestDevice {
+    // Every dma() names its device: the address string is parsed once (the device list is fixed).
+    const known = this.deviceByBdf.get(bdf);
+    if (known !== undefined) return known;
     const rid = parseBdf(bdf);
     const d = this.devices.find((x) => x.rid === rid);
     if (!d) fail('ENODEV', `VM '${this.name}' has no device at ${bdf}`);
+    this.deviceByBdf.set(bdf, d);
     return d;
   }
 
@@ -363,35 +441,33 @@ export class GuestVm implements GuestHandle {
     if (req.privileged) flags |= DeviceDmaFlag.PRIV;
     if (req.execute) flags |= DeviceDmaFlag.EXEC;
     const mark = this.faultSync.mark(dev.rid);
-    const { reply, data } = await this.deviceDma(dev.rid, write ? DeviceDmaOp.WRITE : DeviceDmaOp.READ, flags, pasid, BigInt.asUintN(64, req.addr), length, req.data);
+    const op = write ? DeviceDmaOp.WRITE : DeviceDmaOp.READ;
+    const addr = BigInt.asUintN(64, req.addr);
+    // With mapped RAM the data goes through the staging slot the host maps
+    // (guest/memory/dma-staging.ts), not through the socket: a write's bytes are put there first,
+    // a read's bytes are copied out after the reply. When the slot is busy (concurrent DMAs) or
+    // RAM is not mapped, the bytes travel in the messages.
+    const slot = this.staging?.acquire();
+    let reply: DeviceDmaReply;
+    let data: Uint8Array | undefined;
+    if (slot === undefined) {
+      reply = await this.link.call('DEVICE_DMA', { rid: dev.rid, op, flags, pasid, addr, length, data: req.data });
+      data = reply.data;
+    } else {
+      try {
+        if (write) slot.set(req.data!);
+        reply = await this.link.call('DEVICE_DMA', { rid: dev.rid, op, flags: flags | DeviceDmaFlag.STAGED, pasid, addr, length, staging_gpa: DMA_STAGING_GPA });
+        if (reply.status === DeviceDmaStatus.OK && !write) data = Uint8Array.prototype.slice.call(slot, 0, reply.staged_length ?? 0);
+      } finally {
+        this.staging!.release();
+      }
+    }
     if (reply.status === DeviceDmaStatus.OK) return write ? { ok: true } : { ok: true, data: data ?? new Uint8Array(0) };
     await this.faultSync.settle(dev.rid, mark, reply);
     const reason = this.model.dmaFaultReason?.(dev.rid, req.pasid, reply.reason, reply.fault_addr) ?? reply.reason;
     const fault: { reason: number; addr: bigint; pasid?: number } = { reason, addr: reply.fault_addr };
     if (hasPasid) fault.pasid = req.pasid!;
     return { ok: false, fault };
-  }
-
-  /**
-   * One DEVICE_DMA. With mapped RAM the data goes through the staging slot the host maps
-   * (guest/memory/dma-staging.ts), not through the socket: a write's bytes are put there first,
-   * a read's bytes are copied out after the reply. When the slot is busy (concurrent DMAs) or
-   * RAM is not mapped, the bytes travel in the messages. Returns the reply and a read's bytes.
-   */
-  private async deviceDma(rid: number, op: number, flags: number, pasid: number, addr: bigint, length: number, write: Uint8Array | undefined): Promise<{ reply: DeviceDmaReply; data: Uint8Array | undefined }> {
-    const slot = this.staging?.acquire();
-    if (slot === undefined) {
-      const reply = await this.link.call('DEVICE_DMA', { rid, op, flags, pasid, addr, length, data: write });
-      return { reply, data: reply.data };
-    }
-    try {
-      if (write !== undefined) slot.set(write);
-      const reply = await this.link.call('DEVICE_DMA', { rid, op, flags: flags | DeviceDmaFlag.STAGED, pasid, addr, length, staging_gpa: DMA_STAGING_GPA });
-      const got = reply.status === DeviceDmaStatus.OK && write === undefined ? Uint8Array.prototype.slice.call(slot, 0, reply.staged_length ?? 0) : undefined;
-      return { reply, data: got };
-    } finally {
-      this.staging!.release();
-    }
   }
 
   async close(): Promise<void> {
@@ -412,14 +488,15 @@ const ZERO_TOKEN = new Uint8Array(16);
 
 /**
  * Guest RAM for a backend: in-process; a file with positioned I/O ('pread'); or mapped — a
- * sealed memfd when the connection passes descriptors (unless a file was asked for), else a
- * mapped file — with the DMA staging area after it.
+ * sealed memfd when the connection passes descriptors (unless a file or a memory path `dir`
+ * was asked for), else a mapped file — with the DMA staging area after it.
  */
-function createRam(size: number, backing: 'file' | 'inproc' | undefined, backend: MemoryBackend, passesFds: boolean): GuestRam {
+function createRam(size: number, backing: 'file' | 'inproc' | undefined, backend: MemoryBackend, passesFds: boolean, dir: string | undefined): GuestRam {
   if (backing === 'inproc') return GuestRam.create(size, { backing: 'inproc' });
-  if (backend === 'pread') return GuestRam.create(size, { backing: 'file' });
-  const kind = backing === undefined && passesFds ? 'memfd' : 'file';
-  return GuestRam.create(size, { backing: kind, access: 'mapped', stagingBytes: DMA_STAGING_BYTES });
+  const where = dir !== undefined ? { dir } : {};
+  if (backend === 'pread') return GuestRam.create(size, { backing: 'file', ...where });
+  const kind = backing === undefined && dir === undefined && passesFds ? 'memfd' : 'file';
+  return GuestRam.create(size, { backing: kind, access: 'mapped', stagingBytes: DMA_STAGING_BYTES, ...where });
 }
 
 /** A register value as the guest's 32-bit read returns it. */

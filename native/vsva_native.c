@@ -199,9 +199,22 @@ static napi_value js_open_no_follow(napi_env env, napi_callback_info info) {
   bool writable;
   if (!get_args(env, info, 3, argv, NULL) || !arg_int(env, argv[0], "dirfd", -1, INT_MAX, &dirfd) ||
       !arg_string(env, argv[1], "path", path, sizeof path) || !arg_bool(env, argv[2], "writable", &writable)) return NULL;
-  int flags = (writable ? O_RDWR : O_RDONLY) | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY;
+  /* O_NONBLOCK: opening a FIFO never waits for a peer (fifo(7)); no effect on regular files. */
+  int flags = (writable ? O_RDWR : O_RDONLY) | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY | O_NONBLOCK;
   int fd = openat(dirfd < 0 ? AT_FDCWD : (int)dirfd, path, flags);
   if (fd < 0) return throw_errno(env, errno, "openat");
+  return make_int(env, fd);
+}
+
+/* openDirectory(path) -> fd: open(path, O_DIRECTORY | O_RDONLY | O_CLOEXEC), a handle later
+ * openat(2) calls resolve names against — the directory itself, whatever its path becomes
+ * (renamed, or replaced by a symbolic link) after this call. ENOTDIR when it is not one. */
+static napi_value js_open_directory(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  char path[PATH_MAX];
+  if (!get_args(env, info, 1, argv, NULL) || !arg_string(env, argv[0], "path", path, sizeof path)) return NULL;
+  int fd = open(path, O_DIRECTORY | O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return throw_errno(env, errno, "open");
   return make_int(env, fd);
 }
 
@@ -666,7 +679,7 @@ static napi_value js_stop_reader(napi_env env, napi_callback_info info) {
 
 NAPI_MODULE_INIT() {
   static const struct { const char *name; napi_callback fn; } fns[] = {
-    { "memfdCreate", js_memfd_create }, { "openNoFollow", js_open_no_follow }, { "fstat", js_fstat },
+    { "memfdCreate", js_memfd_create }, { "openNoFollow", js_open_no_follow }, { "openDirectory", js_open_directory }, { "fstat", js_fstat },
     { "peerCredentials", js_peer_credentials },
     { "getSeals", js_get_seals }, { "addSeals", js_add_seals }, { "close", js_close },
     { "mmap", js_mmap }, { "munmap", js_munmap }, { "mappingCount", js_mapping_count },

@@ -6,6 +6,10 @@
  *   with positioned I/O (access 'pread'); its path is what the path form announces;
  * - an in-process buffer ('inproc', for a host in the same process).
  *
+ * A file has a name only until both halves hold it (`releaseName`, docs/reliability.md "Guest
+ * RAM files"): a guest killed later leaves no RAM file behind. A path-form announcement needs
+ * the name: `relink` gives a positioned-I/O store a new one (a host restart).
+ *
  * A mapped store may hold `stagingBytes` more after RAM, in the same file: the DMA staging area
  * (docs/architecture.md "Memory model"), announced as a second region the guest never addresses
  * as RAM. GPA accesses are bounds-checked against `size` only.
@@ -67,6 +71,27 @@ export class GuestRam implements PhysAccess {
 
   get path(): string {
     return this.backing.path;
+  }
+
+  /** True while RAM is a file that still has its name in the memory directory. */
+  get named(): boolean {
+    const b = this.backing;
+    return (b instanceof FileBacking || b instanceof MappedBacking) && b.named;
+  }
+
+  /** Remove the RAM file's name (the file lives on while open). No-op for memfds and buffers. */
+  releaseName(): void {
+    const b = this.backing;
+    if (b instanceof FileBacking || b instanceof MappedBacking) b.unlink();
+  }
+
+  /**
+   * A name for a positioned-I/O file whose name was released: a fresh file in the same
+   * directory takes RAM's bytes (FileBacking.relink). EOPNOTSUPP for other stores.
+   */
+  relink(): void {
+    if (!(this.backing instanceof FileBacking)) fail('EOPNOTSUPP', 'only guest RAM in a positioned-I/O file can be given a new name');
+    this.backing.relink();
   }
 
   /**

@@ -14,6 +14,10 @@
  * An unattached endpoint is in bypass (its RID on host domain 0) while config `bypass` is 1,
  * and has no host attachment at all (its DMA faults) while it is 0 (§5.13.6 "Device operations", with
  * BYPASS_CONFIG offered and BYPASS not).
+ *
+ * Host requests go through the VM's uAPI (guest/uapi/): on iommufd a domain is an IOAS, MAP /
+ * UNMAP are IOAS_MAP / IOAS_UNMAP, bypass is the nest-parent HWPT over guest RAM, and an
+ * endpoint moving between domains is re-attached in place (DEVICE_REPLACE).
  */
 import { isVsvaError } from '../../src/errors.js';
 import type { Logger } from '../../src/log.js';
@@ -21,6 +25,8 @@ import { DmaMapFlag } from '../../vhost/messages/dma.js';
 import { FaultFlag as HostFaultFlag } from '../../vhost/messages/backend.js';
 import type { BackendEvent } from '../../vhost/roles/frontend.js';
 import { emptyReplayReport, type GuestContext, type HostCalls, type HostResources, type ReplayReport } from '../viommu.js';
+import type { HostUapi } from '../uapi/host-uapi.js';
+import { VfioSvaUapi } from '../uapi/vfio-sva.js';
 import { encodeFault, virtioFaultReason } from './events.js';
 import {
   ATTACH_F_BYPASS, AttachReq, DetachReq, EVENTQ, FaultFlag, IommuConfig, MSI_WINDOW_END, MSI_WINDOW_START, MapFlag, MapReq,
@@ -31,6 +37,7 @@ import {
 import { VirtioTransportFeature } from './mmio-regs.js';
 import { VirtioMmioTransport, type VirtioDevice } from './mmio-transport.js';
 import { PasidExtension, type PasidExtensionHost } from './pasid-ext.js';
+import { replayDomains } from './host-replay.js';
 import { ReqFail, reject, statusOf } from './req-status.js';
 import { LeWriter, ReqReader, newDomain, type Domain, type Endpoint } from './state.js';
 import { RingError, type DescChain } from './virtqueue.js';
@@ -78,6 +85,8 @@ export class VirtioIommuDevice implements VirtioDevice, PasidExtensionHost {
   /** Config `bypass` (sticky across device reset). */
   bypass: boolean;
   readonly client: HostCalls;
+  /** The VM's host uAPI (guest/uapi/; VFIO SVA over `client` when the context has none). */
+  readonly uapi: HostUapi;
   readonly log: Logger;
   private pendingEvents: PendingEvent[] = [];
   /** Events dropped (no buffer and the pending list full, or a buffer too small). */
@@ -88,6 +97,7 @@ export class VirtioIommuDevice implements VirtioDevice, PasidExtensionHost {
     opts: VirtioIommuOptions = {},
   ) {
     this.client = ctx.client;
+    this.uapi = ctx.uapi ?? new VfioSvaUapi(ctx.client);
     this.log = ctx.log;
     this.queueNumMax = opts.queueNumMax ?? 256;
     this.probeSize = opts.probeSize ?? 512;
@@ -112,7 +122,7 @@ export class VirtioIommuDevice implements VirtioDevice, PasidExtensionHost {
   async init(): Promise<void> {
     for (const ep of this.endpoints.values()) {
       try {
-        await this.client.call('DETACH', { rid: ep.id, pgtt: 0, flags: 0, pasid: 0, domain: 0 });
+        await this.uapi.detachRid(ep.id, 0);
       } catch (e) {
         if (!isVsvaError(e)) throw e;
       }
@@ -214,49 +224,14 @@ export class VirtioIommuDevice implements VirtioDevice, PasidExtensionHost {
   // --- reconnect -----------------------------------------------------------------------------------
 
   /**
-   * Replay on a fresh host (ViommuModel.replay; docs/reliability.md §2): every non-bypass domain
-   * gets a new host domain and its mappings again (from the guest-visible mapping tree), each
-   * endpoint's RID goes back where it was (its new domain, domain 0, or detached), then the
-   * PASID extension re-allocates its host PASIDs and re-binds every table. Guest domain ids,
+   * Replay on a fresh host (ViommuModel.replay; docs/reliability.md §2): domains, mappings and
+   * endpoint attachments (host-replay.ts), then the PASID extension re-allocates its host
+   * PASIDs and re-binds every table. Guest domain ids,
    * mappings and guest PASIDs do not change.
    */
   async replay(host: HostCalls): Promise<ReplayReport> {
     const r = emptyReplayReport();
-    const newHost = new Map<number, number>([[0, 0]]);
-    for (const d of this.domains.values()) {
-      if (d.bypass) continue;
-      const old = d.hostId;
-      try {
-        d.hostId = (await host.call('DOMAIN_ALLOC', {})).domain;
-        newHost.set(old, d.hostId);
-        r.domains++;
-      } catch (e) {
-        r.failures.push(`domain ${d.id}: ${isVsvaError(e) ? e.code : 'EIO'}`);
-        continue;
-      }
-      for (const m of d.mappings) {
-        const flags = (m.flags & MapFlag.READ ? DmaMapFlag.READ : 0) | (m.flags & MapFlag.WRITE ? DmaMapFlag.WRITE : 0);
-        if (flags === 0) continue;
-        try {
-          await host.call('DMA_MAP', { domain: d.hostId, flags, iova: m.start, gpa: m.phys, size: m.end - m.start + 1n });
-          r.mappings++;
-        } catch (e) {
-          r.failures.push(`domain ${d.id} mapping 0x${m.start.toString(16)}: ${isVsvaError(e) ? e.code : 'EIO'}`);
-        }
-      }
-    }
-    for (const ep of this.endpoints.values()) {
-      // A re-added device's RID starts on domain 0.
-      const want = ep.host === null ? null : (newHost.get(ep.host) ?? null);
-      try {
-        if (want !== 0) await host.call('DETACH', { rid: ep.id, pgtt: 0, flags: 0, pasid: 0, domain: 0 });
-        if (want !== null && want !== 0) await host.call('ATTACH', { rid: ep.id, pgtt: 0, flags: 0, pasid: 0, domain: want });
-        ep.host = want;
-      } catch (e) {
-        ep.host = 0;
-        r.failures.push(`endpoint 0x${ep.id.toString(16)} attachment: ${isVsvaError(e) ? e.code : 'EIO'}`);
-      }
-    }
+    await replayDomains(this.uapi.via(host), this.domains.values(), this.endpoints.values(), r);
     await this.pasid.replay(host, r);
     return r;
   }
@@ -366,7 +341,7 @@ export class VirtioIommuDevice implements VirtioDevice, PasidExtensionHost {
     if (d && ep.domain === d) return;
     let created = false;
     if (!d) {
-      const hostId = wantBypass ? 0 : (await this.client.call('DOMAIN_ALLOC', {})).domain;
+      const hostId = wantBypass ? 0 : await this.uapi.domainAlloc();
       d = newDomain(domainId, wantBypass, hostId);
       created = true;
     }
@@ -374,7 +349,7 @@ export class VirtioIommuDevice implements VirtioDevice, PasidExtensionHost {
     try {
       await this.setHost(ep, d.hostId);
     } catch (e) {
-      if (created && !d.bypass) await this.client.call('DOMAIN_FREE', { domain: d.hostId }).catch(() => undefined);
+      if (created && !d.bypass) await this.uapi.domainFree(d.hostId).catch(() => undefined);
       throw e;
     }
     if (created) this.domains.set(domainId, d);
@@ -413,7 +388,7 @@ export class VirtioIommuDevice implements VirtioDevice, PasidExtensionHost {
     this.domains.delete(d.id);
     d.mappings.clear();
     // DOMAIN_FREE takes the domain's host mappings with it (docs/protocol.md).
-    if (!d.bypass) await this.client.call('DOMAIN_FREE', { domain: d.hostId });
+    if (!d.bypass) await this.uapi.domainFree(d.hostId);
   }
 
   /** Host placement of an endpoint that no domain holds: GPA domain in bypass, else nothing. */
@@ -425,17 +400,23 @@ export class VirtioIommuDevice implements VirtioDevice, PasidExtensionHost {
   async setHost(ep: Endpoint, target: number | null): Promise<void> {
     if (ep.host === target) return;
     const prev = ep.host;
+    if (prev !== null && target !== null && this.uapi.replaces) {
+      // iommufd: re-attached in place; a refused replace leaves the old attachment.
+      await this.uapi.attachRid(ep.id, prev, target);
+      ep.host = target;
+      return;
+    }
     if (prev !== null) {
-      await this.client.call('DETACH', { rid: ep.id, pgtt: 0, flags: 0, pasid: 0, domain: prev });
+      await this.uapi.detachRid(ep.id, prev);
       ep.host = null;
     }
     if (target === null) return;
     try {
-      await this.client.call('ATTACH', { rid: ep.id, pgtt: 0, flags: 0, pasid: 0, domain: target });
+      await this.uapi.attachRid(ep.id, null, target);
       ep.host = target;
     } catch (e) {
       if (prev !== null) {
-        await this.client.call('ATTACH', { rid: ep.id, pgtt: 0, flags: 0, pasid: 0, domain: prev }).then(() => { ep.host = prev; }, () => undefined);
+        await this.uapi.attachRid(ep.id, null, prev).then(() => { ep.host = prev; }, () => undefined);
       }
       throw e;
     }
@@ -466,7 +447,7 @@ export class VirtioIommuDevice implements VirtioDevice, PasidExtensionHost {
     if (hit.length > 0) reject(ReqStatus.INVAL, `MAP overlaps the mapping 0x${hit[0]!.start.toString(16)}-0x${hit[0]!.end.toString(16)}`);
     const hostFlags = (flags & MapFlag.READ ? DmaMapFlag.READ : 0) | (flags & MapFlag.WRITE ? DmaMapFlag.WRITE : 0);
     // A mapping without permissions allows no access: nothing to map on the host.
-    if (hostFlags !== 0) await this.client.call('DMA_MAP', { domain: d.hostId, flags: hostFlags, iova: start, gpa: phys, size });
+    if (hostFlags !== 0) await this.uapi.dmaMap(d.hostId, start, phys, size, hostFlags);
     d.mappings.insert({ start, end, phys, flags });
   }
 
@@ -479,7 +460,7 @@ export class VirtioIommuDevice implements VirtioDevice, PasidExtensionHost {
     const plan = d.mappings.planUnmap(start, end);
     if (plan.kind === 'split') reject(ReqStatus.RANGE, `UNMAP would split the mapping 0x${plan.mapping.start.toString(16)}-0x${plan.mapping.end.toString(16)}`);
     for (const m of plan.mappings) {
-      if (m.flags & (MapFlag.READ | MapFlag.WRITE)) await this.client.call('DMA_UNMAP', { domain: d.hostId, iova: m.start, size: m.end - m.start + 1n });
+      if (m.flags & (MapFlag.READ | MapFlag.WRITE)) await this.uapi.dmaUnmap(d.hostId, m.start, m.end - m.start + 1n);
       d.mappings.remove(m);
     }
   }
@@ -493,11 +474,13 @@ export class VirtioIommuDevice implements VirtioDevice, PasidExtensionHost {
       .u8(4, ResvMemSubtype.MSI).u64(8, MSI_WINDOW_START).u64(16, MSI_WINDOW_END).bytes);
     if (this.has(VirtioIommuFeature.ATTACH_TABLE) && ep.dev.pasidWidth > 0) {
       const info = await this.pasid.nestingInfo();
+      // The registers of the IOMMU behind this endpoint: GET_HW_INFO on iommufd, else the container's.
+      const hw = this.uapi.hwInfo(ep.id);
       props.push(new LeWriter(PROBE_PROPERTY_HEADER_SIZE + PASID_SIZE_LENGTH)
         .u16(0, ProbeType.PASID_SIZE).u16(2, PASID_SIZE_LENGTH).u8(4, Math.min(ep.dev.pasidWidth, info.pasidBits)).bytes);
       props.push(new LeWriter(PROBE_PROPERTY_HEADER_SIZE + PAGE_TABLE_FMT_VTD_LENGTH)
         .u16(0, ProbeType.PAGE_TABLE_FMT).u16(2, PAGE_TABLE_FMT_VTD_LENGTH)
-        .u16(4, PGTF_VTD).u64(8, info.cap).u64(16, info.ecap).bytes);
+        .u16(4, PGTF_VTD).u64(8, hw.cap ?? info.cap).u64(16, hw.ecap ?? info.ecap).bytes);
     }
     const out = new Uint8Array(this.probeSize);
     let off = 0;

@@ -15,18 +15,19 @@
  * - Page requests from the host arrive on the eventq; the guest answers each group with a
  *   PAGE_RESP request, which becomes PAGE_RESPONSE with the host PASID. ATTACH_TABLE_F_PRI
  *   turns PRI on for the endpoint (DEVICE_CONFIG) while such a table is attached.
+ *
+ * The host requests go through the VM's uAPI (guest/uapi/): on iommufd a table binding is a
+ * nested HWPT (VT-d stage-1) attached at the host PASID with GLOBAL_PASID (replaced in place
+ * when the guest re-attaches a PASID), INVALIDATE becomes HWPT_INVALIDATE of those HWPTs, and
+ * page requests arrive as fault-queue records answered by cookie.
  */
 import { isVsvaError } from '../../src/errors.js';
 import { DeviceCap } from '../../vhost/messages/device.js';
 import { DeviceConfigFlag } from '../../vhost/messages/device-config.js';
 import {
-  CACHE_INVALIDATE_MAX_ENTRIES, IOMMU_CACHE_INV_TYPE, IOMMU_INV_ADDR_FLAGS, IOMMU_INV_GRANU, IOMMU_INV_PASID_FLAGS, cacheInvalidateEntry,
-  type CacheInvalidateEntry,
+  IOMMU_CACHE_INV_TYPE, IOMMU_INV_ADDR_FLAGS, IOMMU_INV_GRANU, IOMMU_INV_PASID_FLAGS, cacheInvalidateEntry, type CacheInvalidateEntry,
 } from '../../vhost/messages/invalidate.js';
-import { IOMMU_PAGE_RESP, PAGE_RESPONSE_PASID_VALID, PRGI_MAX } from '../../vhost/messages/page.js';
-import {
-  IOMMU_GPASID_BIND_DATA_SIZE, IOMMU_GPASID_BIND_VERSION_1, IOMMU_PASID_FORMAT_INTEL_VTD, IOMMU_SVA_GPASID_VAL, type GpasidBindRequest,
-} from '../../vhost/messages/pasid.js';
+import { IOMMU_PAGE_RESP, PRGI_MAX } from '../../vhost/messages/page.js';
 import { PageRequestFlag, type PageRequestMessage, type PasidFreedMessage } from '../../vhost/messages/backend.js';
 import { PASID_MAX } from '../../src/vtd/pasid-entry.js';
 import { encodePageRequest } from './events.js';
@@ -37,11 +38,15 @@ import {
 import { reject } from './req-status.js';
 import type { Domain, Endpoint, ReqReader, TableBinding } from './state.js';
 import type { GuestContext, HostCalls, ReplayReport } from '../viommu.js';
+import type { HostUapi, PasidRef, PasidRoute } from '../uapi/host-uapi.js';
+import type { InvalidationSink } from '../uapi/invalidation-sink.js';
 
 /** What the extension uses of the device it extends (iommu-device.ts implements it). */
 export interface PasidExtensionHost {
   readonly ctx: GuestContext;
   readonly client: HostCalls;
+  /** The VM's host uAPI: table bindings, invalidations and page responses go through it. */
+  readonly uapi: HostUapi;
   readonly log: GuestContext['log'];
   readonly endpoints: ReadonlyMap<number, Endpoint>;
   readonly domains: ReadonlyMap<number, Domain>;
@@ -73,6 +78,7 @@ export class PasidExtension {
   /** Page-request groups (last page delivered) waiting for a PAGE_RESP. */
   private readonly outstanding = new Set<string>();
   private info: NestingSummary | null = null;
+  private sink: InvalidationSink | null = null;
 
   constructor(private readonly dev: PasidExtensionHost) {}
 
@@ -144,13 +150,16 @@ export class PasidExtension {
         entry = { hpasid: pasid, users: new Set() };
         allocated = true;
       }
-      if (existing) await this.dev.client.call('UNBIND_GPASID', this.bindData(ep, existing));
+      const uapi = this.dev.uapi;
+      // A re-attached PASID: replaced in place where the uAPI can (iommufd), else unbound first.
+      const inPlace = existing !== undefined && uapi.replaces;
+      if (existing && !inPlace) await uapi.unroutePasid(this.ref(ep, existing), tableRoute(existing));
       const b: TableBinding = { gpasid, hpasid: entry.hpasid, domain: d, pgd, flFlags, addrWidth, pri };
       try {
-        await this.dev.client.call('BIND_GPASID', this.bindData(ep, b));
+        await uapi.routePasid(this.ref(ep, b), tableRoute(b), inPlace);
       } catch (e) {
-        if (existing) {
-          await this.dev.client.call('BIND_GPASID', this.bindData(ep, existing)).catch(() => this.forget(ep, existing));
+        if (existing && !inPlace) {
+          await uapi.routePasid(this.ref(ep, existing), tableRoute(existing), false).catch(() => this.forget(ep, existing));
         }
         throw e;
       }
@@ -200,7 +209,7 @@ export class PasidExtension {
   }
 
   private async unbind(ep: Endpoint, b: TableBinding): Promise<void> {
-    await this.dev.client.call('UNBIND_GPASID', this.bindData(ep, b));
+    await this.dev.uapi.unroutePasid(this.ref(ep, b), tableRoute(b));
     const priBefore = anyPri(ep);
     const freed = this.forget(ep, b);
     this.dev.ctx.trace.emit({
@@ -227,22 +236,9 @@ export class PasidExtension {
     await this.dev.client.call('DEVICE_CONFIG', { rid: ep.id, flags: on ? DeviceConfigFlag.PRI_ENABLE | DeviceConfigFlag.ATS_ENABLE : 0 });
   }
 
-  private bindData(ep: Endpoint, b: TableBinding): GpasidBindRequest {
-    return {
-      rid: ep.id,
-      argsz: IOMMU_GPASID_BIND_DATA_SIZE,
-      version: IOMMU_GPASID_BIND_VERSION_1,
-      format: IOMMU_PASID_FORMAT_INTEL_VTD,
-      addr_width: b.addrWidth,
-      flags: IOMMU_SVA_GPASID_VAL,
-      gpgd: b.pgd,
-      hpasid: BigInt(b.hpasid),
-      gpasid: BigInt(b.gpasid),
-      padding: 0n,
-      vtd_flags: b.flFlags,
-      vtd_pat: 0,
-      vtd_emt: 0,
-    };
+  /** The uAPI's name of a binding's PASID: guest-private, on a host PASID of the VM's IOASID set (global). */
+  private ref(ep: Endpoint, b: TableBinding): PasidRef {
+    return { rid: ep.id, gpasid: b.gpasid, hpasid: b.hpasid, global: true };
   }
 
   private domainOf(id: number, what: string): Domain {
@@ -293,11 +289,11 @@ export class PasidExtension {
       }
       if (type & InvalType.DEV_IOTLB) entries.push(this.invEntry(ep.id, IOMMU_CACHE_INV_TYPE.DEV_IOTLB, b.hpasid, gran, flags, start, nrPages, granule));
     }
-    for (let i = 0; i < entries.length; i += CACHE_INVALIDATE_MAX_ENTRIES) {
-      const chunk = entries.slice(i, i + CACHE_INVALIDATE_MAX_ENTRIES);
-      const rep = await this.dev.client.call('CACHE_INVALIDATE', { entries: chunk });
-      if (rep.handled < chunk.length) reject(ReqStatus.DEVERR, `host handled ${rep.handled} of ${chunk.length} invalidations (errno ${rep.first_error})`);
-    }
+    const sink = (this.sink ??= this.dev.uapi.invalidations({ log: this.dev.log, trace: this.dev.ctx.trace, vm: this.dev.ctx.name }));
+    const refused = sink.counters.refused;
+    for (const e of entries) sink.add(e);
+    await sink.flush();
+    if (sink.counters.refused > refused) reject(ReqStatus.DEVERR, `host refused ${sink.counters.refused - refused} of ${entries.length} invalidations`);
     this.dev.ctx.trace.emit({
       kind: 'invalidate', side: 'guest', vm: this.dev.ctx.name, name: `virtio INVALIDATE ${gran === InvalGran.DOMAIN ? 'domain' : gran === InvalGran.PASID ? 'pasid' : 'va'}`,
       args: { domain: domainId, gpasid: byPasid ? gpasid : null, type, entries: entries.length, addr: gran === InvalGran.VA ? `0x${start.toString(16)}` : null, pages: gran === InvalGran.VA ? Number(nrPages) : null },
@@ -355,9 +351,7 @@ export class PasidExtension {
   }
 
   private respondHost(rid: number, hpasid: number | undefined, grpid: number, code: number): void {
-    this.dev.client.call('PAGE_RESPONSE', {
-      rid, flags: hpasid === undefined ? 0 : PAGE_RESPONSE_PASID_VALID, pasid: hpasid ?? 0, grpid, code,
-    }).catch((e: unknown) => this.dev.log.warn({ err: e }, 'virtio-iommu: automatic page response failed'));
+    this.dev.uapi.pageResponse({ rid, pasid: hpasid ?? null, prgi: grpid, code }).catch((e: unknown) => this.dev.log.warn({ err: e }, 'virtio-iommu: automatic page response failed'));
   }
 
   async pageResponse(r: ReqReader): Promise<void> {
@@ -375,7 +369,7 @@ export class PasidExtension {
     if (pasidValid && hpasid === undefined) reject(ReqStatus.INVAL, `PAGE_RESP for PASID ${gpasid}, which has no table`);
     const key = this.groupKey(ep.id, pasidValid ? gpasid : undefined, grpid);
     if (!this.outstanding.has(key)) reject(ReqStatus.INVAL, `no page request group ${grpid} is outstanding for endpoint 0x${ep.id.toString(16)}${pasidValid ? ` PASID ${gpasid}` : ''}`);
-    await this.dev.client.call('PAGE_RESPONSE', { rid: ep.id, flags: pasidValid ? PAGE_RESPONSE_PASID_VALID : 0, pasid: hpasid ?? 0, grpid, code });
+    await this.dev.uapi.pageResponse({ rid: ep.id, pasid: hpasid ?? null, prgi: grpid, code });
     this.outstanding.delete(key);
     this.dev.ctx.trace.emit({
       kind: 'page-response', side: 'guest', vm: this.dev.ctx.name, name: 'virtio PAGE_RESP',
@@ -391,6 +385,7 @@ export class PasidExtension {
    */
   async replay(host: HostCalls, r: ReplayReport): Promise<void> {
     this.outstanding.clear();
+    const u = this.dev.uapi.via(host);
     const info = await this.nestingInfo();
     for (const [gpasid, entry] of [...this.byGuest]) {
       const old = entry.hpasid;
@@ -420,7 +415,7 @@ export class PasidExtension {
         if (!b) continue;
         b.hpasid = hpasid;
         try {
-          await host.call('BIND_GPASID', this.bindData(ep, b));
+          await u.routePasid(this.ref(ep, b), tableRoute(b), false);
           r.bindings++;
         } catch (e) {
           r.failures.push(`endpoint 0x${ep.id.toString(16)} guest PASID ${gpasid}: ${isVsvaError(e) ? e.code : 'EIO'}`);
@@ -454,6 +449,11 @@ export class PasidExtension {
     this.dev.log.warn({ hpasid: msg.pasid, gpasid, reason: msg.reason }, 'virtio-iommu: host freed a PASID; its tables are gone');
     this.dev.ctx.trace.emit({ kind: 'free', side: 'guest', vm: this.dev.ctx.name, name: 'virtio PASID freed by host', args: { hpasid: msg.pasid, gpasid, reason: msg.reason } });
   }
+}
+
+/** A table binding as a nested route: the guest's VT-d first-level table (PAT / EMT not carried by ATTACH_TABLE). */
+function tableRoute(b: TableBinding): PasidRoute {
+  return { kind: 'nested', table: { flptr: b.pgd, addrWidth: b.addrWidth, vtdFlags: b.flFlags, pat: 0, emt: 0 } };
 }
 
 function anyPri(ep: Endpoint): boolean {

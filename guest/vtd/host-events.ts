@@ -29,10 +29,11 @@ import type { TraceBus } from '../../src/trace/bus.js';
 import { FaultReason, FaultRequestType, isQualifiedFault } from '../../src/vtd/fault.js';
 import { PASID_MAX } from '../../src/vtd/pasid-entry.js';
 import { FaultFlag, PageRequestFlag, type FaultMessage, type PageRequestMessage } from '../../vhost/messages/backend.js';
-import { IOMMU_PAGE_RESP, PAGE_RESPONSE_PASID_VALID } from '../../vhost/messages/page.js';
+import { IOMMU_PAGE_RESP } from '../../vhost/messages/page.js';
 import type { BackendEvent } from '../../vhost/roles/frontend.js';
 import type { GuestRam } from '../memory/guest-ram.js';
-import type { GuestDevice, HostCalls } from '../viommu.js';
+import type { GuestDevice } from '../viommu.js';
+import type { HostUapi } from '../uapi/host-uapi.js';
 import type { ContextCache } from './context-cache.js';
 import type { FaultRecorder } from './fault-recorder.js';
 import type { GuestPrivatePasids } from './guest-private-pasids.js';
@@ -64,7 +65,7 @@ export class HostEvents implements PageResponder {
     private readonly contexts: ContextCache,
     private readonly faults: FaultRecorder,
     private readonly pageRequests: PageRequestQueue,
-    private readonly host: HostCalls,
+    private readonly uapi: HostUapi,
     private readonly ram: GuestRam,
     private readonly log: Logger,
     private readonly trace: TraceBus,
@@ -144,8 +145,8 @@ export class HostEvents implements PageResponder {
   respondToHost(m: PageRequestMessage, code: number): void {
     const pp = (m.flags & PageRequestFlag.PASID_VALID) !== 0;
     // Not awaited: the host may wait for this backend message's ack before answering.
-    this.host
-      .call('PAGE_RESPONSE', { rid: m.rid, flags: pp ? PAGE_RESPONSE_PASID_VALID : 0, pasid: pp ? this.reportedPasid(m) : 0, grpid: m.prgi, code })
+    this.uapi
+      .pageResponse({ rid: m.rid, pasid: pp ? this.reportedPasid(m) : null, prgi: m.prgi, code })
       .catch((e: unknown) => this.log.warn({ err: e, rid: m.rid }, 'automatic PAGE_RESPONSE refused by the host'));
     this.trace.emit({ kind: 'page-response', side: 'guest', vm: this.vm, name: 'automatic page response', args: { rid: m.rid, prgi: m.prgi, code } });
   }

@@ -17,12 +17,13 @@
  * - PASID-based IOTLB (0x6): forwarded when a device has the PASID bound nested with the DID.
  * - PASID-cache (0x7): the selected guest PASID entries are re-read and every change forwarded
  *   (pasid-shadow.ts).
- * - Page group response (0x9): PAGE_RESPONSE to the host for the request it answers.
+ * - Page group response (0x9): the page response to the host for the request it answers
+ *   (PAGE_RESPONSE, or FAULT_RESPOND with the group's cookie on iommufd — guest/uapi/).
  *
  * A descriptor whose granularity the type does not define, or whose AM exceeds CAP.MAMV, stops
  * the queue with IQEI RSVD_FIELD_VIOLATION (§6.5.2.11 "Hardware Handling of Queued Invalidation
- * Interface Errors"). Host work is batched: entries are collected in the InvalidationBatch, and
- * any other host request flushes the batch first.
+ * Interface Errors"). Host work is batched: entries are collected in the uAPI's invalidation
+ * batch (guest/uapi/invalidation-sink.ts), and any other host request flushes the batch first.
  */
 import type { Logger } from '../../src/log.js';
 import type { TraceBus } from '../../src/trace/bus.js';
@@ -33,10 +34,12 @@ import { getField, setField, testField } from '../../src/vtd/layout.js';
 import { PASID_BITS } from '../../src/vtd/pasid-entry.js';
 import { PAGE_SIZE } from '../../src/vtd/page-table.js';
 import { CCMD_REG, GSTS, IOTLB_REG, IQEI, IVA_REG, type IqeiCode } from '../../src/vtd/registers.js';
-import { IOMMU_PAGE_RESP, PAGE_RESPONSE_PASID_VALID } from '../../vhost/messages/page.js';
+import { IOMMU_PAGE_RESP } from '../../vhost/messages/page.js';
 import type { GuestRam } from '../memory/guest-ram.js';
-import type { GuestDevice, HostCalls } from '../viommu.js';
-import { devIotlb, devTlbRange, iotlbAll, iotlbPasid, iotlbPasidAddr, type InvalidationBatch } from './cache-invalidations.js';
+import type { GuestDevice } from '../viommu.js';
+import type { HostUapi } from '../uapi/host-uapi.js';
+import type { InvalidationSink } from '../uapi/invalidation-sink.js';
+import { devIotlb, devTlbRange, iotlbAll, iotlbPasid, iotlbPasidAddr } from './cache-invalidations.js';
 import type { ContextCache } from './context-cache.js';
 import type { PageResponder } from './host-events.js';
 import type { DescriptorSink, ValidDescriptor } from './invalidation-queue.js';
@@ -62,10 +65,10 @@ export class InvalidationHandler implements DescriptorSink {
     private readonly devices: readonly GuestDevice[],
     private readonly contexts: ContextCache,
     private readonly shadow: PasidShadow,
-    private readonly batch: InvalidationBatch,
+    private readonly batch: InvalidationSink,
     private readonly pageRequests: PageRequestQueue,
     private readonly responder: PageResponder,
-    private readonly host: HostCalls,
+    private readonly uapi: HostUapi,
     private readonly log: Logger,
     private readonly trace: TraceBus,
     private readonly vm: string,
@@ -343,7 +346,7 @@ export class InvalidationHandler implements DescriptorSink {
     await this.batch.flush();
     const hostCode = code === PGRP_RESP_CODE.SUCCESS ? IOMMU_PAGE_RESP.SUCCESS : code === PGRP_RESP_CODE.INVALID ? IOMMU_PAGE_RESP.INVALID : IOMMU_PAGE_RESP.FAILURE;
     try {
-      await this.host.call('PAGE_RESPONSE', { rid, flags: pp ? PAGE_RESPONSE_PASID_VALID : 0, pasid: pp ? this.responder.reportedPasid(m) : 0, grpid: prgi, code: hostCode });
+      await this.uapi.pageResponse({ rid, pasid: pp ? this.responder.reportedPasid(m) : null, prgi, code: hostCode });
       this.trace.emit({ kind: 'page-response', side: 'guest', vm: this.vm, name: 'PAGE_RESPONSE', args: { rid, pasid: pasid ?? null, prgi, code } });
     } catch (e) {
       this.log.warn({ err: e, rid, pasid }, 'PAGE_RESPONSE refused by the host');

@@ -4,13 +4,18 @@
  * context entry's RID_PASID). docs/design.md §3.1: on a PASID-cache invalidation the model re-walks the
  * guest entries, diffs them against this shadow and forwards each change per guest PGTT:
  *
- * | guest entry                         | host                                                      |
+ * | guest entry                         | host (VFIO SVA uAPI; iommufd: guest/uapi/iommufd.ts)        |
  * |-------------------------------------|-----------------------------------------------------------|
  * | PGTT 1 (first level)                | BIND_GPASID nested over domain 0 (hpasid: see PASIDs below) |
  * | PGTT 4 (pass-through)               | ATTACH rid+pasid, host PGTT 4, domain 0 (the GPA domain)   |
  * | PGTT 2 (second level)               | DOMAIN_ALLOC + DMA_MAP of the guest SL leaves, ATTACH PGTT 2 |
  * | PGTT 3, reserved bits, bad FLPM/AW  | nothing bound; use faults with 0x5a / 0x5b (guest-visible)  |
  * | entry gone (P clear)                | UNBIND_GPASID / DETACH                                     |
+ *
+ * The host requests go through the VM's uAPI (guest/uapi/host-uapi.ts). On iommufd a route
+ * that changes is replaced in place (DEVICE_REPLACE, as QEMU's intel-iommu does): the new one is
+ * set up first and the old one's resources released after; a refused replace leaves the old
+ * route, which is then torn down.
  *
  * The bind data follows QEMU's vSVA series (Yi Liu, hw/i386/intel_iommu.c `vtd_bind_guest_pasid`): format VT-d, gpgd = FLPTR,
  * addr_width = 48 + 9·FLPM, GPASID_VAL, vendor flags SRE/EAFE/PCD/PWT/EMTE/CD/WPE, PAT, EMT.
@@ -32,17 +37,12 @@ import type { TraceBus } from '../../src/trace/bus.js';
 import { hex64 } from '../../src/vtd/layout.js';
 import { PGTT, type PasidEntryFields } from '../../src/vtd/pasid-entry.js';
 import { formatBdf as ridToBdf } from '../../src/pci.js';
-import { ATTACH_PASID_VALID, AttachPgtt } from '../../vhost/messages/device.js';
-import {
-  IOMMU_GPASID_BIND_DATA_SIZE,
-  IOMMU_GPASID_BIND_VERSION_1,
-  IOMMU_PASID_FORMAT_INTEL_VTD,
-  IOMMU_SVA_GPASID_VAL,
-  IOMMU_SVA_VTD_GPASID,
-  type GpasidBindRequest,
-} from '../../vhost/messages/pasid.js';
+import { AttachPgtt } from '../../vhost/messages/device.js';
+import { IOMMU_SVA_VTD_GPASID } from '../../vhost/messages/pasid.js';
 import type { GuestRam } from '../memory/guest-ram.js';
 import type { HostCalls } from '../viommu.js';
+import type { HostUapi, PasidRef, PasidRoute } from '../uapi/host-uapi.js';
+import { VfioSvaUapi } from '../uapi/vfio-sva.js';
 import type { GuestPrivatePasids } from './guest-private-pasids.js';
 import { SlDomainShadow } from './sl-shadow.js';
 import type { PasidEntryRead } from './tables.js';
@@ -181,9 +181,12 @@ export class PasidShadow {
   private readonly ridDomain = new Map<number, number | null>();
   private readonly slDomains = new Map<string, SlDomainShadow>();
   readonly counters = { binds: 0, unbinds: 0, attaches: 0, detaches: 0, refused: 0, slSyncs: 0 };
+  private readonly uapi: HostUapi;
+  private readonly globalPasids: boolean;
 
   constructor(
-    private readonly host: HostCalls,
+    /** The VM's host requests (the default uAPI's, below). */
+    host: HostCalls,
     private readonly ram: GuestRam,
     private readonly log: Logger,
     private readonly trace: TraceBus,
@@ -193,7 +196,14 @@ export class PasidShadow {
     private readonly beforeHostRequest: () => Promise<void>,
     /** Guest-private PASIDs (no VCMD); null: identity, the guest's PASIDs are host PASIDs. */
     readonly privatePasids: GuestPrivatePasids | null = null,
+    /**
+     * The VM's host uAPI (default: VFIO SVA over `host`), and whether the guest's PASIDs are
+     * global PASIDs of the VM's IOASID set (VCMD) rather than device-local ones.
+     */
+    opts: { uapi?: HostUapi; globalPasids?: boolean } = {},
   ) {
+    this.uapi = opts.uapi ?? new VfioSvaUapi(host);
+    this.globalPasids = opts.globalPasids ?? false;
     // A VFIO device starts attached to the container's domain (domain 0, the GPA domain).
     for (const rid of rids) this.ridDomain.set(rid, 0);
   }
@@ -250,6 +260,14 @@ export class PasidShadow {
       this.map.set(k, { ...old, did: want.did, fpd: want.fpd, words: want.words, ridPasid: want.ridPasid ?? old.ridPasid });
       return;
     }
+    if (old !== undefined && want !== null && this.uapi.replaces && routed(old.binding) && want.binding.kind !== 'invalid') {
+      // Replace in place: the new route first, then the old one's resources (its route is gone
+      // with the replace); a refused replace left the old route, which is torn down.
+      const binding = await this.setup(rid, pasid, want, true);
+      await this.teardown(old, binding.kind !== 'refused');
+      this.map.set(k, { rid, bdf: ridToBdf(rid), pasid, ridPasid: want.ridPasid ?? null, did: want.did, fpd: want.fpd, binding, words: want.words });
+      return;
+    }
     // A guest-private PASID re-bound keeps its host PASID across the teardown and the setup.
     const held = pasid !== null && want !== null && this.privatePasids !== null && this.privatePasids.hold(pasid);
     try {
@@ -293,11 +311,12 @@ export class PasidShadow {
       const r = await this.privatePasids.replay(host);
       if (r.lost.length > 0) lost = new Set([...lost, ...r.lost]);
     }
+    const u = this.uapi.via(host);
     const newDomain = new Map<number, number>([[0, 0]]);
     for (const d of this.slDomains.values()) {
       const old = d.domain;
       try {
-        out.mappings += await d.replay(host);
+        out.mappings += await d.replay(u);
         newDomain.set(old, d.domain);
         out.domains++;
       } catch (e) {
@@ -307,8 +326,11 @@ export class PasidShadow {
     for (const [rid, dom] of this.ridDomain) {
       const want = dom === null ? null : (newDomain.get(dom) ?? null);
       try {
-        if (want !== 0) await host.call('DETACH', { rid, pgtt: 0, flags: 0, pasid: 0, domain: 0 });
-        if (want !== null && want !== 0) await host.call('ATTACH', { rid, pgtt: 0, flags: 0, pasid: 0, domain: want });
+        if (want !== null && want !== 0 && u.replaces) await u.attachRid(rid, 0, want);
+        else if (want !== 0) {
+          await u.detachRid(rid, 0);
+          if (want !== null) await u.attachRid(rid, null, want);
+        }
         this.ridDomain.set(rid, want);
       } catch (e) {
         out.failures.push(`RID ${ridToBdf(rid)} attachment: ${errnoOf(e)}`);
@@ -333,9 +355,8 @@ export class PasidShadow {
       }
       const hpasid = this.hostPasid(e.pasid)!;
       try {
-        if (b.kind === 'nested') await host.call('BIND_GPASID', this.bindData(e.rid, e.pasid, hpasid, b));
-        else if (b.kind === 'pt') await host.call('ATTACH', { rid: e.rid, pgtt: AttachPgtt.PASS_THROUGH, flags: ATTACH_PASID_VALID, pasid: hpasid, domain: 0 });
-        else await host.call('ATTACH', { rid: e.rid, pgtt: AttachPgtt.SECOND_LEVEL, flags: ATTACH_PASID_VALID, pasid: hpasid, domain: newDomain.get(b.domain)! });
+        const route: PasidRoute = b.kind === 'nested' ? { kind: 'nested', table: b } : b.kind === 'pt' ? { kind: 'pt' } : { kind: 'sl', domain: newDomain.get(b.domain)! };
+        await u.routePasid(this.ref(e.rid, e.pasid, hpasid), route, false);
         out.bindings++;
       } catch (err) {
         const errno = errnoOf(err);
@@ -358,6 +379,12 @@ export class PasidShadow {
       const b = e.binding;
       if (b.kind === 'invalid' || b.kind === 'refused') continue;
       this.map.set(k, { ...e, binding: { kind: 'refused', errno: 'ENOENT', why: `PASID ${pasid} was freed while bound` } });
+      if (this.uapi.routesHoldPasids) {
+        // iommufd: the attachment holds the PASID (its free waits for the detach); the VMM
+        // detaches what the guest freed, as the VFIO SVA host unbinds it itself.
+        await this.teardown(e);
+        continue;
+      }
       if (b.kind === 'sl') {
         const dom = this.slDomains.get(slKey(b));
         if (dom !== undefined) {
@@ -385,7 +412,8 @@ export class PasidShadow {
 
   // ---- host side ------------------------------------------------------------------------------
 
-  private async setup(rid: number, pasid: number | null, want: DesiredEntry): Promise<ShadowBinding> {
+  /** Set up the host for `want`; `replacing`: a route of the entry is in place (uapi.replaces). */
+  private async setup(rid: number, pasid: number | null, want: DesiredEntry, replacing = false): Promise<ShadowBinding> {
     const b = want.binding;
     if (b.kind === 'invalid') {
       if (pasid === null) await this.detachRid(rid);
@@ -403,20 +431,20 @@ export class PasidShadow {
       switch (b.kind) {
         case 'nested': {
           if (pasid === null || hpasid === null) throw Object.assign(new Error('first-level translation of requests without PASID is not supported by the host bind'), { code: 'EOPNOTSUPP' });
-          await this.host.call('BIND_GPASID', this.bindData(rid, pasid, hpasid, b));
+          await this.uapi.routePasid(this.ref(rid, pasid, hpasid), { kind: 'nested', table: b }, replacing);
           this.counters.binds++;
-          this.trace.emit({ kind: 'bind', side: 'guest', vm: this.vm, name: 'BIND_GPASID', args: { rid, pasid, hpasid, flptr: hex64(b.flptr), addrWidth: b.addrWidth } });
+          this.trace.emit({ kind: 'bind', side: 'guest', vm: this.vm, name: this.uapi.kind === 'iommufd' ? 'nested HWPT attach' : 'BIND_GPASID', args: { rid, pasid, hpasid, flptr: hex64(b.flptr), addrWidth: b.addrWidth } });
           return b;
         }
         case 'pt':
-          await this.attach(rid, hpasid, AttachPgtt.PASS_THROUGH, 0);
+          await this.attach(rid, pasid, hpasid, { kind: 'pt' }, replacing);
           return b;
         case 'sl': {
           const dom = await this.slDomain(b.slptptr, b.levels);
           dom.users++;
           dom.dids.add(want.did);
           try {
-            await this.attach(rid, hpasid, AttachPgtt.SECOND_LEVEL, dom.domain);
+            await this.attach(rid, pasid, hpasid, { kind: 'sl', domain: dom.domain }, replacing);
           } catch (e) {
             await this.releaseSlDomain(dom);
             throw e;
@@ -435,19 +463,22 @@ export class PasidShadow {
     }
   }
 
-  private async teardown(old: PasidShadowEntry): Promise<void> {
+  /** Undo what `old` set up; `routeGone`: a replace removed its route already (only its resources go). */
+  private async teardown(old: PasidShadowEntry, routeGone = false): Promise<void> {
     const b = old.binding;
     if (b.kind === 'invalid' || b.kind === 'refused') return;
     await this.beforeHostRequest();
     try {
       const hpasid = old.pasid === null ? undefined : this.hostPasid(old.pasid);
       if (b.kind === 'nested' && old.pasid !== null && hpasid !== undefined) {
-        await this.host.call('UNBIND_GPASID', this.bindData(old.rid, old.pasid, hpasid, b));
+        if (!routeGone) await this.uapi.unroutePasid(this.ref(old.rid, old.pasid, hpasid), { kind: 'nested', table: b });
         this.counters.unbinds++;
-        this.trace.emit({ kind: 'unbind', side: 'guest', vm: this.vm, name: 'UNBIND_GPASID', args: { rid: old.rid, pasid: old.pasid, hpasid } });
+        this.trace.emit({ kind: 'unbind', side: 'guest', vm: this.vm, name: this.uapi.kind === 'iommufd' ? (routeGone ? 'nested HWPT replaced' : 'nested HWPT detach') : 'UNBIND_GPASID', args: { rid: old.rid, pasid: old.pasid, hpasid } });
       } else if (b.kind === 'pt' || b.kind === 'sl') {
-        if (old.pasid === null) await this.detachRid(old.rid);
-        else if (hpasid !== undefined) await this.detach(old.rid, hpasid, b.kind === 'pt' ? 0 : b.domain);
+        if (routeGone) {
+          /* replaced in place */
+        } else if (old.pasid === null) await this.detachRid(old.rid);
+        else if (hpasid !== undefined) await this.detach(old.rid, old.pasid, hpasid, b.kind === 'pt' ? { kind: 'pt' } : { kind: 'sl', domain: b.domain });
         if (b.kind === 'sl') {
           const dom = this.slDomains.get(slKey(b));
           if (dom !== undefined) await this.releaseSlDomain(dom);
@@ -469,43 +500,42 @@ export class PasidShadow {
     }
   }
 
-  /** Bind data: host PASID `hpasid` for guest PASID `gpasid` (equal under identity), GPASID_VAL. */
-  private bindData(rid: number, gpasid: number, hpasid: number, b: Extract<ShadowBinding, { kind: 'nested' }>): GpasidBindRequest {
-    return {
-      rid,
-      argsz: IOMMU_GPASID_BIND_DATA_SIZE,
-      version: IOMMU_GPASID_BIND_VERSION_1,
-      format: IOMMU_PASID_FORMAT_INTEL_VTD,
-      addr_width: b.addrWidth,
-      flags: IOMMU_SVA_GPASID_VAL,
-      gpgd: b.flptr,
-      hpasid: BigInt(hpasid),
-      gpasid: BigInt(gpasid),
-      padding: 0n,
-      vtd_flags: b.vtdFlags,
-      vtd_pat: b.pat,
-      vtd_emt: b.emt,
-    };
+  /** The uAPI's name for guest PASID `gpasid` of `rid` forwarded as host PASID `hpasid`. */
+  private ref(rid: number, gpasid: number, hpasid: number): PasidRef {
+    return { rid, gpasid, hpasid, global: this.globalPasids };
   }
 
-  private async attach(rid: number, pasid: number | null, pgtt: number, domain: number): Promise<void> {
-    if (pasid === null) {
+  /**
+   * Route a device's requests without PASID (`pasid` null) or its PASID `pasid` (host PASID
+   * `hpasid`) pass-through or through a second-level domain. The RID is re-routed in place where
+   * the uAPI replaces (iommufd), else detached first.
+   */
+  private async attach(rid: number, pasid: number | null, hpasid: number | null, route: Exclude<PasidRoute, { kind: 'nested' }>, replacing: boolean): Promise<void> {
+    const domain = route.kind === 'sl' ? route.domain : 0;
+    if (pasid === null || hpasid === null) {
       const cur = this.ridDomain.get(rid) ?? null;
       if (cur === domain) return;
-      await this.detachRid(rid);
-      await this.host.call('ATTACH', { rid, pgtt: 0, flags: 0, pasid: 0, domain });
+      if (cur !== null && this.uapi.replaces) {
+        await this.uapi.attachRid(rid, cur, domain);
+      } else {
+        await this.detachRid(rid);
+        await this.uapi.attachRid(rid, null, domain);
+      }
       this.ridDomain.set(rid, domain);
     } else {
-      await this.host.call('ATTACH', { rid, pgtt, flags: ATTACH_PASID_VALID, pasid, domain });
+      await this.uapi.routePasid(this.ref(rid, pasid, hpasid), route, replacing);
     }
     this.counters.attaches++;
-    this.trace.emit({ kind: 'bind', side: 'guest', vm: this.vm, name: 'ATTACH', args: { rid, pasid, pgtt, domain } });
+    // The VFIO SVA ATTACH's PGTT (a RID routed to the GPA domain: NONE).
+    const pgtt = route.kind === 'sl' ? AttachPgtt.SECOND_LEVEL : pasid === null ? AttachPgtt.NONE : AttachPgtt.PASS_THROUGH;
+    this.trace.emit({ kind: 'bind', side: 'guest', vm: this.vm, name: 'ATTACH', args: { rid, pasid: hpasid, pgtt, domain } });
   }
 
-  private async detach(rid: number, pasid: number, domain: number): Promise<void> {
-    await this.host.call('DETACH', { rid, pgtt: 0, flags: ATTACH_PASID_VALID, pasid, domain });
+  private async detach(rid: number, gpasid: number, hpasid: number, route: PasidRoute): Promise<void> {
+    const domain = route.kind === 'sl' ? route.domain : 0;
+    await this.uapi.unroutePasid(this.ref(rid, gpasid, hpasid), route);
     this.counters.detaches++;
-    this.trace.emit({ kind: 'unbind', side: 'guest', vm: this.vm, name: 'DETACH', args: { rid, pasid, domain } });
+    this.trace.emit({ kind: 'unbind', side: 'guest', vm: this.vm, name: 'DETACH', args: { rid, pasid: hpasid, domain } });
   }
 
   /** Detach a device's requests without PASID from whatever domain they use. */
@@ -515,7 +545,7 @@ export class PasidShadow {
     await this.beforeHostRequest();
     this.ridDomain.set(rid, null);
     try {
-      await this.host.call('DETACH', { rid, pgtt: 0, flags: 0, pasid: 0, domain: cur });
+      await this.uapi.detachRid(rid, cur);
       this.counters.detaches++;
       this.trace.emit({ kind: 'unbind', side: 'guest', vm: this.vm, name: 'DETACH', args: { rid, pasid: null, domain: cur } });
     } catch (e) {
@@ -532,7 +562,7 @@ export class PasidShadow {
     }
     await this.beforeHostRequest();
     try {
-      await this.attach(rid, null, AttachPgtt.NONE, 0);
+      await this.attach(rid, null, null, { kind: 'pt' }, false);
     } catch (e) {
       this.log.warn({ err: e, rid }, 'host ATTACH of a RID to the GPA domain failed');
     }
@@ -542,7 +572,7 @@ export class PasidShadow {
     const k = slKey({ slptptr, levels });
     let d = this.slDomains.get(k);
     if (d === undefined) {
-      d = await SlDomainShadow.create(this.host, this.ram, this.log, slptptr, levels);
+      d = await SlDomainShadow.create(this.uapi, this.ram, this.log, slptptr, levels);
       this.slDomains.set(k, d);
       await d.sync();
       this.counters.slSyncs++;
@@ -556,6 +586,11 @@ export class PasidShadow {
     this.slDomains.delete(slKey(d));
     await d.destroy();
   }
+}
+
+/** Whether the host holds a route for a binding. */
+function routed(b: ShadowBinding): boolean {
+  return b.kind === 'nested' || b.kind === 'pt' || b.kind === 'sl';
 }
 
 function slKey(b: { slptptr: bigint; levels: number }): string {

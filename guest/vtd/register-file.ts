@@ -32,16 +32,34 @@ export interface RegisterWrite {
 const M32 = 0xffff_ffffn;
 const M64 = (1n << 64n) - 1n;
 
+/**
+ * A register's masks for a whole-register access, computed once (a register access is on the
+ * guest's hot paths — VCMD, IQT — and every bigint operation allocates).
+ */
+interface WholeMasks {
+  /** The register's width as a mask. */
+  readonly width: bigint;
+  /** Bits a write keeps from the old value: ~wmask within the width. */
+  readonly keep: bigint;
+  readonly w: bigint;
+  readonly w1c: bigint;
+  /** Bits a read returns: ~womask within the width. */
+  readonly readable: bigint;
+}
+
 export class RegisterFile {
   private readonly byOffset = new Map<number, RegisterDef>();
   private readonly byName = new Map<string, RegisterDef>();
   private readonly values = new Map<number, bigint>();
+  private readonly whole = new Map<RegisterDef, WholeMasks>();
 
   constructor(readonly defs: readonly RegisterDef[]) {
     for (const d of defs) {
       this.byOffset.set(d.offset, d);
       this.byName.set(d.name, d);
       this.values.set(d.offset, d.reset);
+      const width = d.width === 64 ? M64 : M32;
+      this.whole.set(d, { width, keep: ~d.wmask & width, w: d.wmask & width, w1c: d.w1cmask & width, readable: ~d.womask & width });
     }
   }
 
@@ -63,8 +81,12 @@ export class RegisterFile {
 
   /** Hardware-side write of a register's full value: no masks apply. */
   set(name: string, value: bigint): void {
-    const d = this.def(name);
-    this.values.set(d.offset, BigInt.asUintN(d.width, value));
+    this.setDef(this.def(name), value);
+  }
+
+  /** `set` by definition (hot paths keep the definition: no lookup by name). */
+  setDef(d: RegisterDef, value: bigint): void {
+    this.values.set(d.offset, value >= 0n && value <= this.whole.get(d)!.width ? value : BigInt.asUintN(d.width, value));
   }
 
   /** Hardware-side: set and clear bits. */
@@ -95,9 +117,11 @@ export class RegisterFile {
     checkAccess(offset, size);
     const d = this.byOffset.get(offset);
     if (d !== undefined) {
-      const v = registerReadValue(d, this.values.get(offset)!);
+      const raw = this.values.get(offset)!;
+      // registerReadValue (value & ~womask), with the mask computed once.
+      const v = d.womask === 0n ? raw : raw & this.whole.get(d)!.readable;
       if (size === 8 && d.width === 32) return v | (this.read(offset + 4, 4) << 32n);
-      return size === 4 ? v & M32 : v;
+      return size === 4 && d.width === 64 ? v & M32 : v;
     }
     const hi = this.byOffset.get(offset - 4);
     if (hi !== undefined && hi.width === 64 && size === 4) return (registerReadValue(hi, this.values.get(hi.offset)!) >> 32n) & M32;
@@ -112,7 +136,7 @@ export class RegisterFile {
     checkAccess(offset, size);
     const d = this.byOffset.get(offset);
     if (d !== undefined) {
-      if (d.width === 64) return [this.apply(d, size === 8 ? 'all' : 'low', BigInt.asUintN(size * 8, value))];
+      if (d.width === 64) return [this.apply(d, size === 8 ? 'all' : 'low', size === 8 && value >= 0n && value <= M64 ? value : BigInt.asUintN(size * 8, value))];
       const out = [this.apply(d, 'all', value & M32)];
       if (size === 8) out.push(...this.write(offset + 4, 4, (value >> 32n) & M32));
       return out;
@@ -123,10 +147,20 @@ export class RegisterFile {
   }
 
   private apply(d: RegisterDef, part: RegisterPart, raw: bigint): RegisterWrite {
-    const shift = part === 'high' ? 32n : 0n;
-    const covered = part === 'all' ? (d.width === 64 ? M64 : M32) : M32 << shift;
-    const written = (raw << shift) & covered;
     const old = this.values.get(d.offset)!;
+    if (part === 'all') {
+      // The whole register (raw is within its width): the general case below with the masks
+      // precomputed and no operation that cannot change the result.
+      const m = this.whole.get(d)!;
+      let value = (old & m.keep) | (raw & m.w);
+      if (m.w1c !== 0n) value &= ~(raw & m.w1c);
+      this.values.set(d.offset, value);
+      return { def: d, part, old, value, written: raw, covered: m.width };
+    }
+    // A 32-bit half of a 64-bit register.
+    const shift = part === 'high' ? 32n : 0n;
+    const covered = M32 << shift;
+    const written = (raw << shift) & covered;
     const wmask = d.wmask & covered;
     const w1c = d.w1cmask & covered;
     const value = BigInt.asUintN(d.width, ((old & ~wmask) | (written & wmask)) & ~(written & w1c));

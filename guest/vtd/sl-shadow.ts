@@ -21,7 +21,7 @@ import { DmaMapFlag } from '../../vhost/messages/dma.js';
 import type { GuestRam } from '../memory/guest-ram.js';
 import { FaultReason } from '../../src/vtd/fault.js';
 import { VTD_HAW } from './tables.js';
-import type { HostCalls } from '../viommu.js';
+import type { HostUapi } from '../uapi/host-uapi.js';
 
 export interface SlExtent {
   readonly iova: bigint;
@@ -54,7 +54,7 @@ export class SlDomainShadow {
   readonly dids = new Set<number>();
 
   private constructor(
-    private readonly host: HostCalls,
+    private readonly uapi: HostUapi,
     private readonly ram: GuestRam,
     private readonly log: Logger,
     /** GPA of the guest's top-level SL table. */
@@ -64,9 +64,9 @@ export class SlDomainShadow {
     public domain: number,
   ) {}
 
-  static async create(host: HostCalls, ram: GuestRam, log: Logger, slptptr: bigint, levels: number): Promise<SlDomainShadow> {
-    const { domain } = await host.call('DOMAIN_ALLOC', {});
-    return new SlDomainShadow(host, ram, log, slptptr, levels, domain);
+  static async create(uapi: HostUapi, ram: GuestRam, log: Logger, slptptr: bigint, levels: number): Promise<SlDomainShadow> {
+    const domain = await uapi.domainAlloc();
+    return new SlDomainShadow(uapi, ram, log, slptptr, levels, domain);
   }
 
   /** Input address width of the guest table. */
@@ -107,13 +107,13 @@ export class SlDomainShadow {
     await Promise.all(
       unmaps.map(async (e) => {
         this.extents.delete(e.iova);
-        await this.host.call('DMA_UNMAP', { domain: this.domain, iova: e.iova, size: e.size });
+        await this.uapi.dmaUnmap(this.domain, e.iova, e.size);
       }),
     );
     const maps = [...want.values()];
     const results = await Promise.allSettled(
       maps.map(async (e) => {
-        await this.host.call('DMA_MAP', { domain: this.domain, flags: e.flags, iova: e.iova, gpa: e.gpa, size: e.size });
+        await this.uapi.dmaMap(this.domain, e.iova, e.gpa, e.size, e.flags);
         this.extents.set(e.iova, e);
       }),
     );
@@ -127,13 +127,13 @@ export class SlDomainShadow {
    * exactly what it held before (the guest's later IOTLB invalidations bring changes, as
    * before). Returns the mappings made; a refused map drops that extent (logged).
    */
-  async replay(host: HostCalls): Promise<number> {
-    const { domain } = await host.call('DOMAIN_ALLOC', {});
+  async replay(uapi: HostUapi): Promise<number> {
+    const domain = await uapi.domainAlloc();
     this.domain = domain;
     let n = 0;
     for (const e of [...this.extents.values()]) {
       try {
-        await host.call('DMA_MAP', { domain, flags: e.flags, iova: e.iova, gpa: e.gpa, size: e.size });
+        await uapi.dmaMap(domain, e.iova, e.gpa, e.size, e.flags);
         n++;
       } catch (err) {
         this.extents.delete(e.iova);
@@ -147,7 +147,7 @@ export class SlDomainShadow {
   async destroy(): Promise<void> {
     this.extents.clear();
     this.bad.clear();
-    await this.host.call('DOMAIN_FREE', { domain: this.domain });
+    await this.uapi.domainFree(this.domain);
   }
 
   private walk(table: bigint, level: number, base: bigint, lo: bigint, hi: bigint, out: Map<bigint, SlExtent>): void {

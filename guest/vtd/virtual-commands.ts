@@ -21,7 +21,10 @@
  *
  * Cost (docs/performance.md, VCMD row): ALLOC_PASID is the hot command. It runs as one promise
  * reaction on the host request (no async frames in between), and the reads waiting on a command
- * share one promise and one reusable timer, so a command costs no timer allocation.
+ * share one promise. The stall bound is a deadline per command checked by one timer that is
+ * armed only when no armed timer fires before the deadline: while commands follow each other
+ * faster than the bound, the timer fires about once per bound and is re-armed for the deadline
+ * of the command then in flight, so a command costs no timer operation.
  */
 import type { Logger } from '../../src/log.js';
 import type { TraceBus } from '../../src/trace/bus.js';
@@ -29,6 +32,7 @@ import { VCMD_CMD, VCMD_LAYOUTS, type VcmdLayoutName } from '../../src/vtd/vcmd.
 import { PASID_MAX } from '../../src/vtd/pasid-entry.js';
 import type { HostCalls } from '../viommu.js';
 import type { RegisterFile } from './register-file.js';
+import type { RegisterDef } from '../../src/vtd/registers.js';
 
 /** Lowest PASID handed out: PASID 0 is RID_PASID and never bound (QEMU VTD_HPASID_MIN). */
 export const VCMD_PASID_MIN = 1;
@@ -52,13 +56,17 @@ export class VirtualCommands {
    */
   private settled: Promise<void> | null = null;
   private releaseSettled: (() => void) | null = null;
+  /** When the reads waiting on the command in flight go on with IP (performance.now() ms). */
+  private stallDeadline = Infinity;
   /**
-   * The stall timer: created once and re-armed (refresh) for each command that has a waiting
-   * read; it is not cleared when the command completes first — firing with no read waiting
-   * does nothing.
+   * The stall timer and when it fires (Infinity: not armed). It is not cleared when a command
+   * completes first: firing with no read waiting does nothing, and firing before the deadline
+   * of the command now waited on re-arms it for that deadline.
    */
   private stallTimer: NodeJS.Timeout | null = null;
-  private stallMs = 0;
+  private stallTimerAt = Infinity;
+  /** VCRSP's definition (written on every command). */
+  private readonly vcrsp: RegisterDef;
   /** ALLOC_PASID in flight: when it started, for its trace event (0 when no one listens). */
   private allocStarted = 0;
   /** Called after the host freed a PASID this VM held (VCMD FREE_PASID or a host-forced free). */
@@ -76,6 +84,7 @@ export class VirtualCommands {
   ) {
     this.layout = VCMD_LAYOUTS[layoutName];
     this.operandShift = BigInt(this.layout.operandShift);
+    this.vcrsp = regs.def('VCRSP');
   }
 
   /** True while a command is in flight (VCRSP.IP). */
@@ -96,33 +105,40 @@ export class VirtualCommands {
    */
   settledWithin(ms: number = VCRSP_READ_STALL_MS): Promise<void> | null {
     if (this.inFlight === null) return null;
+    const deadline = performance.now() + ms;
     if (this.settled === null) {
       this.settled = new Promise<void>((resolve) => (this.releaseSettled = resolve));
-      this.armStall(ms);
-    } else if (ms < this.stallMs) {
-      this.armStall(ms);
+      this.stallDeadline = deadline;
+    } else if (deadline < this.stallDeadline) {
+      this.stallDeadline = deadline;
+    } else {
+      return this.settled;
     }
+    if (this.stallDeadline < this.stallTimerAt) this.armStall(this.stallDeadline);
     return this.settled;
   }
 
-  private armStall(ms: number): void {
-    if (this.stallTimer !== null && this.stallMs === ms) {
-      this.stallTimer.refresh();
-      return;
-    }
+  private armStall(at: number): void {
     if (this.stallTimer !== null) clearTimeout(this.stallTimer);
-    this.stallMs = ms;
-    this.stallTimer = setTimeout(this.onStall, ms);
+    this.stallTimerAt = at;
+    this.stallTimer = setTimeout(this.onStall, Math.max(0, at - performance.now()));
   }
 
-  /** The bound passed: the waiting reads go on (they see IP). */
-  private readonly onStall = (): void => this.release();
+  /** The timer fired: past the deadline, the waiting reads go on (they see IP); before it, wait on. */
+  private readonly onStall = (): void => {
+    this.stallTimer = null;
+    this.stallTimerAt = Infinity;
+    if (this.settled === null) return;
+    if (performance.now() >= this.stallDeadline) this.release();
+    else this.armStall(this.stallDeadline);
+  };
 
   private release(): void {
     const r = this.releaseSettled;
     if (r === null) return;
     this.settled = null;
     this.releaseSettled = null;
+    this.stallDeadline = Infinity;
     r();
   }
 
@@ -142,11 +158,11 @@ export class VirtualCommands {
       // the command completes in the reply's own reaction.
       this.allocStarted = this.trace.active ? performance.now() : 0;
       const reply = this.callAlloc();
-      this.regs.set('VCRSP', VCRSP_IP);
+      this.regs.setDef(this.vcrsp, VCRSP_IP);
       this.inFlight = reply.then(this.allocReplied, this.allocFailed);
       return;
     }
-    this.regs.set('VCRSP', VCRSP_IP);
+    this.regs.setDef(this.vcrsp, VCRSP_IP);
     const pasid = Number(BigInt.asUintN(20, value >> this.operandShift));
     this.inFlight = this.run(cmd, pasid, reservedSet);
   }
@@ -154,7 +170,7 @@ export class VirtualCommands {
   /** VCRSP = status and result with IP clear; the command is over and waiting reads go on. */
   private complete(sc: number, result: number): void {
     // encodeVcrsp with IP clear: SC at bit 1 (layout-wide mask), RSLT at operandShift.
-    this.regs.set('VCRSP', BigInt(result * 2 ** this.layout.operandShift + ((sc & this.layout.scMask) << this.layout.scShift)));
+    this.regs.setDef(this.vcrsp, BigInt(result * 2 ** this.layout.operandShift + ((sc & this.layout.scMask) << this.layout.scShift)));
     this.inFlight = null;
     this.release();
   }

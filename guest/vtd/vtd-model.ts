@@ -36,7 +36,9 @@ import { FSTS_REG, GCMD, GSTS, ICS_REG, VCMD_REG_OFFSETS } from '../../src/vtd/r
 import type { VcmdLayoutName } from '../../src/vtd/vcmd.js';
 import type { BackendEvent } from '../../vhost/roles/frontend.js';
 import { emptyReplayReport, type GuestContext, type HostCalls, type HostResources, type ReplayReport, type ViommuModel } from '../viommu.js';
-import { InvalidationBatch } from './cache-invalidations.js';
+import type { InvalidationSink } from '../uapi/invalidation-sink.js';
+import type { HostUapi } from '../uapi/host-uapi.js';
+import { VfioSvaUapi } from '../uapi/vfio-sva.js';
 import { ContextCache } from './context-cache.js';
 import { FaultRecorder } from './fault-recorder.js';
 import { GuestPrivatePasids } from './guest-private-pasids.js';
@@ -47,7 +49,7 @@ import { InvalidationQueue } from './invalidation-queue.js';
 import { narrow } from './narrow.js';
 import { PageRequestQueue } from './page-request-queue.js';
 import { PasidShadow, type PasidShadowEntry } from './pasid-shadow.js';
-import { RegisterFile } from './register-file.js';
+import { RegisterFile, type RegisterWrite } from './register-file.js';
 import { VirtualCommands } from './virtual-commands.js';
 
 export interface VtdModelOptions {
@@ -61,7 +63,7 @@ export interface VtdCounters {
   queue: InvalidationQueue['counters'];
   faults: FaultRecorder['counters'];
   pageRequests: PageRequestQueue['counters'];
-  invalidations: InvalidationBatch['counters'];
+  invalidations: InvalidationSink['counters'];
   shadow: PasidShadow['counters'];
   vcmd: VirtualCommands['counters'] | null;
   deviceConfigs: number;
@@ -74,7 +76,9 @@ export class VtdModel implements ViommuModel {
   readonly faults: FaultRecorder;
   readonly pageRequests: PageRequestQueue;
   readonly vcmd: VirtualCommands | null;
-  private readonly batch: InvalidationBatch;
+  private readonly batch: InvalidationSink;
+  /** The VM's host uAPI (guest/uapi/): every host request of the model but VCMD's goes through it. */
+  readonly uapi: HostUapi;
   private readonly contexts: ContextCache;
   private readonly pasidShadow: PasidShadow;
   /** Guest-private PASIDs (no VCMD), else null (identity). */
@@ -101,14 +105,17 @@ export class VtdModel implements ViommuModel {
     this.pageRequests = new PageRequestQueue(this.regs, ram, this.interrupts, this.trace, vm);
     this.vcrspOffset = vcmd === false ? -1 : VCMD_REG_OFFSETS[vcmd].VCRSP;
     this.vcmd = vcmd === false ? null : new VirtualCommands(vcmd, this.regs, host, log, this.trace, vm);
-    this.batch = new InvalidationBatch(host, log, this.trace, vm);
+    const uapi = (this.uapi = ctx.uapi ?? new VfioSvaUapi(host));
+    this.batch = uapi.invalidations({ log, trace: this.trace, vm });
     const flush = (): Promise<void> => this.batch.flush();
     this.contexts = new ContextCache(ram, devices, host, flush, log, this.trace, vm);
-    this.privatePasids = vcmd === false ? new GuestPrivatePasids(host, flush) : null;
-    this.pasidShadow = new PasidShadow(host, ram, log, this.trace, vm, devices.map((d) => d.rid), flush, this.privatePasids);
+    // Without VCMD the guest picks its PASIDs: on VFIO SVA each stands for a host PASID of the
+    // VM's IOASID set (guest-private); on iommufd it is the device's own PASID, attached as is.
+    this.privatePasids = vcmd === false && uapi.kind === 'vfio-sva' ? new GuestPrivatePasids(host, flush) : null;
+    this.pasidShadow = new PasidShadow(host, ram, log, this.trace, vm, devices.map((d) => d.rid), flush, this.privatePasids, { uapi, globalPasids: vcmd !== false });
     if (this.vcmd !== null) this.vcmd.onFreed = (pasid) => this.pasidShadow.pasidFreed(pasid);
-    this.events = new HostEvents(devices, this.privatePasids, this.vcmd, this.pasidShadow, this.contexts, this.faults, this.pageRequests, host, ram, log, this.trace, vm);
-    this.invalidations = new InvalidationHandler(this.regs, ram, devices, this.contexts, this.pasidShadow, this.batch, this.pageRequests, this.events, host, log, this.trace, vm);
+    this.events = new HostEvents(devices, this.privatePasids, this.vcmd, this.pasidShadow, this.contexts, this.faults, this.pageRequests, uapi, ram, log, this.trace, vm);
+    this.invalidations = new InvalidationHandler(this.regs, ram, devices, this.contexts, this.pasidShadow, this.batch, this.pageRequests, this.events, uapi, log, this.trace, vm);
     this.iq = new InvalidationQueue(this.regs, ram, this.faults, this.interrupts, this.invalidations, this.trace, vm, log);
   }
 
@@ -172,48 +179,64 @@ export class VtdModel implements ViommuModel {
     return v;
   }
 
-  async mmioWrite(offset: number, size: 4 | 8, value: bigint): Promise<void> {
+  /**
+   * A guest register write, then the model's reaction to each register it covered, in order.
+   * Synchronous unless a reaction has to wait (GCMD, the invalidation queue, register-based
+   * invalidations): a VCMD write returns at once, with no promise (the serial queue then
+   * completes the access without a promise hop).
+   */
+  mmioWrite(offset: number, size: 4 | 8, value: bigint): void | Promise<void> {
     if (this.trace.active) this.trace.emit({ kind: 'mmio', side: 'guest', vm: this.vm, name: `write 0x${offset.toString(16)}`, args: { offset, size, value: hex64(value) } });
-    for (const w of this.regs.write(offset, size, value)) {
-      const name = w.def.name;
-      switch (name) {
-        case 'GCMD':
-          await this.gcmd(narrow(w.written, 32));
-          break;
-        case 'FSTS':
-          this.faults.afterStatusWrite();
-          if (testField(w.old, FSTS_REG.field.IQE) && !testField(w.value, FSTS_REG.field.IQE)) await this.iq.run();
-          break;
-        case 'FECTL':
-          this.interrupts.onControlWrite('fault');
-          break;
-        case 'IECTL':
-          this.interrupts.onControlWrite('invalidation');
-          break;
-        case 'PECTL':
-          this.interrupts.onControlWrite('page-request');
-          break;
-        case 'ICS':
-          if (!testField(w.value, ICS_REG.field.IWC)) this.interrupts.serviced('invalidation');
-          break;
-        case 'PRS':
-          this.pageRequests.afterStatusWrite();
-          break;
-        case 'IQT':
-          if (w.part !== 'high') await this.iq.run();
-          break;
-        case 'CCMD':
-          if (w.part !== 'low' && (w.written >> 63n) === 1n) await this.invalidations.registerContextInvalidate(w.value);
-          break;
-        case 'IOTLB':
-          if (w.part !== 'low' && (w.written >> 63n) === 1n) await this.invalidations.registerIotlbInvalidate(w.value);
-          break;
-        case 'VCMD':
-          if (w.part !== 'low' && this.vcmd !== null) this.vcmd.onWrite(w.value);
-          break;
-        default:
-          if (name.startsWith('FRCD') && name.endsWith('_HI')) this.faults.afterStatusWrite();
-      }
+    const writes = this.regs.write(offset, size, value);
+    for (let i = 0; i < writes.length; i++) {
+      const pending = this.afterWrite(writes[i]!);
+      if (pending !== undefined) return this.afterWritesFrom(pending, writes, i + 1);
+    }
+  }
+
+  /** The rest of mmioWrite once a reaction waits: `pending`, then the writes from `next` on. */
+  private async afterWritesFrom(pending: Promise<void>, writes: readonly RegisterWrite[], next: number): Promise<void> {
+    await pending;
+    for (let i = next; i < writes.length; i++) await this.afterWrite(writes[i]!);
+  }
+
+  /** The model's reaction to one register write; a promise when it has to wait. */
+  private afterWrite(w: RegisterWrite): Promise<void> | undefined {
+    const name = w.def.name;
+    switch (name) {
+      case 'GCMD':
+        return this.gcmd(narrow(w.written, 32));
+      case 'FSTS':
+        this.faults.afterStatusWrite();
+        if (testField(w.old, FSTS_REG.field.IQE) && !testField(w.value, FSTS_REG.field.IQE)) return this.iq.run();
+        return undefined;
+      case 'FECTL':
+        this.interrupts.onControlWrite('fault');
+        return undefined;
+      case 'IECTL':
+        this.interrupts.onControlWrite('invalidation');
+        return undefined;
+      case 'PECTL':
+        this.interrupts.onControlWrite('page-request');
+        return undefined;
+      case 'ICS':
+        if (!testField(w.value, ICS_REG.field.IWC)) this.interrupts.serviced('invalidation');
+        return undefined;
+      case 'PRS':
+        this.pageRequests.afterStatusWrite();
+        return undefined;
+      case 'IQT':
+        return w.part !== 'high' ? this.iq.run() : undefined;
+      case 'CCMD':
+        return w.part !== 'low' && (w.written >> 63n) === 1n ? this.invalidations.registerContextInvalidate(w.value) : undefined;
+      case 'IOTLB':
+        return w.part !== 'low' && (w.written >> 63n) === 1n ? this.invalidations.registerIotlbInvalidate(w.value) : undefined;
+      case 'VCMD':
+        if (w.part !== 'low' && this.vcmd !== null) this.vcmd.onWrite(w.value);
+        return undefined;
+      default:
+        if (name.startsWith('FRCD') && name.endsWith('_HI')) this.faults.afterStatusWrite();
+        return undefined;
     }
   }
 

@@ -219,7 +219,11 @@ export class DmaTestDevice {
         args: { bdf: this.bdf, pasid: guestPasid, addr: `0x${req.addr.toString(16)}`, length: req.length, ok: r.ok, reason: r.ok ? null : r.fault.reason },
       });
     }
-    if (r.ok) return { status: DeviceDmaStatus.OK, reason: 0, flags: 0, pasid: 0, fault_addr: 0n, ...(r.data !== undefined && r.data.length > 0 ? { data: r.data } : {}) };
+    if (r.ok) {
+      const ok: DeviceDmaReply = { status: DeviceDmaStatus.OK, reason: 0, flags: 0, pasid: 0, fault_addr: 0n };
+      if (r.data !== undefined && r.data.length > 0) ok.data = r.data;
+      return ok;
+    }
     return {
       status: DeviceDmaStatus.FAULT,
       reason: r.fault.reason,

@@ -123,6 +123,14 @@ export class IdTable {
     return spid;
   }
 
+  /** The IDs of `list` in list order (most recently claimed first): O(members), no sort. */
+  membersUnordered(list: MemberList): Uint32Array {
+    const out = new Uint32Array(list.nr);
+    let i = 0;
+    for (let id = list.head; id !== 0 && i < out.length; id = this.nextOf[id]!) out[i++] = id;
+    return out;
+  }
+
   /** The IDs of `list`, ascending. */
   members(list: MemberList): Uint32Array {
     const out = new Uint32Array(list.nr);

@@ -407,6 +407,33 @@ export class IoasidCore {
     return { reclaimed, pending };
   }
 
+  /**
+   * freeAllInSet in bounded steps for a caller that yields between them (VM release,
+   * docs/protocol.md "Disconnect"): each `next()` frees ≤ `perStep` IDs and yields how many are
+   * left; it returns freeAllInSet's result. It visits the set's IDs of the call, most recent
+   * first (list order, no sort). Between steps an ID reclaimed or freed meanwhile is skipped, one
+   * allocated meanwhile is not visited (unless it reuses a listed number), and the steps end
+   * when the set goes away. EINVAL (at the call): dead set, `perStep` not a positive integer.
+   */
+  freeAllInSetSteps(set: IoasidSet, perStep: number): Generator<number, FreeAllResult, void> {
+    const st = this.sets.lookup(set);
+    if (!Number.isInteger(perStep) || perStep < 1) fail('EINVAL', `freeAllInSetSteps: ${String(perStep)} IDs per step is not a positive integer`);
+    const members = this.ids.membersUnordered(st);
+    const steps = function* (this: IoasidCore): Generator<number, FreeAllResult, void> {
+      let reclaimed = 0;
+      for (let i = 0; i < members.length; ) {
+        if (!this.sets.isLive(set)) return { reclaimed, pending: 0 };
+        for (const end = Math.min(members.length, i + perStep); i < end; i++) {
+          const id = members[i]!;
+          if (this.ids.stateOf[id] !== ST_FREE && this.ids.setOf[id] === set.id && this.freeKnown(id)) reclaimed++;
+        }
+        if (i < members.length) yield members.length - i;
+      }
+      return { reclaimed, pending: this.sets.isLive(set) ? st.nr : 0 };
+    };
+    return steps.call(this);
+  }
+
   // ---------------------------------------------------------------- notifiers
 
   /**

@@ -15,10 +15,10 @@ import { fail } from '../../src/errors.js';
 import { VTD_MAMV } from '../../src/vtd/cap-ecap.js';
 import { PAGE_SIZE } from '../../src/vtd/page-table.js';
 import { PASID_BITS } from '../../src/vtd/pasid-entry.js';
-import { PGTT_FL, PGTT_NESTED, PGTT_PT, PGTT_SL, RID_PASID } from './constants.js';
+import { NO_PASID, PGTT_FL, PGTT_NESTED, PGTT_PT, PGTT_SL, RID_PASID } from './constants.js';
 import { checkRid, fitWidth, hex, ridName } from './checks.js';
 import { IommuDevice, PageResponseCode } from './device.js';
-import { attachmentKey, IommuDomain, type Attachment, type FirstLevelConfig } from './domain.js';
+import { IommuDomain, type Attachment, type FirstLevelConfig } from './domain.js';
 import { IDENTITY_DID, type DomainRef } from './iommu-base.js';
 import { IommuInvalidation } from './invalidation.js';
 import { PasidTable, type PasidEntryValues } from './pasid-table.js';
@@ -197,7 +197,7 @@ export abstract class IommuAttach extends IommuInvalidation {
     dev.pasidTable.write(RID_PASID, entryFor(d, pgtt));
     const att: Attachment = { rid, pasid: null, domain: d, pgtt };
     dev.defaultAttachment = att;
-    d.attachments.set(attachmentKey(rid, null), att);
+    d.attachments.add(att);
   }
 
   /** Detach the RID's default domain (tearing down PASID entry RID_PASID with its flushes). */
@@ -207,7 +207,8 @@ export abstract class IommuAttach extends IommuInvalidation {
     if (att === null) fail('ENOENT', `device ${dev.bdf} has no default domain`);
     this.teardown(dev, RID_PASID, att);
     dev.defaultAttachment = null;
-    att.domain.attachments.delete(attachmentKey(rid, null));
+    att.domain.attachments.delete(att);
+    this.engine.forgetContext(dev, NO_PASID);
   }
 
   /** Attach RID+PASID to a domain: paging → PGTT 2, identity → PGTT 4, SVA → PGTT 1. */
@@ -219,7 +220,7 @@ export abstract class IommuAttach extends IommuInvalidation {
     dev.pasidTable.write(pasid, entryFor(d, pgtt));
     const att: Attachment = { rid, pasid, domain: d, pgtt };
     dev.pasidAttachments.set(pasid, att);
-    d.attachments.set(attachmentKey(rid, pasid), att);
+    d.attachments.add(att);
   }
 
   /** Detach RID+PASID (not for nested bindings: use unbindPgtablePasid). */
@@ -244,7 +245,7 @@ export abstract class IommuAttach extends IommuInvalidation {
     dev.pasidTable.write(pasid, entryFor(parent, PGTT_NESTED, fl));
     const att: Attachment = { rid, pasid, domain: parent, pgtt: PGTT_NESTED, nested: fl };
     dev.pasidAttachments.set(pasid, att);
-    parent.attachments.set(attachmentKey(rid, pasid), att);
+    parent.attachments.add(att);
     this.trace?.emit({ kind: 'bind', side: 'host', name: 'bind_pgtable_pasid', args: { rid, pasid, did: parent.did, flptr: hex(fl.flptr) } });
   }
 
@@ -271,7 +272,8 @@ export abstract class IommuAttach extends IommuInvalidation {
   private removePasidRoute(dev: IommuDevice, pasid: number, att: Attachment): void {
     this.teardown(dev, pasid, att);
     dev.pasidAttachments.delete(pasid);
-    att.domain.attachments.delete(attachmentKey(dev.rid, pasid));
+    att.domain.attachments.delete(att);
+    this.engine.forgetContext(dev, pasid);
   }
 
   /**

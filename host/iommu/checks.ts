@@ -9,6 +9,7 @@ import { VTD_MAMV } from '../../src/vtd/cap-ecap.js';
 import { PASID_BITS } from '../../src/vtd/pasid-entry.js';
 
 const TWO_64 = 1n << 64n;
+const TWO_53 = 1n << 53n;
 
 /** `value` as a number, after asserting 0 ≤ value < 2^bits (bits ≤ 53). ERANGE otherwise. */
 export function fitWidth(value: bigint, bits: number, what: string): number {
@@ -34,7 +35,8 @@ export function pageAndOffset(addr: bigint, length = 0): [vpn: number, off: numb
  */
 export function maskedPages(addr: bigint, am: number): [first: number, last: number] {
   if (!Number.isInteger(am) || am < 0 || am > VTD_MAMV) fail('EINVAL', `address mask ${am} is not in 0..${VTD_MAMV}`);
-  const [vpn] = pageAndOffset(addr);
+  // Addresses below 2^53 (every one a guest sends in practice) convert exactly, without bigint arithmetic.
+  const vpn = addr >= 0n && addr < TWO_53 ? Math.floor(Number(addr) / 4096) : pageAndOffset(addr)[0];
   const n = 2 ** am;
   const first = Math.floor(vpn / n) * n;
   return [first, first + n - 1];
@@ -45,11 +47,15 @@ export function checkRid(rid: number): void {
 }
 
 export function checkDid(did: number): void {
-  if (!Number.isInteger(did) || did < 0 || did > 0xffff) fail('EINVAL', `DID ${did} is not a 16-bit domain ID`);
+  if (!((did | 0) === did && did >= 0 && did <= 0xffff)) fail('EINVAL', `DID ${did} is not a 16-bit domain ID`);
 }
 
+/** 2^PASID_BITS. */
+const PASID_END = 1 << PASID_BITS;
+
 export function checkPasid(pasid: number): void {
-  if (!Number.isInteger(pasid) || pasid < 0 || pasid >= 2 ** PASID_BITS) fail('EINVAL', `PASID ${pasid} is not a ${PASID_BITS}-bit value`);
+  // (x | 0) === x: an integer in the int32 range (NaN and fractions fail), no call on the hot path.
+  if (!((pasid | 0) === pasid && pasid >= 0 && pasid < PASID_END)) fail('EINVAL', `PASID ${pasid} is not a ${PASID_BITS}-bit value`);
 }
 
 export function checkLength(length: number): void {

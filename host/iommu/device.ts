@@ -66,18 +66,30 @@ export class IommuDevice {
     this.atsEnabled = ats && atsEnabled;
   }
 
+  /** Hits and misses of contexts that were dropped (their routes went), so the totals never go back. */
+  private retiredHits = 0;
+  private retiredMisses = 0;
+
   /** IOTLB or device-TLB hits of this device's requests (counted per context: nothing extra on the hit path). */
   get iotlbHits(): number {
-    let n = 0;
+    let n = this.retiredHits;
     for (const c of this.contexts.values()) n += c.hits;
     return n;
   }
 
   /** Translations of this device's requests that missed every cache and walked the tables. */
   get iotlbMisses(): number {
-    let n = 0;
+    let n = this.retiredMisses;
     for (const c of this.contexts.values()) n += c.misses;
     return n;
+  }
+
+  /** Remove the context of `pasid` (−1: requests without PASID), keeping its counts in the totals. */
+  retireContext(ctx: RequestContext): void {
+    if (this.contexts.get(ctx.pasid) !== ctx) return;
+    this.retiredHits += ctx.hits;
+    this.retiredMisses += ctx.misses;
+    this.contexts.delete(ctx.pasid);
   }
 
   /** Number of routes attached through this device. */

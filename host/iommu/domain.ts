@@ -53,12 +53,9 @@ export interface Attachment {
   readonly nested?: FirstLevelConfig;
 }
 
-export function attachmentKey(rid: number, pasid: number | null): string {
-  return pasid === null ? `${rid}` : `${rid}/${pasid}`;
-}
-
 export class IommuDomain {
-  readonly attachments = new Map<string, Attachment>();
+  /** The routes using the domain (a Set: removing one costs no key string). */
+  readonly attachments = new Set<Attachment>();
   freed = false;
 
   constructor(

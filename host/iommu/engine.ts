@@ -9,10 +9,10 @@
  * Caches: device-TLB (devices with ATS enabled) → IOTLB (DID, PASID; 4K/2M/1G) → first-level
  * paging-structure cache → memory. Nothing is dropped without an invalidation (tlb.ts).
  *
- * Hot path: numbers only; a PTE is read as two u32 halves (phys-port.ts); a hit is one Map
- * lookup plus an AND of the entry's permitted access classes. A translation returns the HPA
- * (≥ 0) or XLATE_FAULT (−1) with the details kept in number fields (`lastFault()` builds the
- * record; nothing is allocated on a translation).
+ * Hot path: numbers only; a PTE is read as two u32 halves (phys-port.ts); a hit is a probe of
+ * an open-addressing table on a Float64Array (page-hash.ts) plus an AND of the entry's permitted
+ * access classes. A translation returns the HPA (≥ 0) or XLATE_FAULT (−1) with the details kept
+ * in number fields (`lastFault()` builds the record; nothing is allocated on a translation).
  *
  * Why this file is longer than the others (the 600-line rule's one exception): the second-level
  * walk (`slTranslate`) and the first-level walk (`walkFirstLevel`) each inline the read of a
@@ -91,11 +91,15 @@ import {
 } from './constants.js';
 import type { IommuDevice } from './device.js';
 import { faultRecord, type IommuFault } from './fault.js';
-import type { CachedPasidEntry } from './pasid-cache.js';
+import { FL_ALLOW_MEMO, type CachedPasidEntry } from './pasid-cache.js';
 import type { PhysPort } from './phys-port.js';
 import { RequestContext } from './request-context.js';
 import type { Iotlb } from './tlb.js';
+import { ALLOW_SPAN, EPOCHS } from './tlb-bucket.js';
 
+/** Slots of the engine's direct-mapped context cache (a power of two). */
+const CTX_CACHE_SLOTS = 1024;
+const CTX_CACHE_MASK = CTX_CACHE_SLOTS - 1;
 const TWO_27 = 134217728;
 const MASK_27 = TWO_27 - 1;
 const TWO_31 = 2147483648;
@@ -155,6 +159,14 @@ export class TranslationEngine {
   private lastRid = -2;
   private lastPasid = -2;
   private lastCtx: RequestContext | null = null;
+  /**
+   * Direct-mapped cache of contexts in front of the device and context Maps (requests that switch
+   * PASID on every access then cost two typed-array reads, not two Map lookups); cleared whenever
+   * a device or context goes (resetContextCache).
+   */
+  private readonly ctxRid = new Int32Array(CTX_CACHE_SLOTS).fill(-2);
+  private readonly ctxPasid = new Int32Array(CTX_CACHE_SLOTS);
+  private readonly ctxSlot: (RequestContext | null)[] = new Array<RequestContext | null>(CTX_CACHE_SLOTS).fill(null);
 
   // reserved masks by (level * 2 + ps), as u32 halves
   private readonly flRsvLo = new Int32Array(12);
@@ -164,7 +176,7 @@ export class TranslationEngine {
   private readonly hawLimit: number;
   private readonly pasidReader: PasidEntryReader;
   /** Contexts holding a cached PASID entry, by (DID, PASID): what PASID-cache invalidations visit. */
-  readonly pasidCache = new PasidCacheIndex();
+  readonly pasidCache: PasidCacheIndex;
 
   // results of the last second-level translation
   private slLevel = 1;
@@ -193,6 +205,7 @@ export class TranslationEngine {
     private readonly sink: FaultSink,
   ) {
     this.hawLimit = 2 ** opts.haw;
+    this.pasidCache = new PasidCacheIndex(iotlb);
     this.pasidReader = new PasidEntryReader(port, opts.haw, opts.sagaw);
     for (let level = 1; level <= 5; level++) {
       for (let ps = 0; ps < 2; ps++) {
@@ -207,11 +220,13 @@ export class TranslationEngine {
     }
   }
 
-  /** Forget the one-entry context cache (after devices change). */
+  /** Forget the context caches (after devices change). */
   resetContextCache(): void {
     this.lastRid = -2;
     this.lastPasid = -2;
     this.lastCtx = null;
+    this.ctxRid.fill(-2);
+    this.ctxSlot.fill(null);
   }
 
   counters(): EngineCounters {
@@ -238,20 +253,41 @@ export class TranslationEngine {
       ctx = this.context(rid, pasid);
       if (ctx === null) return this.contextFault(rid, pasid, vpn, off, flags);
     }
+    // IOTLB / device-TLB hit on a 4 KiB entry: a probe of the bucket's table (page-hash.ts),
+    // nothing allocated.
     const b = ctx.first;
-    const e = b.m4k.get(vpn);
-    if (e !== undefined && e.gen === b.gen && (e.allow & CLASS_BIT_OF_FLAGS[flags & 7]!) !== 0) {
-      this.hits++;
-      ctx.hits++;
-      if (ctx.dtlb !== null) this.devTlbHits++;
-      this.extent = 4096 - off;
-      return e.base + off;
+    const t = b.t4k;
+    const at = t.find(vpn);
+    if (at >= 0) {
+      // The value is (frame · ALLOW_SPAN + allow) · EPOCHS + epoch (tlb-bucket.ts): live when the
+      // epoch is the bucket's; a stale entry (0) permits nothing.
+      const v = t.data[at + 1]!;
+      const ep = v & (EPOCHS - 1);
+      if (ep === b.epoch) {
+        const q = (v - ep) / EPOCHS;
+        const allow = q & (ALLOW_SPAN - 1);
+        if ((allow & CLASS_BIT_OF_FLAGS[flags & 7]!) !== 0) {
+          this.hits++;
+          ctx.hits++;
+          if (ctx.dtlb !== null) this.devTlbHits++;
+          this.extent = 4096 - off;
+          return (q - allow) * (4096 / ALLOW_SPAN) + off;
+        }
+      }
     }
     return this.miss(ctx, vpn, off, flags);
   }
 
   /** The context of (rid, pasid), or null when the device does not exist or cannot use the PASID. */
   context(rid: number, pasid: number): RequestContext | null {
+    const slot = (Math.imul(rid, 0x9e3779b1) + pasid) & CTX_CACHE_MASK;
+    if (this.ctxRid[slot] === rid && this.ctxPasid[slot] === pasid) {
+      const hit = this.ctxSlot[slot]!;
+      this.lastRid = rid;
+      this.lastPasid = pasid;
+      this.lastCtx = hit;
+      return hit;
+    }
     const dev = this.devices.get(rid);
     if (dev === undefined) return null;
     let ctx = dev.contexts.get(pasid);
@@ -260,6 +296,9 @@ export class TranslationEngine {
       ctx = new RequestContext(dev, pasid);
       dev.contexts.set(pasid, ctx);
     }
+    this.ctxRid[slot] = rid;
+    this.ctxPasid[slot] = pasid;
+    this.ctxSlot[slot] = ctx;
     this.lastRid = rid;
     this.lastPasid = pasid;
     this.lastCtx = ctx;
@@ -274,6 +313,30 @@ export class TranslationEngine {
   /** Every context of every device. */
   *allContexts(): IterableIterator<RequestContext> {
     for (const d of this.devices.values()) yield* d.contexts.values();
+  }
+
+  /**
+   * The route of (dev, pasid) went (its PASID entry cleared and flushed): drop the request context
+   * of that PASID, so a device's contexts do not outlive its routes (a later request makes a new
+   * one). Its cached PASID entry goes from the index and its buckets are released (an empty
+   * bucket leaves its store).
+   */
+  forgetContext(dev: IommuDevice, pasid: number): void {
+    const ctx = dev.contexts.get(pasid);
+    if (ctx === undefined) return;
+    this.pasidCache.drop(ctx);
+    ctx.releaseBuckets();
+    dev.retireContext(ctx);
+    const slot = (Math.imul(dev.rid, 0x9e3779b1) + pasid) & CTX_CACHE_MASK;
+    if (this.ctxSlot[slot] === ctx) {
+      this.ctxRid[slot] = -2;
+      this.ctxSlot[slot] = null;
+    }
+    if (this.lastCtx === ctx) {
+      this.lastRid = -2;
+      this.lastPasid = -2;
+      this.lastCtx = null;
+    }
   }
 
   /** A device is removed: its contexts drop their cached PASID entries and release their cache buckets. */
@@ -321,19 +384,19 @@ export class TranslationEngine {
     } else {
       this.pasidCacheHits++;
     }
-    let e = ctx.first.lookup(vpn);
-    if (e !== undefined && (e.allow & cls) !== 0) {
+    const first = ctx.first;
+    if (first.probe(vpn) && (first.foundAllow & cls) !== 0) {
       if (ctx.dtlb !== null) this.devTlbHits++;
       ctx.hits++;
-      return this.hit(e.base, e.level, vpn, off);
+      return this.hit(first.foundBase, first.foundLevel, vpn, off);
     }
     const dt = ctx.dtlb;
     if (dt !== null) {
-      e = ctx.iotlb.lookup(vpn);
-      if (e !== undefined && (e.allow & cls) !== 0) {
-        ctx.device.devTlb!.insert(dt, vpn, e.level, e.base, e.allow);
+      const b = ctx.iotlb;
+      if (b.probe(vpn) && (b.foundAllow & cls) !== 0) {
+        ctx.device.devTlb!.insert(dt, vpn, b.foundLevel, b.foundBase, b.foundAllow);
         ctx.hits++;
-        return this.hit(e.base, e.level, vpn, off);
+        return this.hit(b.foundBase, b.foundLevel, vpn, off);
       }
     }
     this.misses++;
@@ -728,8 +791,9 @@ export class TranslationEngine {
     this.extent = LEVEL_PAGE_BYTES[outLevel]! - inPage;
     const dirty = (write || (lo & FL_D) !== 0) && slDirty;
     const mk = (us ? 1 : 0) | (rw ? 2 : 0) | (xd ? 4 : 0) | (slR ? 8 : 0) | (slW ? 16 : 0) | (slX ? 32 : 0) | (dirty ? 64 : 0);
-    let allow = pe.allowMemo[mk]!;
-    if (allow < 0) pe.allowMemo[mk] = allow = firstLevelAllow(pe, us, rw, xd, slR, slW, slX, dirty);
+    const memo = pe.allowKey + mk;
+    let allow = FL_ALLOW_MEMO[memo]!;
+    if (allow < 0) FL_ALLOW_MEMO[memo] = allow = firstLevelAllow(pe, us, rw, xd, slR, slW, slX, dirty);
     this.fill(ctx, vpn, outLevel, hpa - inPage, allow);
     return hpa;
   }

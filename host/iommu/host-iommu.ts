@@ -42,6 +42,17 @@ export interface IommuStats extends EngineCounters {
   pageResponses: number;
 }
 
+/** HostIommu.cacheCounts(). */
+export interface CacheCounts {
+  iotlbBuckets: number;
+  iotlbEntries: number;
+  pscEntries: number;
+  pasidCacheEntries: number;
+  contexts: number;
+  devTlbBuckets: number;
+  devTlbEntries: number;
+}
+
 export class HostIommu extends IommuRequests {
   /** CAP/ECAP of this host IOMMU (for nesting info): SM, nested, FL 4/5-level, SL 39/48-bit, PRI. */
   capabilities(): { cap: bigint; ecap: bigint } {
@@ -88,6 +99,33 @@ export class HostIommu extends IommuRequests {
       pageTablePages: this.pool.pagesInUse,
       pageRequests: this.pageRequests,
       pageResponses: this.pageResponses,
+    };
+  }
+
+  /**
+   * What the translation caches hold — IOTLB buckets and entries, paging-structure entries,
+   * cached PASID entries, request contexts, device-TLB buckets and entries: every count is 0 once
+   * every route and device is gone (leak checks; docs/performance.md, "Cache invalidation scaling").
+   */
+  cacheCounts(): CacheCounts {
+    let pscEntries = 0;
+    for (const b of this.iotlb.allBuckets()) pscEntries += b.pscLive;
+    let contexts = 0;
+    let devTlbBuckets = 0;
+    let devTlbEntries = 0;
+    for (const d of this.devices.values()) {
+      contexts += d.contexts.size;
+      devTlbBuckets += d.devTlb?.bucketCount ?? 0;
+      devTlbEntries += d.devTlb?.entries ?? 0;
+    }
+    return {
+      iotlbBuckets: this.iotlb.bucketCount,
+      iotlbEntries: this.iotlb.entries,
+      pscEntries,
+      pasidCacheEntries: this.engine.pasidCache.size,
+      contexts,
+      devTlbBuckets,
+      devTlbEntries,
     };
   }
 

@@ -3,7 +3,7 @@
  * constants its users need. Internal modules (engine, caches, tables) are reachable through
  * HostIommu.
  */
-export { HostIommu, type IommuStats } from './host-iommu.js';
+export { HostIommu, type CacheCounts, type IommuStats } from './host-iommu.js';
 export { IDENTITY_DID, type DomainRef, type HostIommuOptions } from './iommu-base.js';
 export { addressBlocks, type CacheInvalidation, type DevTlbInvalidation, type InvalidationCounters } from './invalidation.js';
 export type { AddDeviceOptions, AllocDomainOptions, BindPgtableOptions, FirstLevelOptions } from './attach.js';

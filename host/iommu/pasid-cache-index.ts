@@ -2,15 +2,24 @@
  * Which request contexts hold a cached PASID entry, by (DID, PASID entry index), so that the
  * PASID-cache invalidations of VT-d spec §6.5.2 (PASID-cache invalidate descriptor 0x7:
  * PASID-selective, domain-selective, global) visit only the contexts they drop instead of every
- * context of every device. A context is in the index exactly while `ctx.pe` is set; emptied
- * per-DID and per-PASID sets are deleted.
+ * context of every device.
+ *
+ * The index lives in the IOTLB: a context caching a PASID entry (did, index) holds the IOTLB
+ * bucket of that tag (request-context.ts), so the bucket lists those contexts (tlb-bucket.ts
+ * pcFirst / pcMore) and a PASID-selective flush is one bucket lookup (tlb.ts: a per-DID radix
+ * table by PASID) plus the contexts it drops — no second Map of its own whose random lookups miss
+ * the cache at 64k entries. A context is listed exactly while `ctx.pe` is set.
  */
 import type { RequestContext } from './request-context.js';
+import type { Iotlb } from './tlb.js';
+import type { PasidEntryHolder, TlbBucket } from './tlb-bucket.js';
 
 export class PasidCacheIndex {
-  /** DID → PASID entry index → contexts caching that entry. */
-  private readonly byDid = new Map<number, Map<number, Set<RequestContext>>>();
   private count = 0;
+  /** Cached entries per DID (DIDs with none are absent). */
+  private readonly perDid = new Map<number, number>();
+
+  constructor(private readonly iotlb: Iotlb) {}
 
   /** Contexts holding a cached PASID entry. */
   get size(): number {
@@ -19,65 +28,78 @@ export class PasidCacheIndex {
 
   /** DIDs with at least one cached PASID entry. */
   get domainCount(): number {
-    return this.byDid.size;
+    return this.perDid.size;
   }
 
-  /** Record that `ctx` cached its PASID entry (`ctx.pe` is set). */
+  /** Record that `ctx` cached its PASID entry (`ctx.pe` is set and `ctx.iotlb` is the bucket of its tag). */
   add(ctx: RequestContext): void {
-    const did = ctx.pe!.did;
-    let byPasid = this.byDid.get(did);
-    if (byPasid === undefined) this.byDid.set(did, (byPasid = new Map()));
-    let set = byPasid.get(ctx.peIndex);
-    if (set === undefined) byPasid.set(ctx.peIndex, (set = new Set()));
-    if (!set.has(ctx)) {
-      set.add(ctx);
-      this.count++;
-    }
+    const b = ctx.iotlb;
+    if (b.pcFirst === ctx || (b.pcMore !== null && b.pcMore.includes(ctx))) return;
+    if (b.pcFirst === null) b.pcFirst = ctx;
+    else (b.pcMore ??= []).push(ctx);
+    this.count++;
+    this.perDid.set(b.did, (this.perDid.get(b.did) ?? 0) + 1);
   }
 
   /** Drop `ctx`'s cached PASID entry, if any. */
   drop(ctx: RequestContext): void {
-    const pe = ctx.pe;
-    if (pe === null) return;
-    const byPasid = this.byDid.get(pe.did);
-    const set = byPasid?.get(ctx.peIndex);
-    if (set !== undefined && set.delete(ctx)) {
-      this.count--;
-      if (set.size === 0) {
-        byPasid!.delete(ctx.peIndex);
-        if (byPasid!.size === 0) this.byDid.delete(pe.did);
-      }
-    }
+    if (ctx.pe === null) return;
+    const b = ctx.iotlb;
+    if (unlist(b, ctx)) this.counted(b.did, -1);
     ctx.dropPasidEntry();
   }
 
   /** PASID-selective: the cached entry of (did, pasid) in every context (every device). */
   dropPasid(did: number, pasid: number): void {
-    const byPasid = this.byDid.get(did);
-    const set = byPasid?.get(pasid);
-    if (set === undefined) return;
-    byPasid!.delete(pasid);
-    if (byPasid!.size === 0) this.byDid.delete(did);
-    this.count -= set.size;
-    for (const ctx of set) ctx.dropPasidEntry();
+    const b = this.iotlb.find(did, pasid);
+    if (b !== undefined) this.dropListed(b);
   }
 
   /** Domain-selective: every cached entry whose DID is `did`. */
   dropDomain(did: number): void {
-    const byPasid = this.byDid.get(did);
-    if (byPasid === undefined) return;
-    this.byDid.delete(did);
-    for (const set of byPasid.values()) {
-      this.count -= set.size;
-      for (const ctx of set) ctx.dropPasidEntry();
-    }
+    if (!this.perDid.has(did)) return;
+    for (const b of this.iotlb.bucketsOf(did)) this.dropListed(b);
   }
 
   /** Global: every cached entry. */
   dropAll(): void {
-    const all = [...this.byDid.values()];
-    this.byDid.clear();
-    this.count = 0;
-    for (const byPasid of all) for (const set of byPasid.values()) for (const ctx of set) ctx.dropPasidEntry();
+    if (this.count === 0) return;
+    for (const b of [...this.iotlb.allBuckets()]) this.dropListed(b);
   }
+
+  /** Drop the cached entry of every context listed in `b`. */
+  private dropListed(b: TlbBucket): void {
+    const first = b.pcFirst;
+    if (first === null) return;
+    const more = b.pcMore;
+    b.pcFirst = null;
+    b.pcMore = null;
+    this.counted(b.did, -1 - (more === null ? 0 : more.length));
+    first.dropPasidEntry();
+    if (more !== null) for (const c of more) c.dropPasidEntry();
+  }
+
+  private counted(did: number, delta: number): void {
+    this.count += delta;
+    const n = (this.perDid.get(did) ?? 0) + delta;
+    if (n <= 0) this.perDid.delete(did);
+    else this.perDid.set(did, n);
+  }
+}
+
+/** Remove `h` from `b`'s list of holders; returns whether it was listed. */
+function unlist(b: TlbBucket, h: PasidEntryHolder): boolean {
+  const more = b.pcMore;
+  if (b.pcFirst === h) {
+    b.pcFirst = more === null ? null : (more.pop() ?? null);
+    if (more !== null && more.length === 0) b.pcMore = null;
+    return true;
+  }
+  if (more === null) return false;
+  const i = more.indexOf(h);
+  if (i < 0) return false;
+  more[i] = more[more.length - 1]!;
+  more.pop();
+  if (more.length === 0) b.pcMore = null;
+  return true;
 }

@@ -8,6 +8,13 @@ import { addressWidthForLevels, flLevelsFromFlpm, slLevelsFromAw } from '../../s
 import type { PasidEntryFields } from '../../src/vtd/pasid-entry.js';
 import { PGTT_FL, PGTT_NESTED } from './constants.js';
 
+/**
+ * Memo of engine.firstLevelAllow, shared by every cached entry: indexed by an entry's `allowKey`
+ * plus the walk's 7 permission inputs; −1 = not computed yet. The function depends on nothing
+ * else, so one table of 32 · 128 answers serves all entries (a table per entry cost 0.7 KiB each).
+ */
+export const FL_ALLOW_MEMO = new Int32Array(32 * 128).fill(-1);
+
 export class CachedPasidEntry {
   readonly pgtt: number;
   readonly did: number;
@@ -34,8 +41,11 @@ export class CachedPasidEntry {
   readonly pwsnp: boolean;
   /** The entry uses the first level (PGTT 1 or 3). */
   readonly firstLevel: boolean;
-  /** Memo of engine.firstLevelAllow by its 7 permission inputs (−1 = not computed yet). */
-  readonly allowMemo = new Int32Array(128).fill(-1);
+  /**
+   * Offset of this entry's part of FL_ALLOW_MEMO: the PASID-entry bits engine.firstLevelAllow
+   * reads (SRE, WPE, ERE, SMEP, SLEE) · 128.
+   */
+  readonly allowKey: number;
 
   constructor(f: PasidEntryFields, dirFpd: boolean, haw: number) {
     this.pgtt = Number(f.PGTT);
@@ -59,5 +69,6 @@ export class CachedPasidEntry {
     this.eafe = f.EAFE === 1n;
     this.pwsnp = f.PWSNP === 1n;
     this.firstLevel = this.pgtt === PGTT_FL || this.pgtt === PGTT_NESTED;
+    this.allowKey = ((this.sre ? 1 : 0) | (this.wpe ? 2 : 0) | (this.ere ? 4 : 0) | (this.smep ? 8 : 0) | (this.slee ? 16 : 0)) * 128;
   }
 }

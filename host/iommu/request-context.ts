@@ -1,7 +1,8 @@
 /**
  * Per-requester translation state: one context per (device, PASID or "no PASID"). It holds the
  * PASID-cache entry for the request's PASID entry and direct references to the IOTLB bucket
- * (DID, PASID) and device-TLB bucket the request uses, so an IOTLB hit costs one Map lookup.
+ * (DID, PASID) and device-TLB bucket the request uses, so an IOTLB hit costs one probe of that
+ * bucket's table (page-hash.ts).
  */
 import { RID_PASID } from './constants.js';
 import type { CachedPasidEntry } from './pasid-cache.js';

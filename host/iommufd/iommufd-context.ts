@@ -55,6 +55,12 @@ export interface IommufdEnv {
   freeHostRid(rid: number): void;
   /** DEVICE_DMA / DEVICE_CONFIG for the bound devices (absent: no DMA paths, e.g. in unit tests). */
   dma?: IommufdDmaEnv;
+  /**
+   * The VM's event counters (the dashboard's rates): a nested HWPT attached or replaced at a
+   * PASID counts as a bind, its detach as an unbind, each handled HWPT_INVALIDATE entry as an
+   * invalidation — what the VFIO SVA uAPI counts for BIND, UNBIND and CACHE_INVALIDATE.
+   */
+  counters?: { binds: number; unbinds: number; invalidations: number };
 }
 
 export class IommufdContext {
@@ -189,7 +195,16 @@ export class IommufdContext {
   deviceDetach(r: DeviceAttachRequest): void {
     const what = 'IOMMUFD_DEVICE_DETACH';
     const { dev, pasid } = this.attachArgs(r, what);
+    const cur = pasid === null ? undefined : dev.pasids.get(pasid)?.hwpt;
     detach(this.attachEnv, dev, pasid, what);
+    if (cur?.kind === 'hwpt-nested') this.counted('unbinds', what, { dev_id: dev.id, pasid, hwpt_id: cur.id });
+  }
+
+  /** Count a bind or unbind of a nested HWPT at a PASID and trace it with the VM's name. */
+  private counted(k: 'binds' | 'unbinds', name: string, args: Record<string, number | null>): void {
+    if (this.env.counters) this.env.counters[k]++;
+    const t = this.env.dma?.trace;
+    if (t?.active) t.emit({ kind: k === 'binds' ? 'bind' : 'unbind', side: 'host', vm: this.env.vmName, name, args });
   }
 
   // ---- HWPT --------------------------------------------------------------------------------------
@@ -256,8 +271,10 @@ export class IommufdContext {
       for (; handled < r.entry_num; handled++) this.flushNested(h, parseVtdS1Invalidate(r.data, r.entry_len, handled));
     } catch (e) {
       if (!(e instanceof VsvaError)) throw e;
+      if (this.env.counters) this.env.counters.invalidations += handled;
       return { entry_num: handled, first_error: -e.errno };
     }
+    if (this.env.counters) this.env.counters.invalidations += handled;
     return { entry_num: handled, first_error: 0 };
   }
 
@@ -282,6 +299,11 @@ export class IommufdContext {
 
   snapshot(): IommufdSnapshot {
     return snapshotOf(this.objects);
+  }
+
+  /** True while any IOAS maps guest memory (IOAS_MAP areas point into the VM's memory table). */
+  hasIoasMappings(): boolean {
+    return this.objects.ofKind<Ioas>('ioas').some((a) => a.areas.length > 0);
   }
 
   /** Release everything (VM teardown): attachments, devices, HWPTs, fault queues, IOASes. Idempotent. */
@@ -339,12 +361,17 @@ export class IommufdContext {
     } else {
       fail('EINVAL', `${what}: pt_id ${r.pt_id} is a ${pt.kind}, not an IOAS or a HWPT`);
     }
+    const before = pasid === null ? undefined : dev.pasids.get(pasid)?.hwpt;
     try {
       if (isReplace) replace(this.attachEnv, dev, pasid, target, global, what);
       else attach(this.attachEnv, dev, pasid, target, global, what);
     } catch (e) {
       if (fresh !== null && fresh.users === 0) this.destroyHwpt(fresh);
       throw e;
+    }
+    if (pasid !== null && before !== target) {
+      if (before?.kind === 'hwpt-nested') this.counted('unbinds', what, { dev_id: dev.id, pasid, hwpt_id: before.id });
+      if (target.kind === 'hwpt-nested') this.counted('binds', what, { dev_id: dev.id, pasid, hwpt_id: target.id });
     }
     return target.id;
   }

@@ -3,7 +3,7 @@
  * and host DID, bound devices with their RID and PASID attachments, fault queues — the object
  * graph of Kevin Tian's /dev/iommu proposal (2021), as iommufd built it.
  */
-import type { IommufdObjectsSnapshot } from '../../src/api/types.js';
+import type { IommufdObjectsSnapshot, PasidBindingSnapshot } from '../../src/api/types.js';
 import { formatBdf } from '../../src/pci.js';
 import type { IommufdDevice } from './device.js';
 import type { FaultQueue } from './fault-queue.js';
@@ -42,4 +42,52 @@ export function snapshotOf(objects: ObjectTable): IommufdSnapshot {
     })),
     faults: objects.ofKind<FaultQueue>('fault').map((f) => ({ id: f.id, queued: f.queued, unanswered: f.unanswered, users: f.users })),
   };
+}
+
+/**
+ * The PASID table row's bindings of a global PASID (docs/protocol.md §13 PASIDs): every device
+ * attachment of the VM at that PASID with GLOBAL_PASID — the attachments that hold its IOASID
+ * reference of user `iommufd`, so the row changes in the same call that changes them
+ * (host/server/pasid-rows.ts). A nested HWPT binds the guest's first-level table (PGTT nested);
+ * a paging HWPT translates by its second level (PGTT sl). Device-local PASIDs are not in the
+ * IOASID core and have no row; the topology shows them.
+ */
+export function globalPasidBindings(objects: ObjectTable, pasid: number): PasidBindingSnapshot[] {
+  const out: PasidBindingSnapshot[] = [];
+  for (const d of objects.ofKind<IommufdDevice>('device')) {
+    const a = d.pasids.get(pasid);
+    if (a === undefined || !a.global) continue;
+    out.push(a.hwpt.kind === 'hwpt-nested' ? { bdf: d.bdf, pgtt: 'nested', flptr: `0x${a.hwpt.s1.flptr.toString(16)}` } : { bdf: d.bdf, pgtt: 'sl' });
+  }
+  return out;
+}
+
+/**
+ * Which global PASIDs' bindings changed since the last look (REPLACE moves an attachment to
+ * another HWPT without an IOASID core call, so no change listener names it). Looks only when
+ * `generation` (bumped by every request that can change the VM) moved; a look costs one pass
+ * over the devices' PASID attachments and names only the PASIDs whose attached HWPTs differ.
+ */
+export class GlobalPasidTracker {
+  private generation: number | null = null;
+  private seen = new Map<number, string>();
+
+  changed(objects: ObjectTable, generation: number): number[] {
+    if (generation === this.generation) return [];
+    this.generation = generation;
+    const now = new Map<number, string>();
+    for (const d of objects.ofKind<IommufdDevice>('device')) {
+      for (const [pasid, a] of d.pasids) {
+        if (!a.global) continue;
+        const sig = `${d.id}:${a.hwpt.id}`;
+        const prev = now.get(pasid);
+        now.set(pasid, prev === undefined ? sig : `${prev},${sig}`);
+      }
+    }
+    const out: number[] = [];
+    for (const [pasid, sig] of now) if (this.seen.get(pasid) !== sig) out.push(pasid);
+    for (const pasid of this.seen.keys()) if (!now.has(pasid)) out.push(pasid);
+    this.seen = now;
+    return out;
+  }
 }

@@ -11,7 +11,11 @@
  *  - On a loopback bind, WebSocket upgrades must name a loopback Host (DNS-rebinding guard),
  *    and a browser's Origin, when sent, must be the page's own origin (so another web site
  *    open in the same browser cannot read the stream).
- *  Tokens are compared in constant time.
+ *  Tokens are compared in constant time. `vsva host` takes the token from a file
+ *  (--dashboard-token-file), the environment ($VSVA_DASHBOARD_TOKEN) or its command line
+ *  (--dashboard-token, readable by any local user in /proc/PID/cmdline): docs/reliability.md §4.1.
+ *  The host's monitor token (GET_STATE of every VM, docs/protocol.md §10.9) is checked with
+ *  tokenMatches too.
  */
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { isIP } from 'node:net';

@@ -18,7 +18,7 @@ import { childLogger } from '../../src/log.js';
 import { isVsvaError, type ErrnoName } from '../../src/errors.js';
 import { tokenMatches } from './access.js';
 import { EventBatcher } from './event-batcher.js';
-import { buildPasidPage, buildSummary } from './summary.js';
+import { buildPasidPage, buildSummary, buildVmTopology } from './summary.js';
 import { TraceCounters } from './trace-counters.js';
 import { ChartHistory } from './chart-history.js';
 import { CONTROL_ACTIONS, type MonitorSource, type MonitorStats } from './types.js';
@@ -56,6 +56,8 @@ class Client {
   lastSummary: string | null = null;
   /** Serialized page last sent, per subscribed VM name. */
   lastPages = new Map<string, string>();
+  /** Serialized iommufd topology last sent, per subscribed VM name. */
+  lastTopology = new Map<string, string>();
   /** Events this client missed while its socket was backed up. */
   missedEvents = 0;
   badMessages = 0;
@@ -93,6 +95,8 @@ export class MonitorHub {
   private vmByName = new Map<string, VmSnapshot>();
   /** Serialized pages of the current snapshot, keyed by VM/offset/limit, shared by clients. */
   private pageCache = new Map<string, string>();
+  /** Serialized iommufd topology of the current snapshot per VM name, shared by clients. */
+  private topologyCache = new Map<string, string>();
   private summaryBody: string | null = null;
   private ticking: Promise<void> | null = null;
   /** Phases of the first refresh of the current timing window. */
@@ -127,6 +131,10 @@ export class MonitorHub {
       this.refreshMs.length = 0;
       this.phaseMs.length = 0;
       this.firstPhases = null;
+      // Nothing refreshed while no client was connected: what the hub holds may be any age, so
+      // the first client gets a fresh summary (and pages) from a refresh now, never that.
+      this.snapshot = null;
+      this.summaryBody = null;
     }
     this.clients.add(client);
     ws.on('message', (data, isBinary) => this.onMessage(client, data, isBinary));
@@ -215,6 +223,7 @@ export class MonitorHub {
     this.snapshot = snap;
     this.vmByName = new Map(snap.vms.map((vm) => [vm.name, vm]));
     this.pageCache.clear();
+    this.topologyCache.clear();
     this.summaryBody = JSON.stringify(buildSummary(snap, stats));
     const t2 = performance.now();
     this.refreshMs.push(t2 - t0);
@@ -252,6 +261,22 @@ export class MonitorHub {
       if (c.lastPages.get(sub.name) === body) continue;
       const text = `{"type":"pasids","ts":${Date.now()},"vm":${JSON.stringify(sub.name)},"page":${body}}`;
       if (c.send(text)) c.lastPages.set(sub.name, body);
+    }
+    this.sendTopologies(c, subs);
+  }
+
+  /** The iommufd topology (topology.ts) of each subscribed VM, when it differs from what the client has. */
+  private sendTopologies(c: Client, subs: readonly Subscription[]): void {
+    for (const sub of subs) {
+      let body = this.topologyCache.get(sub.name);
+      if (body === undefined) {
+        const vm = this.vmByName.get(sub.name);
+        body = JSON.stringify(vm ? buildVmTopology(vm) : null);
+        this.topologyCache.set(sub.name, body);
+      }
+      if (c.lastTopology.get(sub.name) === body) continue;
+      const text = `{"type":"topology","ts":${Date.now()},"vm":${JSON.stringify(sub.name)},"topology":${body}}`;
+      if (c.send(text)) c.lastTopology.set(sub.name, body);
     }
   }
 
@@ -324,11 +349,12 @@ export class MonitorHub {
   private handle(c: Client, msg: ClientMessage): void {
     switch (msg.type) {
       case 'ping':
-        c.sendMessage({ type: 'pong', id: msg.id, refresh: this.refreshTiming() });
+        c.sendMessage({ type: 'pong', id: msg.id, refresh: this.refreshTiming(), ...(this.source.figures ? { host: this.source.figures() } : {}) });
         return;
       case 'subscribe': {
         const kept = new Set(msg.vms.map((s) => s.name));
         for (const name of [...c.lastPages.keys()]) if (!kept.has(name)) c.lastPages.delete(name);
+        for (const name of [...c.lastTopology.keys()]) if (!kept.has(name)) c.lastTopology.delete(name);
         // A changed window for a VM must be sent even when its rows look the same.
         const changed = msg.vms.filter((s) => {
           const old = c.subs.find((o) => o.name === s.name);

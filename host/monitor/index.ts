@@ -15,7 +15,8 @@ export {
   type MonitorStats,
 } from './types.js';
 export { TraceCounters } from './trace-counters.js';
-export { buildSummary, buildPasidPage, countPasids, zeroCounters } from './summary.js';
+export { buildSummary, buildPasidPage, buildVmTopology, countPasids, zeroCounters } from './summary.js';
+export { buildTopology, topologyCounts, TOPOLOGY_COLUMNS, type Topology, type TopologyCounts, type TopologyEdge, type TopologyNode } from './topology.js';
 export { syntheticSnapshot, type SyntheticOptions } from './synthetic.js';
 export { isLoopbackHost, MIN_TOKEN_LENGTH } from './access.js';
 export * from './protocol.js';

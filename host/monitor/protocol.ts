@@ -12,6 +12,9 @@
  *                                                                summary interval, only when changed
  *   pasids   { ts, vm, page: PasidPage | null }                  for each subscribed VM, on
  *                                                                subscribe and when its page changed
+ *   topology { ts, vm, topology: Topology | null }              for each subscribed VM, on subscribe
+ *                                                                and when its iommufd objects changed
+ *                                                                (null: a VFIO SVA VM, or no such VM)
  *   events   { events: TraceEvent[], dropped }                   batched every event interval
  *   control-result { id, ok: true, result } | { id, ok: false, code, message }
  *   error    { code, message }                                   a bad client message (errno name)
@@ -22,7 +25,9 @@
  *   control   { id?, action, vm?, token? }           a control action (token required)
  *   ping      { id? }                                 answered with pong { id, refresh }: refresh is
  *                                                     the hub's own timing of its last snapshots
- *                                                     (HostSnapshot + summary build, ms)
+ *                                                     (HostSnapshot + summary build, ms); host
+ *                                                     is the process's figures (types.ts
+ *                                                     HostFigures) when the source reports them
  *
  * Errors (errno names as in src/errors.ts): EINVAL malformed message or field, E2BIG too many
  * subscriptions / rows, EPERM control on a read-only monitor, EACCES bad or missing token,
@@ -34,7 +39,8 @@ import type { TraceEvent } from '../../src/trace/events.js';
 import type { PasidSnapshot, DeviceKind } from '../../src/api/types.js';
 import type { ErrnoName } from '../../src/errors.js';
 import type { ChartHistorySnapshot, ChartSample } from './chart-history.js';
-import { CONTROL_ACTIONS, type CounterSet, type MonitorControlAction } from './types.js';
+import { CONTROL_ACTIONS, type CounterSet, type HostFigures, type MonitorControlAction } from './types.js';
+import type { Topology, TopologyCounts } from './topology.js';
 
 export const PROTOCOL_VERSION = 1;
 
@@ -76,6 +82,10 @@ export interface VmSummary {
   devices: { bdf: string; kind: DeviceKind }[];
   counts: VmCounts;
   stats: CounterSet;
+  /** The host uAPI the VM chose at VM_SETUP (docs/protocol.md §13); 'vfio-sva' when the snapshot does not say. */
+  uapi: 'vfio-sva' | 'iommufd';
+  /** iommufd VMs: how many objects of each kind (topology.ts); null for a VFIO SVA VM. */
+  iommufd: TopologyCounts | null;
 }
 
 export interface DashboardSummary {
@@ -100,10 +110,11 @@ export type ServerMessage =
   | { type: 'chart'; sample: ChartSample }
   | { type: 'summary'; ts: number; summary: DashboardSummary }
   | { type: 'pasids'; ts: number; vm: string; page: PasidPage | null }
+  | { type: 'topology'; ts: number; vm: string; topology: Topology | null }
   | { type: 'events'; events: TraceEvent[]; dropped: number }
   | { type: 'control-result'; id: number | null; ok: true; result: unknown }
   | { type: 'control-result'; id: number | null; ok: false; code: ErrnoName; message: string }
-  | { type: 'pong'; id: number | null; refresh: RefreshTiming }
+  | { type: 'pong'; id: number | null; refresh: RefreshTiming; host?: HostFigures }
   | { type: 'error'; code: ErrnoName; message: string };
 
 /**

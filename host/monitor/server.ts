@@ -6,6 +6,9 @@
  * HTTP: GET/HEAD of '/' (index.html) and of the files in public/ by exact name; any other path
  * is 404, any other method 405, a plain GET of /ws 426. Responses carry a strict
  * Content-Security-Policy (own scripts and styles only, WebSocket to the same origin).
+ *
+ * At most `maxClients` WebSocket clients at once (default DEFAULT_MAX_DASHBOARD_CLIENTS): one
+ * more upgrade is refused with HTTP 503 and logged (docs/reliability.md §4.1).
  */
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
@@ -22,6 +25,15 @@ import type { MonitorHandle, MonitorOptions, MonitorSource } from './types.js';
 const log = childLogger('monitor');
 
 export const WS_PATH = '/ws';
+
+/** WebSocket clients one dashboard serves at once by default. */
+export const DEFAULT_MAX_DASHBOARD_CLIENTS = 32;
+
+/** startMonitor's options: MonitorOptions plus the client cap. */
+export interface MonitorServerOptions extends MonitorOptions {
+  /** WebSocket clients at once (1–10,000; default DEFAULT_MAX_DASHBOARD_CLIENTS); one more: 503. */
+  maxClients?: number;
+}
 
 const SECURITY_HEADERS: Record<string, string> = {
   'Content-Security-Policy':
@@ -45,7 +57,7 @@ function plain(res: ServerResponse, status: number, text: string, extra: Record<
 }
 
 function refuseUpgrade(socket: Duplex, status: number, reason: string): void {
-  const text = status === 401 ? 'Unauthorized' : status === 403 ? 'Forbidden' : 'Not Found';
+  const text = status === 401 ? 'Unauthorized' : status === 403 ? 'Forbidden' : status === 503 ? 'Service Unavailable' : 'Not Found';
   socket.end(`HTTP/1.1 ${status} ${text}\r\nConnection: close\r\nContent-Type: text/plain\r\nContent-Length: ${reason.length + 1}\r\n\r\n${reason}\n`);
 }
 
@@ -78,8 +90,12 @@ function checkOptions(opts: MonitorOptions): Required<Omit<MonitorOptions, 'toke
  * Serve the dashboard for `source`. Rejects with EACCES for a non-loopback `host` without a
  * token, EINVAL for bad options, and the listen error (e.g. EADDRINUSE) if binding fails.
  */
-export async function startMonitor(source: MonitorSource, options: MonitorOptions = {}): Promise<MonitorHandle> {
-  const opts = checkOptions(options);
+export async function startMonitor(source: MonitorSource, options: MonitorServerOptions = {}): Promise<MonitorHandle> {
+  const { maxClients = DEFAULT_MAX_DASHBOARD_CLIENTS, ...monitorOptions } = options;
+  if (!Number.isInteger(maxClients) || maxClients < 1 || maxClients > 10_000) fail('EINVAL', `dashboard maxClients ${maxClients} is not an integer in [1, 10000]`);
+  const opts = checkOptions(monitorOptions);
+  /** Upgrades accepted and not yet handed to the hub (they count against maxClients). */
+  let upgrading = 0;
   const assets = await StaticAssets.load();
 
   const server = createServer((req: IncomingMessage, res: ServerResponse) => {
@@ -112,7 +128,21 @@ export async function startMonitor(source: MonitorSource, options: MonitorOption
       log.info({ reason: check.reason, remote: req.socket.remoteAddress }, 'dashboard WebSocket refused');
       return refuseUpgrade(socket, check.status ?? 403, check.reason ?? 'forbidden');
     }
-    wss.handleUpgrade(req, socket, head, (ws) => hub.add(ws, check.authorized));
+    if (hub.clientCount + upgrading >= maxClients) {
+      log.warn({ clients: hub.clientCount, maxClients, remote: req.socket.remoteAddress }, 'dashboard WebSocket refused: client limit');
+      return refuseUpgrade(socket, 503, 'too many dashboard clients');
+    }
+    upgrading++;
+    let counted = true;
+    const uncount = (): void => {
+      if (counted) upgrading--;
+      counted = false;
+    };
+    socket.once('close', uncount);
+    wss.handleUpgrade(req, socket, head, (ws) => {
+      uncount();
+      hub.add(ws, check.authorized);
+    });
   });
 
   await new Promise<void>((resolve, reject) => {

@@ -7,6 +7,7 @@
 import type { HostSnapshot, PasidSnapshot, VmSnapshot } from '../../src/api/types.js';
 import type { CounterSet, MonitorStats } from './types.js';
 import type { DashboardSummary, PasidPage, VmCounts, VmSummary } from './protocol.js';
+import { buildTopology, topologyCounts, type Topology } from './topology.js';
 
 export function zeroCounters(): CounterSet {
   return { allocs: 0, frees: 0, binds: 0, unbinds: 0, invalidations: 0, faults: 0, pageRequests: 0, iotlbHits: null, iotlbMisses: null };
@@ -42,6 +43,8 @@ export function buildSummary(snap: HostSnapshot, stats: MonitorStats | undefined
       devices: vm.devices,
       counts: countPasids(vm.pasids),
       stats: stats?.vms[vm.name] ?? zeroCounters(),
+      uapi: vm.uapi ?? 'vfio-sva',
+      iommufd: vm.iommufd ? topologyCounts(vm.iommufd) : null,
     };
   }
   return {
@@ -65,4 +68,9 @@ function sortedByHpasid(pasids: readonly PasidSnapshot[]): readonly PasidSnapsho
 export function buildPasidPage(vm: VmSnapshot, offset: number, limit: number): PasidPage {
   const rows = sortedByHpasid(vm.pasids);
   return { total: rows.length, offset, limit, rows: rows.slice(offset, offset + limit) };
+}
+
+/** The iommufd topology of a VM (topology.ts); null for a VM without iommufd objects (VFIO SVA uAPI). */
+export function buildVmTopology(vm: VmSnapshot): Topology | null {
+  return vm.iommufd ? buildTopology(vm.iommufd) : null;
 }

@@ -39,6 +39,48 @@ export interface MonitorStats {
 export const CONTROL_ACTIONS = ['disconnect-vm'] as const;
 export type MonitorControlAction = (typeof CONTROL_ACTIONS)[number];
 
+/** Page-table pool counters of the host IOMMU (host/iommu/pt-pool.ts, same shape). */
+export interface PoolFigures {
+  pagesInUse: number;
+  pagesHighWater: number;
+  chunks: number;
+  bytesReserved: number;
+  bytesHighWater: number;
+  freePages: number;
+  chunksReleased: number;
+}
+
+/**
+ * The host process's own resource figures, answered in the dashboard's pong (for soak runs and
+ * leak tests; Node's process.memoryUsage()). `heapUsedAfterGcBytes` is measured right after a
+ * full collection when the process runs with --expose-gc (at most one collection per second;
+ * `gcAgeMs` says how old the figure is), else null.
+ */
+export interface HostFigures {
+  rssBytes: number;
+  heapUsedBytes: number;
+  heapUsedAfterGcBytes: number | null;
+  /** Of that, V8's code spaces (compiled functions; grows while the JIT warms up). */
+  codeSpaceAfterGcBytes: number | null;
+  gcAgeMs: number | null;
+  externalBytes: number;
+  arrayBuffersBytes: number;
+  /** Open file descriptors of the process (/proc/self/fd), null where that is not readable. */
+  openFds: number | null;
+  pageTablePool: PoolFigures | null;
+  /** What the host IOMMU holds (host/iommu/host-iommu.ts stats), null when not reported. */
+  iommu: IommuFigures | null;
+}
+
+/** Sizes of the host IOMMU's state: domains, devices and translation-cache occupancy. */
+export interface IommuFigures {
+  domains: number;
+  devices: number;
+  iotlbEntries: number;
+  iotlbBuckets: number;
+  pasidCacheEntries: number;
+}
+
 export interface MonitorSource {
   /** The current host state (the snapshot shape of docs/design.md §7). Called at most once per summary interval. */
   snapshot(): HostSnapshot | Promise<HostSnapshot>;
@@ -48,6 +90,8 @@ export interface MonitorSource {
   events: TraceBus;
   /** Perform a control action; reject with a VsvaError to report a precise errno to the client. */
   control?(action: MonitorControlAction, vm?: string): Promise<unknown>;
+  /** The process's resource figures (answered in pong); absent: pong carries none. */
+  figures?(): HostFigures;
 }
 
 export interface MonitorOptions {

@@ -4,9 +4,9 @@
  * their errno live in the container (host/vfio/) and the VM (vm.ts).
  *
  * SET_MEM_TABLE: an identical table is accepted as a re-announcement (after a reconnect); a
- * different one replaces the old only while no DMA mapping exists (EBUSY otherwise). The
- * descriptors of the fd form belong to this handler: the memory table takes them over in
- * `replace`; on every other path they are closed here.
+ * different one replaces the old only while no DMA mapping and no IOAS mapping exists (EBUSY
+ * otherwise). The descriptors of the fd form belong to this handler: the memory table takes
+ * them over in `replace`; on every other path they are closed here.
  */
 import { fail } from '../../src/errors.js';
 import { closeFd } from '../../src/native/native.js';
@@ -42,13 +42,14 @@ export function buildHandlers(host: SessionHost, session: Session): HandlerTable
         if (v.mem.same(t)) return;
         v.mem.check(t);
         if (v.container.mappings > 0) fail('EBUSY', 'SET_MEM_TABLE: DMA mappings exist; unmap them before changing the memory table');
+        if (v.iommufd?.hasIoasMappings() === true) fail('EBUSY', 'SET_MEM_TABLE: IOAS mappings exist; unmap them (IOMMUFD_IOAS_UNMAP) before changing the memory table');
         fds = [];
         v.mem.replace(t);
       } finally {
         for (const fd of fds) closeFd(fd);
       }
     },
-    GET_STATE: (r) => ({ json: r === undefined ? host.snapshotJson() : host.snapshotPageJson(r.cursor, r.max_vms) }),
+    GET_STATE: (r) => ({ json: host.stateJson(session, r ?? undefined) }),
     DEVICE_ADD: (r) => vm().container.deviceAdd(r),
     DEVICE_CONFIG: (r) => vm().deviceConfig(r),
     DOMAIN_ALLOC: () => ({ domain: vm().container.domainAlloc() }),
@@ -59,7 +60,10 @@ export function buildHandlers(host: SessionHost, session: Session): HandlerTable
     DMA_MAP: (r) => vm().container.dmaMap(r),
     DMA_UNMAP: (r) => vm().container.dmaUnmap(r),
     PASID_ALLOC: (r) => ({ pasid: vm().container.pasidAlloc(r) }),
-    PASID_FREE: (r) => ({ freed: vm().container.pasidFree(r) }),
+    PASID_FREE: (r) => {
+      const freed = vm().container.pasidFree(r); // a Promise when cut into slices (pasid-requests.ts)
+      return typeof freed === 'number' ? { freed } : freed.then((n) => ({ freed: n }));
+    },
     BIND_GPASID: (r) => vm().container.bind(r),
     UNBIND_GPASID: (r) => vm().container.unbind(r),
     CACHE_INVALIDATE: (r) => vm().container.cacheInvalidate(r.entries),
@@ -67,7 +71,7 @@ export function buildHandlers(host: SessionHost, session: Session): HandlerTable
     DEVICE_DMA: (r) => {
       const v = vm();
       if ((r.flags & DeviceDmaFlag.STAGED) === 0) return v.deviceDma(r);
-      return stagedDeviceDma(r, v.mem, host.memory, (q, into) => v.deviceDma(q, into));
+      return stagedDeviceDma(r, v.mem, host.memory, v);
     },
     ...iommufdHandlers<Session>(() => {
       const v = vm();
@@ -124,11 +128,11 @@ function isThenable(v: unknown): v is PromiseLike<unknown> {
 
 /**
  * Requests whose handler may return a Promise that must finish before the session's next
- * request runs: DMA_UNMAP cut into slices (host/vfio/dma-map.ts) changes the container between
- * slices. (DEVICE_DMA also returns a Promise while it waits for a PAGE_RESPONSE, which arrives
+ * request runs: DMA_UNMAP and PASID_FREE cut into slices (host/vfio/dma-map.ts,
+ * pasid-requests.ts) change the container between slices. (DEVICE_DMA also returns a Promise while it waits for a PAGE_RESPONSE, which arrives
  * on the same session: it must not hold later requests.)
  */
-const EXCLUSIVE: ReadonlySet<FrontendRequestName> = new Set<FrontendRequestName>(['DMA_UNMAP']);
+const EXCLUSIVE: ReadonlySet<FrontendRequestName> = new Set<FrontendRequestName>(['DMA_UNMAP', 'PASID_FREE']);
 
 /**
  * A sliced DMA_UNMAP yields to the event loop between slices so that other sessions' requests

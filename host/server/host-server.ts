@@ -4,25 +4,28 @@
  * (main connection + backend channel) on a Unix socket or in-memory connections.
  *
  * Sessions and VMs:
- * - Before VM_SETUP a connection can only do the handshake and GET_STATE; every other request
- *   is EPERM (vhost's "no owner" answer).
+ * - Before VM_SETUP a connection can only do the handshake and GET_STATE with the monitor
+ *   token; every other request is EPERM (vhost's "no owner" answer). After it, GET_STATE shows
+ *   the connection its own VM; the whole host needs the monitor token (stateJson).
  * - VM_SETUP with an all-zero token creates a VM (EEXIST: the name is taken, by a connected VM or
  *   one in its grace period; ENOSPC: the quota exceeds the available capacity). With a token it
  *   resumes that VM (ENOENT: no such VM — e.g. its grace period expired; EBUSY: its connection
  *   is still open; EINVAL: the name differs). The quota of a resumed VM is unchanged. A second
  *   VM_SETUP on one connection is EBUSY.
  * - When a VM's connection ends, its outstanding page requests fail and everything else is kept
- *   for `graceMs` (0: released at once); then everything it held is released.
+ *   for `graceMs` (0: no grace period); then everything it held is released, in bounded steps
+ *   between other VMs' requests (Vm.release; docs/protocol.md §12 "Disconnect").
  */
 import { childLogger } from '../../src/log.js';
 import { fail } from '../../src/errors.js';
 import { TraceBus } from '../../src/trace/bus.js';
 import type { HostSnapshot } from '../../src/api/types.js';
-import { BackendServer, type Session } from '../../vhost/roles/server.js';
+import { BackendServer, type ServerListenOptions, type Session } from '../../vhost/roles/server.js';
+import { connectionCapWithinFileLimit, type ConnectionLimits } from '../../vhost/roles/connection-limits.js';
 import type { Transport } from '../../vhost/transport/transport.js';
 import { HostIommu } from '../iommu/host-iommu.js';
 import { HostMemory } from '../memory/host-memory.js';
-import { Kvm, type KvmEntry } from '../kvm/kvm.js';
+import { Kvm } from '../kvm/kvm.js';
 import { Vdcm } from '../vdcm/vdcm.js';
 import { EVENT_COUNTER_NAMES, type CounterSet, type MonitorSource, type MonitorStats } from '../monitor/types.js';
 import { zeroCounters } from '../monitor/summary.js';
@@ -33,14 +36,16 @@ import { resolveMemoryBackend } from '../../src/memory/memory-backend.js';
 import type { MemoryAccess } from '../vfio/mem-table.js';
 import type { SessionHost } from './session-host.js';
 import { tokenHex, Vm } from './vm.js';
-import { GET_STATE_MAX_PAGE_VMS } from '../../vhost/messages/vm.js';
+import { MemoryPathDir } from '../memory/memory-path-dir.js';
+import { MIN_RESERVATION_MS, VmReservations, type ReservationRecord } from './vm-reservations.js';
+import { OwnedMemoryFiles } from './owned-memory-files.js';
+import { peerOf } from './peer.js';
+import { checkMonitorToken, type GetStatePageRequest } from '../../vhost/messages/vm.js';
+import { StateJson, checkStateReplySize, iommuTotals } from './state-json.js';
+import { tokenMatches } from '../monitor/access.js';
+import { HostFiguresReader } from '../monitor/host-figures.js';
 
-/**
- * A GET_STATE page stops taking VMs once it holds this much JSON (it always holds one): pages
- * stay far below the 64 MiB reply limit (MAX_REPLY_PAYLOAD, docs/protocol.md §7) and cheap to
- * build, whatever the VMs hold.
- */
-export const GET_STATE_PAGE_BYTES = 4 * 1024 * 1024;
+export { GET_STATE_PAGE_BYTES, checkStateReplySize } from './state-json.js';
 
 const log = childLogger('host-server');
 
@@ -48,6 +53,10 @@ const log = childLogger('host-server');
 export const DEFAULT_GRACE_MS = 2000;
 /** Default cap on VMs one host serves (connected or in their grace period); VM_SETUP past it is ENOSPC. */
 export const DEFAULT_MAX_VMS = 1024;
+/** Default cap on VMs created from one peer uid (SO_PEERCRED); one more VM_SETUP is EUSERS. */
+export const DEFAULT_MAX_VMS_PER_UID = 256;
+/** What a VM_SETUP quota of 0 means by default: this many PASIDs (or what is left, if less). */
+export const DEFAULT_VM_QUOTA = 1024;
 /** Host requester ids handed to VM devices: bus 0x80 and up (unique across VMs). */
 const HOST_RID_BASE = 0x8000;
 
@@ -69,19 +78,36 @@ export interface HostServerOptions {
    * the default when the native addon loaded) or 'pread' (positioned I/O; the default without it).
    */
   memoryBackend?: MemoryAccess;
-}
-
-/** JSON text of KVM's table: what JSON.stringify gives, written directly (numbers only). */
-function kvmJson(entries: readonly KvmEntry[]): string {
-  const parts = new Array<string>(entries.length);
-  for (let i = 0; i < entries.length; i++) parts[i] = `{"gpasid":${entries[i]!.gpasid},"hpasid":${entries[i]!.hpasid}}`;
-  return `[${parts.join(',')}]`;
-}
-
-/** The IOMMU figures of the snapshot: IOTLB hits and misses, walks, faults. */
-function iommuTotals(iommu: HostIommu): { iotlbHits: number; iotlbMisses: number; walks: number; faults: number } {
-  const s = iommu.stats();
-  return { iotlbHits: s.hits, iotlbMisses: s.misses, walks: s.walks, faults: s.faults };
+  /**
+   * `--allow-memory-paths DIR`: socket peers may name guest-RAM files in DIR (SET_MEM_TABLE's
+   * path form; DIR must be owned by the host's user, mode 0700). Absent: descriptors only.
+   */
+  allowMemoryPaths?: string;
+  /**
+   * `--state-dir`: where the host keeps its VM registry across restarts (host/server/
+   * vm-reservations.ts; created 0700). Absent: nothing is remembered across a restart.
+   */
+  stateDir?: string;
+  /**
+   * How long after start the VMs of the previous run keep their names and RAM files reserved
+   * for their session tokens (ms; default max(2 × graceMs, MIN_RESERVATION_MS)).
+   */
+  reservationMs?: number;
+  /**
+   * The host's monitor token: a GET_STATE page request that presents it sees every VM
+   * (docs/protocol.md §10.9). Without one, GET_STATE shows each connection its own VM only.
+   */
+  monitorToken?: string;
+  /** VMs created from one peer uid, grace periods included (default DEFAULT_MAX_VMS_PER_UID; over: EUSERS). */
+  maxVmsPerUid?: number;
+  /** The quota a VM_SETUP with quota 0 gets, or what capacity is left if less (default DEFAULT_VM_QUOTA). */
+  defaultVmQuota?: number;
+  /**
+   * Limits on Unix-socket connections (vhost/roles/connection-limits.ts). maxConnections defaults
+   * to two per VM (main connection + backend channel) plus 64, kept under the open-file limit
+   * (connectionCapWithinFileLimit); per uid to two per VM of maxVmsPerUid plus 32.
+   */
+  connectionLimits?: Partial<ConnectionLimits>;
 }
 
 export class HostServer implements SessionHost {
@@ -99,15 +125,37 @@ export class HostServer implements SessionHost {
   private readonly sessionVm = new Map<Session, Vm>();
   /** Host requester ids in use → the VM whose device has it (per-VM IOTLB statistics). */
   private readonly hostRids = new Map<number, string>();
-  private readonly memoryFileOwners = new Map<string, string>();
+  private readonly memoryFileOwners: OwnedMemoryFiles;
+  /** `--allow-memory-paths`: the directory socket peers may name guest RAM in, else undefined. */
+  readonly memoryPaths: MemoryPathDir | undefined;
+  /** Names, token hashes and RAM files of the VMs served, kept across restarts. */
+  readonly reservations: VmReservations;
   private readonly retired = zeroCounters();
+  /** VMs being released (teardown) → the end of their release. */
+  private readonly releases = new Map<Vm, Promise<void>>();
   private nextVmId = 1;
   private readonly pageRequestTimeoutMs: number;
   private readonly maxPendingPageRequests: number;
   private readonly maxVms: number;
+  private readonly monitorToken: string | undefined;
+  private readonly maxVmsPerUid: number;
+  private readonly defaultVmQuota: number;
+  /** The peer uid each VM was created from, and VMs per uid (maxVmsPerUid). */
+  private readonly vmUid = new Map<Vm, number>();
+  private readonly vmsPerUid = new Map<number, number>();
+  /** GET_STATE's JSON text (state-json.ts). */
+  private readonly stateText: StateJson;
   /** How guest RAM passed as descriptors is reached (HostServerOptions.memoryBackend). */
   readonly memoryBackend: MemoryAccess;
   private closed = false;
+  /** The process's resource figures for the dashboard's pong (RSS, heap after GC, fds, page-table pool). */
+  private readonly figures = new HostFiguresReader(
+    () => this.iommu.pool.stats(),
+    () => {
+      const s = this.iommu.stats();
+      return { domains: s.domains, devices: s.devices, iotlbEntries: s.iotlbEntries, iotlbBuckets: s.iotlbBuckets, pasidCacheEntries: s.pasidCacheEntries };
+    },
+  );
 
   constructor(opts: HostServerOptions = {}) {
     this.trace = opts.trace ?? new TraceBus();
@@ -116,19 +164,60 @@ export class HostServer implements SessionHost {
     this.pageRequestTimeoutMs = opts.pageRequestTimeoutMs ?? DEFAULT_PAGE_REQUEST_TIMEOUT_MS;
     this.maxPendingPageRequests = opts.maxPendingPageRequests ?? DEFAULT_MAX_PENDING_PAGE_REQUESTS;
     this.maxVms = opts.maxVms ?? DEFAULT_MAX_VMS;
+    if (opts.monitorToken !== undefined) checkMonitorToken(opts.monitorToken);
+    this.monitorToken = opts.monitorToken;
+    this.maxVmsPerUid = opts.maxVmsPerUid ?? DEFAULT_MAX_VMS_PER_UID;
+    if (!Number.isInteger(this.maxVmsPerUid) || this.maxVmsPerUid < 1) fail('EINVAL', `maxVmsPerUid ${this.maxVmsPerUid} is not a positive integer`);
+    this.defaultVmQuota = opts.defaultVmQuota ?? DEFAULT_VM_QUOTA;
+    if (!Number.isInteger(this.defaultVmQuota) || this.defaultVmQuota < 1) fail('EINVAL', `defaultVmQuota ${this.defaultVmQuota} is not a positive integer`);
     this.memoryBackend = resolveMemoryBackend(opts.memoryBackend);
+    this.memoryFileOwners = new OwnedMemoryFiles(() => this.reservations.changed());
+    this.memoryPaths = opts.allowMemoryPaths !== undefined ? MemoryPathDir.open(opts.allowMemoryPaths) : undefined;
+    try {
+      this.reservations = VmReservations.open({
+        stateDir: opts.stateDir,
+        reservationMs: opts.reservationMs ?? Math.max(2 * this.graceMs, MIN_RESERVATION_MS),
+        filesOf: (name) => this.memoryFileOwners.filesOf(name),
+        onExpire: (r) => this.reservationExpired(r),
+      });
+    } catch (e) {
+      this.memoryPaths?.close();
+      throw e;
+    }
+    for (const r of this.reservations.pendingRecords) for (const f of r.files) this.memoryFileOwners.set(f, r.name);
     this.core = new IoasidCore({ pasidBits: opts.pasidBits ?? 20, trace: this.trace });
     this.memory = new HostMemory();
     this.iommu = new HostIommu({ memory: this.memory, trace: this.trace });
     this.kvm = new Kvm(this.core);
     this.vdcm = new Vdcm(this.core);
-    this.backend = new BackendServer({ handlers: (s) => buildHandlers(this, s) });
+    this.stateText = new StateJson({ core: this.core, iommu: this.iommu, vmsById: () => this.vmsById(), nextVmId: () => this.nextVmId });
+    this.backend = new BackendServer({
+      handlers: (s) => buildHandlers(this, s),
+      limits: {
+        maxConnections: connectionCapWithinFileLimit(2 * this.maxVms + 64),
+        maxConnectionsPerUid: 2 * Math.min(this.maxVmsPerUid, this.maxVms) + 32,
+        ...opts.connectionLimits,
+      },
+    });
     this.backend.onSession((s) => s.onClose(() => this.onSessionClosed(s)));
   }
 
-  /** Serve on a Unix socket path. */
-  listen(path: string): Promise<void> {
-    return this.backend.listen(path);
+  /**
+   * Serve on a Unix socket path: EADDRINUSE when a live listener has it (a stale socket file is
+   * replaced); the socket is mode 0600, or 0660 with `gid` (vhost/transport/socket-file.ts).
+   */
+  listen(path: string, opts: ServerListenOptions = {}): Promise<void> {
+    return this.backend.listen(path, opts);
+  }
+
+  /** The connection limits in force (defaults filled in). */
+  get connectionLimits(): Readonly<ConnectionLimits> {
+    return this.backend.limits;
+  }
+
+  /** Unix-socket connections open now: in all, or from `uid`. */
+  openConnections(uid?: number): number {
+    return this.backend.openConnections(uid);
   }
 
   /** In-process connections (FrontendClient.connect({ connect })). */
@@ -151,13 +240,27 @@ export class HostServer implements SessionHost {
     return vm;
   }
 
-  /** VM_SETUP: create or resume. Returns the VM and whether it was resumed. */
+  /**
+   * VM_SETUP: create or resume. Returns the VM and whether it was resumed. A token the host does
+   * not know but that a pending reservation recorded (the host restarted) reclaims the name: the
+   * VM is set up afresh under it (resumed false) and then replays. A name reserved for another
+   * VM is refused (VmReservations.admit: EEXIST, or EACCES for another uid).
+   */
   setupVm(s: Session, name: string, quota: number, viommu: Vm['viommu'], token: Uint8Array | null): { vm: Vm; resumed: boolean } {
     if (this.closed) fail('ENOTCONN', 'the host is shutting down');
     if (this.sessionVm.has(s)) fail('EBUSY', 'VM_SETUP: this connection already set up a VM');
+    const uid = peerOf(s).uid;
     if (token !== null) {
       const vm = this.vmsByToken.get(tokenHex(token));
-      if (!vm || vm.tornDown) fail('ENOENT', 'VM_SETUP: no VM has this session token (grace period over?)');
+      if (!vm || vm.tornDown) {
+        const r = this.reservations.reserved(name);
+        if (r === undefined || !VmReservations.tokenMatches(r, token)) fail('ENOENT', 'VM_SETUP: no VM has this session token (grace period over?)');
+        this.reservations.admit(name, token, uid);
+        if (this.vmsByName.has(name)) fail('EEXIST', `VM_SETUP: a VM named '${name}' exists`);
+        const reclaimed = this.createVm(s, name, quota, viommu, uid);
+        log.info({ vm: name }, 'VM reclaimed its name after a host restart');
+        return { vm: reclaimed, resumed: false };
+      }
       if (vm.connected) fail('EBUSY', `VM_SETUP: VM '${vm.name}' is still connected`);
       if (vm.name !== name) fail('EINVAL', `VM_SETUP: the token belongs to VM '${vm.name}', not '${name}'`);
       vm.attachSession(s);
@@ -167,7 +270,20 @@ export class HostServer implements SessionHost {
       return { vm, resumed: true };
     }
     if (this.vmsByName.has(name)) fail('EEXIST', `VM_SETUP: a VM named '${name}' exists`);
+    this.reservations.admit(name, null, uid);
+    return { vm: this.createVm(s, name, quota, viommu, uid), resumed: false };
+  }
+
+  /** A new VM named `name` on session `s`, recorded in the registry. */
+  private createVm(s: Session, name: string, quota: number, viommu: Vm['viommu'], uid: number | undefined): Vm {
     if (this.vmsByName.size >= this.maxVms) fail('ENOSPC', `VM_SETUP: the host serves ${this.maxVms} VMs (the cap)`);
+    // VMs per uid: the peer's uid from SO_PEERCRED; without it (no native addon, in-process) the
+    // host's own uid (Session.peer), so the cap still holds for all such peers together.
+    const limitUid = uid ?? s.peer.uid;
+    const ofUid = this.vmsPerUid.get(limitUid) ?? 0;
+    if (ofUid >= this.maxVmsPerUid) fail('EUSERS', `VM_SETUP: uid ${limitUid} has ${ofUid} VMs (the cap per uid, maxVmsPerUid)`);
+    // Quota 0: a bounded default (or what is left, if less), never "all the rest".
+    if (quota === 0) quota = Math.min(this.defaultVmQuota, this.core.capacity.available);
     const vm = new Vm(this.nextVmId, name, quota, viommu, {
       core: this.core,
       iommu: this.iommu,
@@ -181,83 +297,78 @@ export class HostServer implements SessionHost {
       maxPendingPageRequests: this.maxPendingPageRequests,
       memoryFileOwners: this.memoryFileOwners,
       memoryAccess: this.memoryBackend,
+      ...(this.memoryPaths !== undefined ? { memoryPaths: this.memoryPaths } : {}),
     });
     this.nextVmId++;
     vm.attachSession(s);
+    this.vmUid.set(vm, limitUid);
+    this.vmsPerUid.set(limitUid, ofUid + 1);
     this.vmsByName.set(name, vm);
     this.vmsByToken.set(tokenHex(vm.token), vm);
     this.sessionVm.set(s, vm);
+    this.reservations.bind(name, vm.token, uid);
     this.traceVm(vm, 'VM created');
     log.info({ vm: name, quota }, 'VM created');
-    return { vm, resumed: false };
+    return vm;
+  }
+
+  /** A pending reservation ended unclaimed: its RAM files are no longer held for it. */
+  private reservationExpired(r: ReservationRecord): void {
+    if (this.vmsByName.has(r.name)) return;
+    for (const f of r.files) if (this.memoryFileOwners.get(f) === r.name) this.memoryFileOwners.delete(f);
   }
 
   /**
    * The snapshot of docs/design.md §7 (plus extras: per-VM stats, domains, KVM and VDCM state; IOMMU stats).
    * Each VM's PASID table is kept row by row (pasid-rows.ts), so a snapshot costs O(VMs +
-   * changed PASIDs) plus copying the row arrays, whatever the number of PASIDs.
+   * changed PASIDs) plus copying the row arrays, whatever the number of PASIDs. `extras: false`
+   * keeps each VM to the fields of the contract (Vm.snapshot).
    */
-  snapshot(): HostSnapshot & Record<string, unknown> {
+  snapshot(opts: { extras?: boolean } = {}): HostSnapshot & Record<string, unknown> {
     const cap = this.core.capacity;
     return {
       pasidBits: this.core.pasidBits,
       capacity: { total: cap.total, available: cap.available },
-      vms: this.vmsById().map((vm) => vm.snapshot()),
+      vms: this.vmsById().map((vm) => vm.snapshot(opts)),
       iommu: iommuTotals(this.iommu),
     };
   }
 
-  /**
-   * JSON text of `snapshot()` (GET_STATE without a payload), built from each VM's cached
-   * PASID-table and KVM-table text instead of serialising every row again. Same fields and
-   * values; in each VM object the `pasids` and `kvm` keys come last. O(everything): large hosts
-   * are read page by page (`snapshotPageJson`).
-   */
+  /** JSON text of `snapshot()` from the cached row text (StateJson.snapshotJson). */
   snapshotJson(): string {
-    const vms = this.vmsById().map((vm) => this.vmJson(vm));
-    return `${this.headJson().slice(0, -1)},"vms":[${vms.join(',')}],"iommu":${JSON.stringify(iommuTotals(this.iommu))}}`;
+    return this.stateText.snapshotJson();
+  }
+
+  /** One page of the whole-host snapshot (StateJson.snapshotPageJson; docs/protocol.md §10.9). */
+  snapshotPageJson(cursor: number, maxVms: number): string {
+    return this.stateText.snapshotPageJson(cursor, maxVms);
   }
 
   /**
-   * One page of the snapshot (GET_STATE with a page request, docs/protocol.md §10.9): the host
-   * fields, `vmCount` (VMs now), the VMs with id ≥ `cursor` in id order — at most `maxVms`, and
-   * no more once the page holds GET_STATE_PAGE_BYTES of JSON (at least one VM) — and `next`,
-   * the cursor of the following page (null after the last VM). A page costs only its VMs (plus
-   * their changed PASID rows). VMs are never renumbered, so a VM that comes or goes between
-   * pages shifts nothing: each VM present throughout is in exactly one page.
-   * EINVAL: maxVms outside 1–GET_STATE_MAX_PAGE_VMS, or a cursor past every VM id issued.
+   * GET_STATE on session `s` (docs/protocol.md §10.9). With the monitor token (a 72-byte page
+   * request): one page of the whole host; a wrong token, or none configured, is EACCES.
+   * Otherwise the view is the session's own VM — EPERM before VM_SETUP — as a HostSnapshot
+   * whose `vms` holds that VM only, with the host's `pasidBits` and `capacity` (aggregate
+   * counts: no other VM's name, PASID or pointer) and without the host-wide `iommu` counters.
+   * E2BIG: the reply would exceed MAX_REPLY_PAYLOAD (one VM holding hundreds of thousands of
+   * PASIDs).
    */
-  snapshotPageJson(cursor: number, maxVms: number): string {
-    if (!Number.isInteger(maxVms) || maxVms < 1 || maxVms > GET_STATE_MAX_PAGE_VMS) fail('EINVAL', `GET_STATE: max_vms ${maxVms} is not 1–${GET_STATE_MAX_PAGE_VMS}`);
-    if (!Number.isInteger(cursor) || cursor < 0 || cursor > this.nextVmId) fail('EINVAL', `GET_STATE: cursor ${cursor} is past every VM id issued (next id ${this.nextVmId})`);
-    const all = this.vmsById();
-    let i = 0;
-    while (i < all.length && all[i]!.id < cursor) i++;
-    const vms: string[] = [];
-    let bytes = 0;
-    while (i < all.length && vms.length < maxVms && (vms.length === 0 || bytes < GET_STATE_PAGE_BYTES)) {
-      const text = this.vmJson(all[i]!);
-      bytes += text.length;
-      vms.push(text);
-      i++;
+  stateJson(s: Session, req: GetStatePageRequest | undefined): string {
+    let json: string;
+    if (req?.monitor_token !== undefined) {
+      if (!tokenMatches(this.monitorToken, req.monitor_token)) {
+        log.info({ session: s.id }, 'GET_STATE: wrong monitor token');
+        fail('EACCES', 'GET_STATE: the monitor token does not match the host\'s');
+      }
+      s.monitor = true;
+      json = this.snapshotPageJson(req.cursor, req.max_vms);
+    } else {
+      const vm = this.sessionVm.get(s);
+      if (!vm || vm.tornDown) fail('EPERM', 'GET_STATE: no VM on this connection (send VM_SETUP, or present the monitor token)');
+      json = req === undefined ? this.stateText.ownVmJson(vm) : this.stateText.ownVmPageJson(vm, req.cursor);
     }
-    const next = i < all.length ? all[i]!.id : null;
-    return `${this.headJson().slice(0, -1)},"vmCount":${all.length},"next":${next},"vms":[${vms.join(',')}],"iommu":${JSON.stringify(iommuTotals(this.iommu))}}`;
-  }
-
-  private headJson(): string {
-    const cap = this.core.capacity;
-    return JSON.stringify({ pasidBits: this.core.pasidBits, capacity: { total: cap.total, available: cap.available } });
-  }
-
-  /** One VM of the snapshot as JSON text, its PASID and KVM tables from their cached text. */
-  private vmJson(vm: Vm): string {
-    const { pasids, kvm, ...rest } = vm.snapshot({ rows: false });
-    void pasids;
-    void kvm;
-    const head = JSON.stringify(rest);
-    const rows = vm.pasidRows;
-    return `${head.slice(0, -1)},"pasids":${rows.json()},"kvm":${rows.derivedJson('kvm', () => vm.kvm.entries(), kvmJson)}}`;
+    checkStateReplySize(json);
+    return json;
   }
 
   /**
@@ -294,8 +405,11 @@ export class HostServer implements SessionHost {
   /** What the dashboard reads. Control action 'disconnect-vm' drops the VM's connection. */
   monitorSource(): MonitorSource {
     return {
-      snapshot: () => this.snapshot(),
+      // The fields of the contract (docs/design.md §7) only: the dashboard shows no KVM table,
+      // domains or device state, and each of those costs O(its size) per refresh.
+      snapshot: () => this.snapshot({ extras: false }),
       stats: () => this.stats(),
+      figures: () => this.figures.read(),
       events: this.trace,
       control: async (action, name) => {
         if (action !== 'disconnect-vm') fail('EINVAL', `unknown control action '${String(action)}'`);
@@ -308,12 +422,17 @@ export class HostServer implements SessionHost {
     };
   }
 
-  /** Stop serving: close every connection and release every VM at once. */
+  /** Stop serving: close every connection and release every VM (resolves when all are released). */
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    // The VMs still served keep their registry records for the next run (written now, before
+    // their release empties the memory-file owners).
+    this.reservations.close();
     await this.backend.close();
-    for (const vm of this.vms) this.teardown(vm);
+    for (const vm of this.vms) void this.teardown(vm);
+    await Promise.all(this.releases.values());
+    this.memoryPaths?.close();
   }
 
   private vmsById(): Vm[] {
@@ -338,27 +457,54 @@ export class HostServer implements SessionHost {
     this.traceVm(vm, 'VM disconnected');
     log.info({ vm: vm.name, graceMs: this.graceMs }, 'VM disconnected');
     if (this.graceMs === 0 || this.closed) {
-      this.teardown(vm);
+      void this.teardown(vm);
       return;
     }
-    vm.graceTimer = setTimeout(() => this.teardown(vm), this.graceMs);
+    vm.graceTimer = setTimeout(() => void this.teardown(vm), this.graceMs);
     vm.graceTimer.unref?.();
   }
 
-  private teardown(vm: Vm): void {
-    if (vm.tornDown) return;
+  /**
+   * Release `vm` in bounded steps between other VMs' requests (Vm.release). Until it completes
+   * the VM keeps its name (VM_SETUP with it: EEXIST), its place in the VM count and its quota;
+   * its token is refused at once (ENOENT: the VM is torn down). Then it is forgotten.
+   */
+  private teardown(vm: Vm): Promise<void> {
+    const running = this.releases.get(vm);
+    if (running) return running;
+    if (vm.tornDown) return Promise.resolve();
+    vm.pasidRows.dispose(); // no row upkeep while the PASIDs go; a snapshot meanwhile reads the core
+    const done = vm
+      .release()
+      .catch((e: unknown) => log.error({ err: e, vm: vm.name }, 'VM teardown failed'))
+      .then(() => this.forget(vm));
+    this.releases.set(vm, done);
+    return done;
+  }
+
+  /** The VM no longer counts against its creator's maxVmsPerUid. */
+  private forgetVmUid(vm: Vm): void {
+    const uid = this.vmUid.get(vm);
+    if (uid === undefined) return;
+    this.vmUid.delete(vm);
+    const n = (this.vmsPerUid.get(uid) ?? 1) - 1;
+    if (n <= 0) this.vmsPerUid.delete(uid);
+    else this.vmsPerUid.set(uid, n);
+  }
+
+  /** The end of a release: the VM's counters join the retired ones and it leaves every table. */
+  private forget(vm: Vm): void {
     const c = vm.counters;
     for (const k of EVENT_COUNTER_NAMES) this.retired[k] += c[k];
-    try {
-      vm.teardown();
-    } catch (e) {
-      log.error({ err: e, vm: vm.name }, 'VM teardown failed');
-    }
     vm.pasidRows.dispose();
     this.vmsByName.delete(vm.name);
     this.vmsByToken.delete(tokenHex(vm.token));
+    this.releases.delete(vm);
+    this.forgetVmUid(vm);
+    this.memoryFileOwners.dropAll(vm.name);
+    this.reservations.release(vm.name);
     this.traceVm(vm, 'VM released');
-    log.info({ vm: vm.name }, 'VM released');
+    log.info({ vm: vm.name, ...vm.releaseStats }, 'VM released');
   }
 
   private traceVm(vm: Vm, name: string): void {

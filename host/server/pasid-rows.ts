@@ -6,22 +6,35 @@
  * A row shows what IoasidCore.idInfo shows (state, refs, users, SPID) plus the PASID's
  * bindings. The table registers a change listener on the VM's IOASID set
  * (IoasidCore.registerChangeListener), which names every ID whose record a core call changed;
- * only those rows are rebuilt at the next read, or every row when more than an eighth changed.
+ * only those rows are rebuilt, or every row when more than an eighth changed. Rows are rebuilt
+ * as they change, not when read: the first change of an event-loop turn schedules a refresh
+ * for the next turn (setImmediate), so the cost of a row is paid next to the request that
+ * changed it and a read after many changes (the dashboard's first refresh, a GET_STATE page)
+ * finds the rows current. A read also refreshes first, so it never sees a stale row.
  * Bindings need no listener of their own: every route of the container is added and removed
  * together with the 'iommu' reference it holds (host/vfio/container.ts), i.e. with a get / put
  * on the same ID in the same synchronous call.
  *
- * Rows are kept in hPASID order, each with its JSON text (made when first asked for). The
+ * Rows are kept in hPASID order, each with its JSON text (made with the row). The
  * table's JSON text is the concatenation of cached blocks (the rows of 64 consecutive hPASIDs
  * each); a changed row re-joins its block only, and the blocks are concatenated without
  * copying (V8 keeps `a + b` of long strings as a rope until the text is written out), so
  * GET_STATE neither serialises nor copies unchanged rows.
+ *
+ * Bindings that can change without a core call — an iommufd VM's global PASID moved to another
+ * HWPT by IOMMUFD_DEVICE_REPLACE keeps its one IOASID reference (docs/protocol.md §13.6) — are
+ * covered by `recheck`: at each refresh the rows of the IDs it names are rebuilt too.
  *
  * Rows handed out are never changed afterwards: a changed PASID gets a new row object, and
  * `rows()` returns a fresh array each time.
  */
 import type { PasidBindingSnapshot, PasidSnapshot } from '../../src/api/types.js';
 import type { IoasidCore, IoasidIdSnapshot, IoasidSet } from '../ioasid/index.js';
+
+/** Bindings that change without a core call: the IDs whose rows to rebuild at a refresh. */
+export interface PasidRowsRecheck {
+  changedIds(): Iterable<number>;
+}
 
 /** Above this share of changed rows a full rebuild is cheaper than row-by-row updates. */
 const FULL_REBUILD_SHARE = 1 / 8;
@@ -38,8 +51,8 @@ export class PasidRows {
   /** Bumped whenever a row appears, changes or goes. */
   version = 0;
   private rowList: PasidSnapshot[] = [];
-  /** JSON text of rowList[i], or null until asked for. */
-  private jsonList: (string | null)[] = [];
+  /** JSON text of rowList[i], made with the row. */
+  private jsonList: string[] = [];
   /** JSON text of the rows of hPASIDs [k·64, k·64 + 63] by k, for blocks that did not change. */
   private readonly blockJson = new Map<number, string>();
   private tableJson: string | null = null;
@@ -47,13 +60,24 @@ export class PasidRows {
   private all = true;
   private listening: boolean;
   private readonly memos = new Map<string, Memo>();
+  /** A refresh is scheduled for the next turn. */
+  private scheduled = false;
   private readonly listener = (id: number): void => {
-    if (this.all) return;
-    this.dirty.add(id);
-    if (this.dirty.size > this.rowList.length * FULL_REBUILD_SHARE + 16) {
-      this.all = true;
-      this.dirty.clear();
+    if (!this.all) {
+      this.dirty.add(id);
+      if (this.dirty.size > this.rowList.length * FULL_REBUILD_SHARE + 16) {
+        this.all = true;
+        this.dirty.clear();
+      }
     }
+    if (!this.scheduled) {
+      this.scheduled = true;
+      setImmediate(this.refreshLater);
+    }
+  };
+  private readonly refreshLater = (): void => {
+    this.scheduled = false;
+    if (this.listening) this.refresh();
   };
 
   constructor(
@@ -61,6 +85,7 @@ export class PasidRows {
     private readonly set: IoasidSet,
     /** The bindings of a host PASID (the container's routes). */
     private readonly bindingsOf: (hpasid: number) => PasidBindingSnapshot[],
+    private readonly recheck?: PasidRowsRecheck,
   ) {
     core.registerChangeListener(set, this.listener);
     this.listening = true;
@@ -84,9 +109,7 @@ export class PasidRows {
         const end = this.lowerBound((k + 1) * BLOCK_PASIDS, i);
         let block = this.blockJson.get(k);
         if (block === undefined) {
-          const jsons = this.jsonList;
-          for (let j = i; j < end; j++) jsons[j] ??= JSON.stringify(rows[j]);
-          block = jsons.slice(i, end).join(',');
+          block = this.jsonList.slice(i, end).join(',');
           this.blockJson.set(k, block);
         }
         text += i === 0 ? block : ',' + block;
@@ -113,7 +136,15 @@ export class PasidRows {
     return m.json;
   }
 
-  /** Stop listening to the set (VM teardown; the listener went already if the set did). */
+  /** Changes the rows do not show yet (the whole table counts as its row count when it is to be rebuilt). */
+  get pendingChanges(): number {
+    return this.all ? Math.max(this.rowList.length, 1) : this.dirty.size;
+  }
+
+  /**
+   * Stop listening to the set (VM release begins, or teardown; the listener went already if
+   * the set did). Reads still work: each rebuilds the table from the core.
+   */
   dispose(): void {
     if (this.listening && this.core.isSetValid(this.set)) this.core.unregisterChangeListener(this.set, this.listener);
     this.listening = false;
@@ -132,6 +163,7 @@ export class PasidRows {
 
   private refresh(): void {
     if (!this.listening) this.all = true;
+    if (this.recheck !== undefined) for (const id of this.recheck.changedIds()) if (!this.all) this.dirty.add(id);
     if (this.all) {
       this.rebuild();
       return;
@@ -156,7 +188,7 @@ export class PasidRows {
       }
     }
     this.rowList = rows;
-    this.jsonList = new Array<string | null>(rows.length).fill(null);
+    this.jsonList = rows.map((r) => JSON.stringify(r));
     this.blockJson.clear();
     this.changed();
   }
@@ -176,12 +208,13 @@ export class PasidRows {
       return;
     }
     const row = this.row(info);
+    const json = JSON.stringify(row);
     if (present) {
       rows[lo] = row;
-      this.jsonList[lo] = null;
+      this.jsonList[lo] = json;
     } else {
       rows.splice(lo, 0, row);
-      this.jsonList.splice(lo, 0, null);
+      this.jsonList.splice(lo, 0, json);
     }
   }
 

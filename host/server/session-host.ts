@@ -7,6 +7,7 @@ import type { TraceBus } from '../../src/trace/bus.js';
 import type { Session } from '../../vhost/roles/server.js';
 import type { HostMemory } from '../memory/host-memory.js';
 import type { ViommuKind, Vm } from './vm.js';
+import type { GetStatePageRequest } from '../../vhost/messages/vm.js';
 
 export interface SessionHost {
   /** Where the handlers emit their 'message' trace events. */
@@ -17,8 +18,9 @@ export interface SessionHost {
   vmOf(s: Session): Vm;
   /** VM_SETUP: create a VM (token null) or resume the one the token names. */
   setupVm(s: Session, name: string, quota: number, viommu: ViommuKind, token: Uint8Array | null): { vm: Vm; resumed: boolean };
-  /** GET_STATE: JSON text of the host snapshot. */
-  snapshotJson(): string;
-  /** GET_STATE with a page request: JSON text of one page of it (docs/protocol.md §10.9). */
-  snapshotPageJson(cursor: number, maxVms: number): string;
+  /**
+   * GET_STATE: JSON text of what session `s` may see (docs/protocol.md §10.9) — its own VM, or
+   * with the monitor token one page of the whole host. EPERM before VM_SETUP without the token.
+   */
+  stateJson(s: Session, req: GetStatePageRequest | undefined): string;
 }

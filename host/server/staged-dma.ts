@@ -14,7 +14,10 @@ import {
 import type { HostMemory } from '../memory/host-memory.js';
 import type { MemTableMap } from '../vfio/mem-table.js';
 
-type Perform = (r: DeviceDmaRequest, into?: Uint8Array) => DeviceDmaReply | Promise<DeviceDmaReply>;
+/** What performs the DMA: the VM (host/server/vm.ts deviceDma), its device's reply or a promise of it. */
+export interface StagedDmaTarget {
+  deviceDma(r: DeviceDmaRequest, into?: Uint8Array): DeviceDmaReply | Promise<DeviceDmaReply>;
+}
 
 /** Host memory [hpa, hpa + length) as a view when its region is addressable here, else a copy. */
 function hostView(mem: HostMemory, hpa: number, length: number): Uint8Array {
@@ -24,22 +27,26 @@ function hostView(mem: HostMemory, hpa: number, length: number): Uint8Array {
   return buf !== undefined ? buf.subarray(off, off + length) : mem.read(hpa, length);
 }
 
-export function stagedDeviceDma(r: DeviceDmaRequest, table: MemTableMap, mem: HostMemory, perform: Perform): DeviceDmaReply | Promise<DeviceDmaReply> {
+export function stagedDeviceDma(r: DeviceDmaRequest, table: MemTableMap, mem: HostMemory, target: StagedDmaTarget): DeviceDmaReply | Promise<DeviceDmaReply> {
   const hpa = table.gpaToHpa(r.staging_gpa ?? 0n, BigInt(r.length));
-  if (r.op === DeviceDmaOp.WRITE) return perform({ ...r, data: hostView(mem, hpa, r.length) });
+  if (r.op === DeviceDmaOp.WRITE) return target.deviceDma({ ...r, data: hostView(mem, hpa, r.length) });
   // A mapped staging area: the device reads straight into it (one copy, no intermediate buffer).
   const region = mem.regionFor(hpa, r.length);
   const buf = region.backing.buffer;
   const into = buf !== undefined ? buf.subarray(hpa - region.hpa, hpa - region.hpa + r.length) : undefined;
-  const store = (reply: DeviceDmaReply): DeviceDmaReply => {
-    if (reply.status !== DeviceDmaStatus.OK) return reply;
-    const data = reply.data ?? new Uint8Array(0);
-    // Stored already when the device read into the staging view; else (positioned I/O, or a
-    // device path that does not take `into`) copy it there now.
-    const inPlace = into !== undefined && data.buffer === into.buffer && data.byteOffset === into.byteOffset;
-    if (!inPlace) mem.write(hpa, data);
-    return { status: reply.status, reason: 0, flags: DEVICE_DMA_RESULT_STAGED, pasid: 0, fault_addr: 0n, staged_length: data.length };
-  };
-  const reply = perform(r, into);
-  return reply instanceof Promise ? reply.then(store) : store(reply);
+  const reply = target.deviceDma(r, into);
+  // A promise only while the device waits for a page response (host/devices/dma-device.ts).
+  return reply instanceof Promise ? reply.then((x) => storeRead(x, mem, hpa, into)) : storeRead(reply, mem, hpa, into);
+}
+
+/** A READ's reply: its bytes in the staging area (already, when read into `into`), the reply carrying their length. */
+function storeRead(reply: DeviceDmaReply, mem: HostMemory, hpa: number, into: Uint8Array | undefined): DeviceDmaReply {
+  if (reply.status !== DeviceDmaStatus.OK) return reply;
+  const data = reply.data;
+  const length = data?.length ?? 0;
+  // Stored already when the device read into the staging view; else (positioned I/O, or a
+  // device path that does not take `into`) copy it there now.
+  const inPlace = data === undefined || (into !== undefined && data.buffer === into.buffer && data.byteOffset === into.byteOffset);
+  if (!inPlace) mem.write(hpa, data);
+  return { status: reply.status, reason: 0, flags: DEVICE_DMA_RESULT_STAGED, pasid: 0, fault_addr: 0n, staged_length: length };
 }

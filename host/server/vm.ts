@@ -5,8 +5,9 @@
  *
  * Life cycle: created by VM_SETUP; `detachSession` when its connection ends (the host keeps
  * everything for the grace period); `attachSession` when VM_SETUP presents its token again
- * within the grace period; `teardown` when the grace period expires or the host shuts down —
- * everything it held is released and its set's quota returns to the capacity.
+ * within the grace period; `release` when the grace period expires or the host shuts down —
+ * everything it held is released, in bounded steps between other VMs' requests, and its set's
+ * quota returns to the capacity (`teardown` does the same at once).
  */
 import { randomBytes } from 'node:crypto';
 import { VsvaError } from '../../src/errors.js';
@@ -21,13 +22,22 @@ import type { HostMemory } from '../memory/host-memory.js';
 import { PageRequestTracker } from '../devices/page-requests.js';
 import { VfioContainer, type ContainerCounters } from '../vfio/container.js';
 import type { HostIommu } from '../iommu/host-iommu.js';
-import { MemTableMap, memoryDirs, type MemoryAccess, type MemoryFileOwners } from '../vfio/mem-table.js';
+import { MemTableMap, type MemoryAccess, type MemoryFileOwners } from '../vfio/mem-table.js';
+import type { MemoryPathDir } from '../memory/memory-path-dir.js';
+import { peerOf } from './peer.js';
 import { PasidRows } from './pasid-rows.js';
 import { IommufdContext } from '../iommufd/index.js';
+import { GlobalPasidTracker, globalPasidBindings } from '../iommufd/snapshot.js';
 import type { DeviceDmaReply, DeviceDmaRequest } from '../../vhost/messages/device-dma.js';
 import type { DeviceConfigRequest } from '../../vhost/messages/device-config.js';
 
 const log = childLogger('host-vm');
+
+/**
+ * PASIDs one release step frees (free_all_in_set in steps): a PASID without users left costs a
+ * few µs (reclaim, change listeners, trace), so a step stays near 0.5 ms.
+ */
+export const RELEASE_STEP_IDS = 128;
 
 export type ViommuKind = 'unspecified' | 'vtd' | 'virtio';
 /** The host uAPI a VM chose at VM_SETUP (docs/protocol.md §13). */
@@ -48,6 +58,8 @@ export interface VmDeps {
   memoryFileOwners: MemoryFileOwners;
   /** How guest RAM passed as descriptors is reached (default 'pread'). */
   memoryAccess?: MemoryAccess;
+  /** `--allow-memory-paths DIR`: the directory socket peers may name in the path form (else none). */
+  memoryPaths?: MemoryPathDir;
 }
 
 /** A fresh session token: 16 random bytes, never all zero. */
@@ -106,7 +118,8 @@ export class Vm {
       this.vdcm = deps.vdcm.createVm(this.set, name);
       this.vdcm.onChange = () => this.generation++;
       undo.push(() => deps.vdcm.destroyVm(this.vdcm));
-      this.mem = new MemTableMap(deps.memory, name, deps.memoryFileOwners, memoryDirs(), deps.memoryAccess ?? 'pread');
+      const paths = { peer: () => peerOf(this.session), ...(deps.memoryPaths !== undefined ? { dir: deps.memoryPaths } : {}) };
+      this.mem = new MemTableMap(deps.memory, name, deps.memoryFileOwners, paths, deps.memoryAccess ?? 'pread');
       this.pageRequests = new PageRequestTracker(deps.maxPendingPageRequests, deps.pageRequestTimeoutMs);
       this.container = new VfioContainer({
         vmName: name,
@@ -136,7 +149,12 @@ export class Vm {
       for (const u of undo.reverse()) u();
       throw e;
     }
-    this.pasidRows = new PasidRows(core, this.set, (id) => this.container.bindingsOf(id));
+    // An iommufd VM's global PASIDs are bound by its device attachments (docs/protocol.md §13);
+    // a REPLACE moves one without a core call: the tracker names those rows.
+    const moved = new GlobalPasidTracker();
+    this.pasidRows = new PasidRows(core, this.set, (id) => (this.iommufd === null ? this.container.bindingsOf(id) : [...this.container.bindingsOf(id), ...globalPasidBindings(this.iommufd.objects, id)]), {
+      changedIds: () => (this.iommufd === null ? [] : moved.changed(this.iommufd.objects, this.generation)),
+    });
   }
 
   /** VM_SETUP chose iommufd: create the VM's iommufd context (a new VM only). */
@@ -144,6 +162,7 @@ export class Vm {
     if (this.iommufd === null) {
       this.iommufd = new IommufdContext({
         vmName: this.name,
+        counters: this.container.counters,
         iommu: this.deps.iommu,
         core: this.deps.core,
         set: this.set,
@@ -212,36 +231,88 @@ export class Vm {
   }
 
   /**
-   * Release everything the VM held (docs/design.md §4): page requests, bindings and attachments (with
-   * their references and UNBIND notifications), devices, mappings, domains, KVM and VDCM
-   * references, then every PASID (free_all_in_set) and the set itself, then the memory table.
+   * Release everything the VM held (docs/design.md §4) at once: page requests, bindings and
+   * attachments (with their references and UNBIND notifications), devices, mappings, domains,
+   * KVM and VDCM references, then every PASID (free_all_in_set) and the set itself, then the
+   * memory table. Finishes a `release()` in progress. Idempotent.
    */
   teardown(): void {
-    if (this.tornDown) return;
+    const steps = this.releaseSteps();
+    while (!steps.next().done);
+  }
+
+  /**
+   * `teardown()` in bounded steps (at most RELEASE_STEP_ROUTES routes, RELEASE_STEP_IDS PASIDs,
+   * one device or one domain each), yielding to the event loop (setImmediate) between them so
+   * that other VMs' requests are served meanwhile (docs/protocol.md "Disconnect"). From the
+   * first step the VM is `tornDown`: its requests are refused and its session is closed.
+   * Resolves when everything is released; rejects if a step threw (the rest is not released).
+   */
+  release(): Promise<void> {
+    this.releasing ??= (async () => {
+      const steps = this.releaseSteps();
+      const stats = this.releaseStats;
+      const start = performance.now();
+      for (;;) {
+        const t = performance.now();
+        const done = steps.next().done === true;
+        stats.steps++;
+        stats.longestStepMs = Math.max(stats.longestStepMs, performance.now() - t);
+        if (done) break;
+        await new Promise<void>((resolve) => setImmediate(resolve));
+      }
+      stats.ms = performance.now() - start;
+    })();
+    return this.releasing;
+  }
+
+  /** How `release()` went: steps run, the longest one and the whole release (ms; for logs and benches). */
+  readonly releaseStats = { steps: 0, longestStepMs: 0, ms: 0 };
+
+  /** True once every step of the release ran. */
+  get released(): boolean {
+    return this.releaseDone;
+  }
+
+  private releaseGen: Generator<unknown, void, void> | null = null;
+  private releasing: Promise<void> | null = null;
+  private releaseDone = false;
+
+  private releaseSteps(): Generator<unknown, void, void> {
+    this.releaseGen ??= this.releaseStepsGen();
+    return this.releaseGen;
+  }
+
+  private *releaseStepsGen(): Generator<unknown, void, void> {
     this.tornDown = true;
     if (this.graceTimer) clearTimeout(this.graceTimer);
     this.graceTimer = null;
+    const session = this.session;
+    this.session = null;
+    session?.close();
     this.pageRequests.cancelAll();
     const core = this.deps.core;
     this.iommufd?.close();
-    this.container.close();
+    yield* this.container.releaseSteps();
+    yield; // the last domain's step (the GPA domain with the guest's RAM) ends here
     this.deps.vdcm.destroyVm(this.vdcm);
     this.deps.kvm.destroyVm(this.kvm);
     if (core.isSetValid(this.set)) {
-      const r = core.freeAllInSet(this.set);
+      const r = yield* core.freeAllInSetSteps(this.set, RELEASE_STEP_IDS);
       if (r.pending > 0) log.warn({ vm: this.name, pending: r.pending }, 'PASIDs still referenced after teardown');
       if (core.isSetValid(this.set)) core.setPut(this.set);
     }
     this.mem.clear();
-    this.session?.close();
-    this.session = null;
+    this.releaseDone = true;
   }
 
   /**
    * The VM's part of the host snapshot. `rows: false` leaves `pasids` and `kvm` empty for a
    * caller that takes them from `pasidRows` as JSON text (GET_STATE), so no row array is copied.
+   * `extras: false` gives the fields of the contract only (docs/design.md §7: what the dashboard
+   * shows), without the KVM table, domains, device state and counters that cost O(their size).
    */
-  snapshot(opts: { rows?: boolean } = {}): VmSnapshot & Record<string, unknown> {
+  snapshot(opts: { rows?: boolean; extras?: boolean } = {}): VmSnapshot & Record<string, unknown> {
     const rows = opts.rows !== false;
     const core = this.deps.core;
     const valid = core.isSetValid(this.set);
@@ -254,7 +325,7 @@ export class Vm {
       c = { generation: this.generation, devices };
       this.cached = c;
     }
-    return {
+    const contract: VmSnapshot & Record<string, unknown> = {
       name: this.name,
       connected: this.connected,
       set: { quota: info?.quota ?? 0, used: info?.used ?? 0 },
@@ -262,6 +333,10 @@ export class Vm {
       pasids: rows ? this.pasidRows.rows() : [],
       uapi: this.uapi,
       ...(this.iommufd === null ? {} : { iommufd: this.iommufd.snapshot() }),
+    };
+    if (opts.extras === false) return contract;
+    return {
+      ...contract,
       // Extras (not part of the contract of docs/design.md §7).
       id: this.id,
       viommu: this.viommu,
@@ -272,6 +347,8 @@ export class Vm {
       kvm: rows ? this.pasidRows.derived('kvm', () => this.kvm.entries()).slice() : [],
       adis: this.vdcm.list(),
       pendingPageRequests: this.pageRequests.size,
+      // Present only while the VM is being released (docs/protocol.md "Disconnect").
+      ...(this.tornDown ? { releasing: true } : {}),
       disconnectedForMs: this.disconnectedAt === null ? null : Date.now() - this.disconnectedAt,
     };
   }

@@ -10,10 +10,26 @@ import { childLogger } from '../../src/log.js';
 import { IOMMU_CACHE_INV_TYPE, type CacheInvalidateEntry, type CacheInvalidateReply } from '../../vhost/messages/invalidate.js';
 import { addressBlocks } from '../iommu/index.js';
 import { PAGE_SIZE } from '../../src/vtd/page-table.js';
+import { VTD_MAMV } from '../../src/vtd/cap-ecap.js';
 import { ContainerBindings } from './bindings.js';
 import { checkInvalidateEntry, type CheckedInvalidate } from './uapi.js';
 
 const log = childLogger('vfio');
+
+/** Ranges and addresses below this convert to numbers exactly. */
+const TWO_53 = 2n ** 53n;
+
+/**
+ * The address mask `am` when [addr, addr + size) is exactly one block the descriptors' address
+ * mask expresses (2^am pages, aligned to its size, am ≤ MAMV), else −1 (addressBlocks splits it).
+ */
+function singleBlockMask(addr: bigint, size: bigint): number {
+  if (addr >= TWO_53 || size >= TWO_53 || size < PAGE_SIZE) return -1;
+  const s = Number(size);
+  const am = Math.log2(s) - 12;
+  if (!Number.isInteger(am) || am > VTD_MAMV || Number(addr) % s !== 0) return -1;
+  return am;
+}
 
 /** An address range of an entry (granularity ADDR); `leaf`: only leaf entries changed. */
 interface InvalidateRange {
@@ -53,7 +69,7 @@ export abstract class ContainerInvalidation extends ContainerBindings {
   /** One checked entry whose PASID (if any) is this VM's. */
   private applyInvalidate(c: CheckedInvalidate, pasid: number | null, rid: number, dids: readonly number[]): void {
     const devTlbDev = (c.cache & IOMMU_CACHE_INV_TYPE.DEV_IOTLB) !== 0 ? this.device(rid) : null;
-    const range = c.granu === 'addr' ? { addr: c.addr, size: c.size, leaf: c.leaf } : null;
+    const range: InvalidateRange | null = c.granu === 'addr' ? c : null;
     if ((c.cache & IOMMU_CACHE_INV_TYPE.PASID) !== 0) {
       for (const dev of this.devices.values()) this.invalidatePasidCacheOf(dev.hostRid, pasid);
     }
@@ -66,6 +82,13 @@ export abstract class ContainerInvalidation extends ContainerBindings {
   /** IOTLB of domain `did`: all, one PASID, or a range (optionally of one PASID). */
   private invalidateIotlbOf(did: number, pasid: number | null, range: InvalidateRange | null): void {
     const io = this.iommu;
+    const am = range === null ? -1 : singleBlockMask(range.addr, range.size);
+    if (am >= 0) {
+      // One aligned power-of-two block (what one guest page-selective descriptor sends): no block list.
+      if (pasid === null) io.invalidateIotlbPages(did, range!.addr, am, range!.leaf);
+      else io.invalidatePasidIotlbPages(did, pasid, range!.addr, am, range!.leaf);
+      return;
+    }
     const blocks = range === null ? [] : addressBlocks(range.addr, range.size);
     if (blocks.length === 0) {
       if (pasid === null) io.invalidateIotlbDomain(did);

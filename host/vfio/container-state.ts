@@ -85,6 +85,8 @@ export abstract class ContainerState implements DeviceContainer {
   /** hPASID → guest RID → route. */
   protected readonly routes = new Map<number, Map<number, PasidRoute>>();
   protected mappingCount = 0;
+  /** The VM's release has begun (container.ts releaseSteps): nothing may start or continue. */
+  protected released = false;
   /** The host IOMMU walks 5-level first-level tables (CAP.FL5LP): binds may give addr_width 57. */
   protected readonly fl5lp: boolean;
 

@@ -53,9 +53,13 @@ import { ContainerDmaMap } from './dma-map.js';
 export { GPA_DOMAIN, IOMMU_USER, type ContainerCounters, type ContainerEnv } from './container-state.js';
 export { MAX_DOMAINS, MAX_MAPPINGS } from './dma-map.js';
 export const MAX_DEVICES = 32;
+/**
+ * PASID routes one release step undoes before the host yields (about 1 ms at today's cost of a
+ * route: IOMMU unbind with its PASID-cache and IOTLB flushes, UNBIND notification, put).
+ */
+export const RELEASE_STEP_ROUTES = 32;
 
 export class VfioContainer extends ContainerDmaMap {
-  private closed = false;
 
   // ------------------------------------------------------------------ devices
 
@@ -218,15 +222,40 @@ export class VfioContainer extends ContainerDmaMap {
   /**
    * Release everything (VM teardown), in dependency order: PASID routes (with their references
    * and UNBIND notifications), RID attachments, devices, mappings, domains, the notifier.
-   * PASIDs themselves are freed by the caller (free_all_in_set). Idempotent.
+   * PASIDs themselves are freed by the caller (free_all_in_set). Idempotent; finishes a
+   * release that `releaseSteps` started.
    */
   close(): void {
-    if (this.closed) return;
-    this.closed = true;
-    for (const [pasid, rs] of [...this.routes]) {
-      for (const [rid, r] of [...rs]) this.releaseRoute(pasid, this.devices.get(rid)!, r, true);
+    const steps = this.releaseSteps();
+    while (!steps.next().done);
+  }
+
+  /**
+   * `close()` in bounded steps, for a caller that yields to other VMs between them (VM release,
+   * docs/protocol.md "Disconnect"): each `next()` releases at most RELEASE_STEP_ROUTES PASID
+   * routes, or one device, or one domain. From the first step on the container counts as
+   * released: a sliced DMA_UNMAP in progress stops (ENOTCONN). The steps are shared: calling
+   * `releaseSteps()` or `close()` again continues the same release.
+   */
+  releaseSteps(): Generator<void, void, void> {
+    this.release ??= this.releaseGen();
+    return this.release;
+  }
+
+  private release: Generator<void, void, void> | null = null;
+
+  private *releaseGen(): Generator<void, void, void> {
+    this.released = true;
+    let n = 0;
+    for (const pasid of [...this.routes.keys()]) {
+      // Routes released by an earlier step (a FREE notifier) or meanwhile are gone from the map.
+      for (const [rid, r] of [...(this.routes.get(pasid) ?? [])]) {
+        this.releaseRoute(pasid, this.devices.get(rid)!, r, true);
+        if (++n % RELEASE_STEP_ROUTES === 0) yield;
+      }
     }
-    for (const dev of this.devices.values()) {
+    for (const dev of [...this.devices.values()]) {
+      yield;
       const d = this.ridDomain(dev.guestRid);
       if (d) {
         this.iommu.detachDevice(dev.hostRid);
@@ -234,10 +263,14 @@ export class VfioContainer extends ContainerDmaMap {
       }
       this.iommu.removeDevice(dev.hostRid);
       this.env.freeHostRid(dev.hostRid);
+      this.devices.delete(dev.guestRid);
     }
-    this.devices.clear();
-    for (const d of this.domains.values()) this.releaseDomain(d.did);
-    this.domains.clear();
+    for (const d of [...this.domains.values()]) {
+      yield;
+      this.releaseDomain(d.did);
+      this.mappingCount -= d.mappings.length;
+      this.domains.delete(d.id);
+    }
     this.mappingCount = 0;
     if (this.core.isSetValid(this.set)) this.core.unregisterNotifier(this.set, this.notifier);
   }

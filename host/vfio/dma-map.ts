@@ -56,7 +56,7 @@ export abstract class ContainerDmaMap extends ContainerInvalidation {
    * (setImmediate) between slices, as vfio_remove_dma's cond_resched() does, so other VMs'
    * requests are served meanwhile. Between slices the container is consistent (the list, the
    * count and the table agree); the session layer (host/server/handlers.ts) holds this VM's
-   * later requests until the unmap completes. If the domain goes away meanwhile (VM teardown),
+   * later requests until the unmap completes. If the VM's release begins meanwhile (VM teardown),
    * the unmap stops with ENOTCONN; what it removed stays removed.
    */
   dmaUnmap(r: DmaUnmapRequest): DmaUnmapReply | Promise<DmaUnmapReply> {
@@ -82,7 +82,7 @@ export abstract class ContainerDmaMap extends ContainerInvalidation {
     let unmapped = 0;
     let left = end;
     while (left > first) {
-      if (this.domains.get(d.id) !== d) fail('ENOTCONN', `DMA_UNMAP: domain ${d.id} was released during the unmap (VM teardown)`);
+      if (this.released || this.domains.get(d.id) !== d) fail('ENOTCONN', `DMA_UNMAP: domain ${d.id} was released during the unmap (VM teardown)`);
       const from = Math.max(first, left - UNMAP_SLICE_MAPPINGS);
       unmapped += this.unmapRun(d, from, left);
       left = from;

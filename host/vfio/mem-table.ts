@@ -14,13 +14,19 @@
  * - every check is made before anything is mapped; on any failure every received descriptor is
  *   closed. Kept descriptors are closed when the regions are released (clear, replace).
  *
- * Path form rules (no descriptors; docs/protocol.md §5.1, host service):
- * - Region files must lie inside the memory directories (/dev/shm, VSVA_MEM_DIR, the OS temp
- *   dir), also after following symbolic links — anything else is EACCES; `inproc:` stores are
- *   allowed (in-process mode).
+ * Path form (no descriptors; docs/protocol.md "SET_MEM_TABLE"):
+ * - a socket peer may use it only when the operator enabled it (`--allow-memory-paths DIR`):
+ *   otherwise EPERM, nothing is opened. With it, each path must name a file directly in DIR,
+ *   opened once with O_NOFOLLOW relative to DIR's descriptor and checked on the opened
+ *   descriptor — regular, one link, owned by the peer's uid, large enough
+ *   (host/memory/memory-path-dir.ts: EACCES, ELOOP, EMLINK, EINVAL, ENOENT);
+ * - an in-process peer (in-memory transport: the host's own process) may name `inproc:` stores
+ *   and files inside the memory directories (/dev/shm, VSVA_MEM_DIR, the OS temp dir), also
+ *   after following symbolic links (EACCES otherwise; ENOENT when missing);
  * - guest_phys_addr, memory_size and mmap_offset must be 4 KiB aligned (EINVAL); regions must
  *   not overlap in GPA (EINVAL); the file must hold mmap_offset + memory_size bytes (EINVAL);
- *   a missing file is ENOENT.
+ *   a file another VM has mapped (or that a VM announced before a host restart and has not
+ *   reclaimed yet) is EACCES.
  * - Opening is all-or-nothing: a failure closes what was opened and changes nothing.
  */
 import * as fs from 'node:fs';
@@ -34,8 +40,9 @@ import { Seal, closeFd, fstat, getSeals, isNativeError } from '../../src/native/
 import { PAGE_SIZE } from '../../src/vtd/page-table.js';
 import type { MemTable, MemoryRegion } from '../../vhost/messages/handshake.js';
 import type { HostMemory, HostRegion } from '../memory/host-memory.js';
+import type { MemoryPathDir } from '../memory/memory-path-dir.js';
 
-/** Directories SET_MEM_TABLE paths may name. */
+/** Directories an in-process peer's SET_MEM_TABLE paths may name. */
 export function memoryDirs(): string[] {
   const dirs = ['/dev/shm', os.tmpdir()];
   if (process.env.VSVA_MEM_DIR) dirs.push(process.env.VSVA_MEM_DIR);
@@ -128,6 +135,26 @@ interface FdInfo {
   sealed: boolean;
 }
 
+/** Who sends SET_MEM_TABLE on the VM's connection. */
+export interface MemoryPeer {
+  /** An in-memory connection from the host's own process (not a socket peer). */
+  readonly inProcess: boolean;
+  /** The socket peer's uid (SO_PEERCRED), when known. */
+  readonly uid: number | undefined;
+}
+
+/** What the path form may name (see the header). */
+export interface MemoryPathPolicy {
+  /** `--allow-memory-paths DIR`: the one directory socket peers may name; absent: descriptors only. */
+  readonly dir?: MemoryPathDir;
+  /** Directories an in-process peer's paths are confined to (default memoryDirs()). */
+  readonly inProcessDirs?: readonly string[];
+  /** The peer sending SET_MEM_TABLE now (default: in-process). */
+  peer?(): MemoryPeer;
+}
+
+const IN_PROCESS_PEER: MemoryPeer = { inProcess: true, uid: undefined };
+
 /** How the host reaches guest RAM received as descriptors: mapped (sealed memfds) or positioned I/O. */
 export type MemoryAccess = MemoryBackend;
 
@@ -146,7 +173,11 @@ function toNum(v: bigint, what: string): number {
   return Number(v);
 }
 
-/** Which VM has each memory file mapped (real path → VM name), shared by a host's VMs. */
+/**
+ * Which VM has each memory file mapped (file identity `inode:<dev>:<ino>`, or an in-process
+ * peer's real path → VM name), shared by a host's VMs; a restarted host puts the files of the
+ * VMs it expects back here first (host/server/vm-reservations.ts).
+ */
 export type MemoryFileOwners = Map<string, string>;
 
 /** Registry key of the file behind a descriptor (device and inode). */
@@ -163,7 +194,8 @@ export class MemTableMap {
     private readonly vmName: string,
     /** A file one VM mapped is refused to every other VM (EACCES): no VM reaches another's RAM. */
     private readonly owners: MemoryFileOwners = new Map(),
-    private readonly allowedDirs: string[] = memoryDirs(),
+    /** What the path form may name, and who the peer is. */
+    private readonly paths: MemoryPathPolicy = {},
     /** Fd form: map sealed memfds ('mapped') or use positioned I/O for everything ('pread'). */
     private readonly access: MemoryAccess = 'pread',
   ) {}
@@ -245,9 +277,33 @@ export class MemTableMap {
     }
   }
 
+  /** The peer sending SET_MEM_TABLE now. */
+  private peer(): MemoryPeer {
+    return this.paths.peer?.() ?? IN_PROCESS_PEER;
+  }
+
   /**
-   * Check `t` without opening anything: alignment and overlap (EINVAL), each path confined to
-   * the memory directories (EACCES) and existing (ENOENT), no file another VM has mapped (EACCES).
+   * The path form's gate for a socket peer: EPERM unless `--allow-memory-paths` is set (then
+   * each path must name a file directly in DIR: EACCES). `inproc:` names are this process's
+   * in-process stores, never files.
+   */
+  private checkSocketPaths(t: MemTable): MemoryPathDir | undefined {
+    const files = t.regions.filter((r) => !r.path.startsWith('inproc:'));
+    if (files.length === 0) return undefined;
+    const dir = this.paths.dir;
+    if (dir === undefined) {
+      fail('EPERM', 'SET_MEM_TABLE: this host takes guest RAM from a socket peer only as file descriptors (SCM_RIGHTS); path-form regions need the host started with --allow-memory-paths DIR');
+    }
+    for (const r of files) dir.nameOf(r.path);
+    return dir;
+  }
+
+  /**
+   * Check `t`: alignment and overlap (EINVAL); fd form: the descriptors (inspectFds); path form
+   * from a socket peer: allowed at all (EPERM), naming files in the memory-path directory
+   * (EACCES) that pass the opened-file checks (memory-path-dir.ts); path form from an
+   * in-process peer: each path confined to the memory directories (EACCES) and existing
+   * (ENOENT). No file another VM has mapped (EACCES).
    */
   check(t: MemTable): void {
     MemTableMap.validate(t);
@@ -262,10 +318,46 @@ export class MemTableMap {
     }
     for (const [i, r] of t.regions.entries()) {
       if (r.path.length === 0) fail('EINVAL', `SET_MEM_TABLE region ${i}: path is empty and no file descriptor came with the message`);
-      const real = confinePath(r.path, this.allowedDirs);
+    }
+    const peer = this.peer();
+    if (!peer.inProcess) {
+      // An early answer only (before the caller's other checks): `replace` opens and checks
+      // the files again, and what it opened is what gets mapped.
+      const dir = this.checkSocketPaths(t);
+      for (const r of t.regions) {
+        if (r.path.startsWith('inproc:')) continue;
+        const size = r.mmap_offset + r.memory_size;
+        const { inner } = this.openPath(r, Number(size), dir, peer);
+        inner.close();
+      }
+      return;
+    }
+    for (const r of t.regions) {
+      const real = confinePath(r.path, [...(this.paths.inProcessDirs ?? memoryDirs())]);
       const owner = this.owners.get(real);
       if (owner !== undefined && owner !== this.vmName) fail('EACCES', `memory file '${r.path}' is mapped by another VM`);
     }
+  }
+
+  /**
+   * Open one path-form region's store: an `inproc:` store; for a socket peer the file in the
+   * memory-path directory, checked on its opened descriptor; for an in-process peer the
+   * confined path. Returns the store and its owner-registry key.
+   */
+  private openPath(r: MemoryRegion, size: number, dir: MemoryPathDir | undefined, peer: MemoryPeer): { inner: MemoryBacking; key: string } {
+    if (r.path.startsWith('inproc:') || peer.inProcess) {
+      const real = confinePath(r.path, [...(this.paths.inProcessDirs ?? memoryDirs())]);
+      const owner = this.owners.get(real);
+      if (owner !== undefined && owner !== this.vmName) fail('EACCES', `memory file '${r.path}' is mapped by another VM`);
+      return { inner: openBacking(real, size), key: real };
+    }
+    const file = dir!.openRegion(r.path, BigInt(size), peer.uid);
+    const owner = this.owners.get(file.key);
+    if (owner !== undefined && owner !== this.vmName) {
+      fs.closeSync(file.fd); // (not closeFd: without the native addon the fd came from fs)
+      fail('EACCES', `memory file '${file.name}' belongs to another VM`);
+    }
+    return { inner: FileBacking.fromFd(file.fd, size, `${this.vmName} ${file.name}`), key: file.key };
   }
 
   /**
@@ -280,19 +372,18 @@ export class MemTableMap {
       return;
     }
     MemTableMap.validate(t);
+    const peer = this.peer();
+    const dir = peer.inProcess ? undefined : this.checkSocketPaths(t);
     const opened: { r: MemoryRegion; backing: MemoryBacking; inner: MemoryBacking }[] = [];
-    const reals: string[] = [];
+    const keys: string[] = [];
     const placed: MappedRegion[] = [];
     try {
       for (const r of t.regions) {
         const size = toNum(r.memory_size, 'memory_size');
         const off = toNum(r.mmap_offset, 'mmap_offset');
         toNum(r.guest_phys_addr + r.memory_size, 'guest_phys_addr + memory_size');
-        const real = confinePath(r.path, this.allowedDirs);
-        const owner = this.owners.get(real);
-        if (owner !== undefined && owner !== this.vmName) fail('EACCES', `memory file '${r.path}' is mapped by another VM`);
-        const inner = openBacking(real, off + size);
-        reals.push(real);
+        const { inner, key } = this.openPath(r, off + size, dir, peer);
+        keys.push(key);
         const backing = off === 0 && inner.size === size ? inner : new WindowBacking(inner, off, size);
         opened.push({ r, backing, inner });
       }
@@ -300,7 +391,7 @@ export class MemTableMap {
         const size = backing.size;
         const hpa = this.mem.findFree(size);
         const host = this.mem.addRegion(`${this.vmName} ram@0x${r.guest_phys_addr.toString(16)}`, hpa, backing, size);
-        placed.push({ gpa: Number(r.guest_phys_addr), size, hpa, path: r.path, realPath: reals[placed.length]!, mmapOffset: Number(r.mmap_offset), host, backing });
+        placed.push({ gpa: Number(r.guest_phys_addr), size, hpa, path: r.path, realPath: keys[placed.length]!, mmapOffset: Number(r.mmap_offset), host, backing });
       }
     } catch (e) {
       for (const p of placed) this.mem.removeRegion(p.host);

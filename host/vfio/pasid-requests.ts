@@ -9,6 +9,12 @@ import { ContainerState } from './container-state.js';
 
 /** PASID_FREE ranges shorter than this are checked ID by ID; longer ones walk the VM's set. */
 const PASID_FREE_PROBE_RANGE = 64;
+/**
+ * PASIDs one PASID_FREE slice frees before the host yields; also the most a free does
+ * synchronously. A bound PASID's free tears its routes down (IOMMU unbind with its flushes,
+ * puts; bindings.ts), tens of µs each: a slice stays near 1 ms.
+ */
+export const PASID_FREE_SLICE = 32;
 
 export abstract class ContainerPasidRequests extends ContainerState {
   /** VFIO_IOMMU_FLAG_ALLOC_PASID: one PASID in [min, max] from the VM's set. ENOSPC: quota or range exhausted. */
@@ -22,8 +28,13 @@ export abstract class ContainerPasidRequests extends ContainerState {
   /**
    * VFIO_IOMMU_FLAG_FREE_PASID: free every live PASID of this VM in [min, max]; returns how many.
    * ENOENT: the range holds no live PASID of this VM (another VM's PASIDs are not this VM's).
+   * Up to PASID_FREE_SLICE PASIDs are freed synchronously; more are freed in slices with a yield
+   * (setImmediate) between them, as DMA_UNMAP does (dma-map.ts), so other VMs' requests run
+   * meanwhile — the result is then a Promise, and the session holds this VM's later requests
+   * until it settles (host/server/handlers.ts). If the VM's release begins meanwhile the free
+   * stops with ENOTCONN; what it freed stays freed.
    */
-  pasidFree(r: PasidRange): number {
+  pasidFree(r: PasidRange): number | Promise<number> {
     if (r.min > r.max) fail('EINVAL', `PASID_FREE: min ${r.min} > max ${r.max}`);
     const core = this.core;
     const set = this.set;
@@ -40,10 +51,30 @@ export abstract class ContainerPasidRequests extends ContainerState {
       });
     }
     if (ids.length === 0) fail('ENOENT', `PASID_FREE: no PASID of ${this.vmName} in [${r.min}, ${r.max}]`);
-    for (const id of ids) {
-      core.free(set, id);
-      this.counters.frees++;
+    if (ids.length <= PASID_FREE_SLICE) return this.freeIds(ids, 0, ids.length);
+    return this.pasidFreeSliced(ids);
+  }
+
+  private async pasidFreeSliced(ids: readonly number[]): Promise<number> {
+    let freed = 0;
+    for (let i = 0; i < ids.length; i += PASID_FREE_SLICE) {
+      if (i > 0) await new Promise<void>((resolve) => setImmediate(resolve));
+      if (this.released) fail('ENOTCONN', `PASID_FREE: ${this.vmName} was released during the free`);
+      freed += this.freeIds(ids, i, Math.min(ids.length, i + PASID_FREE_SLICE));
     }
-    return ids.length;
+    return freed;
+  }
+
+  /** Free ids[from, to) that are still live PASIDs of this VM; returns how many. */
+  private freeIds(ids: readonly number[], from: number, to: number): number {
+    let freed = 0;
+    for (let i = from; i < to; i++) {
+      const id = ids[i]!;
+      if (!this.ownsLivePasid(id)) continue; // freed since the request began
+      this.core.free(this.set, id);
+      this.counters.frees++;
+      freed++;
+    }
+    return freed;
   }
 }

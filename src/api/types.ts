@@ -123,6 +123,11 @@ export interface StartGuestOptions {
   vcmd?: '3.1' | '3.3' | false;
   /** Default [{ bdf: '00:03.0', kind: 'pf' }]. */
   devices?: DeviceSpec[];
+  /**
+   * The host uAPI the VM uses (docs/protocol.md §13.12): the VFIO SVA uAPI of docs/protocol.md
+   * §10 (default) or iommufd (§13; physical-function devices only).
+   */
+  uapi?: 'vfio-sva' | 'iommufd';
 }
 
 export interface GuestHandle {

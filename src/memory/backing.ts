@@ -17,6 +17,7 @@ import { randomBytes } from 'node:crypto';
 import { fail } from '../errors.js';
 import { defaultMemoryDir } from './memory-dir.js';
 import { BufferStore } from './buffer-store.js';
+import { copyPages, createNamed } from './ram-file.js';
 
 export interface MemoryBacking {
   /** Bytes in the store. */
@@ -68,8 +69,50 @@ export class FileBacking implements MemoryBacking {
   private fd: number;
   private readonly scratch = Buffer.alloc(8);
 
-  private constructor(readonly path: string, readonly size: number, fd: number, private readonly owner: boolean) {
+  private constructor(private filePath: string, readonly size: number, fd: number, private owner: boolean) {
     this.fd = fd;
+  }
+
+  /** The file's path (what the path form announces); it changes when `relink` moves the store. */
+  get path(): string {
+    return this.filePath;
+  }
+
+  /** True while a file this store created still has its name (until `unlink`). */
+  get named(): boolean {
+    return this.owner;
+  }
+
+  /**
+   * Remove the name of a file this store created; the store keeps the file open (the host half
+   * holds its own descriptor). Afterwards close() unlinks nothing. No-op when not the creator.
+   */
+  unlink(): void {
+    if (!this.owner) return;
+    this.owner = false;
+    fs.rmSync(this.filePath, { force: true });
+  }
+
+  /**
+   * Give the store a name again after `unlink`: a new file in `dir` (default: the old one's
+   * directory) receives every non-zero page, and the store moves to it (the old file is closed
+   * and, having no name, freed). For the path form's announcement to a host that has not opened
+   * the file yet (after a host restart). Synchronous, so no access interleaves with the move.
+   */
+  relink(dir = path.dirname(this.filePath)): void {
+    if (this.fd < 0) fail('EBADF', `memory file '${this.filePath}' is closed`);
+    const { fd, p } = createNamed(dir, 'vsva-ram-', this.size);
+    try {
+      copyPages(this.fd, fd, this.size);
+    } catch (e) {
+      fs.closeSync(fd);
+      fs.rmSync(p, { force: true });
+      throw e;
+    }
+    fs.closeSync(this.fd);
+    this.fd = fd;
+    this.filePath = p;
+    this.owner = true;
   }
 
   /**
@@ -82,16 +125,7 @@ export class FileBacking implements MemoryBacking {
 
   /** Create (truncate) a file of `size` zero bytes; the creator unlinks it on close. */
   static create(size: number, dir = defaultMemoryDir(), prefix = 'vsva-ram-'): FileBacking {
-    fs.mkdirSync(dir, { recursive: true });
-    const p = path.join(dir, `${prefix}${process.pid}-${randomBytes(6).toString('hex')}`);
-    const fd = fs.openSync(p, 'w+', 0o600);
-    try {
-      fs.ftruncateSync(fd, size);
-    } catch (e) {
-      fs.closeSync(fd);
-      fs.rmSync(p, { force: true });
-      throw e;
-    }
+    const { fd, p } = createNamed(dir, prefix, size);
     return new FileBacking(p, size, fd, true);
   }
 

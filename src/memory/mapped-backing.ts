@@ -16,13 +16,12 @@
  * memfds sealed against shrinking.
  */
 import * as fs from 'node:fs';
-import * as path from 'node:path';
-import { randomBytes } from 'node:crypto';
 import { constants as bufferConstants } from 'node:buffer';
 import { fail } from '../errors.js';
 import { Seal, addSeals, closeFd, memfdCreate, mmap, munmap } from '../native/native.js';
 import type { MemoryBacking } from './backing.js';
 import { BufferStore } from './buffer-store.js';
+import { createNamed } from './ram-file.js';
 
 /**
  * Largest mapping one Buffer can view (buffer.constants.MAX_LENGTH): a store beyond it is refused
@@ -42,7 +41,7 @@ export class MappedBacking extends BufferStore implements MemoryBacking {
     /** The descriptor of the mapped file (what SET_MEM_TABLE's fd form sends). */
     readonly fd: number,
     mapping: ArrayBuffer,
-    private readonly unlinkOnClose: boolean,
+    private unlinkOnClose: boolean,
   ) {
     super();
     this.mapping = mapping;
@@ -69,17 +68,29 @@ export class MappedBacking extends BufferStore implements MemoryBacking {
   /** Fresh zeroed RAM in a file under `dir` (a memory filesystem such as /dev/shm), unlinked at close. */
   static createFile(size: number, dir: string, fileSize = size, prefix = 'vsva-ram-'): MappedBacking {
     checkSize(size);
-    fs.mkdirSync(dir, { recursive: true });
-    const p = path.join(dir, `${prefix}${process.pid}-${randomBytes(6).toString('hex')}`);
-    const fd = fs.openSync(p, 'w+', 0o600);
+    const { fd, p } = createNamed(dir, prefix, fileSize);
     try {
-      fs.ftruncateSync(fd, fileSize);
       return new MappedBacking(p, size, fd, mmap(fd, size, 0, true), true);
     } catch (e) {
       fs.closeSync(fd);
       fs.rmSync(p, { force: true });
       throw e;
     }
+  }
+
+  /** True while a file this store created still has its name (until `unlink`). */
+  get named(): boolean {
+    return this.unlinkOnClose;
+  }
+
+  /**
+   * Remove the name of a file this store created (the mapping and descriptor stay): once both
+   * halves hold the file, a killed process leaves no RAM file behind. No-op for memfds.
+   */
+  unlink(): void {
+    if (!this.unlinkOnClose) return;
+    this.unlinkOnClose = false;
+    fs.rmSync(this.path, { force: true });
   }
 
   /**

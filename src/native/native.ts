@@ -86,6 +86,7 @@ export const MAX_FDS = 253;
 interface Addon {
   memfdCreate(name: string, size: number | bigint): number;
   openNoFollow(dirfd: number, path: string, writable: boolean): number;
+  openDirectory(path: string): number;
   peerCredentials(sockfd: number): PeerCredentials;
   fstat(fd: number): NativeStat;
   getSeals(fd: number): number;
@@ -160,11 +161,21 @@ export function memfdCreate(name: string, size: number | bigint): number {
 }
 
 /**
- * openat(dirfd, path, O_NOFOLLOW | O_CLOEXEC | O_NOCTTY), read-write or read-only; dirfd -1 is
- * the working directory. O_NOFOLLOW refuses a symbolic link in the last component (ELOOP).
+ * openat(dirfd, path, O_NOFOLLOW | O_CLOEXEC | O_NOCTTY | O_NONBLOCK), read-write or read-only;
+ * dirfd -1 is the working directory. O_NOFOLLOW refuses a symbolic link in the last component
+ * (ELOOP); O_NONBLOCK keeps a FIFO from blocking the open (fifo(7)).
  */
 export function openNoFollow(dirfd: number, filePath: string, writable: boolean): number {
   return need().openNoFollow(dirfd, filePath, writable);
+}
+
+/**
+ * open(path, O_DIRECTORY | O_RDONLY | O_CLOEXEC): a handle to the directory itself for
+ * `openNoFollow(dirfd, name, …)` — later renames or a symbolic link put in its place do not
+ * change what it refers to (openat(2)). ENOTDIR when the path is not a directory.
+ */
+export function openDirectory(dirPath: string): number {
+  return need().openDirectory(dirPath);
 }
 
 export function fstat(fd: number): NativeStat {

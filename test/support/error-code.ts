@@ -23,3 +23,13 @@ export function expectedErrnoOf(fn: () => unknown): string {
   }
   throw new Error('expected an error');
 }
+
+/** `errorCodeOf` for a promise: 'ok' when it resolves, else the VsvaError code or the text. */
+export async function asyncErrorCodeOf(p: Promise<unknown>): Promise<string> {
+  try {
+    await p;
+    return 'ok';
+  } catch (e) {
+    return isVsvaError(e) ? e.code : String(e);
+  }
+}

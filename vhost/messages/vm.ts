@@ -42,7 +42,7 @@ export interface VmSetupReply {
 
 export const VmSetupRequestStruct = new Struct<VmSetupRequest>('VM_SETUP', [
   { name: 'name', type: { kind: 'cstr', size: VM_NAME_SIZE }, doc: 'VM name, non-empty' },
-  { name: 'pasid_quota', type: 'u32', doc: "quota of the VM's IOASID set (0: the rest of the capacity)" },
+  { name: 'pasid_quota', type: 'u32', doc: "quota of the VM's IOASID set (0: the host's default quota)" },
   { name: 'flags', type: 'u32', doc: 'bits 1:0 vIOMMU kind: 0 unspecified, 1 VT-d, 2 virtio-iommu (3 is invalid); bit 2 UAPI_IOMMUFD', mask: VM_SETUP_FLAGS_MASK },
   { name: 'session_token', type: { kind: 'bytes', size: SESSION_TOKEN_SIZE }, doc: 'all zero: new session; else resume that session' },
   reserved(8),
@@ -127,6 +127,11 @@ export interface GetStatePageRequest {
   cursor: number;
   /** Most VMs in the page, 1–GET_STATE_MAX_PAGE_VMS. */
   max_vms: number;
+  /**
+   * The host's monitor token (docs/protocol.md §10.9): with it the page walks every VM of the
+   * host; without it, only the VM of this connection. Sent as the 72-byte form.
+   */
+  monitor_token?: string;
 }
 
 export const GetStatePageStruct = new Struct<GetStatePageRequest>('GET_STATE page', [
@@ -134,19 +139,52 @@ export const GetStatePageStruct = new Struct<GetStatePageRequest>('GET_STATE pag
   { name: 'max_vms', type: 'u32', doc: `most VMs in the page (1–${GET_STATE_MAX_PAGE_VMS})`, max: GET_STATE_MAX_PAGE_VMS },
 ]);
 
+/** Bytes of the monitor token field (at most 63 bytes of text). */
+const MONITOR_TOKEN_FIELD_SIZE = 64;
+
+/** GET_STATE page request that presents the host's monitor token: the whole-host view. */
+export const GetStateMonitorPageStruct = new Struct<Required<GetStatePageRequest>>('GET_STATE monitor page', [
+  { name: 'cursor', type: 'u32', doc: 'as in the 8-byte page request' },
+  { name: 'max_vms', type: 'u32', doc: `as in the 8-byte page request (1–${GET_STATE_MAX_PAGE_VMS})`, max: GET_STATE_MAX_PAGE_VMS },
+  { name: 'monitor_token', type: { kind: 'cstr', size: MONITOR_TOKEN_FIELD_SIZE }, doc: "the host's monitor token (16–63 printable ASCII characters)" },
+]);
+
+/** Monitor token lengths (printable ASCII without spaces, as the dashboard token: host/monitor/access.ts). */
+export const MONITOR_TOKEN_MIN_LENGTH = 16;
+export const MONITOR_TOKEN_MAX_LENGTH = MONITOR_TOKEN_FIELD_SIZE - 1;
+
+/** EINVAL unless `token` is 16–63 printable ASCII characters without spaces. */
+export function checkMonitorToken(token: string): void {
+  if (token.length < MONITOR_TOKEN_MIN_LENGTH || token.length > MONITOR_TOKEN_MAX_LENGTH || !/^[\x21-\x7e]+$/.test(token)) {
+    fail('EINVAL', `monitor token must be ${MONITOR_TOKEN_MIN_LENGTH}..${MONITOR_TOKEN_MAX_LENGTH} printable ASCII characters without spaces`);
+  }
+}
+
 const GetStatePageCodec = new FixedCodec(GetStatePageStruct, (v) => {
   if (v.max_vms < 1) fail('EINVAL', 'GET_STATE: max_vms is 0');
 });
 
-/** Empty payload: the whole snapshot; an 8-byte GetStatePageStruct: one page of it. */
+const GetStateMonitorPageCodec = new FixedCodec(GetStateMonitorPageStruct, (v) => {
+  if (v.max_vms < 1) fail('EINVAL', 'GET_STATE: max_vms is 0');
+  checkMonitorToken(v.monitor_token);
+});
+
+/**
+ * Empty payload: the whole snapshot (of what the connection may see); an 8-byte
+ * GetStatePageStruct: one page of it; a 72-byte GetStateMonitorPageStruct: one page of the
+ * whole host, for the holder of the monitor token.
+ */
 const GetStateRequestCodec: PayloadCodec<GetStatePageRequest | void> = {
-  sizeOf: (v) => (v === undefined ? 0 : GetStatePageCodec.sizeOf()),
+  sizeOf: (v) => (v === undefined ? 0 : v.monitor_token === undefined ? GetStatePageCodec.sizeOf() : GetStateMonitorPageCodec.sizeOf()),
   encodeInto(buf, off, v) {
-    if (v !== undefined) GetStatePageCodec.encodeInto(buf, off, v);
+    if (v === undefined) return;
+    if (v.monitor_token === undefined) GetStatePageCodec.encodeInto(buf, off, v);
+    else GetStateMonitorPageCodec.encodeInto(buf, off, v as Required<GetStatePageRequest>);
   },
   decode(p) {
     if (p.length === 0) return undefined;
-    if (p.length !== GetStatePageStruct.size) fail('EINVAL', `GET_STATE: payload is ${p.length} bytes, expected 0 or ${GetStatePageStruct.size}`);
+    if (p.length === GetStateMonitorPageStruct.size) return GetStateMonitorPageCodec.decode(p);
+    if (p.length !== GetStatePageStruct.size) fail('EINVAL', `GET_STATE: payload is ${p.length} bytes, expected 0, ${GetStatePageStruct.size} or ${GetStateMonitorPageStruct.size}`);
     const v = GetStatePageCodec.decode(p);
     if (v.max_vms < 1) fail('EINVAL', 'GET_STATE: max_vms is 0');
     return v;
@@ -156,5 +194,5 @@ const GetStateRequestCodec: PayloadCodec<GetStatePageRequest | void> = {
 export const GET_STATE = message<GetStatePageRequest | void, StateReply>({
   name: 'GET_STATE', code: VsvaRequest.GET_STATE, replyKind: 'status', feature: ProtocolFeature.VSVA | ProtocolFeature.VSVA_STATE,
   request: GetStateRequestCodec, reply: StateReplyCodec,
-  doc: "The host's state snapshot (a HostSnapshot, docs/protocol.md §10.9) as a JSON document; with a page request, the VMs of one page.",
+  doc: "The state snapshot (a HostSnapshot, docs/protocol.md §10.9) as a JSON document: this connection's VM, or the whole host with the monitor token; with a page request, the VMs of one page.",
 });

@@ -61,6 +61,11 @@ export class Connection {
     return this.ended;
   }
 
+  /** Frames received so far (the connection limits' half-frame clock watches progress). */
+  get framesReceived(): number {
+    return this.frames;
+  }
+
   onClose(fn: CloseListener): void {
     if (this.ended) queueMicrotask(() => fn(this.reason));
     else this.closeListeners.push(fn);
@@ -92,6 +97,24 @@ export class Connection {
     const fds = this.takeFds();
     this.log.warn({ fds: fds.length, peer: this.transport.label }, `closing received file descriptors: ${why}`);
     for (const fd of fds) closeFd(fd);
+  }
+
+  /**
+   * Hold the frames already received (on) or deliver them (off): unlike setReading, this also
+   * stops the frames of a chunk that was read already (vhost/transport/guarded.ts uses it while
+   * a peer leaves its replies unread). A header error found on release closes the connection.
+   */
+  holdFrames(on: boolean): void {
+    if (this.ended) return;
+    if (on) {
+      this.framer.hold();
+      return;
+    }
+    try {
+      this.framer.release(this.deliver);
+    } catch (e) {
+      this.fatal(e instanceof VsvaError ? e : new VsvaError('EIO', `frame handling failed: ${String(e)}`));
+    }
   }
 
   /** Flow control towards the peer (see Transport.setReading). */

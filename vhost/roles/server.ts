@@ -12,6 +12,9 @@
  *   service's `handlers(session)` table is installed, and 'session' listeners run.
  * - The server learns a session's token from the VM_SETUP reply the host service returns
  *   (the handler is wrapped); a resumed session (same token) takes the token over.
+ * - Connections accepted on the Unix socket are admitted, watched and bounded by the
+ *   connection limits (connection-limits.ts, vhost/transport/guarded.ts); in-memory ones (the
+ *   host's own process) are not.
  */
 import { VsvaError, fail } from '../../src/errors.js';
 import { childLogger, type Logger } from '../../src/log.js';
@@ -21,7 +24,11 @@ import { BackendMessages, type BackendMessageOf, type BackendRequestName } from 
 import type { VmSetupReply } from '../messages/vm.js';
 import { createMemoryPair } from '../transport/memory.js';
 import type { Transport } from '../transport/transport.js';
-import { listenUnix, type UnixListener } from '../transport/unix.js';
+import { listenUnix, ownIdentity, type PeerIdentity, type UnixListener } from '../transport/unix.js';
+import { GuardedTransport } from '../transport/guarded.js';
+import {
+  ConnectionAdmission, ConnectionSweep, refuseConnection, resolveConnectionLimits, type ConnectionLimits,
+} from './connection-limits.js';
 import { BackendDispatcher, type HandlerTable } from './backend.js';
 import { Connection } from './connection.js';
 import { Requester, type CallOptions } from './requester.js';
@@ -35,6 +42,8 @@ export interface SendOptions extends CallOptions {
 export class Session {
   /** The token VM_SETUP returned (null until a VM_SETUP succeeded). */
   token: Uint8Array | null = null;
+  /** The connection presented the host's monitor token: it holds its slot without a VM. */
+  monitor = false;
   private backend: Requester | null = null;
   private closeListeners: ((reason: VsvaError | null) => void)[] = [];
   private attachListeners: (() => void)[] = [];
@@ -42,6 +51,8 @@ export class Session {
   constructor(
     readonly id: number,
     readonly dispatcher: BackendDispatcher<Session>,
+    /** Who connected (SO_PEERCRED; this process for in-memory connections). */
+    readonly peer: PeerIdentity = ownIdentity(),
   ) {
     dispatcher.onClose((reason) => {
       this.backend?.conn.close();
@@ -111,6 +122,13 @@ export interface BackendServerOptions {
   /** Timeout of backend-channel requests sent with needReply (ms). */
   timeoutMs?: number;
   logger?: Logger;
+  /** Limits on Unix-socket connections (defaults: DEFAULT_CONNECTION_LIMITS). */
+  limits?: Partial<ConnectionLimits>;
+}
+
+export interface ServerListenOptions {
+  /** Group of the socket file (mode 0660); default: mode 0600. */
+  gid?: number;
 }
 
 function tokenKey(t: Uint8Array): string {
@@ -125,9 +143,20 @@ export class BackendServer {
   private readonly connections = new Set<Connection>();
   private sessionListeners: ((s: Session) => void)[] = [];
   private listener: UnixListener | null = null;
+  readonly limits: ConnectionLimits;
+  private readonly admission: ConnectionAdmission;
+  private readonly sweep: ConnectionSweep;
 
   constructor(private readonly opts: BackendServerOptions) {
     this.log = opts.logger ?? childLogger('vhost-server');
+    this.limits = resolveConnectionLimits(opts.limits);
+    this.admission = new ConnectionAdmission(this.limits);
+    this.sweep = new ConnectionSweep(this.limits, this.log);
+  }
+
+  /** Unix-socket connections open now: in all, and from `uid`. */
+  openConnections(uid?: number): number {
+    return uid === undefined ? this.admission.open : this.admission.openFor(uid);
   }
 
   /** Sessions whose main connection is open. */
@@ -139,22 +168,68 @@ export class BackendServer {
     this.sessionListeners.push(fn);
   }
 
-  /** Listen on a Unix socket path. */
-  async listen(path: string): Promise<void> {
+  /**
+   * Listen on a Unix socket path (vhost/transport/socket-file.ts: EADDRINUSE when a live
+   * listener has it; mode 0600, or 0660 with `gid`).
+   */
+  async listen(path: string, opts: ServerListenOptions = {}): Promise<void> {
     if (this.listener) fail('EBUSY', `already listening on ${this.listener.path}`);
-    this.listener = await listenUnix(path, (t) => this.accept(t));
+    this.listener = await listenUnix(path, (t, peer) => this.acceptLimited(t, peer), opts.gid === undefined ? {} : { gid: opts.gid });
   }
 
-  /** Serve one connection (Unix or in-memory). */
+  /** Serve one connection without limits (in-memory connections of this process). */
   accept(transport: Transport): void {
-    const conn = new Connection(transport, MAX_REQUEST_PAYLOAD, this.log);
+    this.serve(transport, ownIdentity(), MAX_REQUEST_PAYLOAD);
+  }
+
+  /** Serve one Unix-socket connection under the connection limits (or refuse it). */
+  private acceptLimited(transport: Transport, peer: PeerIdentity): void {
+    const refusal = this.admission.admit(peer);
+    if (refusal !== null) {
+      const why = refusal === 'EMFILE'
+        ? `${this.admission.open} connections open (the limit, maxConnections)`
+        : `uid ${peer.uid} has ${this.admission.openFor(peer.uid)} connections open (the limit, maxConnectionsPerUid)`;
+      refuseConnection(transport, refusal, why, this.log);
+      return;
+    }
+    let held: Connection | null = null;
+    const guard = new GuardedTransport(transport, this.limits.maxOutgoingBytes, {
+      overflow: (pending) => this.log.warn({ peer: transport.label, code: 'ENOBUFS', pending }, 'closing connection: its peer does not read its replies'),
+      hold: (on) => held?.holdFrames(on),
+    });
+    const { conn, session } = this.serve(guard, peer, this.limits.maxIncomingBytes);
+    held = conn;
+    const watched = {
+      guard,
+      holdsSlot: () => {
+        const s = session();
+        return s === 'backend' || (s !== null && (s.token !== null || s.monitor));
+      },
+      // Frames held while the peer leaves its replies unread are not half frames.
+      partialBytes: () => (conn.framer.holding ? 0 : conn.framer.pendingBytes),
+      framesReceived: () => conn.framesReceived,
+      abort: () => guard.abort(),
+    };
+    this.sweep.watch(watched);
+    conn.onClose(() => {
+      this.sweep.unwatch(watched);
+      this.admission.release(peer);
+    });
+  }
+
+  /** A connection, its dispatcher, and (once known) its session or 'backend' for a backend channel. */
+  private serve(transport: Transport, peer: PeerIdentity, maxPayload: number): { conn: Connection; session: () => Session | 'backend' | null } {
+    const conn = new Connection(transport, maxPayload, this.log);
+    let role: Session | 'backend' | null = null;
     this.connections.add(conn);
     conn.onClose(() => this.connections.delete(conn));
     new BackendDispatcher<Session>(conn, {
       features: this.opts.features,
       protocolFeatures: this.opts.protocolFeatures,
       logger: this.log,
-      onFirstRequest: (d) => this.startSession(d),
+      onFirstRequest: (d) => {
+        role = this.startSession(d, peer);
+      },
       onBackendAttach: (req, d) => {
         const session = this.byToken.get(tokenKey(req.session_token));
         if (!session || session.closed) fail('ENOENT', 'BACKEND_ATTACH: no open session has this token');
@@ -163,8 +238,10 @@ export class BackendServer {
         // written right after this returns (it is the first request, so nothing is queued
         // ahead of it); attach listeners run in a microtask, after it.
         session.attachBackend(d.conn, this.opts.timeoutMs ?? 10_000);
+        role = 'backend';
       },
     });
+    return { conn, session: () => role };
   }
 
   /**
@@ -183,12 +260,13 @@ export class BackendServer {
   async close(): Promise<void> {
     const l = this.listener;
     this.listener = null;
+    this.sweep.stop();
     for (const c of [...this.connections]) c.close();
     if (l) await l.close();
   }
 
-  private startSession(d: BackendDispatcher<Session>): void {
-    const session = new Session(this.nextId++, d);
+  private startSession(d: BackendDispatcher<Session>, peer: PeerIdentity): Session {
+    const session = new Session(this.nextId++, d, peer);
     const table = { ...this.opts.handlers(session) };
     const setup = table.VM_SETUP;
     if (setup) {
@@ -218,5 +296,6 @@ export class BackendServer {
         this.log.error({ err: e }, 'session listener threw');
       }
     }
+    return session;
   }
 }

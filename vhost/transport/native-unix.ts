@@ -29,6 +29,7 @@ interface Pending {
   fds: readonly number[];
 }
 
+const NO_FDS: readonly number[] = Object.freeze([]);
 /** First and longest wait before retrying a write to a full socket (ms). */
 const RETRY_MIN_MS = 1;
 const RETRY_MAX_MS = 20;
@@ -42,6 +43,8 @@ export class NativeUnixTransport implements Transport {
   private queue: Pending[] = [];
   private corked: Uint8Array[] = [];
   private inTick = false;
+  /** A read is being delivered: writes are corked until it returns (see write). */
+  private inRead = false;
   private retryTimer: NodeJS.Timeout | null = null;
   private retryMs = RETRY_MIN_MS;
   private ending = false;
@@ -83,21 +86,38 @@ export class NativeUnixTransport implements Transport {
     }
   }
 
-  /** The first write of a tick leaves at once; later ones in the same tick leave together on nextTick. */
-  write(data: Uint8Array, fds: readonly number[] = []): void {
+  /**
+   * Writes made while a read is being delivered (replies of synchronous handlers) leave together
+   * when the delivery returns, before any promise reaction runs. Otherwise the first write of a
+   * tick leaves at once and later ones in the same tick leave together on nextTick.
+   */
+  write(data: Uint8Array, fds: readonly number[] = NO_FDS): void {
     if (this.ending || this.finished) return;
     if (fds.length > 0) {
       this.flushCorked();
       this.send({ data, fds });
       return;
     }
-    if (this.inTick) {
+    if (this.inTick || this.inRead) {
       this.corked.push(data);
       return;
     }
     this.inTick = true;
     process.nextTick(endTick, this);
-    this.send({ data, fds });
+    this.sendBytes(data);
+  }
+
+  /** Bytes written and not yet taken by the kernel (queued for a full socket, or corked this tick). */
+  get pendingWriteBytes(): number {
+    let n = 0;
+    for (const p of this.queue) n += p.data.byteLength;
+    for (const c of this.corked) n += c.byteLength;
+    return n;
+  }
+
+  /** End at once, dropping what is queued (a peer that does not read its replies). */
+  abort(): void {
+    this.finish();
   }
 
   close(): void {
@@ -117,8 +137,9 @@ export class NativeUnixTransport implements Transport {
   private flushCorked(): void {
     const c = this.corked;
     if (c.length === 0) return;
-    this.corked = [];
-    this.send({ data: c.length === 1 ? c[0]! : Buffer.concat(c), fds: [] });
+    const data = c.length === 1 ? c[0]! : Buffer.concat(c);
+    c.length = 0;
+    this.sendBytes(data);
   }
 
   private send(p: Pending): void {
@@ -126,22 +147,35 @@ export class NativeUnixTransport implements Transport {
       this.queue.push(p);
       return;
     }
-    const rest = this.trySend(p);
+    const rest = this.trySend(p.data, p.fds);
     if (rest !== null) {
       this.queue.push(rest);
       this.armRetry();
     }
   }
 
-  /** One non-blocking sendmsg of `p`: null when all left, else what is still to send. */
-  private trySend(p: Pending): Pending | null {
+  /** send() of bytes without descriptors, with no Pending record unless the socket is full. */
+  private sendBytes(data: Uint8Array): void {
+    if (this.queue.length > 0) {
+      this.queue.push({ data, fds: NO_FDS });
+      return;
+    }
+    const rest = this.trySend(data, NO_FDS);
+    if (rest !== null) {
+      this.queue.push(rest);
+      this.armRetry();
+    }
+  }
+
+  /** One non-blocking sendmsg: null when all left, else what is still to send. */
+  private trySend(data: Uint8Array, fds: readonly number[]): Pending | null {
     try {
-      sendFds(this.fd, p.data, p.fds, 0);
+      sendFds(this.fd, data, fds, 0);
       return null;
     } catch (e) {
       if (isNativeError(e, 'ETIMEDOUT') || isNativeError(e, 'EAGAIN')) {
         const sent = (e as { bytesSent?: number }).bytesSent ?? 0;
-        return { data: p.data.subarray(sent), fds: sent > 0 ? [] : p.fds };
+        return { data: data.subarray(sent), fds: sent > 0 ? NO_FDS : fds };
       }
       this.delivery.noteError(e as Error);
       this.finish();
@@ -160,7 +194,8 @@ export class NativeUnixTransport implements Transport {
 
   private drain(): void {
     while (this.queue.length > 0 && !this.finished) {
-      const rest = this.trySend(this.queue[0]!);
+      const head = this.queue[0]!;
+      const rest = this.trySend(head.data, head.fds);
       if (rest !== null) {
         this.queue[0] = rest;
         this.armRetry();
@@ -190,7 +225,13 @@ export class NativeUnixTransport implements Transport {
       for (const fd of fds) closeFd(fd);
       return;
     }
-    this.delivery.data(data, fds);
+    this.inRead = true;
+    try {
+      this.delivery.data(data, fds);
+    } finally {
+      this.inRead = false;
+    }
+    this.flushCorked();
   };
 
   private finish(): void {

@@ -34,6 +34,10 @@ export interface Transport {
    * deliver them again. Reading is on after start().
    */
   setReading(on: boolean): void;
+  /** Bytes written and not yet taken by the peer or the kernel (socket transports). */
+  readonly pendingWriteBytes?: number;
+  /** End at once, dropping queued bytes (socket transports); the close callback still runs once. */
+  abort?(): void;
   /** Flush queued bytes, then end the stream. Idempotent. */
   close(): void;
   readonly closed: boolean;

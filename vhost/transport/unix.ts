@@ -9,13 +9,13 @@
  * reader (native-unix.ts) when asked and the addon is available.
  */
 import net from 'node:net';
-import fs from 'node:fs';
 import { VsvaError, fail } from '../../src/errors.js';
-import { nativeAvailable, sendFds, socketFd, warnNativeUnavailable } from '../../src/native/native.js';
+import { nativeAvailable, peerCredentials, sendFds, socketFd, warnNativeUnavailable } from '../../src/native/native.js';
 import { childLogger } from '../../src/log.js';
 import { NativeUnixTransport } from './native-unix.js';
 import type { Transport, TransportSink } from './transport.js';
 import { SinkDelivery } from './sink-delivery.js';
+import { bindSocketFile, releaseSocketFile } from './socket-file.js';
 
 export class UnixTransport implements Transport {
   private corked = false;
@@ -97,6 +97,17 @@ export class UnixTransport implements Transport {
     sendFds(socketFd(this.socket), data, fds);
   }
 
+  /** Bytes written and not yet handed to the kernel. */
+  get pendingWriteBytes(): number {
+    return this.socket.writableLength;
+  }
+
+  /** End at once, dropping what is queued (a peer that does not read its replies). */
+  abort(): void {
+    this.ended = true;
+    this.socket.destroy();
+  }
+
   close(): void {
     if (this.ended) return;
     this.ended = true;
@@ -151,23 +162,48 @@ export interface ListenOptions {
    * by a peer are then dropped by the kernel.
    */
   receiveFds?: boolean;
+  /** Give the socket file this group and mode 0660 (default: mode 0600). */
+  gid?: number;
 }
 
 /**
- * Listen on a Unix socket path (a stale socket file at the path is removed first) and hand each
- * accepted connection to `onConnection`.
+ * Who is on the other end of an accepted connection (SO_PEERCRED, unix(7)). Without the native
+ * addon the peer cannot be asked: `uid` is this process's own and `verified` false.
  */
-export async function listenUnix(path: string, onConnection: (t: Transport) => void, opts: ListenOptions = {}): Promise<UnixListener> {
+export interface PeerIdentity {
+  uid: number;
+  pid: number | null;
+  verified: boolean;
+}
+
+/** This process as a peer: in-process connections, and Unix ones without the native addon. */
+export function ownIdentity(): PeerIdentity {
+  return { uid: typeof process.getuid === 'function' ? process.getuid() : 0, pid: process.pid, verified: false };
+}
+
+function peerOf(socket: net.Socket): PeerIdentity {
+  if (!nativeAvailable()) return ownIdentity();
   try {
-    if (fs.statSync(path).isSocket()) fs.unlinkSync(path);
+    const c = peerCredentials(socketFd(socket));
+    return { uid: c.uid, pid: c.pid, verified: true };
   } catch {
-    // no such file
+    return ownIdentity();
   }
+}
+
+/**
+ * Listen on a Unix socket path and hand each accepted connection, with its peer's identity, to
+ * `onConnection`. The socket file follows socket-file.ts: EADDRINUSE when a live listener has the
+ * path (a stale socket file is replaced), mode 0600 (0660 with `gid`), and close() unlinks the
+ * path only while it is still this listener's socket.
+ */
+export async function listenUnix(path: string, onConnection: (t: Transport, peer: PeerIdentity) => void, opts: ListenOptions = {}): Promise<UnixListener> {
   const native = (opts.receiveFds ?? true) && nativeAvailable();
   if ((opts.receiveFds ?? true) && !native) warnNativeUnavailable();
   const server = net.createServer({ pauseOnConnect: native }, (socket) => {
+    const peer = peerOf(socket);
     if (!native) {
-      onConnection(new UnixTransport(socket, path));
+      onConnection(new UnixTransport(socket, path), peer);
       return;
     }
     let t: Transport;
@@ -178,25 +214,15 @@ export async function listenUnix(path: string, onConnection: (t: Transport) => v
       socket.resume();
       t = new UnixTransport(socket, path);
     }
-    onConnection(t);
+    onConnection(t, peer);
   });
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(path, () => {
-      server.off('error', reject);
-      resolve();
-    });
-  });
+  const own = await bindSocketFile(server, path, opts.gid === undefined ? {} : { gid: opts.gid });
   return {
     path,
     close: () =>
       new Promise<void>((resolve) => {
         server.close(() => resolve());
-        try {
-          fs.unlinkSync(path);
-        } catch {
-          // already gone
-        }
+        releaseSocketFile(path, own);
       }),
   };
 }

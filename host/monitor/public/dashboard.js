@@ -19,10 +19,14 @@
 //   [data-testid=event-log] rows: [data-testid=event-row][data-kind][data-vm]
 //   [data-testid=events-dropped][data-dropped=<n>]
 //   [data-testid=disconnect-vm] shown only when the monitor offers control actions
+//   vm-card data-uapi=<vfio-sva|iommufd>, its [data-testid=vm-uapi] badge; [data-testid=detail-uapi]
+//   [data-testid=topology-panel] shown for iommufd VMs, [data-testid=topology-summary]; the drawing's
+//   hooks are listed in topology.js
 // URL: #vm=<name> selects a VM; #token=<t> (or ?token=<t>) is passed to the WebSocket.
 // window.vsvaDashboard exposes the live state for debugging.
 
 import { formatShort, renderLineChart, renderSparkline, svgEl } from './charts.js';
+import { renderTopology, topologyCountsText } from './topology.js';
 
 const HISTORY = 120; // chart samples (one per second) kept by the page; the host sends its last 60 s
 const PAGE_ROWS = 100;
@@ -80,6 +84,7 @@ const state = {
   selected: hashParams.get('vm'),
   page: { offset: 0, limit: PAGE_ROWS },
   pasidPage: null,
+  topology: null,
   shownRows: { key: '', hpasids: new Set() },
   // chart history from the host: totals and per VM, one sample a second
   chartColumns: [...RATE_COUNTERS, 'iotlbRatio'],
@@ -173,6 +178,12 @@ function onMessage(msg) {
         renderPasidTable();
       }
       break;
+    case 'topology':
+      if (msg.vm === state.selected) {
+        state.topology = msg.topology;
+        renderTopologyPanel();
+      }
+      break;
     case 'events':
       onEvents(msg.events, msg.dropped);
       break;
@@ -258,11 +269,12 @@ function makeCard(name) {
   const fill = h('div', { class: 'bar-fill' });
   const devices = h('span');
   const counts = h('span');
+  const uapi = h('span', { class: 'uapi', 'data-testid': 'vm-uapi' });
   const spark = svgEl('svg', { class: 'spark', 'aria-hidden': 'true' });
   const root = h(
     'div',
     { class: 'vm-card', 'data-testid': 'vm-card', 'data-vm': name, role: 'option', tabindex: '0' },
-    h('div', { class: 'vm-card-top' }, h('span', { class: 'vm-name' }, dot, h('span', { text: name, title: name })), use),
+    h('div', { class: 'vm-card-top' }, h('span', { class: 'vm-name' }, dot, h('span', { text: name, title: name }), uapi), use),
     h('div', { class: 'bar' }, fill),
     h('div', { class: 'vm-card-bottom' }, devices, counts, spark),
   );
@@ -270,7 +282,7 @@ function makeCard(name) {
   root.addEventListener('keydown', (e) => {
     if (e.key === 'Enter' || e.key === ' ') select(name);
   });
-  return { root, dot, use, fill, devices, counts, spark };
+  return { root, dot, use, fill, devices, counts, spark, uapi };
 }
 
 function renderVmList() {
@@ -293,6 +305,11 @@ function renderVmList() {
     r.dataset.connected = String(vm.connected);
     r.dataset.used = String(vm.used);
     r.dataset.quota = String(vm.quota);
+    if (r.dataset.uapi !== vm.uapi) {
+      r.dataset.uapi = vm.uapi;
+      card.uapi.textContent = vm.uapi;
+      card.uapi.className = `uapi uapi-${vm.uapi}`;
+    }
     r.hidden = filter !== '' && !vm.name.toLowerCase().includes(filter);
     const selected = vm.name === state.selected;
     r.classList.toggle('selected', selected);
@@ -320,6 +337,7 @@ function select(name) {
   if (state.selected !== name || state.pasidPage === null) {
     state.page = { offset: 0, limit: PAGE_ROWS };
     state.pasidPage = null;
+    state.topology = null;
   }
   state.selected = name;
   const params = new URLSearchParams(location.hash.slice(1));
@@ -331,6 +349,7 @@ function select(name) {
     renderDetail();
     renderCharts();
     renderPasidTable();
+    renderTopologyPanel();
     renderEventLog();
   }
 }
@@ -348,7 +367,12 @@ function renderDetail() {
   $('detail-name').textContent = vm ? vm.name : 'No VM selected';
   $('detail-conn').className = vm ? `conn-dot ${vm.connected ? 'on' : 'off'}` : 'conn-dot';
   $('detail-conn').title = vm ? (vm.connected ? 'connected' : 'disconnected') : '';
+  $('detail-uapi').hidden = !vm;
   if (!vm) return;
+  $('detail-uapi').textContent = `${vm.uapi} uAPI`;
+  $('detail-uapi').className = `uapi uapi-${vm.uapi}`;
+  $('detail-uapi').dataset.uapi = vm.uapi;
+  $('topology-summary').textContent = vm.iommufd ? topologyCountsText(vm.iommufd) : '';
   $('detail-devices').replaceChildren(...vm.devices.map((d) => h('span', { class: `tag kind-${d.kind}`, text: `${d.bdf} ${d.kind}`, 'data-testid': 'device-tag' })));
   $('detail-used').textContent = nf.format(vm.used);
   $('detail-quota').textContent = nf.format(vm.quota);
@@ -389,7 +413,10 @@ function renderPasidTable() {
   if (!page || page.rows.length === 0) {
     tbody.replaceChildren();
     empty.hidden = false;
-    empty.textContent = !state.selected ? 'No VM selected' : page === null && selectedVm() === null ? 'VM not found' : 'No PASIDs';
+    const vm = selectedVm();
+    // iommufd attaches device PASIDs without the system allocator: those are in the drawing above
+    const none = vm && vm.uapi === 'iommufd' ? 'No PASIDs from the IOASID set (device PASID attachments are drawn above)' : 'No PASIDs';
+    empty.textContent = !state.selected ? 'No VM selected' : page === null && vm === null ? 'VM not found' : none;
     $('pasid-range').textContent = page ? `0 of ${nf.format(page.total)}` : '';
     $('pasid-prev').disabled = !page || page.offset === 0;
     $('pasid-next').disabled = true;
@@ -430,6 +457,13 @@ function renderPasidTable() {
   $('pasid-range').textContent = `${nf.format(from)}–${nf.format(to)} of ${nf.format(page.total)}`;
   $('pasid-prev').disabled = page.offset === 0;
   $('pasid-next').disabled = to >= page.total;
+}
+
+/** The selected VM's iommufd objects (hidden for a VFIO SVA VM). */
+function renderTopologyPanel() {
+  const topo = state.topology;
+  $('topology-panel').hidden = !topo;
+  renderTopology($('topology'), topo);
 }
 
 function movePage(dir) {

@@ -6,7 +6,7 @@
  * - 2 MiB range invalidation (IOTLB page-selective-within-domain, address mask 9: what a
  *   DMA_UNMAP's iotlb_sync sends) of a block whose 512 pages are all cached, while the IOTLB
  *   holds N more entries (64 PASIDs × N/64 pages, second-level routes). The block is refilled
- *   (untimed) after each invalidation. N = 1k, 16k, 256k, 1M.
+ *   (untimed) after each invalidation. N = 1k, 16k, 64k, 256k, 1M.
  * - IOTLB hit, random access: translations of random pages of the same 64 PASIDs (every
  *   request switches PASID), beside a Map lookup of the same page numbers in the same run.
  * - PASID-cache PASID-selective invalidation with C cached PASID entries (C/1024 devices × 1024
@@ -39,7 +39,7 @@ export interface ScalingCurve {
   target: string;
 }
 
-export const ENTRY_SIZES = [1024, 16384, 262144, 1048576] as const;
+export const ENTRY_SIZES = [1024, 16384, 65536, 262144, 1048576] as const;
 export const CONTEXT_SIZES = [1024, 4096, 16384, 65536] as const;
 
 const RID = 0x0100;

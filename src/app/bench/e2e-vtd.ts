@@ -10,7 +10,8 @@
  *   IP alone, decoding the response after the clock stops, as a driver's tight loop would). Each allocation is freed (FREE_PASID, untimed) so the
  *   quota never runs out. Baselines in the same run: raw Node Unix-socket ping-pong between two
  *   processes with PASID_ALLOC's byte counts, and the C ping-pong (pingpong-baseline.ts).
- *   Target: p50 ≤ 1.25 × the raw Node ping-pong.
+ *   Target: p50 ≤ 1.25 × the raw Node ping-pong, in every one of VCMD_RUNS interleaved A/B runs
+ *   (the figure "VCMD round trip ratio, worst of 5 interleaved runs" lists each run's ratio).
  * - PASID bind round trip: the guest driver writes a PASID entry (first-level, nested), issues a
  *   PASID-cache invalidation and a wait descriptor, and waits for the status write; the host
  *   has bound the PASID when the status lands. Baseline: the raw Node ping-pong (one bind costs
@@ -40,6 +41,8 @@ const VCMD_OFF = VCMD_REG_OFFSETS[LAYOUT].VCMD;
 const VCRSP_OFF = VCMD_REG_OFFSETS[LAYOUT].VCRSP;
 
 const yieldToLoop = (): Promise<void> => new Promise((r) => setImmediate(r));
+/** Interleaved A/B runs of the VCMD round trip; the ratio target holds in each (docs/performance.md). */
+const VCMD_RUNS = 5;
 /** The guest's default assigned device (guest/vm.ts DEFAULT_DEVICES). */
 const BENCH_DEVICE = '00:03.0';
 
@@ -143,28 +146,45 @@ export const bench: BenchModule = {
       };
       const vRtt: RttSample[] = [];
       const rawRtt: RttSample[] = [];
-      for (let rep = 0; rep < reps; rep++) {
-        rawRtt.push(...(await rttRuns(1, iters, rep === 0 ? warm : 50, () => r.roundTrip(1))));
-        // Time only the allocation; free it (untimed) before the next one.
-        const t: number[] = [];
-        for (let i = 0; i < (rep === 0 ? warm : 50); i++) {
-          await allocOnce();
-          await freePending();
+      // VCMD_RUNS runs of `repsPerRun` A/B pairs each; a run's ratio is the median of its VCMD
+      // p50s over the median of its raw p50s. The target holds in every run (worst of the runs).
+      const runRatios: { ratio: number; vcmd: number; raw: number }[] = [];
+      const repsPerRun = Math.max(1, Math.round(reps / 3));
+      for (let run = 0; run < VCMD_RUNS; run++) {
+        const runV: number[] = [];
+        const runR: number[] = [];
+        for (let rep = 0; rep < repsPerRun; rep++) {
+          const first = run === 0 && rep === 0;
+          const rawS = await rttRuns(1, iters, first ? warm : 50, () => r.roundTrip(1));
+          rawRtt.push(...rawS);
+          runR.push(rawS[0]!.p50);
+          // Time only the allocation; free it (untimed) before the next one.
+          const t: number[] = [];
+          for (let i = 0; i < (first ? warm : 50); i++) {
+            await allocOnce();
+            await freePending();
+          }
+          for (let i = 0; i < iters; i++) {
+            const a = performance.now();
+            const rsp = await vcmdRaw(g, ALLOC_CMD);
+            t.push((performance.now() - a) * 1000);
+            const d = decodeVcrsp(LAYOUT, rsp);
+            lastSc = d.sc;
+            if (d.sc !== 0) throw new Error(`VCMD ALLOC_PASID failed with VCRSP.SC=${d.sc}`);
+            pending = d.pasid;
+            await freePending();
+          }
+          t.sort((x, y) => x - y);
+          const v = { p50: t[Math.ceil(t.length / 2) - 1]!, p99: t[Math.ceil(t.length * 0.99) - 1]! };
+          vRtt.push(v);
+          runV.push(v.p50);
         }
-        for (let i = 0; i < iters; i++) {
-          const a = performance.now();
-          const rsp = await vcmdRaw(g, ALLOC_CMD);
-          t.push((performance.now() - a) * 1000);
-          const d = decodeVcrsp(LAYOUT, rsp);
-          lastSc = d.sc;
-          if (d.sc !== 0) throw new Error(`VCMD ALLOC_PASID failed with VCRSP.SC=${d.sc}`);
-          pending = d.pasid;
-          await freePending();
-        }
-        t.sort((x, y) => x - y);
-        vRtt.push({ p50: t[Math.ceil(t.length / 2) - 1]!, p99: t[Math.ceil(t.length * 0.99) - 1]! });
+        const vm = stat(runV).median;
+        const rm = stat(runR).median;
+        runRatios.push({ ratio: vm / rm, vcmd: vm, raw: rm });
       }
       if (lastSc !== 0) throw new Error('VCMD allocation failed');
+      const worst = runRatios.reduce((a, b) => (b.ratio > a.ratio ? b : a));
 
       opts.progress?.('[e2e-vtd] PASID bind round trips');
       const drv = await VtdBenchDriver.create(g, { bufferBytes: batch * 4096 });
@@ -230,6 +250,8 @@ export const bench: BenchModule = {
 
       const figs: BenchFigure[] = [
         ratioFigure('VCMD PASID alloc round trip p50 (guest VCMD write → VCRSP ready, 2 processes)', 'us', stat(vRtt.map((s) => s.p50)), 'raw Node Unix-socket ping-pong p50', stat(rawRtt.map((s) => s.p50)), 'ratio <= 1.25', (x) => x <= 1.25),
+        ratioFigure(`VCMD round trip ratio, worst of ${VCMD_RUNS} interleaved runs`, 'us', stat([worst.vcmd]), 'raw Node Unix-socket ping-pong p50 of the same run', stat([worst.raw]), 'every run ratio <= 1.25', () => runRatios.every((x) => x.ratio <= 1.25),
+          `VCMD PASID alloc p50 over raw ping-pong p50, per run (${repsPerRun} A/B pair${repsPerRun > 1 ? 's' : ''} each): ${runRatios.map((x) => x.ratio.toFixed(3)).join(', ')}; value and baseline are the worst run's`),
         ratioFigure('VCMD PASID alloc round trip p99', 'us', stat(vRtt.map((s) => s.p99)), 'raw Node Unix-socket ping-pong p99', stat(rawRtt.map((s) => s.p99)), undefined, undefined),
         ratioFigure('PASID bind round trip p50 (PASID entry + PC flush + wait → host bound)', 'us', stat(bindP50), 'raw Node Unix-socket ping-pong p50', stat(rawBind.map((s) => s.p50)), undefined, undefined, 'no docs/design.md §9 target; one BIND_GPASID round trip plus queue processing'),
         ratioFigure('PASID bind round trip p99', 'us', stat(bindP99), 'raw Node Unix-socket ping-pong p99', stat(rawBind.map((s) => s.p99)), undefined, undefined),

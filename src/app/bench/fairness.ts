@@ -10,14 +10,20 @@
  *   mapping), client round trip, beside one DMA_UNMAP of a single mapping: the scaling curve.
  * - VM B's VCMD round trip p99 while A unmaps 65,535 mappings, beside B's idle p50. Target
  *   ≤ 10×; the unmap itself ≤ 200 ms.
- * `quick` stops at 16k mappings and repeats less.
+ * - VM release: a third VM binds 1024 PASIDs (VCMD alloc + bind each) and its connection drops
+ *   (the link closes without unbinding, as when a VM process dies); the host releases it in
+ *   steps (docs/protocol.md "Disconnect"). B's VCMD round trip p99 during the release, beside
+ *   B's idle p50 (target ≤ 10×), and the release time: from the drop until a VM_SETUP with the
+ *   VM's name succeeds (the name is taken until the release completed; retried every ~1 ms).
+ * `quick` stops at 16k mappings, releases 256 PASIDs and repeats less.
  */
 import { startHost, type StartedHost } from '../harness/start-host.js';
 import { startGuest, type StartedGuest } from '../harness/start-guest.js';
 import { percentile, stat, type BenchFigure, type BenchModule, type BenchOptions } from './types.js';
 import { ratioFigure } from './pingpong-baseline.js';
 import { VtdBenchDriver } from './vtd-bench-driver.js';
-import type { FrontendClient } from '../../../vhost/index.js';
+import { FrontendClient, ProtocolFeature } from '../../../vhost/index.js';
+import { isVsvaError } from '../../errors.js';
 
 const PAGE = 0x1000n;
 /** Mapping i sits at IOVA i·8 KiB (a hole after each, so none merge), on one of 256 guest pages. */
@@ -58,6 +64,49 @@ function vcmdLoop(drv: VtdBenchDriver): { samples: { at: number; us: number }[];
       await done;
     },
   };
+}
+
+/** Bound PASIDs of the VM whose release is timed. */
+const RELEASE_PASIDS = 1024;
+
+/**
+ * Time one VM release: start a VM named `name` with `pasids` PASIDs bound, start B's loop, drop
+ * the VM's connection, and retry VM_SETUP with its name (EEXIST until the host finished the
+ * release) from `probe`. Returns the window [t0, t1] and B's samples; the dropped guest is
+ * closed after B's loop stopped (its clean-up is bench-process work, not the host's).
+ */
+async function timeRelease(socket: string, probe: FrontendClient, b: VtdBenchDriver, name: string, pasids: number): Promise<{ t0: number; t1: number; retries: number; samples: { at: number; us: number }[] }> {
+  const g = await startGuest({ socket, name, viommu: 'vtd', memory: GUEST_RAM, pasidQuota: pasids });
+  try {
+    const drv = await VtdBenchDriver.create(g, { bufferBytes: 4096 });
+    for (let k = 0; k < pasids; k++) await drv.bindPasid(await drv.allocPasid());
+    const loop = vcmdLoop(b);
+    let t0 = 0;
+    let retries = 0;
+    try {
+      await new Promise((res) => setTimeout(res, 30));
+      t0 = performance.now();
+      g.link.close(); // the connection drops; nothing is unbound first
+      for (;;) {
+        try {
+          await probe.setupVm({ name, pasid_quota: 1, flags: 1, session_token: new Uint8Array(16) });
+          break;
+        } catch (e) {
+          if (!isVsvaError(e, 'EEXIST')) throw e;
+          retries++;
+          await new Promise((res) => setTimeout(res, 1));
+        }
+      }
+      const t1 = performance.now();
+      await new Promise((res) => setTimeout(res, 10));
+      await loop.stop();
+      return { t0, t1, retries, samples: loop.samples };
+    } finally {
+      await loop.stop();
+    }
+  } finally {
+    await g.close().catch(() => {});
+  }
 }
 
 export interface UnmapPoint {
@@ -128,6 +177,30 @@ export const bench: BenchModule = {
       lastPoints = points;
       lastIdle = idle;
 
+      // VM release: B's round trips while a VM with RELEASE_PASIDS bound PASIDs is released.
+      const releasePasids = opts.quick ? 256 : RELEASE_PASIDS;
+      const releaseMs: number[] = [];
+      const duringRelease: number[] = [];
+      let retries = 0;
+      for (let r = 0; r < reps; r++) {
+        opts.progress?.(`[fairness] release of a VM with ${releasePasids} bound PASIDs, run ${r + 1}/${reps}`);
+        // A probe connection per run: its successful VM_SETUP makes it that VM's connection.
+        const probe = await FrontendClient.connect({ path: host.socket });
+        try {
+          await probe.handshake({ require: ProtocolFeature.REPLY_ACK | ProtocolFeature.VSVA });
+          const w = await timeRelease(host.socket, probe, drv, `releaser-${r}`, releasePasids);
+          releaseMs.push(w.t1 - w.t0);
+          retries += w.retries;
+          const inside = w.samples.filter((s) => s.at >= w.t0 && s.at <= w.t1).map((s) => s.us);
+          const after = w.samples.find((s) => s.at > w.t1);
+          if (after) inside.push(after.us);
+          duringRelease.push(...inside);
+        } finally {
+          probe.close();
+        }
+      }
+      lastRelease = { releaseMs, otherUs: duringRelease };
+
       const figs: BenchFigure[] = [];
       const singleStat = stat(single);
       for (const p of points) {
@@ -142,7 +215,18 @@ export const bench: BenchModule = {
       cross.met = p99 <= 10 * idleP50;
       figs.push(cross);
       figs.push(ratioFigure(`other VM's VCMD round trip p50 while one VM unmaps ${big.mappings} mappings`, 'us', { median: percentile(big.otherUs, 50), min: Math.min(...big.otherUs), max: Math.max(...big.otherUs), reps: big.otherUs.length }, "the same VM's idle VCMD round trip p50", { median: idleP50, min: Math.min(...idle), max: Math.max(...idle), reps: idle.length }, undefined, undefined, 'the body of the distribution: what a slice adds to a typical round trip (the p99 above is bound by machine noise when the idle p99 is high)'));
-      if (opts.quick) for (const f of figs) f.notes = `${f.notes ?? ''}; quick: up to 16k mappings`;
+      const idleStat = { median: idleP50, min: Math.min(...idle), max: Math.max(...idle), reps: idle.length };
+      const relP99 = percentile(duringRelease, 99);
+      const rel = ratioFigure(`other VM's VCMD round trip p99 while a VM with ${releasePasids} bound PASIDs is released`, 'us', { median: relP99, min: Math.min(...duringRelease), max: Math.max(...duringRelease), reps: duringRelease.length }, "the same VM's idle VCMD round trip p50", idleStat, 'ratio ≤ 10', undefined, `${duringRelease.length} round trips completed during ${reps} releases (plus the first after each); p50 ${percentile(duringRelease, 50).toFixed(0)} µs, max ${Math.max(...duringRelease, 0).toFixed(0)} µs`);
+      rel.met = relP99 <= 10 * idleP50;
+      figs.push(rel);
+      figs.push({
+        name: `VM release with ${releasePasids} bound PASIDs (drop → name reusable)`,
+        unit: 'ms',
+        value: stat(releaseMs),
+        notes: `from the connection drop until a VM_SETUP with the VM's name succeeds (retried every ~1 ms: ${retries} EEXIST answers in ${reps} runs); the host releases in steps of ≤ 32 PASID routes / 128 PASIDs / one device / one domain`,
+      });
+      if (opts.quick) for (const f of figs) f.notes = `${f.notes ?? ''}; quick: up to 16k mappings, ${releasePasids} PASIDs released`;
       return figs;
     } finally {
       await Promise.all(guests.map((g) => g.close().catch(() => {})));
@@ -154,3 +238,4 @@ export const bench: BenchModule = {
 /** The last run's raw points (for the docs chart). */
 export let lastPoints: UnmapPoint[] = [];
 export let lastIdle: number[] = [];
+export let lastRelease: { releaseMs: number[]; otherUs: number[] } = { releaseMs: [], otherUs: [] };

@@ -33,9 +33,10 @@ export interface Peer {
 
 /**
  * Start a ping-pong peer process listening on `<dir>/<mode>.sock` (raw mode: answering every
- * `req` bytes with `rep` bytes, default the PASID_ALLOC sizes); resolves once it is ready.
+ * `req` bytes with `rep` bytes, default the PASID_ALLOC sizes; raw-native: the same through the
+ * native reader and sendmsg, as the vsva host's connections); resolves once it is ready.
  */
-export async function startPeer(dir: string, mode: 'raw' | 'vhost', sizes: { req: number; rep: number } = { req: REQ_BYTES, rep: REP_BYTES }): Promise<Peer> {
+export async function startPeer(dir: string, mode: 'raw' | 'raw-native' | 'vhost', sizes: { req: number; rep: number } = { req: REQ_BYTES, rep: REP_BYTES }): Promise<Peer> {
   const socket = path.join(dir, `${mode}-${sizes.req}-${sizes.rep}.sock`);
   const child = spawn(process.execPath, ['--import', 'tsx', peerScript, mode, socket, String(sizes.req), String(sizes.rep)], {
     stdio: ['pipe', 'pipe', 'inherit'],
@@ -133,8 +134,11 @@ export async function throughputRuns(reps: number, total: number, window: () => 
   return out;
 }
 
-/** The C ping-pong (two processes, Unix socket), or null when gcc is missing. p50/p99 in µs. */
-export function cPingPong(dir: string, reps: number, iters: number): RttSample[] | null {
+/**
+ * The C ping-pong (two processes, Unix socket), or null when gcc is missing. p50/p99 in µs.
+ * `sizes`: request and reply bytes (default PASID_ALLOC's).
+ */
+export function cPingPong(dir: string, reps: number, iters: number, sizes: { req: number; rep: number } = { req: REQ_BYTES, rep: REP_BYTES }): RttSample[] | null {
   try {
     execFileSync('gcc', ['--version'], { stdio: 'ignore' });
   } catch {
@@ -144,7 +148,7 @@ export function cPingPong(dir: string, reps: number, iters: number): RttSample[]
   execFileSync('gcc', ['-O2', '-o', bin, cSource], { stdio: 'ignore' });
   const out: RttSample[] = [];
   for (let r = 0; r < reps; r++) {
-    const [p50, p99] = execFileSync(bin, [String(iters), String(REQ_BYTES), String(REP_BYTES)], { encoding: 'utf8' })
+    const [p50, p99] = execFileSync(bin, [String(iters), String(sizes.req), String(sizes.rep)], { encoding: 'utf8' })
       .trim()
       .split(/\s+/)
       .map((x) => Number(x) / 1000);

@@ -43,6 +43,8 @@ export interface DemoOptions {
   onReady?: (info: { dashboard: string; vms: string[] }) => void;
   /** Record trace events: the guests' to `<traceDir>/guest.jsonl`, the host's to `<traceDir>/host.jsonl`. */
   traceDir?: string;
+  /** The host uAPI of every VM (docs/protocol.md §13.12); default 'vfio-sva'. */
+  uapi?: 'vfio-sva' | 'iommufd';
 }
 
 export interface DemoVmSummary {
@@ -113,7 +115,7 @@ export class Demo {
       for (let i = 0; i < pairs && !this.stopping; i++) {
         for (const viommu of ['vtd', 'virtio'] as const) {
           const name = `${viommu}-vm${2 * i + (viommu === 'vtd' ? 0 : 1)}`;
-          const vm = await startGuest({ socket: this.host.socket, name, viommu, memory, pasidQuota: 64, devices: [{ bdf: BDF, kind: 'pf' }], trace: traceBus, ...(o.memoryBackend !== undefined ? { memoryBackend: o.memoryBackend } : {}) });
+          const vm = await startGuest({ socket: this.host.socket, name, viommu, memory, pasidQuota: 64, devices: [{ bdf: BDF, kind: 'pf' }], trace: traceBus, ...(o.memoryBackend !== undefined ? { memoryBackend: o.memoryBackend } : {}), ...(o.uapi !== undefined ? { uapi: o.uapi } : {}) });
           let sva: SvaGuest;
           try {
             sva = await startSvaGuest(vm, { viommu, memory, devices: [{ bdf: BDF }] });

@@ -3,11 +3,14 @@
  *
  * - spawn: true (default): `node bin/vsva.js host --socket … --exit-on-stdin-close` as a child
  *   process; resolves once its ready line arrives (rejects if it exits or stays silent for 30 s).
- *   snapshot() asks GET_STATE over a connection of its own; close() sends SIGTERM, then SIGKILL
+ *   snapshot() asks GET_STATE over a connection of its own, presenting the host's monitor token
+ *   (docs/protocol.md §10.9: without it a connection sees only its own VM); close() sends SIGTERM, then SIGKILL
  *   after 5 s, and removes the socket. If this process dies the child sees stdin close and exits.
  * - spawn: false: the HostServer runs in this process (snapshot() reads it directly).
  *
- * The handle also carries `pid` (the host's process) and `dashboard` (the page URL, or null).
+ * The handle also carries `pid` (the host's process), `dashboard` (the page URL, or null) and
+ * `monitorToken` (given, or a fresh random one; the child gets it through VSVA_MONITOR_TOKEN,
+ * never on its command line).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -24,12 +27,21 @@ import { ProtocolFeature } from '../../../vhost/wire/features.js';
 import { HostServer, type HostServerOptions } from '../../../host/server/host-server.js';
 import { startMonitor, type MonitorHandle } from '../../../host/monitor/index.js';
 import type { MemoryBackend } from '../../memory/memory-backend.js';
+import { nativeAvailable } from '../../native/native.js';
+import { harnessMemoryDir } from './harness-memory-dir.js';
+import { checkMonitorToken } from '../../../vhost/messages/vm.js';
+import type { ConnectionLimits } from '../../../vhost/roles/connection-limits.js';
+
+/** The environment variable `vsva host` reads its monitor token from (src/app/cli/commands/host.ts). */
+const MONITOR_TOKEN_ENV = 'VSVA_MONITOR_TOKEN';
 
 export interface StartedHost extends HostHandle {
   /** The host's process id (this process when spawn is false). */
   readonly pid: number;
   /** Dashboard URL, or null without a dashboard. */
   readonly dashboard: string | null;
+  /** The host's monitor token: GET_STATE page requests that present it see every VM. */
+  readonly monitorToken: string;
   /** The in-process server (spawn: false only). */
   readonly server?: HostServer;
 }
@@ -49,6 +61,61 @@ export interface StartHostExtraOptions {
    * loaded) or 'pread' (docs/architecture.md "Memory model"; `vsva host --memory-backend`).
    */
   memoryBackend?: MemoryBackend;
+  /** The host's monitor token (16–63 printable ASCII characters; default: a fresh random one). */
+  monitorToken?: string;
+  /** VMs created from one peer uid before VM_SETUP fails with EUSERS (`vsva host --max-vms-per-uid`). */
+  maxVmsPerUid?: number;
+  /** The quota VM_SETUP's quota 0 stands for (`vsva host --default-vm-quota`). */
+  defaultVmQuota?: number;
+  /** Connection limits (vhost/roles/connection-limits.ts; `vsva host --max-connections` etc.). */
+  connectionLimits?: Partial<ConnectionLimits>;
+  /**
+   * `vsva host --allow-memory-paths DIR`: guests may name RAM files in DIR (owned by the host's
+   * user, mode 0700). Default: $VSVA_ALLOW_MEMORY_PATHS when set, else — without the native
+   * addon or with memoryBackend 'pread' — this process's private harness directory, which
+   * startGuest uses too; false: never (descriptors only).
+   */
+  allowMemoryPaths?: string | false;
+  /**
+   * `vsva host --state-dir`: the VM registry kept across host restarts. Spawned hosts default to
+   * `<socket>.state`, which close() removes (a restart through close() then starts afresh);
+   * in-process hosts keep none unless given.
+   */
+  stateDir?: string;
+  /** `vsva host --reservation-ms`: how long a restarted host keeps the previous VMs' names for them. */
+  reservationMs?: number;
+}
+
+/** The environment variable `vsva host` reads --allow-memory-paths from (src/app/cli/commands/host.ts). */
+const ALLOW_MEMORY_PATHS_ENV = 'VSVA_ALLOW_MEMORY_PATHS';
+
+/**
+ * allowMemoryPaths as the host gets it: the option, else the environment variable, else — when
+ * guest RAM will be announced by path (no native addon, or the 'pread' backend asked for) — this
+ * process's private harness directory (harness-memory-dir.ts), where startGuest puts it; false:
+ * none.
+ */
+function memoryPathsDir(opts: StartHostExtraOptions): string | undefined {
+  if (opts.allowMemoryPaths === false) return undefined;
+  const given = opts.allowMemoryPaths ?? (process.env[ALLOW_MEMORY_PATHS_ENV] || undefined);
+  if (given !== undefined) return given;
+  return !nativeAvailable() || opts.memoryBackend === 'pread' ? harnessMemoryDir() : undefined;
+}
+
+/** `vsva host` options for each connection limit. */
+const LIMIT_OPTIONS: Record<keyof ConnectionLimits, string | null> = {
+  maxConnections: '--max-connections',
+  maxConnectionsPerUid: '--max-connections-per-uid',
+  idleTimeoutMs: '--idle-timeout-ms',
+  setupTimeoutMs: '--setup-timeout-ms',
+  halfFrameTimeoutMs: '--half-frame-timeout-ms',
+  maxIncomingBytes: null,
+  maxOutgoingBytes: '--max-outgoing-bytes',
+};
+
+/** A fresh monitor token: 32 characters of base64url (192 random bits). */
+export function freshMonitorToken(): string {
+  return randomBytes(24).toString('base64url');
 }
 
 const READY_TIMEOUT_MS = 30_000;
@@ -80,6 +147,15 @@ async function startInProcess(
   if (opts.maxPendingPageRequests !== undefined) serverOpts.maxPendingPageRequests = opts.maxPendingPageRequests;
   if (opts.maxVms !== undefined) serverOpts.maxVms = opts.maxVms;
   if (opts.memoryBackend !== undefined) serverOpts.memoryBackend = opts.memoryBackend;
+  const allowPaths = memoryPathsDir(opts);
+  if (allowPaths !== undefined) serverOpts.allowMemoryPaths = allowPaths;
+  if (opts.stateDir !== undefined) serverOpts.stateDir = opts.stateDir;
+  if (opts.reservationMs !== undefined) serverOpts.reservationMs = opts.reservationMs;
+  const monitorToken = opts.monitorToken ?? freshMonitorToken();
+  serverOpts.monitorToken = monitorToken;
+  if (opts.maxVmsPerUid !== undefined) serverOpts.maxVmsPerUid = opts.maxVmsPerUid;
+  if (opts.defaultVmQuota !== undefined) serverOpts.defaultVmQuota = opts.defaultVmQuota;
+  if (opts.connectionLimits !== undefined) serverOpts.connectionLimits = opts.connectionLimits;
   const server = new HostServer(serverOpts);
   const recorder = opts.traceFile !== undefined ? new TraceRecorder(opts.traceFile, `in-process host ${socket}`).attach(server.trace) : null;
   await server.listen(socket);
@@ -99,6 +175,7 @@ async function startInProcess(
     socket,
     pid: process.pid,
     dashboard: monitor?.url ?? null,
+    monitorToken,
     server,
     snapshot: async () => server.snapshot(),
     close: async () => {
@@ -133,6 +210,9 @@ async function startChild(
   opts: StartHostExtraOptions,
 ): Promise<StartedHost> {
   const host = hostCommand();
+  const monitorToken = opts.monitorToken ?? freshMonitorToken();
+  checkMonitorToken(monitorToken);
+  host.env[MONITOR_TOKEN_ENV] = monitorToken;
   const args = [host.bin, 'host', '--socket', socket, '--pasid-bits', String(pasidBits), '--exit-on-stdin-close'];
   if (dashboard) {
     args.push('--dashboard-port', String(dashboard.port));
@@ -144,6 +224,20 @@ async function startChild(
   if (opts.maxVms !== undefined) args.push('--max-vms', String(opts.maxVms));
   if (opts.traceFile !== undefined) args.push('--trace', opts.traceFile);
   if (opts.memoryBackend !== undefined) args.push('--memory-backend', opts.memoryBackend);
+  if (opts.maxVmsPerUid !== undefined) args.push('--max-vms-per-uid', String(opts.maxVmsPerUid));
+  if (opts.defaultVmQuota !== undefined) args.push('--default-vm-quota', String(opts.defaultVmQuota));
+  for (const [key, value] of Object.entries(opts.connectionLimits ?? {}) as [keyof ConnectionLimits, number | undefined][]) {
+    const flag = LIMIT_OPTIONS[key];
+    if (value === undefined) continue;
+    if (flag === null) fail('EINVAL', `startHost: connection limit ${key} has no \`vsva host\` option (in-process hosts only)`);
+    args.push(flag, String(value));
+  }
+  delete host.env[ALLOW_MEMORY_PATHS_ENV];
+  const allowPaths = memoryPathsDir(opts);
+  if (allowPaths !== undefined) args.push('--allow-memory-paths', allowPaths);
+  const stateDir = opts.stateDir ?? `${socket}.state`;
+  args.push('--state-dir', stateDir);
+  if (opts.reservationMs !== undefined) args.push('--reservation-ms', String(opts.reservationMs));
   // A process group of its own: a terminal's Ctrl-C reaches the caller only, which then shuts
   // its guests down before the host (close() or, if it dies, the end of the host's stdin).
   const child = spawn(process.execPath, args, { stdio: ['pipe', 'pipe', 'inherit'], env: host.env, detached: true });
@@ -167,6 +261,7 @@ async function startChild(
     socket,
     pid: child.pid!,
     dashboard: ready.dashboard,
+    monitorToken,
     snapshot: async (): Promise<HostSnapshot> => {
       if (closed) fail('ENOTCONN', 'the host handle is closed');
       client ??= connect();
@@ -177,7 +272,7 @@ async function startChild(
         client = null;
         throw e;
       }
-      return readSnapshotPages(fe);
+      return readSnapshotPages(fe, SNAPSHOT_PAGE_VMS, monitorToken);
     },
     close: async () => {
       if (closed) return;
@@ -197,6 +292,7 @@ async function startChild(
       }
       child.stdin?.destroy();
       fs.rmSync(socket, { force: true });
+      if (opts.stateDir === undefined) fs.rmSync(stateDir, { recursive: true, force: true });
     },
   };
 }
@@ -248,14 +344,16 @@ function waitReady(child: ChildProcess): Promise<{ dashboard: string | null }> {
 const SNAPSHOT_PAGE_VMS = 8;
 
 /**
- * The whole HostSnapshot, read page by page (GET_STATE with a page request, docs/protocol.md
- * §10.9) so that no single reply holds the whole host; host fields are those of the last page.
+ * The HostSnapshot, read page by page (GET_STATE with a page request, docs/protocol.md §10.9)
+ * so that no single reply holds the whole host; host fields are those of the last page. With
+ * the host's monitor token it holds every VM; without, only the VM of `fe`'s connection (EPERM
+ * before its VM_SETUP).
  */
-export async function readSnapshotPages(fe: FrontendClient, pageVms = SNAPSHOT_PAGE_VMS): Promise<HostSnapshot> {
+export async function readSnapshotPages(fe: FrontendClient, pageVms = SNAPSHOT_PAGE_VMS, monitorToken?: string): Promise<HostSnapshot> {
   const vms: HostSnapshot['vms'] = [];
   let cursor = 0;
   for (;;) {
-    const { json } = await fe.call('GET_STATE', { cursor, max_vms: pageVms });
+    const { json } = await fe.call('GET_STATE', monitorToken === undefined ? { cursor, max_vms: pageVms } : { cursor, max_vms: pageVms, monitor_token: monitorToken });
     const page = JSON.parse(json) as HostSnapshot & { next: number | null; vmCount: number };
     vms.push(...page.vms);
     if (page.next === null) {

@@ -120,7 +120,7 @@ function parseVm(c: Checker, raw: unknown, path: Path): VmSpec | undefined {
   c.beginEntry();
   const m = c.map(raw, path, 'a VM');
   if (!m) return undefined;
-  const { fields: o } = c.fieldsOf(m, path, 'a VM', ['name', 'viommu', 'memory', 'pasidQuota', 'vcmd', 'devices', 'pageRequests'], ['name', 'viommu']);
+  const { fields: o } = c.fieldsOf(m, path, 'a VM', ['name', 'viommu', 'memory', 'pasidQuota', 'vcmd', 'uapi', 'devices', 'pageRequests'], ['name', 'viommu']);
   const name = 'name' in o ? c.take(parseName(o.name, 'name'), [...path, 'name']) : undefined;
   if (name !== undefined && c.hasVm(name)) c.issue([...path, 'name'], `two VMs are named '${name}'`);
   const viommu = 'viommu' in o ? c.take(parseEnum(o.viommu, ['vtd', 'virtio'] as const, 'viommu'), [...path, 'viommu']) : undefined;
@@ -142,6 +142,7 @@ function parseVm(c: Checker, raw: unknown, path: Path): VmSpec | undefined {
       vcmd = c.take(parseEnum(s, ['3.1', '3.3'] as const, 'vcmd'), [...path, 'vcmd']) ?? '3.1';
     }
   }
+  const uapi = 'uapi' in o ? c.take(parseEnum(o.uapi, ['vfio-sva', 'iommufd'] as const, 'uapi'), [...path, 'uapi']) : undefined;
   const devices = 'devices' in o ? parseDevices(c, o.devices, [...path, 'devices']) : DEFAULT_DEVICES;
   const pageRequests = 'pageRequests' in o ? (c.take(parseEnum(o.pageRequests, PAGE_REQUEST_POLICIES, 'pageRequests'), [...path, 'pageRequests']) ?? 'serve') : 'serve';
   if (name === undefined) return undefined;
@@ -150,7 +151,7 @@ function parseVm(c: Checker, raw: unknown, path: Path): VmSpec | undefined {
     c.defineVm(name, undefined);
     return undefined;
   }
-  const vm: VmSpec = { name, viommu, memory, pasidQuota, vcmd: viommu === 'vtd' ? vcmd : false, devices, pageRequests, loc: c.locOf(path) };
+  const vm: VmSpec = { name, viommu, memory, pasidQuota, vcmd: viommu === 'vtd' ? vcmd : false, ...(uapi !== undefined ? { uapi } : {}), devices, pageRequests, loc: c.locOf(path) };
   c.defineVm(name, vm);
   return vm;
 }

@@ -28,6 +28,8 @@ export interface RunOptions {
   onStep?: (r: StepResult) => void;
   /** Run on this host instead of starting one (it is not closed at the end). */
   host?: { socket: string; snapshot(): Promise<HostSnapshot> };
+  /** The host uAPI of VMs whose spec names none (default 'vfio-sva'; `vsva run --uapi`). */
+  uapi?: 'vfio-sva' | 'iommufd';
 }
 
 export async function runScenario(sc: Scenario, opts: RunOptions = {}): Promise<ScenarioResult> {
@@ -76,6 +78,7 @@ async function setUp(sc: Scenario, env: ScenarioEnv, opts: RunOptions): Promise<
       pasidQuota: spec.pasidQuota,
       devices: spec.devices,
       ...(spec.viommu === 'vtd' ? { vcmd: spec.vcmd } : {}),
+      uapi: spec.uapi ?? opts.uapi ?? 'vfio-sva',
     });
     try {
       const sva = await startSvaGuest(vm, { viommu: spec.viommu, memory: spec.memory, devices: spec.devices, ...(spec.viommu === 'vtd' ? { vcmd: spec.vcmd } : {}) });

@@ -64,6 +64,8 @@ export interface VmSpec {
   pasidQuota: number;
   /** VT-d only. */
   vcmd: '3.1' | '3.3' | false;
+  /** The host uAPI (docs/protocol.md §13.12); undefined: the run's default ('vfio-sva' unless `vsva run --uapi`). */
+  uapi?: 'vfio-sva' | 'iommufd';
   devices: { bdf: string; kind: DeviceKind }[];
   /** What the guest driver does with page requests (default 'serve'). */
   pageRequests: PageRequestPolicy;

@@ -3,7 +3,7 @@
  * snapshot, and the part of it a restart must preserve (PASIDs with their guest PASIDs and
  * bindings, devices), in a canonical order so two snapshots compare with toEqual.
  */
-import type { HostSnapshot, VmSnapshot } from '../../../src/api/types.js';
+import type { HostSnapshot, IommufdObjectsSnapshot, VmSnapshot } from '../../../src/api/types.js';
 import type { GuestVm } from '../../../guest/vm.js';
 import { waitFor } from '../../support/wait.js';
 
@@ -20,7 +20,24 @@ export function durableState(vm: VmSnapshot | undefined): unknown {
     pasids: [...vm.pasids]
       .sort((a, b) => a.hpasid - b.hpasid)
       .map((p) => ({ hpasid: p.hpasid, gpasid: p.gpasid, state: p.state, users: [...p.users].sort(), bindings: [...p.bindings].sort((a, b) => a.bdf.localeCompare(b.bdf)) })),
+    ...(vm.iommufd !== undefined ? { iommufd: iommufdRoutes(vm.iommufd) } : {}),
   };
+}
+
+/**
+ * An iommufd VM's routes without the object IDs (a fresh host gives new ones): per device, what
+ * its RID and each PASID are attached to — a nested HWPT with its first-level table, the nest
+ * parent, or another paging HWPT — and whether the PASID is global.
+ */
+export function iommufdRoutes(fd: IommufdObjectsSnapshot): unknown {
+  const what = (id: number | null): string => {
+    const h = id === null ? undefined : fd.hwpts.find((x) => x.id === id);
+    if (h === undefined) return 'blocked';
+    return h.kind === 'nested' ? `nested ${h.flptr}` : h.nestParent ? 'nest parent' : 'paging';
+  };
+  return [...fd.devices]
+    .sort((a, b) => a.bdf.localeCompare(b.bdf))
+    .map((d) => ({ bdf: d.bdf, rid: what(d.rid), pasids: d.pasids.map((p) => ({ pasid: p.pasid, global: p.global, to: what(p.hwpt) })) }));
 }
 
 /**

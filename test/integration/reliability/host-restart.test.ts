@@ -22,6 +22,7 @@ import { MapFlag, ReqStatus } from '../../../guest/virtio/index.js';
 import type { VtdModel } from '../../../guest/vtd/index.js';
 import { durableState, reconnected, snapshotInvariants, vmIn } from './helpers.js';
 import { scaled, sleep, waitFor, withDeadline } from '../../support/wait.js';
+import { WorkloadLoop } from '../../support/workload-loop.js';
 
 const MEM = 16 << 20;
 /**
@@ -36,14 +37,22 @@ const guests: GuestVm[] = [];
 const enc = (s: string): Uint8Array => new TextEncoder().encode(s);
 const dec = (b: Uint8Array | undefined): string => new TextDecoder().decode(b);
 
-let vtd: StartedGuest;
-let drv: VtdBenchDriver;
-let vtdPasids: number[];
-let virtio: StartedGuest;
-let proc: GuestProcess;
 const VIRTIO_VA = 0x5000_0000n;
 const IOVA = 0x20_0000n;
-let iovaGpa: bigint;
+
+/** The host uAPIs: a VT-d and a virtio-iommu VM of each go through the crash together. */
+type Uapi = 'vfio-sva' | 'iommufd';
+const UAPIS: readonly Uapi[] = ['vfio-sva', 'iommufd'];
+
+/** One uAPI's pair of VMs and what their workload uses. */
+interface VmPair {
+  uapi: Uapi;
+  vtd: StartedGuest;
+  drv: VtdBenchDriver;
+  vtdPasids: number[];
+  virtio: StartedGuest;
+}
+const pairs: VmPair[] = [];
 
 async function spawnHost(): Promise<StartedHost> {
   const h = await startHost({ socket, graceMs: 1000 });
@@ -51,12 +60,11 @@ async function spawnHost(): Promise<StartedHost> {
   return h;
 }
 
-beforeAll(async () => {
-  await spawnHost();
-  vtd = await startGuest({ socket, name: 'restart-vtd', viommu: 'vtd', memory: MEM, reconnect: RECONNECT });
+async function startPair(uapi: Uapi): Promise<VmPair> {
+  const vtd = await startGuest({ socket, name: `restart-vtd-${uapi}`, viommu: 'vtd', memory: MEM, reconnect: RECONNECT, uapi });
   guests.push(vtd);
-  drv = await VtdBenchDriver.create(vtd, { bufferBytes: 8192 });
-  vtdPasids = [];
+  const drv = await VtdBenchDriver.create(vtd, { bufferBytes: 8192 });
+  const vtdPasids: number[] = [];
   for (let i = 0; i < 6; i++) {
     const p = await drv.allocPasid();
     await drv.bindPasid(p);
@@ -64,21 +72,27 @@ beforeAll(async () => {
   }
   await drv.process.write(BENCH_BUFFER_VA, enc('vtd buffer before the crash'));
 
-  virtio = await startGuest({ socket, name: 'restart-virtio', viommu: 'virtio', memory: MEM, devices: [{ bdf: '00:03.0' }, { bdf: '00:04.0' }], reconnect: RECONNECT });
+  const virtio = await startGuest({ socket, name: `restart-virtio-${uapi}`, viommu: 'virtio', memory: MEM, devices: [{ bdf: '00:03.0' }, { bdf: '00:04.0' }], reconnect: RECONNECT, uapi });
   guests.push(virtio);
   const alloc = new PageAllocator(virtio, { base: 0x40_0000n, size: MEM - 0x40_0000 });
   const vdrv = await VirtioIommuDriver.probe(virtio, { alloc });
   expect(await vdrv.attach(1, 0x18)).toBe(ReqStatus.OK);
   expect(await vdrv.attach(1, 0x20)).toBe(ReqStatus.OK);
-  iovaGpa = await alloc.alloc(1);
+  const iovaGpa = await alloc.alloc(1);
   await virtio.memwrite(iovaGpa, enc('virtio iova page'));
   expect(await vdrv.map(1, IOVA, IOVA + 0xfffn, iovaGpa, MapFlag.READ | MapFlag.WRITE)).toBe(ReqStatus.OK);
-  proc = await GuestProcess.create(virtio, alloc);
+  const proc = await GuestProcess.create(virtio, alloc);
   await proc.mapNew(VIRTIO_VA, 0x1000);
   await proc.write(VIRTIO_VA, enc('virtio process page'));
   for (const [ep, pasid] of [[0x18, 5], [0x18, 0x2345], [0x20, 5]] as const) {
     expect(await vdrv.attachTable({ domain: 1, endpoint: ep, pasid, pgd: proc.pgd, addrWidth: 48 })).toBe(ReqStatus.OK);
   }
+  return { uapi, vtd, drv, vtdPasids, virtio };
+}
+
+beforeAll(async () => {
+  await spawnHost();
+  for (const uapi of UAPIS) pairs.push(await startPair(uapi));
 }, scaled(60_000));
 
 afterAll(async () => {
@@ -134,53 +148,60 @@ async function workloadRound(): Promise<{ ok: number; wrong: string[]; errors: s
     }
   };
   const jobs: Promise<void>[] = [];
-  for (const p of vtdPasids) jobs.push(check(`vtd pasid ${p}`, vtd.dma('00:03.0', { pasid: p, addr: BENCH_BUFFER_VA, length: 27 }), 'vtd buffer before the crash'));
-  jobs.push(check('virtio pasid 5 on 00:03.0', virtio.dma('00:03.0', { pasid: 5, addr: VIRTIO_VA, length: 19 }), 'virtio process page'));
-  jobs.push(check('virtio pasid 0x2345', virtio.dma('00:03.0', { pasid: 0x2345, addr: VIRTIO_VA, length: 19 }), 'virtio process page'));
-  jobs.push(check('virtio pasid 5 on 00:04.0', virtio.dma('00:04.0', { pasid: 5, addr: VIRTIO_VA, length: 19 }), 'virtio process page'));
-  jobs.push(check('virtio iova', virtio.dma('00:04.0', { addr: IOVA, length: 16 }), 'virtio iova page'));
+  for (const { uapi, vtd, vtdPasids, virtio } of pairs) {
+    for (const p of vtdPasids) jobs.push(check(`${uapi} vtd pasid ${p}`, vtd.dma('00:03.0', { pasid: p, addr: BENCH_BUFFER_VA, length: 27 }), 'vtd buffer before the crash'));
+    jobs.push(check(`${uapi} virtio pasid 5 on 00:03.0`, virtio.dma('00:03.0', { pasid: 5, addr: VIRTIO_VA, length: 19 }), 'virtio process page'));
+    jobs.push(check(`${uapi} virtio pasid 0x2345`, virtio.dma('00:03.0', { pasid: 0x2345, addr: VIRTIO_VA, length: 19 }), 'virtio process page'));
+    jobs.push(check(`${uapi} virtio pasid 5 on 00:04.0`, virtio.dma('00:04.0', { pasid: 5, addr: VIRTIO_VA, length: 19 }), 'virtio process page'));
+    jobs.push(check(`${uapi} virtio iova`, virtio.dma('00:04.0', { addr: IOVA, length: 16 }), 'virtio iova page'));
+  }
   await Promise.all(jobs);
   return r;
 }
 
 describe('host process killed with SIGKILL mid-workload, new host on the same socket', () => {
-  it('every guest comes back with the same PASIDs, bindings and DMA results; nothing leaks', async () => {
+  it('every guest, of either uAPI, comes back with the same PASIDs, bindings and DMA results; nothing leaks', async () => {
     const first = await workloadRound();
     expect(first.wrong).toEqual([]);
     expect(first.errors).toEqual([]);
     const before = await hosts[0]!.snapshot();
     expect(snapshotInvariants(before)).toEqual([]);
-    const want = { vtd: durableState(vmIn(before, vtd.name)), virtio: durableState(vmIn(before, virtio.name)) };
-    expect(vmIn(before, vtd.name)!.pasids.map((p) => p.hpasid).sort((a, b) => a - b)).toEqual([...vtdPasids].sort((a, b) => a - b));
+    const durable = (s: Awaited<ReturnType<StartedHost['snapshot']>>) => pairs.map((x) => ({ uapi: x.uapi, vtd: durableState(vmIn(s, x.vtd.name)), virtio: durableState(vmIn(s, x.virtio.name)) }));
+    const want = durable(before);
+    for (const { vtd, vtdPasids } of pairs) expect(vmIn(before, vtd.name)!.pasids.map((p) => p.hpasid).sort((a, b) => a - b)).toEqual([...vtdPasids].sort((a, b) => a - b));
 
-    // The workload keeps running through the crash. It stops when the test is done with it or
-    // fails (finally below), and waits on a timer between rounds, so even rounds that fail at
-    // once (guests closed by afterAll, a link that gave up) cannot starve the event loop.
-    let stop = false;
+    // The workload keeps running through the crash (test/support/workload-loop.ts): a timer
+    // pause after every round, so even rounds that fail at once (guests closed, a link that gave
+    // up) cannot starve the event loop; the first wrong result or unexpected error ends the loop
+    // and fails the steps below at once; it stops when the test is done with it (finally below)
+    // and by itself at its deadline.
     const seen: WorkloadTally = { rounds: 0, ok: 0, wrongCount: 0, wrong: [], unexpectedCount: 0, unexpected: [], outageErrors: 0, last: null };
-    const loop = (async () => {
-      while (!stop) {
+    const loop = new WorkloadLoop({
+      what: 'restart workload',
+      deadlineMs: 60_000,
+      round: async () => {
         tally(seen, await workloadRound());
-        await sleep(1);
-      }
-    })();
-    let host2: StartedHost;
+        expect({ count: seen.wrongCount, first: seen.wrong }).toEqual({ count: 0, first: [] });
+        expect({ count: seen.unexpectedCount, first: seen.unexpected }).toEqual({ count: 0, first: [] });
+      },
+    });
+    let host2!: StartedHost;
     try {
-      await sleep(50);
-      const drops = [vtd.link.counters.reconnects, virtio.link.counters.reconnects];
-      process.kill(hosts[0]!.pid, 'SIGKILL');
-      await waitFor(() => vtd.link.state !== 'up' && virtio.link.state !== 'up', { timeoutMs: 5000, what: 'links down' });
-      // DMA submitted during the outage waits for the host (bound: the link's outageWaitMs).
-      const during = vtd.dma('00:03.0', { pasid: vtdPasids[0]!, addr: BENCH_BUFFER_VA, length: 27 });
-      host2 = await spawnHost();
-      await reconnected(vtd, drops[0]!);
-      await reconnected(virtio, drops[1]!);
-      const d = await during;
-      expect(d.ok && dec(d.data)).toBe('vtd buffer before the crash');
-      await sleep(100);
+      await loop.guard(async () => {
+        await sleep(50);
+        const vms = pairs.flatMap((x) => [x.vtd, x.virtio]);
+        const drops = vms.map((g) => g.link.counters.reconnects);
+        process.kill(hosts[0]!.pid, 'SIGKILL');
+        await waitFor(() => vms.every((g) => g.link.state !== 'up'), { timeoutMs: 5000, what: 'links down' });
+        // DMA submitted during the outage waits for the host (bound: the link's outageWaitMs).
+        const during = pairs.map((x) => x.vtd.dma('00:03.0', { pasid: x.vtdPasids[0]!, addr: BENCH_BUFFER_VA, length: 27 }));
+        host2 = await spawnHost();
+        for (const [i, g] of vms.entries()) await reconnected(g, drops[i]!);
+        for (const d of await Promise.all(during)) expect(d.ok && dec(d.data)).toBe('vtd buffer before the crash');
+        await sleep(100);
+      });
     } finally {
-      stop = true;
-      await withDeadline(loop, { timeoutMs: 10_000, what: 'workload loop stopped' });
+      await withDeadline(loop.stop(), { timeoutMs: 10_000, what: 'workload loop stopped' });
     }
 
     // Nothing silently wrong: every DMA of the workload returned the right data or a clear error.
@@ -190,21 +211,25 @@ describe('host process killed with SIGKILL mid-workload, new host on the same so
     expect(seen.last!.errors).toEqual([]);
 
     // The replay restored everything, at the same host PASIDs.
-    expect(vtd.lastReconnect).toMatchObject({ resumed: false, replay: { failures: [] } });
-    expect(virtio.lastReconnect).toMatchObject({ resumed: false, replay: { failures: [] } });
+    for (const { vtd, virtio } of pairs) {
+      expect(vtd.lastReconnect).toMatchObject({ resumed: false, replay: { failures: [] } });
+      expect(virtio.lastReconnect).toMatchObject({ resumed: false, replay: { failures: [] } });
+    }
     const after = await host2.snapshot();
     expect(snapshotInvariants(after)).toEqual([]);
-    expect({ vtd: durableState(vmIn(after, vtd.name)), virtio: durableState(vmIn(after, virtio.name)) }).toEqual(want);
+    expect(durable(after)).toEqual(want);
     const final = await workloadRound();
-    expect(final).toEqual({ ok: 10, wrong: [], errors: [] });
+    expect(final).toEqual({ ok: 10 * pairs.length, wrong: [], errors: [] });
 
-    // The guest keeps working: a new VCMD PASID is a new number, and binds.
-    const p = await drv.allocPasid();
-    expect(vtdPasids).not.toContain(p);
-    await drv.bindPasid(p);
-    const r = await vtd.dma('00:03.0', { pasid: p, addr: BENCH_BUFFER_VA, length: 27 });
-    expect(r.ok && dec(r.data)).toBe('vtd buffer before the crash');
-    expect((vtd.viommu as VtdModel).shadow().filter((e) => e.pasid !== null && e.binding.kind === 'nested')).toHaveLength(7);
+    // The guests keep working: a new VCMD PASID is a new number, and binds.
+    for (const { vtd, drv, vtdPasids } of pairs) {
+      const p = await drv.allocPasid();
+      expect(vtdPasids).not.toContain(p);
+      await drv.bindPasid(p);
+      const r = await vtd.dma('00:03.0', { pasid: p, addr: BENCH_BUFFER_VA, length: 27 });
+      expect(r.ok && dec(r.data)).toBe('vtd buffer before the crash');
+      expect((vtd.viommu as VtdModel).shadow().filter((e) => e.pasid !== null && e.binding.kind === 'nested')).toHaveLength(7);
+    }
 
     // Teardown on the new host returns every PASID: capacity is back where it started.
     for (const g of guests) await g.close();

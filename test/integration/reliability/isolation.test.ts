@@ -12,6 +12,7 @@ import { GuestProcess } from '../../../guest/driver/guest-process.js';
 import { ReqStatus } from '../../../guest/virtio/index.js';
 import { VtdBenchDriver, BENCH_BUFFER_VA } from '../../../src/app/bench/vtd-bench-driver.js';
 import { snapshotInvariants, vmIn } from './helpers.js';
+import { UAPIS, bootVtdVm } from '../vtd/helpers.js';
 
 const MEM = 16 << 20;
 const VA = 0x6000_0000n;
@@ -78,9 +79,9 @@ describe('isolation', () => {
     expect(r.ok).toBe(false);
   });
 
-  it('VT-d VMs: a PASID of one VM is nobody else\'s; devices of one VM are bound separately', async () => {
+  it.each(UAPIS)('VT-d VMs (%s uAPI): a PASID of one VM is nobody else\'s; devices of one VM are bound separately', async (uapi) => {
     const mk = async (name: string, text: string) => {
-      const g = await startGuest({ socket: host.socket, name, viommu: 'vtd', memory: MEM, devices: [{ bdf: '00:03.0' }, { bdf: '00:04.0' }] });
+      const g = await startGuest({ socket: host.socket, name: `${name}-${uapi}`, viommu: 'vtd', memory: MEM, devices: [{ bdf: '00:03.0' }, { bdf: '00:04.0' }], uapi });
       guests.push(g);
       const drv = await VtdBenchDriver.create(g, { bufferBytes: 4096, bdfs: ['00:03.0', '00:04.0'] });
       await drv.process.write(BENCH_BUFFER_VA, new TextEncoder().encode(text));
@@ -96,5 +97,29 @@ describe('isolation', () => {
     await noAccess(b.g.dma('00:03.0', { pasid: a.p, addr: BENCH_BUFFER_VA, length: 12 }));
     await noAccess(a.g.dma('00:04.0', { pasid: b.p, addr: BENCH_BUFFER_VA, length: 12 }));
     expect(snapshotInvariants(await host.snapshot())).toEqual([]);
+  });
+
+  it('iommufd VMs using the same device-local PASID (VT-d without VCMD): each device reaches its own VM\'s memory only', async () => {
+    const mk = async (name: string, text: string) => {
+      const v = await bootVtdVm(host, { name, memory: MEM, vcmd: false, devices: [{ bdf: '00:03.0' }, { bdf: '00:04.0' }], pri: [], uapi: 'iommufd' });
+      guests.push(v.vm);
+      const proc = await GuestProcess.create(v.vm, v.alloc);
+      await proc.mapNew(VA, 0x1000);
+      await proc.write(VA, new TextEncoder().encode(text));
+      await v.drv.bindProcess('00:03.0', proc, { pasid: 5 });
+      return v.vm;
+    };
+    const a = await mk('iso-fd-a', 'fd memory of A');
+    const b = await mk('iso-fd-b', 'fd memory of B');
+    for (const [g, text] of [[a, 'fd memory of A'], [b, 'fd memory of B']] as const) {
+      const r = await g.dma('00:03.0', { pasid: 5, addr: VA, length: 14 });
+      expect(r.ok && dec(r.data)).toBe(text);
+      // The VM's other device has nothing attached at PASID 5.
+      await noAccess(g.dma('00:04.0', { pasid: 5, addr: VA, length: 14 }));
+    }
+    const s = await host.snapshot();
+    expect(snapshotInvariants(s)).toEqual([]);
+    // No PASID was allocated: the same value is each device's own.
+    expect([vmIn(s, 'iso-fd-a')!.set.used, vmIn(s, 'iso-fd-b')!.set.used]).toEqual([0, 0]);
   });
 });

@@ -14,7 +14,7 @@ import { VtdBenchDriver, BENCH_BUFFER_VA } from '../../../src/app/bench/vtd-benc
 import { FrontendClient, type Transport } from '../../../vhost/index.js';
 import { FrontendMessages } from '../../../vhost/messages/catalogue.js';
 import { TestGuest, errnoOf } from '../host/client.js';
-import { durableState, reconnected, snapshotInvariants, vmIn } from './helpers.js';
+import { durableState, iommufdRoutes, reconnected, snapshotInvariants, vmIn } from './helpers.js';
 import { scaled, waitFor } from '../../support/wait.js';
 
 const enc = (s: string): Uint8Array => new TextEncoder().encode(s);
@@ -74,7 +74,10 @@ interface ConnectGate {
   held: Promise<void> | null;
 }
 
-async function rig(graceMs: number, reconnect: ReconnectPolicy = { initialDelayMs: 5, maxDelayMs: 20 }, pasids = 3) {
+type Uapi = 'vfio-sva' | 'iommufd';
+const UAPIS: readonly Uapi[] = ['vfio-sva', 'iommufd'];
+
+async function rig(graceMs: number, reconnect: ReconnectPolicy = { initialDelayMs: 5, maxDelayMs: 20 }, pasids = 3, uapi: Uapi = 'vfio-sva') {
   const host = new HostServer({ graceMs });
   open.push(host);
   const cutter = new ReplyCutter();
@@ -86,7 +89,7 @@ async function rig(graceMs: number, reconnect: ReconnectPolicy = { initialDelayM
         await gate.held;
         return cutter.wrap(await connector());
       },
-      name: 'rc', viommu: 'vtd', memory: 8 << 20, ramBacking: 'inproc', reconnect,
+      name: 'rc', viommu: 'vtd', memory: 8 << 20, ramBacking: 'inproc', reconnect, uapi,
     },
     (ctx) => createVtdModel(ctx),
   );
@@ -112,9 +115,9 @@ async function dmaAll(vm: GuestVm, pasids: number[]): Promise<string[]> {
   }));
 }
 
-describe('reconnect with the session token (connection dropped, host alive)', () => {
+describe.each(UAPIS)('reconnect with the session token (connection dropped, host alive), %s uAPI', (uapi) => {
   it('resumes the same VM: state untouched, DMA unchanged', async () => {
-    const { host, vm, bound } = await rig(RESUME_GRACE_MS);
+    const { host, vm, bound } = await rig(RESUME_GRACE_MS, undefined, 3, uapi);
     const id = vm.vmId;
     const token = Buffer.from(vm.sessionToken).toString('hex');
     const before = durableState(vmIn(host.snapshot(), 'rc'));
@@ -128,22 +131,25 @@ describe('reconnect with the session token (connection dropped, host alive)', ()
   });
 
   it('sends an idempotent request again when its reply was lost, and the host takes the duplicate', async () => {
-    const { host, vm, drv, bound, cutter } = await rig(RESUME_GRACE_MS);
+    const { host, vm, drv, bound, cutter } = await rig(RESUME_GRACE_MS, undefined, 3, uapi);
     const p = await drv.allocPasid();
-    cutter.armed = FrontendMessages.BIND_GPASID.code;
+    // The bind's last request: BIND_GPASID, or the nested HWPT's DEVICE_ATTACH on iommufd.
+    cutter.armed = (uapi === 'iommufd' ? FrontendMessages.IOMMUFD_DEVICE_ATTACH : FrontendMessages.BIND_GPASID).code;
     await drv.bindPasid(p); // the host binds, the reply is cut, the link resumes and re-sends
     expect(cutter.cuts).toBe(1);
     expect(vm.link.counters.retried).toBe(1);
     expect(vm.lastReconnect?.resumed).toBe(true);
     const entry = vmIn(host.snapshot(), 'rc')!.pasids.find((x) => x.hpasid === p)!;
-    expect(entry.bindings).toEqual([{ bdf: '00:03.0', pgtt: 'nested', flptr: `0x${drv.process.pgd.toString(16)}` }]);
+    const flptr = `0x${drv.process.pgd.toString(16)}`;
+    if (uapi === 'vfio-sva') expect(entry.bindings).toEqual([{ bdf: '00:03.0', pgtt: 'nested', flptr }]);
+    else expect(iommufdRoutes(vmIn(host.snapshot(), 'rc')!.iommufd!)).toEqual([{ bdf: '00:03.0', rid: 'blocked', pasids: [...bound, p].map((x) => ({ pasid: x, global: true, to: `nested ${flptr}` })) }]);
     expect(entry.refs).toBe(vmIn(host.snapshot(), 'rc')!.pasids.find((x) => x.hpasid === bound[0])!.refs);
     expect(snapshotInvariants(host.snapshot())).toEqual([]);
     expect(await dmaAll(vm, [...bound, p])).toEqual([...bound, p].map(() => 'hello'));
   });
 
   it('frees what a lost non-idempotent request left on the host (PASID_ALLOC whose reply never came)', async () => {
-    const { host, vm, drv, bound, cutter } = await rig(RESUME_GRACE_MS);
+    const { host, vm, drv, bound, cutter } = await rig(RESUME_GRACE_MS, undefined, 3, uapi);
     cutter.armed = FrontendMessages.PASID_ALLOC.code;
     // VCMD ALLOC_PASID: the host allocates, the reply is lost; the VCMD asks again after the
     // resume, and the reconciliation has freed the orphan.
@@ -157,8 +163,23 @@ describe('reconnect with the session token (connection dropped, host alive)', ()
     expect(orphan === p || !s.pasids.some((x) => x.hpasid === orphan)).toBe(true);
   });
 
+  it.runIf(uapi === 'iommufd')('destroys the nested HWPT a lost HWPT_ALLOC left on the host; binding again works', async () => {
+    const { host, vm, drv, bound, cutter } = await rig(RESUME_GRACE_MS, undefined, 3, uapi);
+    const p = await drv.allocPasid();
+    cutter.armed = FrontendMessages.IOMMUFD_HWPT_ALLOC.code;
+    await drv.bindPasid(p); // the host allocates, the reply is lost: not sent again, the entry is refused
+    expect(cutter.cuts).toBe(1);
+    await reconnected(vm, 0);
+    expect(vm.lastReconnect?.reconciled?.domains).toHaveLength(1);
+    const nested = () => vmIn(host.snapshot(), 'rc')!.iommufd!.hwpts.filter((h) => h.kind === 'nested').length;
+    expect(nested()).toBe(bound.length);
+    await drv.bindPasid(p); // the guest flushes the PASID cache again: bound this time
+    expect(nested()).toBe(bound.length + 1);
+    expect(await dmaAll(vm, [...bound, p])).toEqual([...bound, p].map(() => 'hello'));
+  });
+
   it('fails a lost DEVICE_DMA with ECONNRESET instead of repeating it', async () => {
-    const { vm, bound, cutter } = await rig(RESUME_GRACE_MS);
+    const { vm, bound, cutter } = await rig(RESUME_GRACE_MS, undefined, 3, uapi);
     cutter.armed = FrontendMessages.DEVICE_DMA.code;
     await expect(vm.dma('00:03.0', { pasid: bound[0]!, addr: BENCH_BUFFER_VA, length: 5 })).rejects.toMatchObject({ code: 'ECONNRESET' });
     await reconnected(vm, 0);
@@ -166,9 +187,9 @@ describe('reconnect with the session token (connection dropped, host alive)', ()
   });
 });
 
-describe('grace period expiring', () => {
+describe.each(UAPIS)('grace period expiring, %s uAPI', (uapi) => {
   it('releases the VM on the host; the guest then sets it up afresh and replays the same PASIDs', async () => {
-    const { host, vm, bound, gate } = await rig(50, { initialDelayMs: 300, maxDelayMs: 300 });
+    const { host, vm, bound, gate } = await rig(50, { initialDelayMs: 300, maxDelayMs: 300 }, 3, uapi);
     const before = durableState(vmIn(host.snapshot(), 'rc'));
     const total = host.snapshot().capacity.total;
     // The reconnect is held back until the release has been seen: under load the guest's
@@ -226,6 +247,14 @@ describe('outage bounds: no spin, bounded queue (docs/reliability.md §2.3)', ()
   it('rejects maxQueued that is not a non-negative integer (EINVAL)', async () => {
     await expect(rig(0, { maxQueued: -1 })).rejects.toMatchObject({ code: 'EINVAL' });
     await expect(rig(0, { maxQueued: 1.5 })).rejects.toMatchObject({ code: 'EINVAL' });
+  });
+
+  it('rejects backoff delays and bounds that are not numbers ≥ 0 (EINVAL): no uncapped or 1 ms retry loop', async () => {
+    await expect(rig(0, { initialDelayMs: -1 })).rejects.toMatchObject({ code: 'EINVAL' });
+    await expect(rig(0, { maxDelayMs: Number.NaN })).rejects.toMatchObject({ code: 'EINVAL' });
+    await expect(rig(0, { maxDelayMs: Number.POSITIVE_INFINITY })).rejects.toMatchObject({ code: 'EINVAL' });
+    await expect(rig(0, { giveUpAfterMs: -5 })).rejects.toMatchObject({ code: 'EINVAL' });
+    await expect(rig(0, { outageWaitMs: Number.NaN })).rejects.toMatchObject({ code: 'EINVAL' });
   });
 
   for (const how of ['closed', 'failed'] as const) {

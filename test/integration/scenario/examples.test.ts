@@ -39,6 +39,30 @@ describe('example scenarios', () => {
   });
 });
 
+/**
+ * Examples whose expectations name what only the VFIO SVA uAPI records in a PASID row (the guest
+ * PASID as the row's SPID, the row's bindings): on iommufd the row of a VCMD PASID has no SPID
+ * and its routes are iommufd attachments (docs/protocol.md §13).
+ */
+const VFIO_SVA_ROW_EXPECTATIONS = new Set(['two-vms-same-gpasid.yaml', 'vtd-sva-bind-dma.yaml']);
+
+describe('example scenarios on iommufd (vsva run --uapi iommufd)', () => {
+  it.each(examples.filter((f) => !VFIO_SVA_ROW_EXPECTATIONS.has(f)))('%s passes', async (f) => {
+    const r = await runScenario(load(join('scenarios', f)), { uapi: 'iommufd' });
+    expect(r.passed, renderReport(r)).toBe(true);
+  });
+
+  it("a VM's `uapi` key selects its uAPI; an unknown one makes the scenario malformed", async () => {
+    const sc = load('test/integration/scenario/fixtures/iommufd-uapi.yaml');
+    expect(sc.vms[0]!.uapi).toBe('iommufd');
+    const r = await runScenario(sc);
+    expect(r.passed, renderReport(r)).toBe(true);
+    const bad = loadScenario('test/integration/scenario/fixtures/bad-uapi.yaml');
+    expect(bad.ok).toBe(false);
+    if (!bad.ok) expect(bad.issues.map((i) => i.message).join('\n')).toMatch(/uapi/);
+  });
+});
+
 describe('failing scenarios', () => {
   it('a wrong PASID-table expectation fails at its step with expected vs actual', async () => {
     const sc = load('test/integration/scenario/fixtures/wrong-refs.yaml');

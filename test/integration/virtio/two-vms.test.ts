@@ -9,27 +9,30 @@ import { VirtioIommuDriver } from '../../../guest/driver/virtio-iommu-driver.js'
 import { PageAllocator } from '../../../guest/driver/page-allocator.js';
 import { GuestProcess } from '../../../guest/driver/guest-process.js';
 import { ReqStatus } from '../../../guest/virtio/index.js';
+import { UAPIS, pasidRoutes } from '../vtd/helpers.js';
 
 const MEMORY = 32 << 20;
-let host: StartedHost;
-let vtd: StartedGuest;
-let virtio: StartedGuest;
 
-beforeAll(async () => {
-  host = await startHost();
-  [vtd, virtio] = await Promise.all([
-    startGuest({ socket: host.socket, viommu: 'vtd', name: 'vtd-vm', memory: MEMORY }),
-    startGuest({ socket: host.socket, viommu: 'virtio', name: 'virtio-vm', memory: MEMORY, devices: [{ bdf: '00:03.0' }, { bdf: '00:04.0' }] }),
-  ]);
-});
-afterAll(async () => {
-  await virtio?.close();
-  await vtd?.close();
-  await host?.close();
-});
+/** The VT-d VM stays on the VFIO SVA uAPI; the virtio VM runs on each uAPI (with iommufd: two uAPIs on one host). */
+describe.each(UAPIS)('a VT-d VM and a virtio-iommu VM (%s uAPI) on one host', (uapi) => {
+  let host: StartedHost;
+  let vtd: StartedGuest;
+  let virtio: StartedGuest;
 
-describe('a VT-d VM and a virtio-iommu VM on one host', () => {
-  it("shows the virtio VM's PASIDs with their guest PASIDs as SPIDs", async () => {
+  beforeAll(async () => {
+    host = await startHost();
+    [vtd, virtio] = await Promise.all([
+      startGuest({ socket: host.socket, viommu: 'vtd', name: 'vtd-vm', memory: MEMORY }),
+      startGuest({ socket: host.socket, viommu: 'virtio', name: 'virtio-vm', memory: MEMORY, devices: [{ bdf: '00:03.0' }, { bdf: '00:04.0' }], uapi }),
+    ]);
+  });
+  afterAll(async () => {
+    await virtio?.close();
+    await vtd?.close();
+    await host?.close();
+  });
+
+  it("shows the virtio VM's PASIDs: host PASIDs of its own, with the guest PASIDs as SPIDs on VFIO SVA", async () => {
     const alloc = new PageAllocator(virtio, { base: 0x40_0000n, size: MEMORY - 0x40_0000 });
     const drv = await VirtioIommuDriver.probe(virtio, { alloc });
     expect(await drv.attach(1, 0x18)).toBe(ReqStatus.OK);
@@ -49,12 +52,19 @@ describe('a VT-d VM and a virtio-iommu VM on one host', () => {
     const snap = await host.snapshot();
     expect(snap.vms.map((v) => v.name).sort()).toEqual(['virtio-vm', 'vtd-vm']);
     const v = snap.vms.find((x) => x.name === 'virtio-vm')!;
-    expect(v.pasids.map((p) => p.gpasid).sort((a, b) => a! - b!)).toEqual(gpasids);
-    const p5 = v.pasids.find((p) => p.gpasid === 5)!;
-    expect(p5.bindings.map((b) => b.bdf).sort()).toEqual(['00:03.0', '00:04.0']);
-    expect(p5.bindings.every((b) => b.pgtt === 'nested')).toBe(true);
-    // guest-private: the host PASIDs are the host's own, the guest's live on as SPIDs
-    for (const p of v.pasids) expect(virtio.viommu.devicePasid!(0x18, p.gpasid!)).toBe(p.hpasid);
+    // guest-private: the host PASIDs are the host's own; VFIO SVA keeps the guest's as SPIDs
+    // (BIND_GPASID), iommufd attaches the host PASID with GLOBAL_PASID and records none.
+    const hpasidOf = (g: number) => virtio.viommu.devicePasid!(0x18, g);
+    if (uapi === 'vfio-sva') {
+      expect(v.pasids.map((p) => p.gpasid).sort((a, b) => a! - b!)).toEqual(gpasids);
+      for (const p of v.pasids) expect(hpasidOf(p.gpasid!)).toBe(p.hpasid);
+    } else {
+      expect(v.pasids.map((p) => p.gpasid)).toEqual([null, null]);
+      expect(v.pasids.map((p) => p.hpasid).sort((a, b) => a - b)).toEqual(gpasids.map(hpasidOf).sort((a, b) => a - b));
+    }
+    const p5 = pasidRoutes(v, hpasidOf(5));
+    expect(p5.map((b) => b.bdf).sort()).toEqual(['00:03.0', '00:04.0']);
+    expect(p5.every((b) => b.pgtt === 'nested')).toBe(true);
     expect(new Set(v.pasids.map((p) => p.hpasid)).size).toBe(2);
     expect(v.set.used).toBe(2);
     expect(snap.vms.find((x) => x.name === 'vtd-vm')!.pasids).toEqual([]);

@@ -10,32 +10,33 @@ import { VirtioIommuDriver } from '../../../guest/driver/virtio-iommu-driver.js'
 import { PageAllocator } from '../../../guest/driver/page-allocator.js';
 import { GuestProcess } from '../../../guest/driver/guest-process.js';
 import {
-  FaultFlag, FaultReason, InvalGran, InvalType, MapFlag, ProbeType, ReqStatus, ResvMemSubtype, VirtioIommuFeature, VirtioStatus,
+  FaultFlag, FaultReason, InvalGran, InvalType, MapFlag, PGTF_VTD, ProbeType, ReqStatus, ResvMemSubtype, VirtioIommuFeature, VirtioStatus,
 } from '../../../guest/virtio/index.js';
 import type { EventReport } from '../../../guest/virtio/events.js';
+import { UAPIS, pasidRoutes } from '../vtd/helpers.js';
 
 const MEMORY = 32 << 20;
 const EP = 0x18; // 00:03.0
 const IOVA = 0x8000_0000n;
 const GVA = 0x5555_0000_0000n;
 
-let host: StartedHost;
-let guest: StartedGuest;
-let alloc: PageAllocator;
-let drv: VirtioIommuDriver;
-const seen: EventReport[] = [];
+describe.each(UAPIS)('virtio-iommu driver against a host process, %s uAPI', (uapi) => {
+  let host: StartedHost;
+  let guest: StartedGuest;
+  let alloc: PageAllocator;
+  let drv: VirtioIommuDriver;
+  const seen: EventReport[] = [];
 
-beforeAll(async () => {
-  host = await startHost();
-  guest = await startGuest({ socket: host.socket, viommu: 'virtio', name: 'virtio-vm', memory: MEMORY });
-  alloc = new PageAllocator(guest, { base: 0x40_0000n, size: MEMORY - 0x40_0000 });
-});
-afterAll(async () => {
-  await guest?.close();
-  await host?.close();
-});
+  beforeAll(async () => {
+    host = await startHost();
+    guest = await startGuest({ socket: host.socket, viommu: 'virtio', name: 'virtio-vm', memory: MEMORY, uapi });
+    alloc = new PageAllocator(guest, { base: 0x40_0000n, size: MEMORY - 0x40_0000 });
+  });
+  afterAll(async () => {
+    await guest?.close();
+    await host?.close();
+  });
 
-describe('virtio-iommu driver against a host process', () => {
   it('negotiates features and brings up requestq and eventq', async () => {
     drv = await VirtioIommuDriver.probe(guest, { alloc, onEvent: (e) => void seen.push(e) });
     for (const f of [VirtioIommuFeature.MAP_UNMAP, VirtioIommuFeature.PROBE, VirtioIommuFeature.BYPASS_CONFIG, VirtioIommuFeature.ATTACH_TABLE]) {
@@ -50,6 +51,10 @@ describe('virtio-iommu driver against a host process', () => {
     expect(status).toBe(ReqStatus.OK);
     expect(properties.find((p) => p.type === ProbeType.RESV_MEM)?.resvMem?.subtype).toBe(ResvMemSubtype.MSI);
     expect(properties.find((p) => p.type === ProbeType.PASID_SIZE)?.pasidBits).toBe(20);
+    // The registers of the IOMMU behind the endpoint: on iommufd, what GET_HW_INFO reported.
+    const fmt = properties.find((p) => p.type === ProbeType.PAGE_TABLE_FMT)?.pageTable;
+    expect(fmt?.format).toBe(PGTF_VTD);
+    if (uapi === 'iommufd') expect({ cap: fmt?.cap, ecap: fmt?.ecap }).toEqual(guest.uapi.hwInfo(EP));
   });
 
   it('ATTACH + MAP: the device reads guest memory through the IOVA', async () => {
@@ -81,7 +86,10 @@ describe('virtio-iommu driver against a host process', () => {
 
     const snap = (await host.snapshot()).vms.find((v) => v.name === 'virtio-vm')!;
     expect(snap.pasids).toHaveLength(1);
-    expect(snap.pasids[0]).toMatchObject({ gpasid: 5, state: 'active', bindings: [{ bdf: '00:03.0', pgtt: 'nested', flptr: `0x${proc.pgd.toString(16)}` }] });
+    // VFIO SVA records the guest PASID as the host PASID's SPID (BIND_GPASID); iommufd attaches
+    // the host PASID (GLOBAL_PASID) and has no SPID.
+    expect(snap.pasids[0]).toMatchObject({ gpasid: uapi === 'vfio-sva' ? 5 : null, state: 'active' });
+    expect(pasidRoutes(snap, snap.pasids[0]!.hpasid)).toEqual([{ bdf: '00:03.0', pgtt: 'nested', flptr: `0x${proc.pgd.toString(16)}` }]);
 
     const r = await guest.dma('00:03.0', { pasid: 5, addr: GVA, length: 15 });
     expect(r.ok && Buffer.from(r.data!).toString()).toBe('svm via pasid 5');

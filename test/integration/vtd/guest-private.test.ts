@@ -11,7 +11,7 @@ import { decodeEcap } from '../../../src/vtd/cap-ecap.js';
 import { DMAR, FSTS } from '../../../src/vtd/registers.js';
 import { FaultReason } from '../../../src/vtd/fault.js';
 import type { VtdModel } from '../../../guest/vtd/index.js';
-import { PF, PF2, bootVtdVm, dec, enc, hostPerFile, servicePageRequestsByMapping, vmSnapshot as snapshotOf, waitForFsts, withVtdVm } from './helpers.js';
+import { PF, PF2, bootVtdVm, dec, enc, hostPerFile, pasidRoutes, servicePageRequestsByMapping, vmSnapshot as snapshotOf, waitForFsts, withVtdVm } from './helpers.js';
 
 const ADI = '00:05.0';
 const MEM = 32 * 1024 * 1024;
@@ -116,5 +116,65 @@ describe('VT-d without VCMD: guest-private PASIDs mapped by SPID', () => {
       expect((r as { ok?: boolean }).ok !== true).toBe(true);
     });
     expect((await vmSnapshot(name))?.pasids ?? []).toEqual([]);
+  });
+});
+
+/** The same guest without VCMD on iommufd (pf devices only: an ADI needs the VFIO SVA uAPI's VDCM). */
+function deviceLocalVm(name: string, pasidQuota?: number) {
+  return async () => {
+    const v = await bootVtdVm(host(), { name, memory: MEM, vcmd: false, devices: [{ bdf: PF }, { bdf: PF2 }], pri: [PF], uapi: 'iommufd', ...(pasidQuota !== undefined ? { pasidQuota } : {}) });
+    const proc = await GuestProcess.create(v.vm, v.alloc, { levels: 4 });
+    return { ...v, proc, model: (v.vm as unknown as { viommu: VtdModel }).viommu };
+  };
+}
+
+describe('VT-d without VCMD on iommufd: guest-chosen PASIDs are the devices\' own PASIDs', () => {
+  it('attaches the guest PASID as is — no host PASID, no SPID, nothing charged — and DMA, faults and page requests use it', async () => {
+    const name = 'gp-iommufd';
+    await withVtdVm(deviceLocalVm(name), async ({ vm, drv, proc, model }) => {
+      const va = 0x7f00_0000_0000n;
+      await proc.mapNew(va, 0x2000);
+      await proc.write(va, enc('device-local page'));
+      for (const bdf of [PF, PF2]) await drv.bindProcess(bdf, proc, { pasid: GPASID });
+      expect(model.pasidMappings()).toEqual([]);
+      expect(model.devicePasid(0x20, GPASID)).toBe(GPASID);
+      const snap = await vmSnapshot(name);
+      expect(snap.pasids).toEqual([]);
+      expect(snap.set.used).toBe(0);
+      expect(pasidRoutes(snap, GPASID)).toEqual([PF, PF2].map((bdf) => ({ bdf, pgtt: 'nested', flptr: `0x${proc.pgd.toString(16)}` })));
+      expect(snap.iommufd!.devices.every((d) => d.pasids.every((p) => !p.global))).toBe(true);
+
+      const rd = await vm.dma(PF2, { pasid: GPASID, addr: va, length: 17 });
+      expect(rd.ok && dec(rd.data!)).toBe('device-local page');
+      const un = await proc.unmap(va + 0x1000n);
+      await drv.flushRange(GPASID, un.flush);
+      const bad = await vm.dma(PF2, { pasid: GPASID, addr: va + 0x1010n, length: 4 });
+      expect(bad).toMatchObject({ ok: false, fault: { reason: FaultReason.SFL_2_FL_ENTRY_NOT_PRESENT, pasid: GPASID } });
+      await waitForFsts(vm, FSTS.PPF);
+      expect((await drv.readFaults()).find((f) => f.addr === va + 0x1000n)).toMatchObject({ pasid: GPASID, sid: 0x20 });
+
+      const pending = vm.dma(PF, { pasid: GPASID, addr: va + 0x1020n, data: enc('after a page request') });
+      const requests = await servicePageRequestsByMapping(drv, proc);
+      expect(requests).toHaveLength(1);
+      expect(requests[0]).toMatchObject({ rid: 0x18, pasid: GPASID });
+      expect((await pending).ok).toBe(true);
+
+      for (const bdf of [PF, PF2]) await drv.unbind(bdf, GPASID);
+      expect(pasidRoutes(await vmSnapshot(name), GPASID)).toEqual([]);
+    });
+  });
+
+  it('the PASID quota is the IOASID set\'s: device-local PASIDs beyond it are attached all the same', async () => {
+    const name = 'gp-iommufd-quota';
+    await withVtdVm(deviceLocalVm(name, 1), async ({ vm, drv, proc }) => {
+      const va = 0x4000_0000n;
+      await proc.mapNew(va, 0x1000);
+      await drv.bindProcess(PF2, proc, { pasid: 9 });
+      await drv.bindProcess(PF2, proc, { pasid: 10 });
+      const snap = await vmSnapshot(name);
+      expect(snap.set).toEqual({ quota: 1, used: 0 });
+      expect([9, 10].map((p) => pasidRoutes(snap, p).length)).toEqual([1, 1]);
+      for (const p of [9, 10]) expect((await vm.dma(PF2, { pasid: p, addr: va, length: 4 })).ok).toBe(true);
+    });
   });
 });

@@ -6,7 +6,7 @@
 import { afterAll, beforeAll } from 'vitest';
 import { startHost, type StartedHost } from '../../../src/app/harness/start-host.js';
 import { startGuest, type StartedGuest } from '../../../src/app/harness/start-guest.js';
-import type { DeviceSpec } from '../../../src/api/types.js';
+import type { DeviceSpec, PasidBindingSnapshot, VmSnapshot } from '../../../src/api/types.js';
 import { PageAllocator } from '../../../guest/driver/page-allocator.js';
 import type { GuestProcess } from '../../../guest/driver/guest-process.js';
 import { VtdDriver } from '../../../guest/driver/vtd-driver.js';
@@ -44,7 +44,13 @@ export interface VtdVmOptions {
   pri: string[];
   vcmd?: '3.1' | '3.3' | false;
   pasidQuota?: number;
+  /** The host uAPI (default VFIO SVA). */
+  uapi?: Uapi;
 }
+
+/** The host uAPIs every integration flow runs on (describe.each). */
+export type Uapi = 'vfio-sva' | 'iommufd';
+export const UAPIS: readonly Uapi[] = ['vfio-sva', 'iommufd'];
 
 /** A VT-d VM with the driver initialised (root table, queues, TE) and every device attached. */
 export async function bootVtdVm(host: StartedHost, o: VtdVmOptions): Promise<VtdVm> {
@@ -56,6 +62,7 @@ export async function bootVtdVm(host: StartedHost, o: VtdVmOptions): Promise<Vtd
     devices: o.devices,
     ...(o.vcmd !== undefined ? { vcmd: o.vcmd } : {}),
     ...(o.pasidQuota !== undefined ? { pasidQuota: o.pasidQuota } : {}),
+    ...(o.uapi !== undefined ? { uapi: o.uapi } : {}),
   });
   const alloc = new PageAllocator(vm, { base: 0x10_0000n, size: o.memory - 0x10_0000 });
   const drv = await VtdDriver.init(vm, alloc, o.vcmd ? { vcmd: o.vcmd } : {});
@@ -97,4 +104,24 @@ export async function servicePageRequestsByMapping(drv: VtdDriver, proc: GuestPr
     if (requests.length === 0) await sleep(1);
   }
   return requests;
+}
+
+/**
+ * What the host routes a PASID through, whichever the VM's uAPI: the bindings of the PASID's row
+ * (VFIO SVA), or the HWPTs the VM's iommufd devices have attached at that PASID — a nested HWPT
+ * is 'nested' with its first-level table, the nest parent 'pt', another paging HWPT 'sl'.
+ */
+export function pasidRoutes(vm: VmSnapshot | undefined, pasid: number): PasidBindingSnapshot[] {
+  if (vm === undefined) return [];
+  const fd = vm.iommufd;
+  if (fd === undefined) return vm.pasids.find((p) => p.hpasid === pasid)?.bindings ?? [];
+  const out: PasidBindingSnapshot[] = [];
+  for (const d of fd.devices) {
+    const a = d.pasids.find((x) => x.pasid === pasid);
+    const h = a === undefined ? undefined : fd.hwpts.find((x) => x.id === a.hwpt);
+    if (h === undefined) continue;
+    if (h.kind === 'nested') out.push({ bdf: d.bdf, pgtt: 'nested', flptr: h.flptr! });
+    else out.push({ bdf: d.bdf, pgtt: h.nestParent ? 'pt' : 'sl' });
+  }
+  return out;
 }

@@ -18,6 +18,7 @@ import { PASID_DIR_ENTRY, PASID_TABLE_ENTRY, PGTT } from '../../../src/vtd/pasid
 import { CC_G, IOTLB_G, InvDescType, encodeDescriptor } from '../../../src/vtd/descriptors.js';
 import { smContextEntryLayout } from '../../../src/vtd/root-context.js';
 import { DMAR, FSTS, GCMD, GSTS } from '../../../src/vtd/registers.js';
+import { UAPIS, type Uapi } from './helpers.js';
 
 const MEM = 64 * 1024 * 1024;
 const PF2 = '00:04.0'; // attached without PRE: translation faults are recorded
@@ -44,8 +45,11 @@ interface Vm {
   drv: VtdDriver;
 }
 
+/** The host uAPI of the VMs the tests of the running block start (each block runs on both). */
+let vmUapi: Uapi = 'vfio-sva';
+
 async function withVm(name: string, body: (v: Vm) => Promise<void>, opts: { pdts?: number; remote?: boolean } = {}): Promise<void> {
-  const vm = await startGuest({ socket: (opts.remote === true ? remoteHost : host).socket, name, viommu: 'vtd', memory: MEM, devices: [{ bdf: PF2 }, { bdf: UNATTACHED }] });
+  const vm = await startGuest({ socket: (opts.remote === true ? remoteHost : host).socket, name: `${name}-${vmUapi}`, viommu: 'vtd', memory: MEM, devices: [{ bdf: PF2 }, { bdf: UNATTACHED }], uapi: vmUapi });
   try {
     const alloc = new PageAllocator(vm, { base: 0x10_0000n, size: MEM - 0x10_0000 });
     const drv = await VtdDriver.init(vm, alloc, opts.pdts !== undefined ? { pdts: opts.pdts } : {});
@@ -91,7 +95,10 @@ async function faultingRead(vm: StartedGuest, pasid: number, addr = UNMAPPED): P
   return r.ok ? -1 : r.fault.reason;
 }
 
-describe('VT-d registers as a Linux driver programs them', () => {
+describe.each(UAPIS)('VT-d registers as a Linux driver programs them (%s uAPI)', (uapi) => {
+  beforeAll(() => {
+    vmUapi = uapi;
+  });
   it('GCMD commands of features CAP/ECAP do not report (IR, AFL, RWBF) leave GSTS unchanged', async () => {
     await withVm('gcmd-unexposed', async ({ vm }) => {
       expect(decodeCap(await vm.readq(DMAR.CAP)).fields.AFL).toBe(0n);
@@ -129,7 +136,10 @@ describe('VT-d registers as a Linux driver programs them', () => {
   });
 });
 
-describe('primary fault logging', () => {
+describe.each(UAPIS)('primary fault logging (%s uAPI)', (uapi) => {
+  beforeAll(() => {
+    vmUapi = uapi;
+  });
   it('records no fault while FSTS.PFO is set, even after the F bit was cleared; clearing PFO resumes recording', async () => {
     await withVm('pfo', async ({ vm, drv }) => {
       const pasid = await drv.allocPasid();
@@ -182,7 +192,10 @@ describe('primary fault logging', () => {
   });
 });
 
-describe('scalable-mode fault reasons of the guest context / PASID walk', () => {
+describe.each(UAPIS)('scalable-mode fault reasons of the guest context / PASID walk (%s uAPI)', (uapi) => {
+  beforeAll(() => {
+    vmUapi = uapi;
+  });
   it('a PASID whose directory entry is not present faults with SPD.2 (0x51)', async () => {
     await withVm('spd2', async ({ vm, drv }) => {
       const pasid = 0x1000; // directory entry 64: never written
@@ -228,7 +241,10 @@ describe('scalable-mode fault reasons of the guest context / PASID walk', () => 
   });
 });
 
-describe('reserved and unreadable guest structures', () => {
+describe.each(UAPIS)('reserved and unreadable guest structures (%s uAPI)', (uapi) => {
+  beforeAll(() => {
+    vmUapi = uapi;
+  });
   it('a PASID directory entry with a reserved bit faults with SPD.3 (0x52); a PASID table outside guest RAM with SPT.1 (0x58)', async () => {
     await withVm('spd3-spt1', async ({ vm, drv }) => {
       const dir = await pasidDirGpa(vm, RID2);
@@ -258,7 +274,10 @@ describe('reserved and unreadable guest structures', () => {
   });
 });
 
-describe('context entry not present', () => {
+describe.each(UAPIS)('context entry not present (%s uAPI)', (uapi) => {
+  beforeAll(() => {
+    vmUapi = uapi;
+  });
   it('requests with and without PASID from a device whose context entry is not present fault with SCT.2 (0x41)', async () => {
     await withVm('sct2', async ({ vm, drv }) => {
       const pasid = await drv.allocPasid();
@@ -275,7 +294,10 @@ describe('context entry not present', () => {
   });
 });
 
-describe('second-level shadowing (PGTT = 2): reserved bits in guest entries', () => {
+describe.each(UAPIS)('second-level shadowing (PGTT = 2): reserved bits in guest entries (%s uAPI)', (uapi) => {
+  beforeAll(() => {
+    vmUapi = uapi;
+  });
   it('a reserved bit in an SL entry of every level and page size faults with SSL.3 (0x7A); a good leaf translates', async () => {
     await withVm('ssl3', async ({ vm, alloc, drv }) => {
       const [l4, l3, l2, l1, l1b, l2b, l3b, data] = [await alloc.alloc(1), await alloc.alloc(1), await alloc.alloc(1), await alloc.alloc(1), await alloc.alloc(1), await alloc.alloc(1), await alloc.alloc(1), await alloc.alloc(1)];
@@ -333,7 +355,10 @@ async function faultsVisibleWhenDmaReturns(remote: boolean): Promise<void> {
   );
 }
 
-describe('fault timing', () => {
+describe.each(UAPIS)('fault timing (%s uAPI)', (uapi) => {
+  beforeAll(() => {
+    vmUapi = uapi;
+  });
   it('when dma() resolves with a fault, FRCD and FSTS already hold it (50 times in a row, host in process)', () => faultsVisibleWhenDmaReturns(false));
   it('when dma() resolves with a fault, FRCD and FSTS already hold it (50 times in a row, host in another process)', () => faultsVisibleWhenDmaReturns(true));
 });

@@ -12,23 +12,23 @@ import { VCMD_CMD, VCMD_STATUS } from '../../../src/vtd/vcmd.js';
 import { encode } from '../../../src/vtd/layout.js';
 import { PASID_TABLE_ENTRY, PGTT } from '../../../src/vtd/pasid-entry.js';
 import type { VtdModel } from '../../../guest/vtd/index.js';
-import { PF, PF2, bootVtdVm, dec, enc, hostPerFile, servicePageRequestsByMapping, vmSnapshot as snapshotOf, waitForFsts, withVtdVm, type VtdVm } from './helpers.js';
+import { PF, PF2, UAPIS, bootVtdVm, dec, enc, hostPerFile, pasidRoutes, servicePageRequestsByMapping, vmSnapshot as snapshotOf, waitForFsts, withVtdVm, type Uapi, type VtdVm } from './helpers.js';
 
 const MEM = 64 * 1024 * 1024;
 
 const host = hostPerFile();
 
 /** A VM with both devices attached (PF with PRE), with the VCMD layout asked for. */
-function vtdVm(name: string, opts: { vcmd?: '3.1' | '3.3'; pasidQuota?: number } = {}): () => Promise<VtdVm> {
-  return () => bootVtdVm(host(), { name, memory: MEM, devices: [{ bdf: PF }, { bdf: PF2 }], pri: [PF], ...(opts.vcmd ? { vcmd: opts.vcmd } : {}), ...(opts.pasidQuota ? { pasidQuota: opts.pasidQuota } : {}) });
+function vtdVm(name: string, opts: { vcmd?: '3.1' | '3.3'; pasidQuota?: number; uapi: Uapi }): () => Promise<VtdVm> {
+  return () => bootVtdVm(host(), { name: `${name}-${opts.uapi}`, memory: MEM, devices: [{ bdf: PF }, { bdf: PF2 }], pri: [PF], uapi: opts.uapi, ...(opts.vcmd ? { vcmd: opts.vcmd } : {}), ...(opts.pasidQuota ? { pasidQuota: opts.pasidQuota } : {}) });
 }
 
 const vmSnapshot = (name: string) => snapshotOf(host(), name);
 const waitForFault = (vm: VtdVm['vm']) => waitForFsts(vm, FSTS.PPF);
 
-async function fullFlow(layout: '3.1' | '3.3') {
-  const name = `sva-${layout}`;
-  await withVtdVm(vtdVm(name, { vcmd: layout }), async ({ vm, alloc, drv }) => {
+async function fullFlow(layout: '3.1' | '3.3', uapi: Uapi) {
+  const name = `sva-${layout}-${uapi}`;
+  await withVtdVm(vtdVm(`sva-${layout}`, { vcmd: layout, uapi }), async ({ vm, alloc, drv }) => {
     // CAP/ECAP as docs/design.md §3.1 exposes them.
     const cap = decodeCap(await vm.readq(DMAR.CAP)).fields;
     const ecap = decodeEcap(await vm.readq(DMAR.ECAP)).fields;
@@ -50,9 +50,12 @@ async function fullFlow(layout: '3.1' | '3.3') {
     await drv.bindProcess(PF, proc, { pasid });
     let snap = await vmSnapshot(name);
     const entry = snap!.pasids.find((p) => p.hpasid === pasid);
-    expect(entry?.gpasid).toBe(pasid);
-    expect(entry?.bindings.map((b) => b.pgtt)).toEqual(['nested', 'nested']);
-    expect(entry?.bindings[0]!.flptr).toBe(`0x${proc.pgd.toString(16)}`);
+    if (uapi === 'vfio-sva') expect(entry?.gpasid).toBe(pasid);
+    // iommufd: the VCMD PASID is a global PASID of the VM's set, attached with GLOBAL_PASID.
+    else expect(snap!.iommufd!.devices.map((d) => d.pasids.find((x) => x.pasid === pasid)?.global)).toEqual([true, true]);
+    const routes = pasidRoutes(snap, pasid);
+    expect(routes.map((b) => b.pgtt)).toEqual(['nested', 'nested']);
+    expect(routes[0]!.flptr).toBe(`0x${proc.pgd.toString(16)}`);
 
     // The device's DMA with that PASID reads and writes the process's memory.
     const rd = await vm.dma(PF2, { pasid, addr: vaA, length: 19 });
@@ -94,14 +97,14 @@ async function fullFlow(layout: '3.1' | '3.3') {
   });
 }
 
-describe('VT-d SVA as a Linux guest drives it (host in another process)', () => {
-  it('binds, translates, faults, pages in and tears down with the 3.1 VCMD layout', () => fullFlow('3.1'));
-  it('does the same with the 3.3 VCMD layout', () => fullFlow('3.3'));
+describe.each(UAPIS)('VT-d SVA as a Linux guest drives it (host in another process), %s uAPI', (uapi) => {
+  it('binds, translates, faults, pages in and tears down with the 3.1 VCMD layout', () => fullFlow('3.1', uapi));
+  it('does the same with the 3.3 VCMD layout', () => fullFlow('3.3', uapi));
 
   for (const layout of ['3.1', '3.3'] as const) {
     it(`VCMD ${layout}: quota exhaustion, undefined command and foreign PASIDs give the layout's status codes`, async () => {
-      const name = `quota-${layout}`;
-      await withVtdVm(vtdVm(name, { vcmd: layout, pasidQuota: 2 }), async ({ vm, drv }) => {
+      const name = `quota-${layout}-${uapi}`;
+      await withVtdVm(vtdVm(`quota-${layout}`, { vcmd: layout, pasidQuota: 2, uapi }), async ({ vm, drv }) => {
         const st = VCMD_STATUS[layout];
         const a = await drv.allocPasid();
         const b = await drv.allocPasid();
@@ -119,8 +122,8 @@ describe('VT-d SVA as a Linux guest drives it (host in another process)', () => 
   }
 
   it('does not bind a PASID entry with reserved bits or PGTT 3; its use faults with 0x5a / 0x5b', async () => {
-    const name = 'invalid-entries';
-    await withVtdVm(vtdVm(name), async ({ vm, alloc, drv }) => {
+    const name = `invalid-entries-${uapi}`;
+    await withVtdVm(vtdVm('invalid-entries', { uapi }), async ({ vm, alloc, drv }) => {
       const proc = await GuestProcess.create(vm, alloc);
       const va = 0x5000_0000n;
       await proc.mapNew(va, 0x1000);
@@ -134,7 +137,7 @@ describe('VT-d SVA as a Linux guest drives it (host in another process)', () => 
         await drv.writePasidEntry(PF2, pasid, words);
         await drv.pasidFlushCaches(SVA_DID, pasid);
         const snap = await vmSnapshot(name);
-        expect(snap!.pasids.find((p) => p.hpasid === pasid)?.bindings ?? []).toEqual([]);
+        expect(pasidRoutes(snap, pasid)).toEqual([]);
         const shadow = (vm.viommu as VtdModel).shadow().find((e) => e.pasid === pasid);
         expect(shadow?.binding).toMatchObject({ kind: 'invalid', reason });
         const r = await vm.dma(PF2, { pasid, addr: va, length: 8 });
@@ -148,8 +151,8 @@ describe('VT-d SVA as a Linux guest drives it (host in another process)', () => 
   });
 
   it('a PASID entry changed without a PASID-cache flush keeps its old translation until the flush', async () => {
-    const name = 'missing-flush';
-    await withVtdVm(vtdVm(name), async ({ vm, alloc, drv }) => {
+    const name = `missing-flush-${uapi}`;
+    await withVtdVm(vtdVm('missing-flush', { uapi }), async ({ vm, alloc, drv }) => {
       const va = 0x4000_0000n;
       const p1 = await GuestProcess.create(vm, alloc);
       const p2 = await GuestProcess.create(vm, alloc);
@@ -166,11 +169,11 @@ describe('VT-d SVA as a Linux guest drives it (host in another process)', () => 
       // Point the entry at process two, no flush: the host still translates through process one.
       await drv.writePasidEntry(PF2, pasid, drv.firstLevelEntry(p2));
       expect(await read()).toBe('process one');
-      expect((await vmSnapshot(name))!.pasids[0]!.bindings[0]!.flptr).toBe(`0x${p1.pgd.toString(16)}`);
+      expect(pasidRoutes(await vmSnapshot(name), pasid)[0]!.flptr).toBe(`0x${p1.pgd.toString(16)}`);
       // The flush makes it visible.
       await drv.pasidFlushCaches(SVA_DID, pasid);
       expect(await read()).toBe('process two');
-      expect((await vmSnapshot(name))!.pasids[0]!.bindings[0]!.flptr).toBe(`0x${p2.pgd.toString(16)}`);
+      expect(pasidRoutes(await vmSnapshot(name), pasid)[0]!.flptr).toBe(`0x${p2.pgd.toString(16)}`);
       await drv.unbind(PF2, pasid);
     });
   });

@@ -8,6 +8,9 @@
  * its host PASID, and the world's invariants hold (world.ts).
  */
 import fc from 'fast-check';
+import { formatBdf } from '../../../src/pci.js';
+import { IommufdUapi } from '../../../guest/uapi/index.js';
+import type { IommufdObjectsSnapshot } from '../../../src/api/types.js';
 import { GuestVm } from '../../../guest/vm.js';
 import { createVirtioIommuModel, type VirtioIommuModel, MapFlag, VirtioMmio } from '../../../guest/virtio/index.js';
 import { VirtioIommuDriver } from '../../../guest/driver/virtio-iommu-driver.js';
@@ -59,9 +62,9 @@ export const virtioCommands = fc.record({
 
 let seq = 0;
 
-export async function runVirtio(world: FuzzWorld, cmds: { body: Cmd[]; tail: Tail[] }): Promise<string[]> {
+export async function runVirtio(world: FuzzWorld, cmds: { body: Cmd[]; tail: Tail[] }, uapi: 'vfio-sva' | 'iommufd' = 'vfio-sva'): Promise<string[]> {
   const vm = await GuestVm.start(
-    { connect: world.host.connector(), name: `fzvio${seq++}`, viommu: 'virtio', memory: MEM, ramBacking: 'inproc', pasidQuota: 8, devices: [{ bdf: '00:03.0' }, { bdf: '00:04.0' }] },
+    { connect: world.host.connector(), name: `fzvio${seq++}`, viommu: 'virtio', memory: MEM, ramBacking: 'inproc', pasidQuota: 8, devices: [{ bdf: '00:03.0' }, { bdf: '00:04.0' }], uapi },
     (ctx) => createVirtioIommuModel(ctx),
   );
   const model = vm.viommu as VirtioIommuModel;
@@ -108,11 +111,34 @@ export async function runVirtio(world: FuzzWorld, cmds: { body: Cmd[]; tail: Tai
   });
 }
 
-/** Host domains hold exactly the model's R/W mappings; bound guest PASIDs are their host PASIDs' SPIDs. */
+/**
+ * Host domains hold exactly the model's R/W mappings; bound guest PASIDs are their host PASIDs'
+ * SPIDs (VFIO SVA). On iommufd: each domain's IOAS holds them, and each bound guest PASID's host
+ * PASID is a live row with a nested HWPT attached at it on every endpoint bound.
+ */
 function hostMatchesModel(world: FuzzWorld, vm: GuestVm, model: VirtioIommuModel): string[] {
   const errs: string[] = [];
-  const me = vmIn(world.host.snapshot(), vm.name) as unknown as { domains: { id: number; mappings: number }[]; pasids: { hpasid: number; gpasid: number | null }[] } | undefined;
+  const me = vmIn(world.host.snapshot(), vm.name) as unknown as { domains: { id: number; mappings: number }[]; pasids: { hpasid: number; gpasid: number | null }[]; iommufd?: IommufdObjectsSnapshot } | undefined;
   if (!me) return [`${vm.name} missing from the snapshot`];
+  if (me.iommufd !== undefined && vm.uapi instanceof IommufdUapi) {
+    const fd = me.iommufd;
+    for (const d of model.device.domains.values()) {
+      if (d.bypass) continue;
+      const ioas = fd.ioas.find((x) => x.id === (vm.uapi as IommufdUapi).objects.domains.get(d.hostId));
+      const want = [...d.mappings].filter((m) => m.flags & (MapFlag.READ | MapFlag.WRITE)).length;
+      if (!ioas) errs.push(`guest domain ${d.id}: its IOAS is missing`);
+      else if (ioas.areas !== want) errs.push(`guest domain ${d.id}: IOAS has ${ioas.areas} areas, model ${want}`);
+    }
+    for (const p of model.device.pasid.pasidMap()) {
+      if (!me.pasids.some((x) => x.hpasid === p.hpasid)) errs.push(`guest PASID ${p.gpasid} → host ${p.hpasid}: no such host PASID`);
+      for (const ep of p.endpoints) {
+        const dev = fd.devices.find((x) => x.bdf === formatBdf(ep));
+        const a = dev?.pasids.find((x) => x.pasid === p.hpasid);
+        if (!a || fd.hwpts.find((h) => h.id === a.hwpt)?.kind !== 'nested') errs.push(`guest PASID ${p.gpasid} on ${formatBdf(ep)}: no nested HWPT at host PASID ${p.hpasid}`);
+      }
+    }
+    return errs;
+  }
   for (const d of model.device.domains.values()) {
     if (d.bypass) continue;
     const host = me.domains.find((x) => x.id === d.hostId);

@@ -54,8 +54,8 @@ export const vtdCommands = fc.array(
 
 let seq = 0;
 
-export async function runVtd(world: FuzzWorld, cmds: Cmd[]): Promise<string[]> {
-  const vm = await GuestVm.start({ connect: world.host.connector(), name: `fzvtd${seq++}`, viommu: 'vtd', memory: 4 << 20, ramBacking: 'inproc', pasidQuota: 8 }, (ctx) => createVtdModel(ctx));
+export async function runVtd(world: FuzzWorld, cmds: Cmd[], uapi: 'vfio-sva' | 'iommufd' = 'vfio-sva'): Promise<string[]> {
+  const vm = await GuestVm.start({ connect: world.host.connector(), name: `fzvtd${seq++}`, viommu: 'vtd', memory: 4 << 20, ramBacking: 'inproc', pasidQuota: 8, uapi }, (ctx) => createVtdModel(ctx));
   const model = vm.viommu as VtdModel;
   return fuzzVm(world, vm, async (errs) => {
     const drv = await VtdBenchDriver.create(vm, { bufferBytes: 4096 });
@@ -111,6 +111,11 @@ function shadowMatchesHost(world: FuzzWorld, vm: GuestVm, model: VtdModel): stri
     .map((e) => `${formatBdf(e.rid)}:${e.pasid}:0x${(e.binding as { flptr: bigint }).flptr.toString(16)}`)
     .sort();
   const me = vmIn(world.host.snapshot(), vm.name);
-  const have = (me?.pasids ?? []).flatMap((p) => p.bindings.filter((b) => b.pgtt === 'nested').map((b) => `${b.bdf}:${p.hpasid}:${b.flptr}`)).sort();
+  const fd = me?.iommufd;
+  // VFIO SVA: the bindings of the VM's PASID rows; iommufd: the nested HWPTs attached at PASIDs.
+  const have = (fd === undefined
+    ? (me?.pasids ?? []).flatMap((p) => p.bindings.filter((b) => b.pgtt === 'nested').map((b) => `${b.bdf}:${p.hpasid}:${b.flptr}`))
+    : fd.devices.flatMap((d) => d.pasids.flatMap((a) => fd.hwpts.filter((h) => h.id === a.hwpt && h.kind === 'nested').map((h) => `${d.bdf}:${a.pasid}:${h.flptr}`)))
+  ).sort();
   return JSON.stringify(want) === JSON.stringify(have) ? [] : [`shadow ${JSON.stringify(want)} != host ${JSON.stringify(have)}`];
 }

@@ -11,6 +11,7 @@ interface Args {
   seed: number;
   trace?: string;
   'memory-backend'?: MemoryBackend;
+  uapi: 'vfio-sva' | 'iommufd';
 }
 
 export const demoCommand: CommandModule<object, Args> = {
@@ -25,6 +26,7 @@ export const demoCommand: CommandModule<object, Args> = {
       .option('seed', { type: 'number', default: 1, describe: 'seed of the workload’s random choices' })
       .option('memory-backend', { choices: ['mapped', 'pread'] as const, describe: 'how both halves reach guest RAM: shared memfd mappings or positioned I/O on a file (default: mapped when the native addon is built, else pread)' })
       .option('trace', { type: 'string', describe: 'record trace events to DIR/guest.jsonl and DIR/host.jsonl (then: vsva trace export DIR/*.jsonl)' })
+      .option('uapi', { choices: ['vfio-sva', 'iommufd'] as const, default: 'vfio-sva' as const, describe: 'host uAPI of the VMs: the VFIO SVA uAPI or iommufd (docs/protocol.md §13)' })
       .check((a) => {
         if (a.duration !== undefined && !(a.duration > 0)) throw new Error('--duration must be a positive number of seconds');
         if (!Number.isInteger(a.vms) || a.vms < 1 || a.vms > 32) throw new Error('--vms must be an integer in 1..32');
@@ -43,6 +45,7 @@ export const demoCommand: CommandModule<object, Args> = {
       inProcess: args['in-process'],
       ...(args['memory-backend'] !== undefined ? { memoryBackend: args['memory-backend'] } : {}),
       seed: args.seed,
+      uapi: args.uapi,
       ...(args.trace !== undefined ? { traceDir: args.trace } : {}),
       onReady: ({ dashboard, vms }) => {
         process.stdout.write(`dashboard: ${dashboard}\n`);

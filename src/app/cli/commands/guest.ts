@@ -15,6 +15,7 @@ interface Args {
   memory: number;
   quota: number;
   vcmd: string;
+  uapi: 'vfio-sva' | 'iommufd';
   device: string[];
   workload: 'mixed' | 'idle';
   duration?: number;
@@ -22,6 +23,7 @@ interface Args {
   seed: number;
   trace?: string;
   'memory-backend'?: MemoryBackend;
+  'memory-path'?: string;
 }
 
 /** '00:03.0' or '00:03.0:adi' → a device spec (checked). */
@@ -42,11 +44,13 @@ export const guestCommand: CommandModule<object, Args> = {
       .option('memory', { type: 'number', default: 64, describe: 'guest RAM in MiB' })
       .option('quota', { type: 'number', default: 1024, describe: "PASID quota of the VM's IOASID set" })
       .option('vcmd', { choices: ['3.1', '3.3', 'off'], default: '3.1', describe: 'VT-d virtual command register layout (off: no VCMD)' })
+      .option('uapi', { choices: ['vfio-sva', 'iommufd'] as const, default: 'vfio-sva' as const, describe: 'host uAPI the VM uses: the VFIO SVA uAPI or iommufd (docs/protocol.md §13; pf devices only)' })
       .option('device', { type: 'string', array: true, default: ['00:03.0:pf'], describe: 'assigned device bb:dd.f[:pf|adi], repeatable' })
       .option('workload', { choices: ['mixed', 'idle'] as const, default: 'mixed' as const, describe: 'mixed SVA workload on the first device, or just bring the VM up' })
       .option('duration', { type: 'number', describe: 'stop after this many seconds (default: until Ctrl-C)' })
       .option('rate', { type: 'number', default: 4, describe: 'workload operations per second' })
       .option('seed', { type: 'number', default: 1, describe: 'seed of the workload’s random choices' })
+      .option('memory-path', { type: 'string', describe: "create guest RAM as a file in this directory (a memory filesystem such as /dev/shm) instead of a memfd; its name is removed once the host holds it (path form needs the host's --allow-memory-paths DIR)" })
       .option('memory-backend', { choices: ['mapped', 'pread'] as const, describe: 'guest RAM as a sealed memfd mapped by both halves (passed as a descriptor), or a shared file with positioned I/O (default: mapped when the native addon is built, else pread)' })
       .option('trace', { type: 'string', describe: "record the guest half's trace events (MMIO, descriptors, binds, invalidations, faults, page requests) to this file (JSON lines)" })
       .check((a) => {
@@ -71,10 +75,12 @@ export const guestCommand: CommandModule<object, Args> = {
       memory,
       pasidQuota: args.quota,
       ...(args.viommu === 'vtd' ? { vcmd } : {}),
+      uapi: args.uapi,
       devices,
       ...(args['memory-backend'] !== undefined ? { memoryBackend: args['memory-backend'] } : {}),
+      ...(args['memory-path'] !== undefined ? { memoryPath: args['memory-path'] } : {}),
     });
-    process.stdout.write(`${vm.name}: ${args.viommu} VM up with ${args.memory} MiB and ${devices.map((d) => `${d.bdf} (${d.kind})`).join(', ')}\n`);
+    process.stdout.write(`${vm.name}: ${args.viommu} VM (${args.uapi} uAPI) up with ${args.memory} MiB and ${devices.map((d) => `${d.bdf} (${d.kind})`).join(', ')}\n`);
     let stopping = false;
     const stop = (): void => {
       if (stopping) process.exit(130);

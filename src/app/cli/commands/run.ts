@@ -10,6 +10,7 @@ interface Args {
   scenario: string[];
   check: boolean;
   color?: boolean;
+  uapi?: 'vfio-sva' | 'iommufd';
 }
 
 /** The step actions and what each does, from the step registry. */
@@ -29,6 +30,7 @@ export const runCommand: CommandModule<object, Args> = {
       .positional('scenario', { type: 'string', array: true, demandOption: true, describe: 'scenario file(s)' })
       .option('check', { type: 'boolean', default: false, describe: 'only validate the files; run nothing' })
       .option('color', { type: 'boolean', describe: 'colour the report (default: when stdout is a terminal)' })
+      .option('uapi', { choices: ['vfio-sva', 'iommufd'] as const, describe: "host uAPI of every VM whose scenario entry has no 'uapi' key (default vfio-sva; docs/protocol.md §13)" })
       .epilog(actionList()) as Argv<Args>,
   handler: async (args) => {
     const scenarios: Scenario[] = [];
@@ -63,6 +65,7 @@ export const runCommand: CommandModule<object, Args> = {
     for (const sc of scenarios) {
       const tty = process.stderr.isTTY === true;
       const r = await runScenario(sc, {
+        ...(args.uapi !== undefined ? { uapi: args.uapi } : {}),
         onStep: tty ? (s) => process.stderr.write(`\r\x1b[K  step ${s.step.index + 1}/${sc.steps.length} ${describeStep(s.step).slice(0, 70)}`) : undefined,
       });
       if (tty) process.stderr.write('\r\x1b[K');

@@ -126,7 +126,8 @@ async function virtioVm(g: StartedGuest, spec: VmSpec): Promise<SchemeVm> {
 export function realEnv(_opts: { quick: boolean }): ExperimentEnv {
   return {
     async startHost(pasidBits) {
-      const h = await startHost({ pasidBits, graceMs: 0 });
+      // Quota 0 ('unlimited' policy) means the rest of the capacity here, as in ioasid_set_alloc.
+      const h = await startHost({ pasidBits, graceMs: 0, defaultVmQuota: 2 ** pasidBits - 1 });
       return {
         socket: h.socket,
         pasidBits,

@@ -122,6 +122,8 @@ const vpnArb = fc.oneof(
   { weight: 1, arbitrary: fc.integer({ min: 262144 - 64, max: 262144 + 64 }) },
   { weight: 1, arbitrary: fc.constantFrom(2 ** 40, 2 ** 40 + 511, 2 ** 52 - 1) },
 );
+/** HPA of a cached page: 4 KiB-aligned (a 4 KiB entry is stored as frame · 64 + access classes). */
+const pageBaseArb = fc.nat(1 << 18).map((frame) => frame * 4096);
 const tagArb = fc.record({ did: fc.constantFrom(...DIDS), pasid: fc.constantFrom(...PASIDS) });
 /** An aligned block of 2^am pages holding `vpn` (an address-mask invalidation); am up to 20 also exercises the scan paths. */
 const blockArb = fc.record({
@@ -146,7 +148,7 @@ const opArb: fc.Arbitrary<Op> = fc.oneof(
   { weight: 1, arbitrary: fc.nat(20).map((i) => ({ op: 'release' as const, i })) },
   {
     weight: 8,
-    arbitrary: fc.record({ i: fc.nat(20), vpn: vpnArb, level: fc.constantFrom(1, 1, 1, 2, 3), base: fc.nat(1 << 30), allow: fc.integer({ min: 1, max: 63 }) }).map((r) => ({ op: 'fill' as const, ...r })),
+    arbitrary: fc.record({ i: fc.nat(20), vpn: vpnArb, level: fc.constantFrom(1, 1, 1, 2, 3), base: pageBaseArb, allow: fc.integer({ min: 1, max: 63 }) }).map((r) => ({ op: 'fill' as const, ...r })),
   },
   { weight: 2, arbitrary: fc.record({ i: fc.nat(20), vpn: vpnArb, level: fc.integer({ min: 2, max: 5 }), tbl: fc.nat(1 << 30) }).map((r) => ({ op: 'psc' as const, ...r })) },
   { weight: 3, arbitrary: fc.record({ did: fc.constantFrom(...DIDS), pasid: fc.constantFrom(...PASIDS), vpn: vpnArb }).map((r) => ({ op: 'lookup' as const, ...r })) },
@@ -307,7 +309,7 @@ type DevOp =
 
 const DEV_PASIDS = [-1, 0, 4, 9];
 const devOpArb: fc.Arbitrary<DevOp> = fc.oneof(
-  { weight: 6, arbitrary: fc.record({ pasid: fc.constantFrom(...DEV_PASIDS), vpn: vpnArb, level: fc.constantFrom(1, 1, 2, 3), base: fc.nat(1 << 30) }).map((r) => ({ op: 'fill' as const, ...r })) },
+  { weight: 6, arbitrary: fc.record({ pasid: fc.constantFrom(...DEV_PASIDS), vpn: vpnArb, level: fc.constantFrom(1, 1, 2, 3), base: pageBaseArb }).map((r) => ({ op: 'fill' as const, ...r })) },
   { weight: 3, arbitrary: fc.record({ pasid: fc.constantFrom(...DEV_PASIDS), vpn: vpnArb }).map((r) => ({ op: 'lookup' as const, ...r })) },
   { weight: 1, arbitrary: fc.constantFrom(...DEV_PASIDS).map((pasid) => ({ op: 'pasid' as const, pasid })) },
   { weight: 3, arbitrary: fc.record({ pasid: fc.constantFrom(...DEV_PASIDS), b: blockArb }).map((r) => ({ op: 'range' as const, pasid: r.pasid, ...r.b })) },
@@ -393,7 +395,7 @@ describe('PASID-cache index vs scanning every context', () => {
     fc.assert(
       fc.property(fc.array(pcArb, { minLength: 1, maxLength: 80 }), (ops) => {
         const iotlb = new Iotlb(1 << 20);
-        const index = new PasidCacheIndex();
+        const index = new PasidCacheIndex(iotlb);
         // 12 contexts: 3 devices × PASIDs 0 (RID_PASID: requests without PASID), 1, 5, 6.
         const ctxs: RequestContext[] = [];
         for (const rid of [1, 2, 3]) for (const p of [-1, 1, 5, 6]) ctxs.push(new RequestContext(device(rid), p));

@@ -111,6 +111,13 @@ export const CORE_CALLS = {
   },
   forEach: { changes: false, run: (f) => f.core.forEach(f.a, () => {}) },
   freeAllInSet: { changes: true, run: (f) => f.core.freeAllInSet(f.a) },
+  freeAllInSetSteps: {
+    changes: true,
+    run: (f) => {
+      const steps = f.core.freeAllInSetSteps(f.a, 1);
+      while (!steps.next().done);
+    },
+  },
   registerNotifier: { changes: false, run: (f) => f.core.registerNotifier(f.b, block()) },
   unregisterNotifier: {
     changes: false,

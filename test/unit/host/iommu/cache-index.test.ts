@@ -1,10 +1,14 @@
 /**
- * The indexes of the translation caches (host/iommu/tlb.ts, pasid-cache-index.ts): stale-entry
- * purging keeps the 2 MiB region index exact, empty buckets leave their store, and unbinding one
- * nested PASID drops only that PASID's cached translations (attach.ts teardown).
+ * The indexes of the translation caches (host/iommu/tlb.ts, tlb-bucket.ts, pasid-radix.ts,
+ * pasid-cache-index.ts): stale-entry purging keeps the 2 MiB region index exact, empty buckets
+ * leave their store, unbinding one nested PASID drops only that PASID's cached translations
+ * (attach.ts teardown); a 4 KiB entry packs into one number only when its base and access
+ * classes fit (EINVAL otherwise), an entry permitting nothing is not cached; the per-DID radix
+ * table takes 20-bit PASIDs only.
  */
 import { describe, expect, it } from 'vitest';
 import { Iotlb } from '../../../../host/iommu/tlb.js';
+import { PasidRadix } from '../../../../host/iommu/pasid-radix.js';
 import { FlBuilder, GUEST_HPA as G, FixturePerTest } from './helpers.js';
 
 const fixtures = new FixturePerTest();
@@ -19,7 +23,7 @@ describe('IOTLB bucket region index', () => {
     b.clear(); // 4096 keys: kept stale for reuse
     t.entries = 0;
     t.insert(b, 100_000, 1, 0, 1); // the map is full of stale keys: purged first
-    expect(b.m4k.size).toBe(1);
+    expect(b.t4k.size).toBe(1);
     expect([...b.regions.keys()]).toEqual([Math.floor(100_000 / 512)]);
     for (let v = 0; v < 5000; v++) t.insert(b, v, 1, v * 4096, 1);
     expect(t.entries).toBe(5001);
@@ -30,7 +34,7 @@ describe('IOTLB bucket region index', () => {
     expect(b.lookup(600)).toBeUndefined();
     expect(b.lookup(1024)?.base).toBe(1024 * 4096);
     t.invalidatePasid(2, 1); // > 4096 keys: the maps and the region index are emptied
-    expect(b.m4k.size).toBe(0);
+    expect(b.t4k.size).toBe(0);
     expect(b.regions.size).toBe(0);
     expect(t.bucketCount).toBe(1); // still used by its context
     b.release();
@@ -131,5 +135,74 @@ describe('a page invalidated, faulted and mapped again', () => {
     expect(iommu.translate({ rid: 0x18, pasid: 1, addr: B + 0x20n, write: true })).toBe(G + 0x402020);
     expect(iommu.translate({ rid: 0x20, pasid: 1, addr: B + 0x10n })).toBe(G + 0x402010);
     expect(iommu.translate({ rid: 0x20, pasid: 1, addr: A })).toBe(G + 0x400000);
+  });
+});
+
+describe('IOTLB bucket entries', () => {
+  it('refuses a 4 KiB entry whose base is not a 4 KiB-aligned HPA below 2^52, and access classes outside 0..63 (EINVAL)', () => {
+    const t = new Iotlb(1 << 20);
+    const b = t.bucket(2, 1);
+    b.acquire();
+    expect(() => t.insert(b, 5, 1, 0x1001, 1)).toThrow(expect.objectContaining({ code: 'EINVAL' }));
+    expect(() => t.insert(b, 5, 1, 2 ** 52, 1)).toThrow(expect.objectContaining({ code: 'EINVAL' }));
+    expect(() => t.insert(b, 5, 1, 0x1000, 64)).toThrow(expect.objectContaining({ code: 'EINVAL' }));
+    expect(() => t.insert(b, 5, 1, 0x1000, 1.5)).toThrow(expect.objectContaining({ code: 'EINVAL' }));
+    expect(t.entries).toBe(0);
+    // The largest frame and every class bit round-trip through the packed value.
+    t.insert(b, 5, 1, 2 ** 52 - 4096, 63);
+    expect(b.lookup(5)).toMatchObject({ base: 2 ** 52 - 4096, allow: 63, level: 1 });
+  });
+
+  it('does not cache an entry that permits nothing, and such an insert drops the live entry it replaces', () => {
+    const t = new Iotlb(1 << 20);
+    const b = t.bucket(2, 1);
+    b.acquire();
+    t.insert(b, 7, 1, 0x7000, 0);
+    expect(t.entries).toBe(0);
+    expect(b.lookup(7)).toBeUndefined();
+    t.insert(b, 7, 1, 0x7000, 3);
+    t.insert(b, 0, 2, 0x20_0000, 3);
+    expect(t.entries).toBe(2);
+    t.insert(b, 7, 1, 0x7000, 0);
+    t.insert(b, 0, 2, 0x20_0000, 0);
+    expect(t.entries).toBe(0);
+    expect(b.lookup(7)).toBeUndefined();
+    expect(b.lookup(100)).toBeUndefined();
+  });
+});
+
+describe('IOTLB bucket epochs', () => {
+  it('a whole-bucket flush makes every earlier 4 KiB entry a miss, also after the 7-bit epoch wraps (300 flushes)', () => {
+    const t = new Iotlb(1 << 20);
+    const b = t.bucket(2, 1);
+    b.acquire();
+    t.insert(b, 7, 1, 0x7000, 3);
+    for (let i = 0; i < 300; i++) {
+      t.invalidatePasid(2, 1);
+      expect(b.lookup(7)).toBeUndefined();
+      expect(b.lookup(1000 + i - 1)).toBeUndefined();
+      t.insert(b, 1000 + i, 1, 0x1000 * (i + 1), 1);
+      expect(b.lookup(1000 + i)?.base).toBe(0x1000 * (i + 1));
+      expect(t.entries).toBe(1);
+    }
+    expect([...b.liveEntries()].map(([k]) => k)).toEqual([1299]);
+  });
+});
+
+describe('PASID radix table', () => {
+  it('refuses a key that is not a 20-bit PASID (EINVAL) and frees emptied leaves', () => {
+    const r = new PasidRadix<string>();
+    expect(() => r.set(1 << 20, 'x')).toThrow(expect.objectContaining({ code: 'EINVAL' }));
+    expect(() => r.set(-1, 'x')).toThrow(expect.objectContaining({ code: 'EINVAL' }));
+    expect(() => r.set(1.5, 'x')).toThrow(expect.objectContaining({ code: 'EINVAL' }));
+    r.set(5, 'a');
+    r.set(2048, 'b');
+    r.set((1 << 20) - 1, 'c');
+    expect([r.get(5), r.get(2048), r.get((1 << 20) - 1), r.get(6), r.size]).toEqual(['a', 'b', 'c', undefined, 3]);
+    expect(r.values()).toEqual(['a', 'b', 'c']);
+    expect(r.delete(2048)).toBe(true);
+    expect(r.delete(2048)).toBe(false);
+    expect(r.size).toBe(2);
+    expect(r.get(2048)).toBeUndefined();
   });
 });

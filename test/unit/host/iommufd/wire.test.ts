@@ -31,13 +31,31 @@ async function guest(host: HostServer, name: string, opts: { iommufd?: boolean; 
   return { fe, ram, setup: () => fe.setupVm({ name, pasid_quota: 8, flags: 1 | (opts.iommufd === false ? 0 : VM_SETUP_UAPI_IOMMUFD), session_token: new Uint8Array(16) }) };
 }
 
+const MONITOR_TOKEN = 'iommufd-wire-monitor-token';
+
 function makeHost(): HostServer {
-  const host = new HostServer({ graceMs: 0 });
+  const host = new HostServer({ graceMs: 0, monitorToken: MONITOR_TOKEN });
   cleanup.push(() => host.close());
   return host;
 }
 
 describe('iommufd over the wire', () => {
+  it('refuses to change the memory table while an IOAS maps guest memory (EBUSY), accepts it once unmapped', async () => {
+    const host = makeHost();
+    const { fe, ram, setup } = await guest(host, 'fd-mem');
+    await setup();
+    const region = { guest_phys_addr: 0n, memory_size: BigInt(ram.size), userspace_addr: 0n, mmap_offset: 0n, path: ram.path };
+    await fe.call('SET_MEM_TABLE', { regions: [region] });
+    const { out_id: ioas } = await fe.call('IOMMUFD_IOAS_ALLOC', { flags: 0 });
+    await fe.call('IOMMUFD_IOAS_MAP', { ioas_id: ioas, flags: 7, user_va: 0n, length: BigInt(ram.size), iova: 0n });
+    const smaller = { ...region, memory_size: BigInt(ram.size / 2) };
+    expect(await errnoOf(fe.call('SET_MEM_TABLE', { regions: [smaller] }))).toBe('EBUSY');
+    // Unchanged: the same table is still a re-announcement, and the mapping still translates.
+    await fe.call('SET_MEM_TABLE', { regions: [region] });
+    expect((await fe.call('IOMMUFD_IOAS_UNMAP', { ioas_id: ioas, iova: 0n, length: BigInt(ram.size) })).length).toBe(BigInt(ram.size));
+    await fe.call('SET_MEM_TABLE', { regions: [smaller] });
+  });
+
   it('builds a nested PASID translation and reports entry errors with the handled count', async () => {
     const host = makeHost();
     const { fe, ram, setup } = await guest(host, 'fd0');
@@ -83,7 +101,10 @@ describe('iommufd over the wire', () => {
     expect(me.iommufd!.hwpts.map((h) => [h.id, h.kind, h.parent ?? h.ioas])).toEqual([[parent, 'paging', ioas], [nested, 'nested', parent]]);
     expect(me.iommufd!.devices[0]).toMatchObject({ id: dev, bdf: '00:03.0', pasids: [{ pasid: 3, hwpt: nested, global: false }] });
 
+    // The dashboard's counters: one bind (nested HWPT at PASID 3), one handled invalidation entry.
+    expect(host.stats().vms['fd0']).toMatchObject({ binds: 1, unbinds: 0, invalidations: 1 });
     await fe.call('IOMMUFD_DEVICE_DETACH', { dev_id: dev, flags: IOMMUFD_ATTACH.PASID, pasid: 3, pt_id: 0 });
+    expect(host.stats().vms['fd0']).toMatchObject({ binds: 1, unbinds: 1, invalidations: 1 });
     await fe.call('IOMMUFD_DESTROY', { id: nested });
     await fe.call('IOMMUFD_DESTROY', { id: parent });
   });
@@ -96,7 +117,8 @@ describe('iommufd over the wire', () => {
     await b.setup();
     expect(await errnoOf(b.fe.call('IOMMUFD_IOAS_ALLOC', { flags: 0 }))).toBe('EOPNOTSUPP');
     expect((await a.fe.call('IOMMUFD_IOAS_ALLOC', { flags: 0 })).out_id).toBe(1);
-    const snap = JSON.parse((await b.fe.call('GET_STATE')).json) as { vms: VmSnapshot[] };
+    // Both VMs: the whole host, read with the monitor token (docs/protocol.md §10.9).
+    const snap = JSON.parse((await b.fe.call('GET_STATE', { cursor: 0, max_vms: 8, monitor_token: MONITOR_TOKEN })).json) as { vms: VmSnapshot[] };
     expect(snap.vms.map((v) => [v.name, v.uapi, v.iommufd === undefined])).toEqual([['fd1', 'iommufd', false], ['sva1', 'vfio-sva', true]]);
 
     const old = await guest(host, 'old', { want: DEFAULT_PROTOCOL_FEATURES });

@@ -58,6 +58,23 @@ describe('dashboard WebSocket: state', () => {
     expect(summary.capacity.available).toBe(src.snap.capacity.available);
   });
 
+  it('gives the first client after an idle spell the current state, not the summary held since the last client left', async () => {
+    const src = new FakeSource();
+    const m = await serve(src, { summaryIntervalMs: 60_000 }); // no timer tick during the test
+    const a = await client(m);
+    expect((await a.next('summary')).summary.vms[1].used).toBe(1);
+    a.close();
+    await sleep(50);
+    src.addPasid('vm-b', pasid(99, 5)); // changes while nobody watches
+    const calls = src.snapshotCalls;
+    const b = await client(m);
+    const { summary } = await b.next('summary');
+    expect(summary.vms[1].used).toBe(2);
+    expect(src.snapshotCalls).toBe(calls + 1);
+    b.send({ type: 'subscribe', vms: [{ name: 'vm-b' }] });
+    expect((await b.next('pasids')).page.rows.map((r: { hpasid: number }) => r.hpasid)).toEqual([3, 99]);
+  });
+
   it('does not take snapshots while nobody is watching', async () => {
     const src = new FakeSource();
     await serve(src);

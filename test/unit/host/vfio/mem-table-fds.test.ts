@@ -8,7 +8,6 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { HostMemory } from '../../../../host/memory/host-memory.js';
 import { MemTableMap } from '../../../../host/vfio/mem-table.js';
-import { memoryDirs } from '../../../../host/vfio/mem-table.js';
 import { FrontendMessages } from '../../../../vhost/messages/catalogue.js';
 import { encodePayload } from '../../../../vhost/messages/codec.js';
 import type { MemoryRegion } from '../../../../vhost/messages/handshake.js';
@@ -52,7 +51,7 @@ describe.skipIf(!nativeAvailable())(`MemTableMap fd form${nativeAvailable() ? ''
 
   it('a sealed memfd is mapped (mapped backend); the table owns the descriptor until clear', () => {
     const mem = new HostMemory();
-    const t = new MemTableMap(mem, 'vm', new Map(), memoryDirs(), 'mapped');
+    const t = new MemTableMap(mem, 'vm', new Map(), {}, 'mapped');
     const fd = memfd(2 * MiB);
     const second = fs.openSync(`/proc/self/fd/${fd}`, 'r+'); // the same file, as SCM_RIGHTS delivers it twice
     const maps = mappingCount();
@@ -79,15 +78,15 @@ describe.skipIf(!nativeAvailable())(`MemTableMap fd form${nativeAvailable() ? ''
 
   it('pread backend, unsealed memfds and plain files: positioned I/O, never mapped', () => {
     const mem = new HostMemory();
-    const pread = new MemTableMap(mem, 'a', new Map(), memoryDirs(), 'pread');
+    const pread = new MemTableMap(mem, 'a', new Map(), {}, 'pread');
     pread.replace({ regions: [region(0n, BigInt(MiB))], fds: [memfd(MiB)] });
     expect(pread.list[0]!.backing.kind).toBe('file');
-    const mapped = new MemTableMap(mem, 'b', new Map(), memoryDirs(), 'mapped');
+    const mapped = new MemTableMap(mem, 'b', new Map(), {}, 'mapped');
     mapped.replace({ regions: [region(0n, BigInt(MiB))], fds: [memfd(MiB, false)] });
     expect(mapped.list[0]!.backing.kind).toBe('file');
     const file = path.join(os.tmpdir(), `vsva-memtable-${process.pid}`);
     fs.writeFileSync(file, Buffer.alloc(MiB));
-    const c = new MemTableMap(mem, 'c', new Map(), memoryDirs(), 'mapped');
+    const c = new MemTableMap(mem, 'c', new Map(), {}, 'mapped');
     c.replace({ regions: [region(0n, BigInt(MiB))], fds: [openNoFollow(-1, file, true)] });
     fs.rmSync(file);
     expect(c.list[0]!.backing.kind).toBe('file');
@@ -97,7 +96,7 @@ describe.skipIf(!nativeAvailable())(`MemTableMap fd form${nativeAvailable() ? ''
 
   it('every check precedes any mapping; on failure every descriptor is closed and the old table stays', () => {
     const mem = new HostMemory();
-    const t = new MemTableMap(mem, 'vm', new Map(), memoryDirs(), 'mapped');
+    const t = new MemTableMap(mem, 'vm', new Map(), {}, 'mapped');
     const keep = memfd(MiB);
     t.replace({ regions: [region(0n, BigInt(MiB))], fds: [keep] });
     const dirFd = openNoFollow(-1, os.tmpdir(), false);
@@ -126,8 +125,8 @@ describe.skipIf(!nativeAvailable())(`MemTableMap fd form${nativeAvailable() ? ''
   it('a file another VM mapped is EACCES (same inode), and same() recognises a re-announcement', () => {
     const mem = new HostMemory();
     const owners = new Map<string, string>();
-    const a = new MemTableMap(mem, 'a', owners, memoryDirs(), 'mapped');
-    const b = new MemTableMap(mem, 'b', owners, memoryDirs(), 'mapped');
+    const a = new MemTableMap(mem, 'a', owners, {}, 'mapped');
+    const b = new MemTableMap(mem, 'b', owners, {}, 'mapped');
     const fd = memfd(MiB);
     a.replace({ regions: [region(0n, BigInt(MiB))], fds: [fd] });
     const again = memfdCreate('dup-of-other', 1); // a different file: not the same table

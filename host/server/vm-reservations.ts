@@ -1,0 +1,258 @@
+/**
+ * What a host remembers across its own restart, so that after it a VM gets back its name and its
+ * RAM only with its session token (docs/reliability.md "Host restart", docs/protocol.md
+ * VM_SETUP): for every VM it serves, the VM's name, the SHA-256 of its session token, the uid
+ * of the peer that set it up (SO_PEERCRED, unix(7); null when unknown) and the identities
+ * (`inode:<dev>:<ino>`) of its guest-RAM files.
+ *
+ * Kept in `<state dir>/vms.json` (written whole on every change through a temporary file and
+ * rename(2), mode 0600) inside a state directory the host's user owns with mode 0700 — created
+ * so when missing; anything else (another owner, a wider mode, a symbolic link) refuses the
+ * start with EACCES, since whoever can write the file could reserve names.
+ *
+ * On start the file's records become *pending reservations* until `expiresAt`:
+ * - a pending name is given only to a VM_SETUP that presents the token whose hash is recorded
+ *   (the VM reclaims it: set up afresh under its name, then replays) from the same uid;
+ *   anyone else gets EEXIST (same uid) or EACCES (another uid);
+ * - the pending VM's RAM files stay owned by its name: another VM announcing one of them is
+ *   EACCES (host/vfio/mem-table.ts);
+ * - at `expiresAt` the remaining pending reservations are dropped (`onExpire`).
+ * A VM that leaves (its grace period ends) drops its record; a host that shuts down keeps the
+ * records of the VMs it still served, and removes the file and the directory when none remain.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { createHash, timingSafeEqual } from 'node:crypto';
+import { fail } from '../../src/errors.js';
+import { childLogger } from '../../src/log.js';
+
+const log = childLogger('vm-reservations');
+
+/** File name of the registry inside the state directory. */
+export const RESERVATIONS_FILE = 'vms.json';
+/** Shortest time a restarted host keeps the names of the VMs it served for them (ms). */
+export const MIN_RESERVATION_MS = 10_000;
+
+export interface ReservationRecord {
+  readonly name: string;
+  /** SHA-256 of the session token, hex. */
+  readonly tokenSha256: string;
+  /** The peer's uid when the VM was set up; null when unknown (no SO_PEERCRED). */
+  readonly uid: number | null;
+  /** Identities of the VM's guest-RAM files (`inode:<dev>:<ino>`). */
+  readonly files: readonly string[];
+}
+
+interface LiveVm {
+  tokenSha256: string;
+  uid: number | null;
+}
+
+export function tokenSha256(token: Uint8Array): string {
+  return createHash('sha256').update(token).digest('hex');
+}
+
+/** Ensure `dir` exists as a directory owned by this process's user with mode 0700 (EACCES otherwise). */
+export function ensurePrivateDir(dir: string, what: string): void {
+  try {
+    fs.mkdirSync(dir, { mode: 0o700 });
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'EEXIST') fail('EACCES', `${what}: cannot create '${dir}': ${(e as Error).message}`);
+  }
+  const st = fs.lstatSync(dir);
+  const me = process.geteuid?.() ?? 0;
+  if (!st.isDirectory() || st.uid !== me || (st.mode & 0o777) !== 0o700) {
+    fail('EACCES', `${what}: '${dir}' must be a directory owned by uid ${me} with mode 0700 (it is ${st.isSymbolicLink() ? 'a symbolic link' : st.isDirectory() ? `owned by uid ${st.uid}, mode 0${(st.mode & 0o777).toString(8)}` : 'not a directory'})`);
+  }
+}
+
+function parseRecords(text: string, file: string): ReservationRecord[] {
+  let doc: unknown;
+  try {
+    doc = JSON.parse(text);
+  } catch (e) {
+    fail('EINVAL', `${file} is not valid JSON: ${(e as Error).message}`);
+  }
+  const vms = (doc as { version?: unknown; vms?: unknown }).vms;
+  if ((doc as { version?: unknown }).version !== 1 || !Array.isArray(vms)) fail('EINVAL', `${file}: expected { "version": 1, "vms": [...] }`);
+  return vms.map((v: unknown, i: number): ReservationRecord => {
+    const r = v as Partial<Record<keyof ReservationRecord, unknown>>;
+    const ok = typeof r.name === 'string' && typeof r.tokenSha256 === 'string' && /^[0-9a-f]{64}$/.test(r.tokenSha256)
+      && (r.uid === null || (Number.isInteger(r.uid) && (r.uid as number) >= 0))
+      && Array.isArray(r.files) && r.files.every((f) => typeof f === 'string');
+    if (!ok) fail('EINVAL', `${file}: entry ${i} is malformed`);
+    return { name: r.name as string, tokenSha256: r.tokenSha256 as string, uid: r.uid as number | null, files: r.files as string[] };
+  });
+}
+
+export class VmReservations {
+  private readonly live = new Map<string, LiveVm>();
+  private readonly pending = new Map<string, ReservationRecord>();
+  /** Records loaded at start. */
+  private loaded = 0;
+  private timer: NodeJS.Timeout | null = null;
+  private writeQueued = false;
+  private closed = false;
+  /** This host has written the registry (it is the host the state belongs to). */
+  private wrote = false;
+
+  private constructor(
+    /** The registry file, or undefined: nothing is persisted (in-process hosts without a state dir). */
+    private readonly file: string | undefined,
+    /** Until when (Date.now() ms) pending reservations hold. */
+    readonly expiresAt: number,
+    /** The RAM files a VM owns now (from the host's memory-file owners). */
+    private readonly filesOf: (name: string) => string[],
+    private readonly onExpire: (r: ReservationRecord) => void,
+  ) {}
+
+  /**
+   * Open (or create) the registry in `stateDir` and load the records of the previous run as
+   * pending reservations for `reservationMs`. Without a state dir nothing is remembered.
+   */
+  static open(opts: {
+    stateDir: string | undefined;
+    reservationMs: number;
+    filesOf: (name: string) => string[];
+    onExpire: (r: ReservationRecord) => void;
+  }): VmReservations {
+    if (!Number.isInteger(opts.reservationMs) || opts.reservationMs < 0) fail('EINVAL', `reservation period ${opts.reservationMs} ms is not a non-negative integer`);
+    const expiresAt = Date.now() + opts.reservationMs;
+    if (opts.stateDir === undefined) return new VmReservations(undefined, expiresAt, opts.filesOf, opts.onExpire);
+    const dir = path.resolve(opts.stateDir);
+    ensurePrivateDir(dir, '--state-dir');
+    const file = path.join(dir, RESERVATIONS_FILE);
+    const r = new VmReservations(file, expiresAt, opts.filesOf, opts.onExpire);
+    let text: string | undefined;
+    try {
+      text = fs.readFileSync(file, 'utf8');
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+    }
+    if (text !== undefined) {
+      for (const rec of parseRecords(text, file)) r.pending.set(rec.name, rec);
+      r.loaded = r.pending.size;
+    }
+    if (r.pending.size > 0) {
+      log.info({ vms: r.pending.size, expiresInMs: opts.reservationMs }, 'names and RAM of the VMs of the previous run are reserved for them');
+      r.timer = setTimeout(() => r.expire(), opts.reservationMs);
+      r.timer.unref?.();
+    }
+    return r;
+  }
+
+  /** Pending reservations (loaded at start, not reclaimed, not expired). */
+  get pendingRecords(): readonly ReservationRecord[] {
+    return [...this.pending.values()];
+  }
+
+  /** The pending reservation of `name`, if any. */
+  reserved(name: string): ReservationRecord | undefined {
+    return this.pending.get(name);
+  }
+
+  /** True when `token` is the one `r` was recorded with. */
+  static tokenMatches(r: ReservationRecord, token: Uint8Array): boolean {
+    const a = Buffer.from(r.tokenSha256, 'hex');
+    const b = Buffer.from(tokenSha256(token), 'hex');
+    return a.length === b.length && timingSafeEqual(a, b);
+  }
+
+  /**
+   * May a VM_SETUP from `uid` with `token` (null: a fresh set-up) take `name`? Throws when a
+   * pending reservation holds it for someone else: EACCES for another uid, EEXIST for the same
+   * uid without the token. Returns the reservation a matching token reclaims, else undefined.
+   */
+  admit(name: string, token: Uint8Array | null, uid: number | undefined): ReservationRecord | undefined {
+    const r = this.pending.get(name);
+    if (r === undefined) return undefined;
+    const until = new Date(this.expiresAt).toISOString();
+    if (r.uid !== null && uid !== undefined && r.uid !== uid) {
+      fail('EACCES', `VM_SETUP: the name '${name}' is reserved for the VM of uid ${r.uid} that ran under it before the host restarted (until ${until})`);
+    }
+    if (token === null || !VmReservations.tokenMatches(r, token)) {
+      fail('EEXIST', `VM_SETUP: the name '${name}' is reserved for the VM that ran under it before the host restarted, until ${until}; that VM reclaims it with its session token`);
+    }
+    return r;
+  }
+
+  /** VM `name` is now served with `token` (created, or reclaimed from its reservation). */
+  bind(name: string, token: Uint8Array, uid: number | undefined): void {
+    this.pending.delete(name);
+    this.live.set(name, { tokenSha256: tokenSha256(token), uid: uid ?? null });
+    this.changed();
+  }
+
+  /** VM `name` left for good (its grace period ended). */
+  release(name: string): void {
+    if (this.live.delete(name)) this.changed();
+  }
+
+  /** Something recorded changed (a VM's RAM files): written once, at the end of this job. */
+  changed(): void {
+    if (this.file === undefined || this.writeQueued || this.closed) return;
+    this.writeQueued = true;
+    queueMicrotask(() => {
+      this.writeQueued = false;
+      if (!this.closed) this.write();
+    });
+  }
+
+  /** Drop the pending reservations now (their period ended). */
+  expire(): void {
+    if (this.timer !== null) clearTimeout(this.timer);
+    this.timer = null;
+    const gone = [...this.pending.values()];
+    this.pending.clear();
+    for (const r of gone) this.onExpire(r);
+    if (gone.length > 0) {
+      log.info({ vms: gone.map((r) => r.name) }, 'reservations of VMs that did not come back expired');
+      this.changed();
+    }
+  }
+
+  private records(): ReservationRecord[] {
+    const out: ReservationRecord[] = [...this.pending.values()];
+    for (const [name, v] of this.live) out.push({ name, tokenSha256: v.tokenSha256, uid: v.uid, files: this.filesOf(name) });
+    return out;
+  }
+
+  private write(): void {
+    const file = this.file!;
+    const tmp = `${file}.${process.pid}.tmp`;
+    try {
+      // The directory may have been removed meanwhile (by a host that failed to start on it).
+      ensurePrivateDir(path.dirname(file), '--state-dir');
+      fs.writeFileSync(tmp, `${JSON.stringify({ version: 1, vms: this.records() })}\n`, { mode: 0o600 });
+      fs.renameSync(tmp, file);
+      this.wrote = true;
+    } catch (e) {
+      log.error({ err: e, file }, 'could not write the VM registry: after a restart these VMs are not protected');
+      fs.rmSync(tmp, { force: true });
+    }
+  }
+
+  /**
+   * Host shutdown: write the registry as it stands (the VMs still served keep their records for
+   * the next run), or remove it and the state directory when it holds nothing.
+   */
+  close(): void {
+    if (this.closed) return;
+    if (this.timer !== null) clearTimeout(this.timer);
+    this.timer = null;
+    // A host that never wrote (e.g. it failed to listen: another host owns the socket) leaves
+    // the state as it found it.
+    if (this.file !== undefined && (this.wrote || this.writeQueued || this.pending.size < this.loaded)) {
+      if (this.records().length > 0) this.write();
+      else {
+        fs.rmSync(this.file, { force: true });
+        try {
+          fs.rmdirSync(path.dirname(this.file));
+        } catch {
+          /* not empty: someone else's files, leave it */
+        }
+      }
+    }
+    this.closed = true;
+  }
+}

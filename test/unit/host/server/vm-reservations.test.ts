@@ -1,0 +1,156 @@
+/**
+ * The VM registry across host restarts (host/server/vm-reservations.ts, docs/reliability.md
+ * "Host restart"): a host that stops with VMs records their names, token hashes, uids and RAM
+ * files in its 0700 state directory; the next host on it gives a reserved name only to the
+ * token's holder (reclaimed: set up afresh, not resumed), refuses the name (EEXIST) and the RAM
+ * (EACCES) to anyone else, refuses another uid altogether (EACCES), and lets the reservations
+ * go when their period ends. A state directory that is not private refuses the start.
+ */
+import { describe, it, expect, beforeEach, afterEach } from 'vitest';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { HostServer } from '../../../../host/server/index.js';
+import { FrontendClient } from '../../../../vhost/roles/frontend.js';
+import { VM_SETUP_REPLY_RESUMED } from '../../../../vhost/messages/vm.js';
+import { closeFd, memfdCreate, nativeAvailable } from '../../../../src/native/native.js';
+import { asyncErrorCodeOf as errnoOf, expectedErrnoOf } from '../../../support/error-code.js';
+import { waitFor } from '../../../support/wait.js';
+
+const ZERO = new Uint8Array(16);
+const MiB = 1 << 20;
+let stateDir: string;
+let sockets: string[];
+const servers: HostServer[] = [];
+const clients: FrontendClient[] = [];
+
+
+async function serve(opts: { reservationMs?: number } = {}): Promise<string> {
+  const socket = path.join(os.tmpdir(), `vsva-resv-${process.pid}-${randomBytes(4).toString('hex')}.sock`);
+  const s = new HostServer({ stateDir, graceMs: 0, ...opts });
+  servers.push(s);
+  await s.listen(socket);
+  sockets.push(socket);
+  return socket;
+}
+
+async function client(socket: string): Promise<FrontendClient> {
+  const fe = await FrontendClient.connect({ path: socket });
+  clients.push(fe);
+  await fe.handshake();
+  return fe;
+}
+
+const region = { guest_phys_addr: 0n, memory_size: BigInt(MiB), userspace_addr: 0n, mmap_offset: 0n, path: '' };
+
+beforeEach(() => {
+  stateDir = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'vsva-resv-')), 'state');
+  sockets = [];
+});
+
+afterEach(async () => {
+  for (const c of clients.splice(0)) c.close();
+  for (const s of servers.splice(0)) await s.close();
+  for (const p of sockets) fs.rmSync(p, { force: true });
+  fs.rmSync(path.dirname(stateDir), { recursive: true, force: true });
+});
+
+describe('VM registry across host restarts', () => {
+  it.runIf(nativeAvailable())('a restarted host keeps a VM\'s name and RAM for its token only; the token reclaims both', async () => {
+    const ram = memfdCreate('vsva-resv-ram', MiB);
+    try {
+      const s1 = await serve();
+      const vic = await client(s1);
+      const { session_token: token } = await vic.setupVm({ name: 'vic', pasid_quota: 4, flags: 0, session_token: ZERO });
+      await vic.call('SET_MEM_TABLE', { regions: [region], fds: [ram] });
+      await servers[0]!.close(); // the host stops with the VM still served
+      expect(fs.statSync(stateDir).mode & 0o777).toBe(0o700);
+      const rec = JSON.parse(fs.readFileSync(path.join(stateDir, 'vms.json'), 'utf8')) as { vms: { name: string; files: string[]; uid: number }[] };
+      expect(rec.vms.map((v) => [v.name, v.files.length, v.uid])).toEqual([['vic', 1, process.getuid!()]]);
+
+      const s2 = await serve({ reservationMs: 60_000 });
+      const thief = await client(s2);
+      expect(await errnoOf(thief.setupVm({ name: 'vic', pasid_quota: 1, flags: 0, session_token: ZERO }))).toBe('EEXIST');
+      expect(await errnoOf(thief.setupVm({ name: 'vic', pasid_quota: 1, flags: 0, session_token: new Uint8Array(16).fill(9) }))).toBe('ENOENT');
+      await thief.setupVm({ name: 'thief', pasid_quota: 1, flags: 0, session_token: ZERO });
+      expect(await errnoOf(thief.call('SET_MEM_TABLE', { regions: [region], fds: [ram] }))).toBe('EACCES');
+      expect(servers[1]!.vm('thief')!.mem.list).toHaveLength(0);
+
+      const back = await client(s2);
+      const r = await back.setupVm({ name: 'vic', pasid_quota: 4, flags: 0, session_token: token });
+      expect(r.flags & VM_SETUP_REPLY_RESUMED).toBe(0);
+      expect(Buffer.from(r.session_token).equals(Buffer.from(token))).toBe(false);
+      await back.call('SET_MEM_TABLE', { regions: [region], fds: [ram] });
+      // The old token is spent: it reclaims nothing any more.
+      const again = await client(s2);
+      expect(await errnoOf(again.setupVm({ name: 'vic', pasid_quota: 4, flags: 0, session_token: token }))).toBe('ENOENT');
+      // The thief's connection still works.
+      expect((await thief.call('PASID_ALLOC', { min: 1, max: 0xfffff })).pasid).toBeGreaterThan(0);
+    } finally {
+      closeFd(ram);
+    }
+  });
+
+  it.runIf(nativeAvailable())('another uid never gets a reserved name, not even with the token (EACCES)', async () => {
+    const s1 = await serve();
+    const vic = await client(s1);
+    const { session_token: token } = await vic.setupVm({ name: 'vic', pasid_quota: 1, flags: 0, session_token: ZERO });
+    await servers[0]!.close();
+    // The record says another user set the VM up (we are that other user's neighbour).
+    const file = path.join(stateDir, 'vms.json');
+    const doc = JSON.parse(fs.readFileSync(file, 'utf8')) as { vms: { uid: number }[] };
+    doc.vms[0]!.uid = process.getuid!() + 1;
+    fs.writeFileSync(file, JSON.stringify(doc));
+    const s2 = await serve({ reservationMs: 60_000 });
+    const fe = await client(s2);
+    expect(await errnoOf(fe.setupVm({ name: 'vic', pasid_quota: 1, flags: 0, session_token: ZERO }))).toBe('EACCES');
+    expect(await errnoOf(fe.setupVm({ name: 'vic', pasid_quota: 1, flags: 0, session_token: token }))).toBe('EACCES');
+    await fe.setupVm({ name: 'other', pasid_quota: 1, flags: 0, session_token: ZERO });
+  });
+
+  it('reservations end with their period: then the name is anyone\'s; a host that ends with no VM leaves no state behind', async () => {
+    const s1 = await serve();
+    const vic = await client(s1);
+    await vic.setupVm({ name: 'vic', pasid_quota: 1, flags: 0, session_token: ZERO });
+    await servers[0]!.close();
+    const s2 = await serve({ reservationMs: 50 });
+    expect(servers[1]!.reservations.reserved('vic')).toBeDefined();
+    await waitFor(() => servers[1]!.reservations.reserved('vic') === undefined, { what: 'the reservation expired' });
+    const fe = await client(s2);
+    await fe.setupVm({ name: 'vic', pasid_quota: 1, flags: 0, session_token: ZERO });
+    fe.close();
+    await waitFor(() => servers[1]!.vm('vic') === undefined, { what: 'the VM released' });
+    await servers[1]!.close();
+    expect(fs.existsSync(stateDir)).toBe(false);
+  });
+
+  it('a second host on the same state directory that goes away without serving leaves the state as it was', async () => {
+    const s1 = await serve();
+    const vic = await client(s1);
+    await vic.setupVm({ name: 'vic', pasid_quota: 1, flags: 0, session_token: ZERO });
+    await waitFor(() => fs.existsSync(path.join(stateDir, 'vms.json')), { what: 'the registry written' });
+    const before = fs.readFileSync(path.join(stateDir, 'vms.json'), 'utf8');
+    // E.g. a second `vsva host` whose listen failed (the socket is taken): it loaded, then closes.
+    const second = new HostServer({ stateDir, graceMs: 0 });
+    await second.close();
+    expect(fs.readFileSync(path.join(stateDir, 'vms.json'), 'utf8')).toBe(before);
+  });
+
+  it('refuses to start on a state directory that is not private (EACCES), or a malformed registry (EINVAL)', () => {
+    fs.mkdirSync(stateDir, { mode: 0o755 });
+    fs.chmodSync(stateDir, 0o755);
+    expect(expectedErrnoOf(() => new HostServer({ stateDir }))).toBe('EACCES');
+    fs.chmodSync(stateDir, 0o700);
+    fs.writeFileSync(path.join(stateDir, 'vms.json'), '{"version":1,"vms":[{"name":1}]}');
+    expect(expectedErrnoOf(() => new HostServer({ stateDir }))).toBe('EINVAL');
+    fs.rmSync(path.join(stateDir, 'vms.json'));
+    const bad = fs.mkdtempSync(path.join(os.tmpdir(), 'vsva-paths-'));
+    fs.chmodSync(bad, 0o777);
+    try {
+      expect(() => new HostServer({ allowMemoryPaths: bad })).toThrow(/mode 0700/);
+    } finally {
+      fs.rmSync(bad, { recursive: true, force: true });
+    }
+  });
+});
