@@ -34,6 +34,7 @@ import { DEFAULT_MAX_PENDING_PAGE_REQUESTS, DEFAULT_PAGE_REQUEST_TIMEOUT_MS } fr
 import { buildHandlers } from './handlers.js';
 import { resolveMemoryBackend } from '../../src/memory/memory-backend.js';
 import type { MemoryAccess } from '../vfio/mem-table.js';
+import type { PasidNumbering } from '../vfio/container-state.js';
 import type { SessionHost } from './session-host.js';
 import { tokenHex, Vm } from './vm.js';
 import { MemoryPathDir } from '../memory/memory-path-dir.js';
@@ -130,6 +131,14 @@ export class HostServer implements SessionHost {
   readonly memoryPaths: MemoryPathDir | undefined;
   /** Names, token hashes and RAM files of the VMs served, kept across restarts. */
   readonly reservations: VmReservations;
+  /** Other VMs' PASID allocations stay clear of the numbers VMs of the previous run will replay. */
+  private pasidNumbering(replays: boolean): PasidNumbering {
+    return {
+      floor: () => this.reservations.pasidFloor(),
+      replays,
+      allocated: (id) => this.reservations.pasidAllocated(id),
+    };
+  }
   private readonly retired = zeroCounters();
   /** VMs being released (teardown) → the end of their release. */
   private readonly releases = new Map<Vm, Promise<void>>();
@@ -257,7 +266,7 @@ export class HostServer implements SessionHost {
         if (r === undefined || !VmReservations.tokenMatches(r, token)) fail('ENOENT', 'VM_SETUP: no VM has this session token (grace period over?)');
         this.reservations.admit(name, token, uid);
         if (this.vmsByName.has(name)) fail('EEXIST', `VM_SETUP: a VM named '${name}' exists`);
-        const reclaimed = this.createVm(s, name, quota, viommu, uid);
+        const reclaimed = this.createVm(s, name, quota, viommu, uid, true);
         log.info({ vm: name }, 'VM reclaimed its name after a host restart');
         return { vm: reclaimed, resumed: false };
       }
@@ -271,11 +280,14 @@ export class HostServer implements SessionHost {
     }
     if (this.vmsByName.has(name)) fail('EEXIST', `VM_SETUP: a VM named '${name}' exists`);
     this.reservations.admit(name, null, uid);
-    return { vm: this.createVm(s, name, quota, viommu, uid), resumed: false };
+    return { vm: this.createVm(s, name, quota, viommu, uid, false), resumed: false };
   }
 
-  /** A new VM named `name` on session `s`, recorded in the registry. */
-  private createVm(s: Session, name: string, quota: number, viommu: Vm['viommu'], uid: number | undefined): Vm {
+  /**
+   * A new VM named `name` on session `s`, recorded in the registry. `replays`: it reclaimed the
+   * name of a VM of the previous run (it may ask for that run's PASID numbers again).
+   */
+  private createVm(s: Session, name: string, quota: number, viommu: Vm['viommu'], uid: number | undefined, replays: boolean): Vm {
     if (this.vmsByName.size >= this.maxVms) fail('ENOSPC', `VM_SETUP: the host serves ${this.maxVms} VMs (the cap)`);
     // VMs per uid: the peer's uid from SO_PEERCRED; without it (no native addon, in-process) the
     // host's own uid (Session.peer), so the cap still holds for all such peers together.
@@ -298,6 +310,7 @@ export class HostServer implements SessionHost {
       memoryFileOwners: this.memoryFileOwners,
       memoryAccess: this.memoryBackend,
       ...(this.memoryPaths !== undefined ? { memoryPaths: this.memoryPaths } : {}),
+      pasidNumbering: this.pasidNumbering(replays),
     });
     this.nextVmId++;
     vm.attachSession(s);

@@ -17,6 +17,11 @@
  * - the pending VM's RAM files stay owned by its name: another VM announcing one of them is
  *   EACCES (host/vfio/mem-table.ts);
  * - at `expiresAt` the remaining pending reservations are dropped (`onExpire`).
+ * PASID numbers too: VT-d VCMD PASIDs are the guest's own numbers, so a returning VM replays
+ * them at their old values. The registry keeps `pasidCeiling`, a bound above every PASID the
+ * host handed out (raised in steps of PASID_CEILING_STEP, so it is written rarely); while
+ * reservations are pending, fresh allocations start at the previous run's ceiling
+ * (`pasidFloor`) and cannot take a number a returning VM will ask for.
  * A VM that leaves (its grace period ends) drops its record; a host that shuts down keeps the
  * records of the VMs it still served, and removes the file and the directory when none remain.
  */
@@ -32,6 +37,10 @@ const log = childLogger('vm-reservations');
 export const RESERVATIONS_FILE = 'vms.json';
 /** Shortest time a restarted host keeps the names of the VMs it served for them (ms). */
 export const MIN_RESERVATION_MS = 10_000;
+/** `pasidCeiling` grows in steps of this many PASIDs (one registry write per step). */
+export const PASID_CEILING_STEP = 1024;
+/** PASIDs are 20 bits (PCIe PASID TLP prefix): the ceiling never exceeds 2^20. */
+const PASID_SPACE = 1 << 20;
 
 export interface ReservationRecord {
   readonly name: string;
@@ -66,7 +75,7 @@ export function ensurePrivateDir(dir: string, what: string): void {
   }
 }
 
-function parseRecords(text: string, file: string): ReservationRecord[] {
+function parseRegistry(text: string, file: string): { records: ReservationRecord[]; pasidCeiling: number } {
   let doc: unknown;
   try {
     doc = JSON.parse(text);
@@ -75,6 +84,12 @@ function parseRecords(text: string, file: string): ReservationRecord[] {
   }
   const vms = (doc as { version?: unknown; vms?: unknown }).vms;
   if ((doc as { version?: unknown }).version !== 1 || !Array.isArray(vms)) fail('EINVAL', `${file}: expected { "version": 1, "vms": [...] }`);
+  const ceiling = (doc as { pasidCeiling?: unknown }).pasidCeiling ?? 0;
+  if (!Number.isInteger(ceiling) || (ceiling as number) < 0 || (ceiling as number) > PASID_SPACE) fail('EINVAL', `${file}: pasidCeiling is not an integer in 0..${PASID_SPACE}`);
+  return { records: parseRecords(vms, file), pasidCeiling: ceiling as number };
+}
+
+function parseRecords(vms: unknown[], file: string): ReservationRecord[] {
   return vms.map((v: unknown, i: number): ReservationRecord => {
     const r = v as Partial<Record<keyof ReservationRecord, unknown>>;
     const ok = typeof r.name === 'string' && typeof r.tokenSha256 === 'string' && /^[0-9a-f]{64}$/.test(r.tokenSha256)
@@ -95,6 +110,10 @@ export class VmReservations {
   private closed = false;
   /** This host has written the registry (it is the host the state belongs to). */
   private wrote = false;
+  /** The previous run's PASID ceiling: fresh allocations start here while reservations are pending. */
+  private previousCeiling = 0;
+  /** Above every PASID handed out by this run or the previous one. */
+  private ceiling = 0;
 
   private constructor(
     /** The registry file, or undefined: nothing is persisted (in-process hosts without a state dir). */
@@ -130,8 +149,11 @@ export class VmReservations {
       if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
     }
     if (text !== undefined) {
-      for (const rec of parseRecords(text, file)) r.pending.set(rec.name, rec);
+      const reg = parseRegistry(text, file);
+      for (const rec of reg.records) r.pending.set(rec.name, rec);
       r.loaded = r.pending.size;
+      r.previousCeiling = reg.pasidCeiling;
+      r.ceiling = reg.pasidCeiling;
     }
     if (r.pending.size > 0) {
       log.info({ vms: r.pending.size, expiresInMs: opts.reservationMs }, 'names and RAM of the VMs of the previous run are reserved for them');
@@ -174,6 +196,21 @@ export class VmReservations {
       fail('EEXIST', `VM_SETUP: the name '${name}' is reserved for the VM that ran under it before the host restarted, until ${until}; that VM reclaims it with its session token`);
     }
     return r;
+  }
+
+  /**
+   * Lowest PASID a fresh allocation should take now: the previous run's ceiling while any of its
+   * VMs may still come back (pending reservations), else 0.
+   */
+  pasidFloor(): number {
+    return this.pending.size > 0 ? this.previousCeiling : 0;
+  }
+
+  /** PASID `id` was handed out: raise the ceiling past it (written once per PASID_CEILING_STEP). */
+  pasidAllocated(id: number): void {
+    if (id < this.ceiling) return;
+    this.ceiling = Math.min(PASID_SPACE, (Math.floor(id / PASID_CEILING_STEP) + 1) * PASID_CEILING_STEP);
+    this.changed();
   }
 
   /** VM `name` is now served with `token` (created, or reclaimed from its reservation). */
@@ -223,7 +260,7 @@ export class VmReservations {
     try {
       // The directory may have been removed meanwhile (by a host that failed to start on it).
       ensurePrivateDir(path.dirname(file), '--state-dir');
-      fs.writeFileSync(tmp, `${JSON.stringify({ version: 1, vms: this.records() })}\n`, { mode: 0o600 });
+      fs.writeFileSync(tmp, `${JSON.stringify({ version: 1, pasidCeiling: this.ceiling, vms: this.records() })}\n`, { mode: 0o600 });
       fs.renameSync(tmp, file);
       this.wrote = true;
     } catch (e) {

@@ -21,6 +21,7 @@ import { Vdcm, type VdcmVm } from '../vdcm/vdcm.js';
 import type { HostMemory } from '../memory/host-memory.js';
 import { PageRequestTracker } from '../devices/page-requests.js';
 import { VfioContainer, type ContainerCounters } from '../vfio/container.js';
+import type { PasidNumbering } from '../vfio/container-state.js';
 import type { HostIommu } from '../iommu/host-iommu.js';
 import { MemTableMap, type MemoryAccess, type MemoryFileOwners } from '../vfio/mem-table.js';
 import type { MemoryPathDir } from '../memory/memory-path-dir.js';
@@ -60,6 +61,8 @@ export interface VmDeps {
   memoryAccess?: MemoryAccess;
   /** `--allow-memory-paths DIR`: the directory socket peers may name in the path form (else none). */
   memoryPaths?: MemoryPathDir;
+  /** Host-wide PASID numbering across a restart (host/vfio/container-state.ts ContainerEnv). */
+  pasidNumbering?: PasidNumbering;
 }
 
 /** A fresh session token: 16 random bytes, never all zero. */
@@ -131,6 +134,7 @@ export class Vm {
         trace: deps.trace,
         allocHostRid: deps.allocHostRid,
         freeHostRid: deps.freeHostRid,
+        ...(deps.pasidNumbering !== undefined ? { pasidNumbering: deps.pasidNumbering } : {}),
         channel: {
           pageRequests: this.pageRequests,
           sendFault: (msg) => {

@@ -22,6 +22,13 @@ export const IOMMU_USER = 'iommu';
 export const GPA_DOMAIN = 0;
 
 /** What the host service gives a VM's container. */
+/** See ContainerEnv.pasidNumbering. */
+export interface PasidNumbering {
+  floor(): number;
+  readonly replays: boolean;
+  allocated(id: number): void;
+}
+
 export interface ContainerEnv {
   readonly vmName: string;
   readonly core: IoasidCore;
@@ -35,6 +42,13 @@ export interface ContainerEnv {
   /** Host requester ids are unique across VMs: the server hands them out. */
   allocHostRid(): number;
   freeHostRid(rid: number): void;
+  /**
+   * Host-wide PASID numbering across a host restart (host/server/vm-reservations.ts): `floor()`
+   * is the lowest PASID another VM may take while VMs of the previous run may still replay
+   * theirs (0: no such VM); `replays`: this VM is one of them (it reclaimed its name);
+   * `allocated(id)` records a PASID handed out. Absent: none.
+   */
+  readonly pasidNumbering?: PasidNumbering;
 }
 
 /** Counters per VM: the dashboard's event counters (host/monitor EVENT_COUNTER_NAMES) and DMAs. */

@@ -20,9 +20,25 @@ export abstract class ContainerPasidRequests extends ContainerState {
   /** VFIO_IOMMU_FLAG_ALLOC_PASID: one PASID in [min, max] from the VM's set. ENOSPC: quota or range exhausted. */
   pasidAlloc(r: PasidRange): number {
     if (r.min > r.max) fail('EINVAL', `PASID_ALLOC: min ${r.min} > max ${r.max}`);
-    const id = this.core.alloc(this.set, r.min, r.max);
+    const numbering = this.env.pasidNumbering;
+    const id = numbering === undefined ? this.core.alloc(this.set, r.min, r.max) : this.allocAboveFloor(r, numbering.floor(), numbering.replays);
+    numbering?.allocated(id);
     this.counters.allocs++;
     return id;
+  }
+
+  /**
+   * After a host restart, while VMs of the previous run may still come back and replay their
+   * PASIDs at their old values (PASID_ALLOC with min = max), no other VM may take one of those
+   * numbers: every PASID the previous run handed out lies below `floor`. A range allocates at or
+   * above the floor; a request wholly below it is EBUSY — except from a VM of the previous run
+   * (`replays`), whose own replay asks for exactly those numbers.
+   */
+  private allocAboveFloor(r: PasidRange, floor: number, replays: boolean): number {
+    if (floor <= r.min) return this.core.alloc(this.set, r.min, r.max);
+    if (floor <= r.max) return this.core.alloc(this.set, floor, r.max);
+    if (replays) return this.core.alloc(this.set, r.min, r.max);
+    fail('EBUSY', `PASID_ALLOC: PASIDs below ${floor} may belong to a VM of the previous run that has not come back yet (its reservation holds them)`);
   }
 
   /**

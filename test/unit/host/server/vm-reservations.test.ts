@@ -137,12 +137,39 @@ describe('VM registry across host restarts', () => {
     expect(fs.readFileSync(path.join(stateDir, 'vms.json'), 'utf8')).toBe(before);
   });
 
+  it('while a VM of the previous run may come back, fresh PASIDs stay above every PASID that run handed out; its own come back at their old values', async () => {
+    const s1 = await serve();
+    const a = await client(s1);
+    const { session_token: token } = await a.setupVm({ name: 'a', pasid_quota: 8, flags: 0, session_token: ZERO });
+    const held: number[] = [];
+    for (let i = 0; i < 3; i++) held.push((await a.call('PASID_ALLOC', { min: 1, max: 0xfffff })).pasid);
+    await servers[0]!.close();
+    const rec = JSON.parse(fs.readFileSync(path.join(stateDir, 'vms.json'), 'utf8')) as { pasidCeiling: number };
+    expect(rec.pasidCeiling).toBeGreaterThan(Math.max(...held));
+
+    const s2 = await serve({ reservationMs: 60_000 });
+    const b = await client(s2);
+    await b.setupVm({ name: 'b', pasid_quota: 8, flags: 0, session_token: ZERO });
+    const fresh = (await b.call('PASID_ALLOC', { min: 1, max: 0xfffff })).pasid;
+    expect(fresh).toBeGreaterThanOrEqual(rec.pasidCeiling); // not one of a's numbers
+    // Asking for one of a's numbers outright, or a range wholly below the floor: EBUSY for b.
+    expect(await errnoOf(b.call('PASID_ALLOC', { min: held[0]!, max: held[0]! }))).toBe('EBUSY');
+    expect(await errnoOf(b.call('PASID_ALLOC', { min: 1, max: held[2]! }))).toBe('EBUSY');
+    const back = await client(s2);
+    await back.setupVm({ name: 'a', pasid_quota: 8, flags: 0, session_token: token });
+    for (const p of held) expect((await back.call('PASID_ALLOC', { min: p, max: p })).pasid).toBe(p);
+    // Every VM of the previous run is back: allocation is lowest-free again.
+    expect((await b.call('PASID_ALLOC', { min: 1, max: 0xfffff })).pasid).toBeLessThan(rec.pasidCeiling);
+  });
+
   it('refuses to start on a state directory that is not private (EACCES), or a malformed registry (EINVAL)', () => {
     fs.mkdirSync(stateDir, { mode: 0o755 });
     fs.chmodSync(stateDir, 0o755);
     expect(expectedErrnoOf(() => new HostServer({ stateDir }))).toBe('EACCES');
     fs.chmodSync(stateDir, 0o700);
     fs.writeFileSync(path.join(stateDir, 'vms.json'), '{"version":1,"vms":[{"name":1}]}');
+    expect(expectedErrnoOf(() => new HostServer({ stateDir }))).toBe('EINVAL');
+    fs.writeFileSync(path.join(stateDir, 'vms.json'), '{"version":1,"pasidCeiling":-1,"vms":[]}');
     expect(expectedErrnoOf(() => new HostServer({ stateDir }))).toBe('EINVAL');
     fs.rmSync(path.join(stateDir, 'vms.json'));
     const bad = fs.mkdtempSync(path.join(os.tmpdir(), 'vsva-paths-'));
