@@ -41,7 +41,12 @@ export interface IoasidNotifier {
 }
 
 export class NotifierChain {
-  private blocks: IoasidNotifier[] = [];
+  /**
+   * Replaced, never changed in place, by add/remove (copy on write): an array read when an event
+   * fired stays that event's chain while blocks (un)register during the calls, and firing an
+   * event copies nothing (a VM release fires one per bound PASID).
+   */
+  private blocks: readonly IoasidNotifier[] = [];
 
   get size(): number {
     return this.blocks.length;
@@ -56,20 +61,20 @@ export class NotifierChain {
     const p = priorityOf(nb);
     let i = 0;
     while (i < this.blocks.length && priorityOf(this.blocks[i]!) >= p) i++;
-    this.blocks.splice(i, 0, nb);
+    this.blocks = [...this.blocks.slice(0, i), nb, ...this.blocks.slice(i)];
   }
 
   /** Remove `nb`; false when it was not on the chain. */
   remove(nb: IoasidNotifier): boolean {
     const i = this.blocks.indexOf(nb);
     if (i < 0) return false;
-    this.blocks.splice(i, 1);
+    this.blocks = [...this.blocks.slice(0, i), ...this.blocks.slice(i + 1)];
     return true;
   }
 
-  /** A copy, so blocks may (un)register while the chain is being called. */
-  list(): IoasidNotifier[] {
-    return this.blocks.slice();
+  /** The blocks as they are now; the array never changes (blocks may (un)register while it is being called). */
+  list(): readonly IoasidNotifier[] {
+    return this.blocks;
   }
 }
 
@@ -78,19 +83,37 @@ export function priorityOf(nb: IoasidNotifier): number {
 }
 
 /** Call every block of `chains`, merged by priority (earlier chains first at equal priority). */
-export function dispatch(chains: NotifierChain[], args: IoasidNotifyArgs): void {
-  const lists = chains.filter((c) => c.size > 0).map((c) => c.list());
-  if (lists.length === 0) return;
+export function dispatch(chains: readonly NotifierChain[], args: IoasidNotifyArgs): void {
+  if (chains.length === 1) return dispatch2(chains[0]!.list(), NO_BLOCKS, args);
+  if (chains.length === 2) return dispatch2(chains[0]!.list(), chains[1]!.list(), args);
+  const lists = chains.map((c) => c.list());
+  for (let p = IOASID_PRIO.CPU; p >= IOASID_PRIO.LAST; p--) for (const list of lists) callAt(list, p, args);
+}
+
+/** `dispatch([chain], args)` without the array. */
+export function dispatchChain(chain: NotifierChain, args: IoasidNotifyArgs): void {
+  dispatch2(chain.list(), NO_BLOCKS, args);
+}
+
+const NO_BLOCKS: readonly IoasidNotifier[] = [];
+
+/** dispatch of one or two chains' blocks (the set's and the global chain), allocating nothing. */
+function dispatch2(first: readonly IoasidNotifier[], second: readonly IoasidNotifier[], args: IoasidNotifyArgs): void {
+  if (first.length + second.length === 0) return;
   for (let p = IOASID_PRIO.CPU; p >= IOASID_PRIO.LAST; p--) {
-    for (const list of lists) {
-      for (const nb of list) {
-        if (priorityOf(nb) !== p) continue;
-        try {
-          nb.call(args);
-        } catch (err) {
-          log.error({ err, event: args.event, id: args.id }, 'ioasid notifier threw; continuing the chain');
-        }
-      }
+    callAt(first, p, args);
+    callAt(second, p, args);
+  }
+}
+
+/** Call the blocks of `list` whose priority is `p`, in list order. */
+function callAt(list: readonly IoasidNotifier[], p: number, args: IoasidNotifyArgs): void {
+  for (const nb of list) {
+    if (priorityOf(nb) !== p) continue;
+    try {
+      nb.call(args);
+    } catch (err) {
+      log.error({ err, event: args.event, id: args.id }, 'ioasid notifier threw; continuing the chain');
     }
   }
 }

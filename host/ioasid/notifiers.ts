@@ -18,7 +18,7 @@ import { fail } from '../../src/errors.js';
 import { childLogger } from '../../src/log.js';
 import type { IdTable } from './id-table.js';
 import type { IoasidSet } from './ioasid-set.js';
-import { NotifierChain, dispatch, type IoasidNotifier } from './notifier-chain.js';
+import { NotifierChain, dispatch, dispatchChain, type IoasidNotifier, type IoasidNotifyArgs } from './notifier-chain.js';
 import { tokenLabel, type SetState, type SetTable } from './set-table.js';
 import {
   INVALID_IOASID,
@@ -138,16 +138,17 @@ export class IoasidNotifiers {
     const onSet = (flags & IOASID_NOTIFY_FLAG_SET) !== 0 && st.chain.size > 0;
     const onAll = (flags & IOASID_NOTIFY_FLAG_ALL) !== 0 && this.global.size > 0;
     if (!onSet && !onAll) return;
-    const chains: NotifierChain[] = onSet && onAll ? [st.chain, this.global] : [onSet ? st.chain : this.global];
     const spid = this.ids.spidOf[id]!;
-    dispatch(chains, {
+    const args: IoasidNotifyArgs = {
       event,
       id,
       spid: spid === INVALID_IOASID ? null : spid,
       set: st.handle,
       pdata: this.ids.privateData.get(id),
       data,
-    });
+    };
+    if (onSet && onAll) dispatch([st.chain, this.global], args);
+    else dispatchChain(onSet ? st.chain : this.global, args);
   }
 
   // ---------------------------------------------------------------- change listeners

@@ -261,9 +261,11 @@ export class TranslationEngine {
     if (at >= 0) {
       // The value is (frame · ALLOW_SPAN + allow) · EPOCHS + epoch (tlb-bucket.ts): live when the
       // epoch is the bucket's; a stale entry (0) permits nothing.
+      // The context's PASID entry must still be cached (a PASID-cache invalidation advances the
+      // IOTLB bucket's pcGen: pasid-cache-index.ts).
       const v = t.data[at + 1]!;
       const ep = v & (EPOCHS - 1);
-      if (ep === b.epoch) {
+      if (ep === b.epoch && ctx.peGen === ctx.iotlb.pcGen) {
         const q = (v - ep) / EPOCHS;
         const allow = q & (ALLOW_SPAN - 1);
         if ((allow & CLASS_BIT_OF_FLAGS[flags & 7]!) !== 0) {
@@ -378,14 +380,18 @@ export class TranslationEngine {
     const cls = CLASS_BIT_OF_FLAGS[flags & 7]!;
     if (cls === 0) fail('EINVAL', 'a request cannot both write and execute');
     let pe = ctx.pe;
+    let reloaded = false;
     if (pe === null) {
       pe = this.loadPasidEntry(ctx, vpn, off, flags);
       if (pe === null) return XLATE_FAULT;
+      reloaded = true;
     } else {
       this.pasidCacheHits++;
     }
     const first = ctx.first;
-    if (first.probe(vpn) && (first.foundAllow & cls) !== 0) {
+    // translateVpn already probed `first` for a 4 KiB entry permitting the request: unless the
+    // PASID entry was just reloaded (a new `first`), only a large-page entry can still hit.
+    if ((reloaded || first.nLarge !== 0) && first.probe(vpn) && (first.foundAllow & cls) !== 0) {
       if (ctx.dtlb !== null) this.devTlbHits++;
       ctx.hits++;
       return this.hit(first.foundBase, first.foundLevel, vpn, off);

@@ -52,31 +52,37 @@ export class PasidCacheIndex {
   /** PASID-selective: the cached entry of (did, pasid) in every context (every device). */
   dropPasid(did: number, pasid: number): void {
     const b = this.iotlb.find(did, pasid);
-    if (b !== undefined) this.dropListed(b);
+    if (b !== undefined) this.dropListed(b, did);
   }
 
   /** Domain-selective: every cached entry whose DID is `did`. */
   dropDomain(did: number): void {
     if (!this.perDid.has(did)) return;
-    for (const b of this.iotlb.bucketsOf(did)) this.dropListed(b);
+    for (const b of this.iotlb.bucketsOf(did)) this.dropListed(b, did);
   }
 
   /** Global: every cached entry. */
   dropAll(): void {
     if (this.count === 0) return;
-    for (const b of [...this.iotlb.allBuckets()]) this.dropListed(b);
+    for (const b of [...this.iotlb.allBuckets()]) this.dropListed(b, b.did);
   }
 
-  /** Drop the cached entry of every context listed in `b`. */
-  private dropListed(b: TlbBucket): void {
-    const first = b.pcFirst;
-    if (first === null) return;
+  /**
+   * Drop the cached entry of every context listed in `b`: advancing `b.pcGen` invalidates them
+   * all at once and their holds on `b` go here, so the flush touches the bucket and no context
+   * (each context notices on its next request: RequestContext.pe, the engine's hit path).
+   * `did` is `b.did` (passed, so the flush reads only the bucket's first fields).
+   */
+  private dropListed(b: TlbBucket, did: number): void {
+    if (b.pcFirst === null) return;
     const more = b.pcMore;
+    const n = 1 + (more === null ? 0 : more.length);
     b.pcFirst = null;
     b.pcMore = null;
-    this.counted(b.did, -1 - (more === null ? 0 : more.length));
-    first.dropPasidEntry();
-    if (more !== null) for (const c of more) c.dropPasidEntry();
+    this.counted(did, -n);
+    b.pcGen++;
+    b.holders -= n;
+    b.store?.forgetIfUnused(b);
   }
 
   private counted(did: number, delta: number): void {

@@ -23,8 +23,14 @@ export interface ContextDevice {
 export const EMPTY_BUCKET = new TlbBucket(-1, -1);
 
 export class RequestContext {
-  /** PASID-cache entry, or null when not cached. */
-  pe: CachedPasidEntry | null = null;
+  /**
+   * The PASID entry as cached; valid only while `peGen` equals the bucket's `pcGen` (a
+   * PASID-cache invalidation advances the bucket's and leaves the context untouched:
+   * pasid-cache-index.ts).
+   */
+  private cached: CachedPasidEntry | null = null;
+  /** `iotlb.pcGen` when the entry was cached. */
+  peGen = 0;
   /** IOTLB bucket (pe.did, peIndex) while `pe` is cached. */
   iotlb: TlbBucket = EMPTY_BUCKET;
   /** First cache the request looks in: the device-TLB bucket while ATS is enabled, else `iotlb`. */
@@ -47,6 +53,11 @@ export class RequestContext {
     this.dtlb?.acquire();
   }
 
+  /** PASID-cache entry, or null when not cached (or invalidated since). */
+  get pe(): CachedPasidEntry | null {
+    return this.peGen === this.iotlb.pcGen ? this.cached : null;
+  }
+
   /** Follow the device's ATS Enable: use its device-TLB bucket (on) or translate through the IOTLB only (off). */
   setAts(on: boolean): void {
     const tlb = this.device.devTlb;
@@ -59,10 +70,14 @@ export class RequestContext {
 
   /** Cache the PASID entry `pe`, whose IOTLB entries live in `bucket` (DID pe.did, tag peIndex). */
   cachePasidEntry(pe: CachedPasidEntry, bucket: TlbBucket): void {
+    const old = this.iotlb;
+    // An invalidated entry's hold on its bucket went with the invalidation.
+    const held = this.cached !== null && this.peGen === old.pcGen;
     bucket.acquire();
-    this.iotlb.release();
-    this.pe = pe;
+    if (held) old.release();
+    this.cached = pe;
     this.iotlb = bucket;
+    this.peGen = bucket.pcGen;
     this.first = this.dtlb ?? bucket;
   }
 
@@ -71,11 +86,13 @@ export class RequestContext {
    * index stays exact).
    */
   dropPasidEntry(): void {
-    this.pe = null;
     const b = this.iotlb;
+    const held = this.cached !== null && this.peGen === b.pcGen;
+    this.cached = null;
     this.iotlb = EMPTY_BUCKET;
+    this.peGen = EMPTY_BUCKET.pcGen;
     this.first = EMPTY_BUCKET;
-    b.release();
+    if (held) b.release();
   }
 
   /** The device is going away: release the buckets this context uses. */

@@ -17,9 +17,10 @@
  * Invalidation (docs/performance.md, "Cache invalidation scaling"):
  * - a whole-bucket flush advances the bucket's 4 KiB epoch (entries of an older one are misses;
  *   their keys and region lists stay for the refill, so it allocates nothing) and the generation
- *   of the large-page and paging-structure entries; every 128th flush, or one of a bucket with
- *   more than STALE_LIMIT keys, empties the table and region index instead (so an epoch is never
- *   reused while entries of its last use remain, and a large table is freed);
+ *   of the large-page and paging-structure entries; every 128th flush marks every entry stale in
+ *   place (so an epoch is never reused while entries of its last use remain), and a flush of a
+ *   bucket with more than STALE_LIMIT keys empties the table and region index (a large table is
+ *   freed);
  * - the 4 KiB keys are also listed by 2 MiB region, so a range invalidation visits the regions in
  *   the range and the keys listed there — O(regions in range + entries there), never O(bucket) —
  *   and marks them stale (a stale entry is a miss, reused by a refill, purged with the others when
@@ -28,7 +29,7 @@
  * The hit path (`probe`, or the engine's inline copy) is a hash and a few typed-array reads.
  */
 import { fail } from '../../src/errors.js';
-import { PageHash } from './page-hash.js';
+import { PageHash, SLOT_STRIDE } from './page-hash.js';
 
 /** Value of a 4 KiB entry invalidated by a range invalidation (no access class). */
 export const STALE_4K = 0;
@@ -166,6 +167,12 @@ export class TlbBucket {
    */
   pcFirst: PasidEntryHolder | null = null;
   pcMore: PasidEntryHolder[] | null = null;
+  /**
+   * PASID-cache generation: a context's cached PASID entry for this tag is valid while the
+   * context's `peGen` equals it; a PASID-cache invalidation advances it and drops the listed
+   * contexts' holds here, touching no context (request-context.ts).
+   */
+  pcGen = 0;
   /** Keys of 2 MiB + 1 GiB entries (0 lets a 4 KiB miss skip them). */
   nLarge = 0;
   /** Entries came from first-level (PGTT 1 or nested) translations. */
@@ -304,10 +311,17 @@ export class TlbBucket {
   /** Drop every entry (IOTLB and paging-structure cache). Returns live IOTLB entries removed. */
   clear(): number {
     const n = this.live;
-    if (this.t4k.size !== 0) {
-      if (this.epoch === EPOCH_MASK || this.t4k.size > STALE_LIMIT) {
-        this.t4k.clear();
+    const t = this.t4k;
+    if (t.size !== 0) {
+      if (t.size > STALE_LIMIT) {
+        t.clear();
         this.regions.clear();
+        this.epoch = 0;
+      } else if (this.epoch === EPOCH_MASK) {
+        // The epoch wraps: mark every entry stale in place (keys and region lists stay for the
+        // refill, nothing is allocated), so no entry of an earlier use of epoch 0 survives.
+        const d = t.data;
+        for (let at = 1; at < d.length; at += SLOT_STRIDE) d[at] = STALE_4K;
         this.epoch = 0;
       } else {
         this.epoch++;

@@ -295,6 +295,9 @@ export class Vm {
     this.session = null;
     session?.close();
     this.pageRequests.cancelAll();
+    // The connection's own teardown (its close handlers, the backend channel) is a turn of its
+    // own: the container's first slice follows in the next.
+    yield;
     const core = this.deps.core;
     this.iommufd?.close();
     yield* this.container.releaseSteps();
@@ -305,6 +308,7 @@ export class Vm {
       const r = yield* core.freeAllInSetSteps(this.set, RELEASE_STEP_IDS);
       if (r.pending > 0) log.warn({ vm: this.name, pending: r.pending }, 'PASIDs still referenced after teardown');
       if (core.isSetValid(this.set)) core.setPut(this.set);
+      yield; // unmapping the guest's RAM (the memory table) is a turn of its own
     }
     this.mem.clear();
     this.releaseDone = true;

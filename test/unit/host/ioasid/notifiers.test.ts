@@ -29,6 +29,33 @@ describe('IOASID notifier chains', () => {
     expect(log).toEqual([`vdcm:UNBIND:${id}`, `vdcm2:UNBIND:${id}`, `last:UNBIND:${id}`]);
   });
 
+  it('a block (un)registered while an event is being called takes effect from the next event', () => {
+    const core = new IoasidCore({ pasidBits: 8 });
+    const set = core.setAlloc({ quota: 4 });
+    const log: string[] = [];
+    const late = recorder(log, 'late', 'LAST');
+    const gone = recorder(log, 'gone', 'LAST');
+    const globalLate = recorder(log, 'globalLate', 'LAST');
+    core.registerNotifier(set, {
+      priority: 'CPU',
+      call: (a) => {
+        log.push(`first:${a.event}`);
+        if (a.event !== 'BIND') return;
+        core.registerNotifier(set, late);
+        core.registerNotifier(null, globalLate);
+        core.unregisterNotifier(set, gone);
+      },
+    });
+    core.registerNotifier(set, gone);
+    const id = core.alloc(set, 1, 255);
+    log.length = 0;
+    core.notify(id, 'BIND');
+    expect(log).toEqual(['first:BIND', `gone:BIND:${id}`]);
+    log.length = 0;
+    core.notify(id, 'UNBIND');
+    expect(log).toEqual(['first:UNBIND', `late:UNBIND:${id}`, `globalLate:UNBIND:${id}`]);
+  });
+
   it('pass the SPID, set, private data and caller data', () => {
     const core = new IoasidCore({ pasidBits: 8 });
     const set = core.setAlloc({ quota: 4 });

@@ -187,6 +187,43 @@ describe('IOTLB bucket epochs', () => {
     }
     expect([...b.liveEntries()].map(([k]) => k)).toEqual([1299]);
   });
+
+  it('keeps the keys and region lists of a small bucket through the epoch wrap (refills allocate nothing), with every earlier entry a miss', () => {
+    const t = new Iotlb(1 << 20);
+    const b = t.bucket(2, 1);
+    b.acquire();
+    for (let v = 0; v < 64; v++) t.insert(b, v, 1, 0x1000 * (v + 1), 1);
+    const table = b.t4k.data;
+    const region = b.regions.get(0);
+    for (let i = 0; i < 130; i++) {
+      t.invalidatePasid(2, 1);
+      for (let v = 0; v < 64; v++) expect(b.lookup(v)).toBeUndefined();
+      t.insert(b, i % 64, 1, 0x1000 * (i + 7), 1);
+      expect(b.lookup(i % 64)?.base).toBe(0x1000 * (i + 7));
+    }
+    expect(b.t4k.data).toBe(table);
+    expect(b.t4k.size).toBe(64);
+    expect(b.regions.get(0)).toBe(region);
+    expect(region).toHaveLength(64);
+    expect([...b.liveEntries()].map(([k]) => k)).toEqual([129 % 64]);
+  });
+});
+
+describe('IOTLB bucket table size', () => {
+  it('grows by 3/2 and 4/3 (4, 6, 8, 12, …): 16k entries take 24k slots, at most 3/4 full', () => {
+    const t = new Iotlb(1 << 20);
+    const b = t.bucket(2, 1);
+    b.acquire();
+    const seen = new Set<number>([b.t4k.capacity]);
+    for (let v = 0; v < 16384; v++) {
+      t.insert(b, v * 7 + 2 ** 33, 1, 0x1000 * v, 1);
+      seen.add(b.t4k.capacity);
+    }
+    expect([...seen].slice(0, 8)).toEqual([4, 6, 8, 12, 16, 24, 32, 48]);
+    expect(b.t4k.capacity).toBe(24576);
+    expect(b.t4k.size * 4).toBeLessThanOrEqual(b.t4k.capacity * 3);
+    for (let v = 0; v < 16384; v++) expect(b.lookup(v * 7 + 2 ** 33)?.base).toBe(0x1000 * v);
+  });
 });
 
 describe('PASID radix table', () => {

@@ -199,6 +199,29 @@ describe('PASID-cache invalidation', () => {
     expect(tr(w)).toBe(G + 0x500000);
   });
 
+  it('a PASID-selective invalidation touches no context: the next request re-reads the entry even on an IOTLB / device-TLB hit, and the holds stay exact', () => {
+    for (const ats of [false, true]) {
+      const w = world({ ats, atsEnabled: ats });
+      expect(tr(w)).toBe(G + 0x400000);
+      const eng = w.iommu.engine;
+      const ctx = w.iommu.device(RID).contexts.get(PASID)!;
+      expect(ctx.pe).not.toBeNull();
+      expect(w.iommu.stats().pasidCacheEntries).toBe(1);
+      const reads = eng.pasidCacheMisses;
+      w.iommu.invalidatePasidCache(w.did, PASID);
+      expect(w.iommu.stats().pasidCacheEntries).toBe(0);
+      expect(ctx.pe).toBeNull();
+      w.iommu.invalidatePasidCache(w.did, PASID); // nothing listed: no second release
+      expect(tr(w)).toBe(G + 0x400000);
+      expect(eng.pasidCacheMisses).toBe(reads + 1);
+      expect(ctx.pe).not.toBeNull();
+      expect(w.iommu.stats().pasidCacheEntries).toBe(1);
+      w.iommu.invalidatePasidCache(w.did, PASID);
+      w.iommu.unbindPgtablePasid(RID, PASID);
+      expect(w.iommu.cacheCounts()).toMatchObject({ iotlbBuckets: 0, iotlbEntries: 0, pasidCacheEntries: 0 });
+    }
+  });
+
   it('domain-selective and global PASID-cache invalidations', () => {
     const w = world();
     expect(tr(w)).toBe(G + 0x400000);

@@ -117,6 +117,38 @@ describe('VM release in steps', () => {
     expect(host.core.capacity.available).toBe(quotaHeld + BIG);
   });
 
+  it('the first step only ends the connection; the memory table goes in a step after the set', async () => {
+    const host = new HostServer({ graceMs: 0 });
+    servers.push(host);
+    const big = await bigVm(host, 'big', 64);
+    const vm = host.vm('big')!;
+    const devices = vm.container.listDevices().length;
+    const pasids = host.core.snapshot().ids.filter((id) => id.set === vm.set.id).map((id) => id.id);
+    const bound = () => pasids.filter((p) => vm.container.bindingsOf(p).length > 0).length;
+    expect(bound()).toBe(64);
+    const regions = vm.mem.list.length;
+    expect(devices).toBeGreaterThan(0);
+    expect(regions).toBeGreaterThan(0);
+    // The release's own steps, driven one by one (as Vm.release does between turns).
+    const steps = (vm as unknown as { releaseSteps(): Generator<unknown, void, void> }).releaseSteps();
+    vm.pasidRows.dispose();
+    expect(steps.next().done).toBe(false);
+    expect(vm.tornDown).toBe(true);
+    expect(vm.session).toBeNull();
+    // Nothing of the container is released in the connection's turn.
+    expect(vm.container.listDevices()).toHaveLength(devices);
+    expect(bound()).toBe(64);
+    expect(host.core.setInfo(vm.set).used).toBe(64);
+    let setGoneWithRam = false;
+    for (let r = steps.next(); !r.done; r = steps.next()) {
+      if (!host.core.isSetValid(vm.set) && vm.mem.list.length > 0) setGoneWithRam = true;
+    }
+    expect(setGoneWithRam).toBe(true); // a step ended after the set went and before the RAM did
+    expect(vm.mem.list).toHaveLength(0);
+    expect(vm.released).toBe(true);
+    big.close();
+  });
+
   it('host shutdown during a release waits for it and releases every VM', async () => {
     const host = new HostServer({ graceMs: 0 });
     const baseline = { ...host.iommu.stats(), capacity: host.core.capacity.available };
