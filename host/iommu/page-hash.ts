@@ -9,15 +9,10 @@
  * Layout: slot i occupies data[2i] (page number, EMPTY_KEY when free) and data[2i + 1] (value);
  * four slots share a 64-byte cache line. Collisions are resolved by linear probing; deletion
  * shifts the following entries of the probe run back (Knuth, TAOCP vol. 3, §6.4, Algorithm R),
- * so there are no tombstones and a lookup stops at the first free slot. The table grows when it
- * would be more than 3/4 full — by 3/2 from a power of two, by 4/3 to the next one (4, 6, 8, 12,
- * 16, …), so a table is never below 3/8 full and a bucket of 2^k entries takes 1.5 · 2^k slots,
- * not 2^(k+1) (at a million cached entries that keeps the tables a quarter smaller, which a
- * random-access hit feels as cache misses) — and shrinks only by `reset`.
+ * so there are no tombstones and a lookup stops at the first free slot. The table doubles when
+ * it would be more than 3/4 full and shrinks only by `reset`.
  *
- * Page numbers are integers in [0, 2^52) (exact as doubles); the hash mixes both 32-bit halves
- * (Fibonacci hashing) and maps the 32-bit result onto the slots by multiply-and-shift (Lemire,
- * "A fast alternative to the modulo reduction", 2016), so the slot count need not be a power of two.
+ * Page numbers are integers in [0, 2^52) (exact as doubles); the hash mixes both 32-bit halves.
  */
 
 /** Key of a free slot (no page number is negative). */
@@ -43,39 +38,39 @@ export class PageHash {
   data: Float64Array;
   /** Keys held. */
   size = 0;
-  /** Slots (4, 6, 8, 12, 16, …: see the file comment). */
-  private slots: number;
+  /** Slots − 1 (a power of two minus one). */
+  private mask: number;
+  /** 32 − log2(slots): the hash's top bits select the home slot. */
+  private shift: number;
 
   constructor(slots = MIN_SLOTS) {
     const n = slotsFor(slots);
     this.data = emptySlots(n);
-    this.slots = n;
+    this.mask = n - 1;
+    this.shift = 32 - Math.log2(n);
   }
 
   /** Slots allocated (tests and memory figures). */
   get capacity(): number {
-    return this.slots;
+    return this.mask + 1;
   }
 
-  /** Home slot of `vpn`: Fibonacci hashing of the XOR of its 32-bit halves, scaled to the slot count. */
+  /** Home slot of `vpn` (Fibonacci hashing of the XOR of its 32-bit halves). */
   home(vpn: number): number {
-    const n = this.slots;
-    const i = (((Math.imul((vpn | 0) ^ ((vpn / TWO_32) | 0), 0x9e3779b1) >>> 0) * n) / TWO_32) | 0;
-    // Exact below 2^21 slots; above, the product's rounding could reach n.
-    return i < n ? i : n - 1;
+    return Math.imul((vpn | 0) ^ ((vpn / TWO_32) | 0), 0x9e3779b1) >>> this.shift;
   }
 
   /** Index in `data` of the key of `vpn`'s slot (its value is at index + 1), or −1. */
   find(vpn: number): number {
     const d = this.data;
-    const end = this.slots * SLOT_STRIDE;
-    let at = this.home(vpn) * SLOT_STRIDE;
+    const mask = this.mask;
+    let i = this.home(vpn);
     for (;;) {
+      const at = i * SLOT_STRIDE;
       const k = d[at]!;
       if (k === vpn) return at;
       if (k === EMPTY_KEY) return -1;
-      at += SLOT_STRIDE;
-      if (at === end) at = 0;
+      i = (i + 1) & mask;
     }
   }
 
@@ -84,11 +79,12 @@ export class PageHash {
    * set (the caller writes the value; `size` counts it). Never returns −1.
    */
   claim(vpn: number): number {
-    if ((this.size + 1) * 4 > this.slots * 3) this.grow();
+    if ((this.size + 1) * 4 > (this.mask + 1) * 3) this.grow();
     const d = this.data;
-    const end = this.slots * SLOT_STRIDE;
-    let at = this.home(vpn) * SLOT_STRIDE;
+    const mask = this.mask;
+    let i = this.home(vpn);
     for (;;) {
+      const at = i * SLOT_STRIDE;
       const k = d[at]!;
       if (k === vpn) return at;
       if (k === EMPTY_KEY) {
@@ -96,8 +92,7 @@ export class PageHash {
         this.size++;
         return at;
       }
-      at += SLOT_STRIDE;
-      if (at === end) at = 0;
+      i = (i + 1) & mask;
     }
   }
 
@@ -111,7 +106,7 @@ export class PageHash {
 
   /** Whether the table is small enough that visiting every slot costs less than a new table. */
   get small(): boolean {
-    return this.slots <= SMALL_SLOTS;
+    return this.mask + 1 <= SMALL_SLOTS;
   }
 
   /** Drop every key: in place when the table is small, else back to the minimum size (freeing the slots). */
@@ -126,7 +121,8 @@ export class PageHash {
   /** Drop every key and return to the minimum size (frees the slots of a large table). */
   reset(): void {
     this.data = emptySlots(MIN_SLOTS);
-    this.slots = MIN_SLOTS;
+    this.mask = MIN_SLOTS - 1;
+    this.shift = 32 - Math.log2(MIN_SLOTS);
     this.size = 0;
   }
 
@@ -141,11 +137,11 @@ export class PageHash {
   /** Backward-shift deletion of slot `i` (Algorithm R). */
   private removeAt(i: number): void {
     const d = this.data;
-    const n = this.slots;
+    const mask = this.mask;
     let hole = i;
     let j = i;
     for (;;) {
-      j = j + 1 === n ? 0 : j + 1;
+      j = (j + 1) & mask;
       const at = j * SLOT_STRIDE;
       const k = d[at]!;
       if (k === EMPTY_KEY) break;
@@ -164,15 +160,17 @@ export class PageHash {
 
   private grow(): void {
     const old = this.data;
-    const n = nextSlots(this.slots);
+    const n = (this.mask + 1) * 2;
     const d = emptySlots(n);
     this.data = d;
-    this.slots = n;
+    this.mask = n - 1;
+    this.shift = 32 - Math.log2(n);
+    const mask = this.mask;
     for (let from = 0; from < old.length; from += SLOT_STRIDE) {
       const k = old[from]!;
       if (k === EMPTY_KEY) continue;
       let i = this.home(k);
-      while (d[i * SLOT_STRIDE] !== EMPTY_KEY) i = i + 1 === n ? 0 : i + 1;
+      while (d[i * SLOT_STRIDE] !== EMPTY_KEY) i = (i + 1) & mask;
       const to = i * SLOT_STRIDE;
       d[to] = k;
       d[to + 1] = old[from + 1]!;
@@ -180,15 +178,10 @@ export class PageHash {
   }
 }
 
-/** The slot count after `n`: 3/2 of a power of two, else the next power of two (4, 6, 8, 12, …). */
-function nextSlots(n: number): number {
-  return (n & (n - 1)) === 0 ? n + n / 2 : (n / 3) * 4;
-}
-
-/** The smallest slot count of the sequence ≥ max(n, MIN_SLOTS). */
+/** The power of two ≥ max(n, MIN_SLOTS). */
 function slotsFor(n: number): number {
   let s = MIN_SLOTS;
-  while (s < n) s = nextSlots(s);
+  while (s < n) s *= 2;
   return s;
 }
 
