@@ -5,6 +5,7 @@
  */
 import type { HostSnapshot } from '../../src/api/types.js';
 import type { TraceBus } from '../../src/trace/bus.js';
+import type { PageTablePoolStats } from '../iommu/pt-pool.js';
 
 /** The counters that count events (what a VM's requests did), always known. */
 export const EVENT_COUNTER_NAMES = ['allocs', 'frees', 'binds', 'unbinds', 'invalidations', 'faults', 'pageRequests'] as const;
@@ -39,16 +40,8 @@ export interface MonitorStats {
 export const CONTROL_ACTIONS = ['disconnect-vm'] as const;
 export type MonitorControlAction = (typeof CONTROL_ACTIONS)[number];
 
-/** Page-table pool counters of the host IOMMU (host/iommu/pt-pool.ts, same shape). */
-export interface PoolFigures {
-  pagesInUse: number;
-  pagesHighWater: number;
-  chunks: number;
-  bytesReserved: number;
-  bytesHighWater: number;
-  freePages: number;
-  chunksReleased: number;
-}
+/** Page-table pool counters of the host IOMMU (host/iommu/pt-pool.ts). */
+export type PoolFigures = PageTablePoolStats;
 
 /**
  * The host process's own resource figures, answered in the dashboard's pong (for soak runs and
