@@ -7,7 +7,8 @@
  */
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { existsSync, mkdirSync } from 'node:fs';
-import { chromium, type Browser, type Page } from 'playwright-core';
+import type { Browser, Page } from 'playwright-core';
+import { CHROMIUM, launchChromium, watchedPage } from '../support/dashboard-browser.js';
 import { scaled } from '../support/wait.js';
 import { startHost, type StartedHost } from '../../src/app/harness/start-host.js';
 import { startGuest, type StartedGuest } from '../../src/app/harness/start-guest.js';
@@ -15,8 +16,6 @@ import { startSvaGuest, type SvaGuest } from '../../guest/workload/index.js';
 import { runDmaJob } from '../../guest/workload/dma-jobs.js';
 import type { GuestHandle } from '../../src/api/types.js';
 
-const CHROMIUM = '/usr/bin/chromium';
-const ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'];
 const BDF = '00:03.0';
 const MEMORY = 32 * 1024 * 1024;
 export const SCREENSHOT = 'artifacts/dashboard-e2e.png';
@@ -51,14 +50,8 @@ describe('dashboard of a running host with a VT-d and a virtio-iommu VM', () => 
       vms.push({ vm, sva });
       await bindNewProcess(sva, 'first');
     }
-    browser = await chromium.launch({ executablePath: CHROMIUM, args: ARGS, timeout: scaled(30_000) });
-    page = await browser.newPage({ viewport: { width: 1440, height: 1000 } });
-    // Playwright's action and wait deadlines scale like every other wait (test/support/slowdown.ts).
-    page.setDefaultTimeout(scaled(30_000));
-    page.on('pageerror', (e) => problems.push(`pageerror: ${e.message}`));
-    page.on('console', (m) => {
-      if (m.type() === 'error') problems.push(`console ${m.type()}: ${m.text()}`);
-    });
+    browser = await launchChromium();
+    page = await watchedPage(browser, problems);
     await page.goto(host.dashboard!);
   }, scaled(60_000));
 

@@ -9,7 +9,8 @@
  */
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { existsSync, mkdirSync } from 'node:fs';
-import { chromium, type Browser, type Page } from 'playwright-core';
+import type { Browser, Page } from 'playwright-core';
+import { CHROMIUM, launchChromium, watchedPage } from '../support/dashboard-browser.js';
 import { scaled } from '../support/wait.js';
 import { startHost, type StartedHost } from '../../src/app/harness/start-host.js';
 import { startGuest, type StartedGuest } from '../../src/app/harness/start-guest.js';
@@ -20,8 +21,6 @@ import type { StartGuestAllOptions } from '../../src/app/harness/start-guest.js'
 import { FrontendClient, DEFAULT_PROTOCOL_FEATURES, ProtocolFeature, VM_SETUP_UAPI_IOMMUFD, HwptVtdS1Struct, structBytes } from '../../vhost/index.js';
 import { IOMMU_HWPT_ALLOC, IOMMUFD_ATTACH, IOMMUFD_DEVICE_CAP } from '../../vhost/messages/iommufd.js';
 
-const CHROMIUM = '/usr/bin/chromium';
-const ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'];
 const MEMORY = 8 * 1024 * 1024;
 const SCREENSHOT = 'artifacts/dashboard-iommufd.png';
 const NONE = { data_type: 0, data_len: 0, fault_id: 0, data: new Uint8Array(0) };
@@ -73,13 +72,8 @@ describe('dashboard of a host with a VFIO SVA VM and an iommufd VM', () => {
       await fe.call('IOMMUFD_DEVICE_ATTACH', { dev_id: ids.dev, flags: IOMMUFD_ATTACH.PASID, pasid, pt_id: nested });
     }
 
-    browser = await chromium.launch({ executablePath: CHROMIUM, args: ARGS, timeout: scaled(30_000) });
-    page = await browser.newPage({ viewport: { width: 1440, height: 1100 } });
-    page.setDefaultTimeout(scaled(30_000));
-    page.on('pageerror', (e) => problems.push(`pageerror: ${e.message}`));
-    page.on('console', (m) => {
-      if (m.type() === 'error') problems.push(`console ${m.type()}: ${m.text()}`);
-    });
+    browser = await launchChromium();
+    page = await watchedPage(browser, problems, { height: 1100 });
     await page.goto(host.dashboard!);
   }, scaled(60_000));
 

@@ -10,6 +10,18 @@ import { decodeVcrsp, encodeVcmd, VCMD_CMD, VCMD_REG_OFFSETS } from '../../../..
 
 const OFF = VCMD_REG_OFFSETS['3.1'];
 
+type Vcrsp = ReturnType<typeof decodeVcrsp>;
+
+/** Read VCRSP again every millisecond while IP is set (at most 200 times); the last value read. */
+async function pollOut(m: ReturnType<typeof makeModel>, first: Vcrsp): Promise<Vcrsp> {
+  let r = first;
+  for (let i = 0; r.ip && i < 200; i++) {
+    await new Promise((res) => setTimeout(res, 1));
+    r = decodeVcrsp('3.1', await m.h.readq(OFF.VCRSP));
+  }
+  return r;
+}
+
 describe('VCRSP stall bound across commands', () => {
   it('fast, slow, fast: results on the first read when in time, IP only after the whole bound', async () => {
     const m = makeModel();
@@ -31,13 +43,9 @@ describe('VCRSP stall bound across commands', () => {
     const fast = async (pasid: number) => {
       await m.h.writeq(OFF.VCMD, encodeVcmd('3.1', VCMD_CMD.ALLOC_PASID));
       const started = performance.now();
-      let r = decodeVcrsp('3.1', await m.h.readq(OFF.VCRSP));
+      const r = decodeVcrsp('3.1', await m.h.readq(OFF.VCRSP));
       if (r.ip) expect(performance.now() - started).toBeGreaterThanOrEqual(VCRSP_READ_STALL_MS - 1);
-      for (let i = 0; r.ip && i < 200; i++) {
-        await new Promise((res) => setTimeout(res, 1));
-        r = decodeVcrsp('3.1', await m.h.readq(OFF.VCRSP));
-      }
-      expect(r).toMatchObject({ ip: false, sc: 0, pasid });
+      expect(await pollOut(m, r)).toMatchObject({ ip: false, sc: 0, pasid });
     };
 
     await fast(1);
@@ -47,12 +55,7 @@ describe('VCRSP stall bound across commands', () => {
 
     delayMs = VCRSP_READ_STALL_MS + 40;
     expect((await alloc()).ip).toBe(true); // the bound passed first
-    let r = decodeVcrsp('3.1', await m.h.readq(OFF.VCRSP));
-    for (let i = 0; r.ip && i < 200; i++) {
-      await new Promise((res) => setTimeout(res, 1));
-      r = decodeVcrsp('3.1', await m.h.readq(OFF.VCRSP));
-    }
-    expect(r).toMatchObject({ ip: false, sc: 0, pasid: 3 });
+    expect(await pollOut(m, decodeVcrsp('3.1', await m.h.readq(OFF.VCRSP)))).toMatchObject({ ip: false, sc: 0, pasid: 3 });
 
     delayMs = 0;
     await fast(4);
@@ -75,12 +78,7 @@ describe('VCRSP stall bound across commands', () => {
     // Fast commands arm the timer for the first one's deadline; the slow one starts before it
     // fires. (On a loaded machine a fast one may outlast the bound too: then it is polled out.)
     for (let i = 0; i < 5; i++) {
-      let f = await alloc();
-      for (let j = 0; f.ip && j < 200; j++) {
-        await new Promise((res) => setTimeout(res, 1));
-        f = decodeVcrsp('3.1', await m.h.readq(OFF.VCRSP));
-      }
-      expect(f).toMatchObject({ ip: false, sc: 0, pasid: i + 1 });
+      expect(await pollOut(m, await alloc())).toMatchObject({ ip: false, sc: 0, pasid: i + 1 });
     }
     delayMs = VCRSP_READ_STALL_MS + 40;
     await m.h.writeq(OFF.VCMD, encodeVcmd('3.1', VCMD_CMD.ALLOC_PASID));
@@ -90,12 +88,7 @@ describe('VCRSP stall bound across commands', () => {
     expect(first.ip).toBe(true);
     // Timers may fire up to a millisecond early against performance.now(): the bound, give or take that.
     expect(waited).toBeGreaterThanOrEqual(VCRSP_READ_STALL_MS - 1);
-    let r = first;
-    for (let i = 0; r.ip && i < 200; i++) {
-      await new Promise((res) => setTimeout(res, 1));
-      r = decodeVcrsp('3.1', await m.h.readq(OFF.VCRSP));
-    }
-    expect(r).toMatchObject({ ip: false, sc: 0, pasid: 6 });
+    expect(await pollOut(m, first)).toMatchObject({ ip: false, sc: 0, pasid: 6 });
   });
 
   it('a refused allocation completes with NO_PASID on the first read', async () => {
