@@ -48,6 +48,38 @@ export function iotlbPasidAddr(pasid: number, addr: bigint, am: number, leafOnly
   });
 }
 
+/** Bits 31:0 of the address of 4 KiB page `page` (a page number below 2^52). */
+export function pageAddrLo(page: number): number {
+  return ((page % 0x10_0000) * 4096) >>> 0;
+}
+
+/** Bits 63:32 of the address of 4 KiB page `page`. */
+export function pageAddrHi(page: number): number {
+  return Math.floor(page / 0x10_0000);
+}
+
+/**
+ * Pages [first, first + pages) (page numbers below 2^52) as the fewest blocks a page-selective
+ * descriptor names — 2^am pages aligned to their size, am ≤ maxAm (VT-d spec §6.5.2.4, ADDR and
+ * AM) — in address order: `block(page, am)` for each. Their union is exactly the range. Allocates
+ * nothing.
+ */
+export function pageBlocks(first: number, pages: number, maxAm: number, block: (page: number, am: number) => void): void {
+  let page = first;
+  let left = pages;
+  while (left > 0) {
+    let am = 0;
+    let span = 1;
+    while (am < maxAm && page % (2 * span) === 0 && 2 * span <= left) {
+      am++;
+      span *= 2;
+    }
+    block(page, am);
+    page += span;
+    left -= span;
+  }
+}
+
 /** Every IOTLB entry of the VM (global). */
 export function iotlbAll(): CacheInvalidateEntry {
   return entry({ cache: IOMMU_CACHE_INV_TYPE.IOTLB, granularity: IOMMU_INV_GRANU.DOMAIN });

@@ -14,7 +14,9 @@
  * - Device-TLB (0x3) and PASID-based device-TLB (0x8): forwarded for the VM's devices, with the
  *   host PASID of a bound PASID.
  * - Interrupt entry cache (0x4): nothing (interrupt remapping is not modelled).
- * - PASID-based IOTLB (0x6): forwarded when a device has the PASID bound nested with the DID.
+ * - PASID-based IOTLB (0x6): forwarded when a device has the PASID bound nested with the DID;
+ *   a run of adjacent page-selective ones of one DID, PASID and IH (invalidation-queue.ts) as the
+ *   aligned blocks that cover its pages.
  * - PASID-cache (0x7): the selected guest PASID entries are re-read and every change forwarded
  *   (pasid-shadow.ts).
  * - Page group response (0x9): the page response to the host for the request it answers
@@ -39,7 +41,7 @@ import type { GuestRam } from '../memory/guest-ram.js';
 import type { GuestDevice } from '../viommu.js';
 import type { HostUapi } from '../uapi/host-uapi.js';
 import type { InvalidationSink } from '../uapi/invalidation-sink.js';
-import { devIotlb, devTlbRange, iotlbAll, iotlbPasid, iotlbPasidAddr } from './cache-invalidations.js';
+import { devIotlb, devTlbRange, iotlbAll, iotlbPasid, iotlbPasidAddr, pageAddrHi, pageAddrLo, pageBlocks } from './cache-invalidations.js';
 import type { ContextCache } from './context-cache.js';
 import type { PageResponder } from './host-events.js';
 import type { DescriptorSink, ValidDescriptor } from './invalidation-queue.js';
@@ -141,6 +143,19 @@ export class InvalidationHandler implements DescriptorSink {
     if (g === PIOTLB_G.ALL_IN_PASID) this.batch.addPasid(hpasid);
     else this.batch.addPasidAddr(hpasid, addrLo, addrHi, am, ih);
     return undefined;
+  }
+
+  /**
+   * A run of adjacent page-selective PASID-based IOTLB descriptors of one DID, PASID and IH
+   * (DescriptorSink.piotlbPages): pages [firstPage, firstPage + pages) as the fewest aligned
+   * blocks of at most 2^MAMV pages (pageBlocks) — each exactly what one page-selective descriptor
+   * with that AM sends — forwarded when a device has the PASID bound nested with this DID.
+   */
+  piotlbPages(did: number, pasid: number, ih: boolean, firstPage: number, pages: number): void {
+    const hpasid = this.nestedHostPasid(pasid, did);
+    if (hpasid < 0) return;
+    const batch = this.batch;
+    pageBlocks(firstPage, pages, VTD_MAMV, (page, am) => batch.addPasidAddr(hpasid, pageAddrLo(page), pageAddrHi(page), am, ih));
   }
 
   async flush(): Promise<void> {

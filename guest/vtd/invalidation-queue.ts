@@ -16,10 +16,13 @@
  *
  * Fetching: the whole range from IQH to IQT is read from guest RAM in one access per contiguous
  * piece (at most two when the ring wraps), clamped to guest RAM; the first descriptor outside RAM
- * is the fetch error. Descriptors are then decoded one at a time in order. The common PASID-based
- * IOTLB descriptor (0x6) with its reserved bits clear goes to the sink's allocation-free
- * `piotlb` (when it has one, and no trace listener wants every descriptor); every other
- * descriptor — and any with a reserved bit set — goes through decodeDescriptor. IQH is written
+ * is the fetch error. Descriptors are then decoded one at a time in order. A run of valid
+ * page-selective PASID-based IOTLB descriptors (0x6) of one DID, PASID and IH naming adjacent
+ * blocks goes to the sink's `piotlbPages` as one page range (psiRunLength states when that is
+ * exactly equivalent; a trace listener still gets one event per descriptor). Any other PASID-based
+ * IOTLB descriptor with its reserved bits clear goes to the sink's allocation-free `piotlb` (when
+ * it has one, and no trace listener wants every descriptor); every other descriptor — and any
+ * with a reserved bit set — goes through decodeDescriptor. IQH is written
  * when the run ends, stops at an error, or awaits host work (nothing else can read it meanwhile:
  * the VM serialises register accesses, and the run is one of them).
  *
@@ -31,7 +34,8 @@
  */
 import type { Logger } from '../../src/log.js';
 import type { TraceBus } from '../../src/trace/bus.js';
-import { decodeDescriptor, descriptorBytes, InvDescType, PIOTLB_DESC, type DecodedDescriptor } from '../../src/vtd/descriptors.js';
+import { VTD_MAMV } from '../../src/vtd/cap-ecap.js';
+import { decodeDescriptor, descriptorBytes, InvDescType, PIOTLB_DESC, PIOTLB_G, type DecodedDescriptor } from '../../src/vtd/descriptors.js';
 import { hex64, wordsFromBytes } from '../../src/vtd/layout.js';
 import { FSTS, GSTS, ICS, IQA, IQEI, VTD_IQT_QT_256_RSV_BIT, iqEntries, iqIndexFromReg, iqRegFromIndex, type IqeiCode } from '../../src/vtd/registers.js';
 import type { GuestRam } from '../memory/guest-ram.js';
@@ -55,6 +59,13 @@ export interface DescriptorSink {
    * same effect and result as `handle` of its decoded form, synchronously.
    */
   piotlb?(g: number, did: number, pasid: number, am: number, ih: boolean, addrLo: number, addrHi: number): IqeiCode | undefined;
+  /**
+   * Optional fast path for a run of page-selective PASID-based IOTLB descriptors (0x6, G = 3,
+   * reserved bits clear, AM ≤ CAP.MAMV) of one DID, PASID and IH whose blocks are adjacent, in
+   * order: together they name the 4 KiB pages [firstPage, firstPage + pages). The same effect as
+   * `handle` of each of them, synchronously (none of them can be invalid).
+   */
+  piotlbPages?(did: number, pasid: number, ih: boolean, firstPage: number, pages: number): void;
   /** Make every earlier descriptor's effect reach the host. */
   flush(): Promise<void>;
 }
@@ -114,6 +125,7 @@ export class InvalidationQueue {
     const bytes = descriptorBytes(dw);
     const words = dw ? 4 : 2;
     const fast = dw && this.sink.piotlb !== undefined;
+    const runs = dw && this.sink.piotlbPages !== undefined;
     const ramSize = BigInt(this.ram.size);
     while (head !== tail) {
       // One contiguous piece of the ring, clamped to guest RAM.
@@ -135,7 +147,22 @@ export class InvalidationQueue {
       this.ram.readInto(Number(gpa), buf.subarray(0, len));
       for (let off = 0; off < len; off += bytes) {
         const dw0 = v.getUint32(off, true);
-        if (fast && ((dw0 & 0xf) | ((dw0 >>> 5) & 0x70)) === InvDescType.PIOTLB && !this.trace.active && piotlbReservedClear(v, off)) {
+        const clean = (fast || runs) && ((dw0 & 0xf) | ((dw0 >>> 5) & 0x70)) === InvDescType.PIOTLB && piotlbReservedClear(v, off);
+        if (clean && runs) {
+          const k = psiRunLength(v, off, len);
+          if (k >= 2) {
+            // k adjacent page-selective descriptors of one DID, PASID and IH: one range.
+            if (this.trace.active) this.traceRun(buf, off, k, head);
+            const first = psiBlockBase(v, off);
+            const last = off + (k - 1) * bytes;
+            this.sink.piotlbPages!(dw0 >>> 16, v.getUint32(off + 4, true) & 0xfffff, (v.getUint32(off + 8, true) & 0x40) !== 0, first, psiBlockBase(v, last) + psiBlockPages(v, last) - first);
+            this.counters.descriptors += k;
+            head = head + k === entries ? 0 : head + k;
+            off = last;
+            continue;
+          }
+        }
+        if (clean && fast && !this.trace.active) {
           const dw2 = v.getUint32(off + 8, true);
           const bad = this.sink.piotlb!((dw0 >>> 4) & 3, dw0 >>> 16, v.getUint32(off + 4, true) & 0xfffff, dw2 & 0x3f, (dw2 & 0x40) !== 0, (dw2 & 0xffff_f000) >>> 0, v.getUint32(off + 12, true));
           if (bad !== undefined) {
@@ -185,6 +212,14 @@ export class InvalidationQueue {
     return false;
   }
 
+  /** The trace events of `k` descriptors a run took together, as the decoded path emits them one by one. */
+  private traceRun(buf: Buffer, off: number, k: number, head: number): void {
+    for (let i = 0; i < k; i++) {
+      const raw = wordsFromBytes(buf, off + i * 32, 4);
+      this.trace.emit({ kind: 'descriptor', side: 'guest', vm: this.vm, name: PIOTLB_DESC.name, args: { index: head + i, qw0: hex64(raw[0]!), qw1: hex64(raw[1]!) } });
+    }
+  }
+
   private async wait(d: Extract<ValidDescriptor, { type: 0x5 }>): Promise<void> {
     this.counters.waits++;
     await this.sink.flush();
@@ -222,8 +257,63 @@ export class InvalidationQueue {
   }
 }
 
+/** 2^am for the address masks a run accepts (am ≤ CAP.MAMV). */
+const BLOCK_PAGES: readonly number[] = Array.from({ length: VTD_MAMV + 1 }, (_, am) => 2 ** am);
+
+/** Pages of the block a 256-bit PASID-based IOTLB descriptor at `off` names (2^AM; AM ≤ MAMV checked by the caller). */
+function psiBlockPages(v: DataView, off: number): number {
+  return BLOCK_PAGES[v.getUint32(off + 8, true) & 0x3f]!;
+}
+
+/** First 4 KiB page of that block: ADDR (bits 63:12, below 2^52 as a number) aligned down to 2^AM pages. */
+function psiBlockBase(v: DataView, off: number): number {
+  const page = v.getUint32(off + 12, true) * 0x10_0000 + (v.getUint32(off + 8, true) >>> 12);
+  return page - (page % psiBlockPages(v, off));
+}
+
+/**
+ * How many descriptors from the one at `off` (a 256-bit PASID-based IOTLB descriptor with its
+ * reserved bits clear; bytes up to `len` fetched) form a run that one address range replaces
+ * exactly: each page-selective (G = 3) with AM ≤ CAP.MAMV, reserved bits clear, the same DID,
+ * PASID and IH as the first (qw0 identical; IH is qw1 bit 6), and the block it names (2^AM pages
+ * aligned — VT-d spec §6.5.2.4 "PASID-based-IOTLB Invalidate Descriptor") starting where the
+ * previous one's ends. Invalidations of one tag commute and a page-selective one removes the
+ * entries overlapping its pages, so the run removes exactly what the union of its blocks does.
+ * Returns 0 when the first descriptor itself does not qualify.
+ */
+function psiRunLength(v: DataView, off: number, len: number): number {
+  const w0 = v.getUint32(off, true);
+  const w1 = v.getUint32(off + 4, true);
+  const w2 = v.getUint32(off + 8, true);
+  if (((w0 >>> 4) & 3) !== PIOTLB_G.PSI_IN_PASID || (w2 & 0x3f) > VTD_MAMV) return 0;
+  const ih = w2 & 0x40;
+  let end = psiBlockBase(v, off) + psiBlockPages(v, off);
+  let k = 1;
+  for (let o = off + 32; o < len; o += 32, k++) {
+    // qw0 equal to the first one's: same type, G, DID and PASID, and its reserved bits clear too.
+    if (v.getUint32(o, true) !== w0 || v.getUint32(o + 4, true) !== w1) break;
+    const x2 = v.getUint32(o + 8, true);
+    const x3 = v.getUint32(o + 12, true);
+    if ((x2 & 0x40) !== ih || (x2 & 0x3f) > VTD_MAMV || !piotlbUpperReservedClear(v, o, x2, x3)) break;
+    const am = x2 & 0x3f;
+    const page = x3 * 0x10_0000 + (x2 >>> 12);
+    const pages = BLOCK_PAGES[am]!;
+    if (am === 0 ? page !== end : page - (page % pages) !== end) break;
+    end += pages;
+  }
+  return k;
+}
+
 /** PIOTLB_DESC's 256-bit reserved masks as eight 32-bit words (from the declared layout). */
 const PIOTLB_RSVD32: readonly number[] = PIOTLB_DESC.d256.reserved.flatMap((m) => [Number(m & 0xffff_ffffn), Number(m >> 32n)]);
+
+/** Reserved masks of 32-bit words 2..7 (qw1 and the upper 128 bits). */
+const [, , RSVD_2, RSVD_3, RSVD_4, RSVD_5, RSVD_6, RSVD_7] = PIOTLB_RSVD32 as [number, number, number, number, number, number, number, number];
+
+/** piotlbReservedClear for words 2..7 only (words 2 and 3 given), for a descriptor whose qw0 is known to be clean. */
+function piotlbUpperReservedClear(v: DataView, off: number, w2: number, w3: number): boolean {
+  return ((w2 & RSVD_2) | (w3 & RSVD_3) | (v.getUint32(off + 16, true) & RSVD_4) | (v.getUint32(off + 20, true) & RSVD_5) | (v.getUint32(off + 24, true) & RSVD_6) | (v.getUint32(off + 28, true) & RSVD_7)) === 0;
+}
 
 /** True when no reserved bit of the 256-bit PASID-based IOTLB descriptor at `off` is set. */
 function piotlbReservedClear(v: DataView, off: number): boolean {

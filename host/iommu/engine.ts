@@ -9,10 +9,13 @@
  * Caches: device-TLB (devices with ATS enabled) → IOTLB (DID, PASID; 4K/2M/1G) → first-level
  * paging-structure cache → memory. Nothing is dropped without an invalidation (tlb.ts).
  *
- * Hot path: numbers only; a PTE is read as two u32 halves (phys-port.ts); a hit is a probe of
- * an open-addressing table on a Float64Array (page-hash.ts) plus an AND of the entry's permitted
- * access classes. A translation returns the HPA (≥ 0) or XLATE_FAULT (−1) with the details kept
- * in number fields (`lastFault()` builds the record; nothing is allocated on a translation).
+ * Hot path: numbers only; a hit is a probe of an open-addressing table on a Float64Array
+ * (page-hash.ts) plus an AND of the entry's permitted access classes. A walk follows tables by
+ * page number (small integers while HPAs stay below 2^42) and reads a PTE as two u32 halves of the
+ * view PhysPort.spanPage gives of the region holding the table page, cached for the walk; the
+ * paging-structure cache holds numbers too (tlb-bucket.ts). A translation returns the HPA (≥ 0)
+ * or XLATE_FAULT (−1) with the details kept in number fields (`lastFault()` builds the record;
+ * nothing is allocated on a translation).
  *
  * Why this file is longer than the others (the 600-line rule's one exception): the second-level
  * walk (`slTranslate`) and the first-level walk (`walkFirstLevel`) each inline the read of a
@@ -95,7 +98,7 @@ import { FL_ALLOW_MEMO, type CachedPasidEntry } from './pasid-cache.js';
 import type { PhysPort } from './phys-port.js';
 import { RequestContext } from './request-context.js';
 import type { Iotlb } from './tlb.js';
-import { ALLOW_SPAN, EPOCHS } from './tlb-bucket.js';
+import { ALLOW_SPAN, EPOCHS, PSC_RW, PSC_TBL_W, PSC_US, PSC_XD } from './tlb-bucket.js';
 
 /** Slots of the engine's direct-mapped context cache (a power of two). */
 const CTX_CACHE_SLOTS = 1024;
@@ -103,6 +106,10 @@ const CTX_CACHE_MASK = CTX_CACHE_SLOTS - 1;
 const TWO_27 = 134217728;
 const MASK_27 = TWO_27 - 1;
 const TWO_31 = 2147483648;
+/** An entry's address bits 51:32 (its high half's bits 19:0) in page-number units. */
+const TWO_20 = 1048576;
+/** The span of no region: every page is outside it. */
+const NO_SPAN = new Uint32Array(0);
 
 /** Purposes of a second-level translation (they decide the permission-fault codes). */
 const SL_REQUEST = 0;
@@ -186,15 +193,27 @@ export class TranslationEngine {
   private slDirty = true;
   private readonly slEntHpa = new Float64Array(6);
   private readonly slEntLo = new Int32Array(6);
+  /**
+   * The in-process regions the current walk reads its SL and FL tables from (PhysPort.spanPage):
+   * u32 view, first page, whole pages. Reset before every walk (`miss`), after PhysPort.begin
+   * re-validated the port's regions.
+   */
+  private slU: Uint32Array = NO_SPAN;
+  private slSpanPfn = 0;
+  private slSpanPages = 0;
+  private flU: Uint32Array = NO_SPAN;
+  private flSpanPfn = 0;
+  private flSpanPages = 0;
 
   // first-level entries whose A/EA/D bits the walk must set (written once it succeeds)
   private readonly flEntHpa = new Float64Array(6);
   private readonly flEntBits = new Int32Array(6);
-  private readonly flTblGpa = new Float64Array(6);
+  /** Page number (GPA when nested) of the table holding each such entry. */
+  private readonly flTblGfn = new Float64Array(6);
   // paging-structure entries to cache once the walk's A/EA updates are done
   private readonly dPscLevel = new Int32Array(6);
-  private readonly dPscTbl = new Float64Array(6);
-  private readonly dPscTblGpa = new Float64Array(6);
+  private readonly dPscTblPfn = new Float64Array(6);
+  private readonly dPscTblGfn = new Float64Array(6);
   private readonly dPscFlags = new Uint8Array(6);
 
   constructor(
@@ -376,6 +395,10 @@ export class TranslationEngine {
 
   private miss(ctx: RequestContext, vpn: number, off: number, flags: number): number {
     this.port.begin();
+    this.slU = NO_SPAN;
+    this.slSpanPages = 0;
+    this.flU = NO_SPAN;
+    this.flSpanPages = 0;
     if (ctx.pasid < 0) flags &= ~(ACCESS_EXEC | ACCESS_PRIV);
     const cls = CLASS_BIT_OF_FLAGS[flags & 7]!;
     if (cls === 0) fail('EINVAL', 'a request cannot both write and execute');
@@ -462,8 +485,9 @@ export class TranslationEngine {
     if (vpn * 4096 >= pe.slLimit) return this.reason(FR.SGN_4_ADDR_BEYOND_DMA_MAX);
     const write = (flags & ACCESS_WRITE) !== 0;
     const exec = (flags & ACCESS_EXEC) !== 0;
-    const hpa = this.slTranslate(pe, vpn, off, SL_REQUEST, write, exec);
-    if (hpa < 0) return hpa;
+    const opfn = this.slTranslate(pe, vpn, SL_REQUEST, write, exec);
+    if (opfn < 0) return opfn;
+    const hpa = opfn * 4096 + off;
     const level = this.slLevel;
     const inPage = pageOffset(vpn, level) + off;
     const base = hpa - inPage;
@@ -491,13 +515,18 @@ export class TranslationEngine {
   }
 
   /**
-   * Second-level translation of page `gvpn` + `goff` for `purpose`. Returns the HPA, or
-   * XLATE_FAULT with the reason set. On success sets slLevel, slR/W/X, slDirty and performs SL
-   * A/D updates (SLADE).
+   * Second-level translation of page `gvpn` for `purpose`. Returns the page number of the output
+   * 4 KiB page (the caller adds the offset), or XLATE_FAULT with the reason set. On success sets
+   * slLevel, slR/W/X, slDirty and performs SL A/D updates (SLADE).
+   *
+   * Tables are followed by page number (an entry's address bits 51:12 are its high half's bits
+   * 19:0 · 2^20 plus its low half >>> 12), and an entry of a table page in the span cached for the
+   * walk is read at u32 index (page − first page of the span) · 1024 + index · 2: small integers
+   * throughout, which keeps the walk's dependent chain of loads free of floating-point steps.
    */
-  private slTranslate(pe: CachedPasidEntry, gvpn: number, goff: number, purpose: number, write: boolean, exec: boolean): number {
-    let tbl = pe.slRoot;
-    if (tbl < 0) return this.reason(FR.SSL_4_INVALID_SLPTPTR);
+  private slTranslate(pe: CachedPasidEntry, gvpn: number, purpose: number, write: boolean, exec: boolean): number {
+    let pfn = pe.slRootPfn;
+    if (pfn < 0) return this.reason(FR.SSL_4_INVALID_SLPTPTR);
     const levels = pe.slLevels;
     let vlo: number;
     let vhi: number;
@@ -516,30 +545,30 @@ export class TranslationEngine {
     let w = true;
     let x = true;
     let level = levels;
-    let u: Uint32Array | null = null;
-    let ub = 0;
-    let ue = -1;
+    let u = this.slU;
+    let sb = this.slSpanPfn;
+    let sn = this.slSpanPages;
     let lo = 0;
     let hi = 0;
     let n = 0;
     for (;;) {
       const idx = level <= 3 ? (vlo >>> (9 * (level - 1))) & 511 : (vhi >>> (9 * (level - 4))) & 511;
-      const ea = tbl + idx * 8;
-      if (ea >= ub && ea + 8 <= ue) {
-        const i = (ea - ub) / 4;
-        lo = u![i]!;
-        hi = u![i + 1]!;
+      const rel = pfn - sb;
+      if (rel >= 0 && rel < sn) {
+        const i = rel * 1024 + idx * 2;
+        lo = u[i]!;
+        hi = u[i + 1]!;
       } else {
-        u = port.span(ea);
-        if (u !== null) {
-          ub = port.spanBase;
-          ue = port.spanEnd;
-          const i = (ea - ub) / 4;
+        const s = port.spanPage(pfn);
+        if (s !== null) {
+          u = this.slU = s;
+          sb = this.slSpanPfn = port.spanPfn;
+          sn = this.slSpanPages = port.spanPages;
+          const i = (pfn - sb) * 1024 + idx * 2;
           lo = u[i]!;
           hi = u[i + 1]!;
         } else {
-          ue = -1;
-          if (!port.load(ea)) return this.reason(level === levels ? FR.SSL_4_INVALID_SLPTPTR : FR.SSL_1_SL_ENTRY_ACCESS);
+          if (!port.load(pfn * 4096 + idx * 8)) return this.reason(level === levels ? FR.SSL_4_INVALID_SLPTPTR : FR.SSL_1_SL_ENTRY_ACCESS);
           lo = port.lo;
           hi = port.hi;
         }
@@ -552,12 +581,12 @@ export class TranslationEngine {
       if ((lo & SL_W) === 0) w = false;
       if ((lo & SL_X) === 0) x = false;
       if (slade) {
-        this.slEntHpa[n] = ea;
+        this.slEntHpa[n] = pfn * 4096 + idx * 8;
         this.slEntLo[n] = lo;
         n++;
       }
       if (level === 1 || ps) break;
-      tbl = (hi & PTE_ADDR_HI) * TWO_32 + ((lo & PTE_ADDR_LO) >>> 0);
+      pfn = (hi & PTE_ADDR_HI) * TWO_20 + (lo >>> 12);
       level--;
     }
     switch (purpose) {
@@ -576,20 +605,13 @@ export class TranslationEngine {
       default:
         if (!w) return this.reason(FR.SFL_8_FL_ENTRY_WRITE_NESTED);
     }
-    let frame: number;
-    let inPage: number;
-    if (level === 1) {
-      frame = (hi & PTE_ADDR_HI) * TWO_32 + ((lo & PTE_ADDR_LO) >>> 0);
-      inPage = 0;
-    } else if (level === 2) {
-      frame = (hi & PTE_ADDR_HI) * TWO_32 + ((lo & PTE_ADDR_LO_2M) >>> 0);
-      inPage = (vlo & 511) * 4096;
-    } else {
-      frame = (hi & PTE_ADDR_HI) * TWO_32 + ((lo & PTE_ADDR_LO_1G) >>> 0);
-      inPage = (vlo & 262143) * 4096;
-    }
+    // Output page: the leaf's frame plus the input's page index inside a 2 MiB / 1 GiB page.
+    let out: number;
+    if (level === 1) out = (hi & PTE_ADDR_HI) * TWO_20 + (lo >>> 12);
+    else if (level === 2) out = (hi & PTE_ADDR_HI) * TWO_20 + ((lo & PTE_ADDR_LO_2M) >>> 12) + (vlo & 511);
+    else out = (hi & PTE_ADDR_HI) * TWO_20 + ((lo & PTE_ADDR_LO_1G) >>> 12) + (vlo & 262143);
     let dirty = true;
-    if (pe.slade) {
+    if (slade) {
       const wantD = write || purpose === SL_FL_TABLE_WRITE;
       dirty = wantD || (lo & SL_D) !== 0;
       for (let i = 0; i < n; i++) {
@@ -605,7 +627,7 @@ export class TranslationEngine {
     this.slW = w;
     this.slX = x;
     this.slDirty = dirty;
-    return frame + inPage + goff;
+    return out;
   }
 
   /** First-level (PGTT 1) or nested (PGTT 3) translation. */
@@ -634,9 +656,11 @@ export class TranslationEngine {
     const rsvLo = this.flRsvLo;
     const rsvHi = this.flRsvHi;
 
+    // Tables by page number: `tblGfn` the table's page as the FL entry above names it (a GPA page
+    // when nested, else an HPA page), `tblPfn` its HPA page (after the SL translation).
     let level = top;
-    let tbl = -1;
-    let tblGpa = pe.flRoot;
+    let tblPfn = -1;
+    let tblGfn = pe.flRootPfn;
     let tblW = true;
     let rw = true;
     let us = true;
@@ -644,76 +668,78 @@ export class TranslationEngine {
     let known = false;
     if (bucket.pscLive !== 0) {
       for (let l = 2; l <= top; l++) {
-        const p = bucket.pscLookup(l, vpn);
-        if (p !== undefined) {
+        if (bucket.pscProbe(l, vpn)) {
           this.pscHits++;
           level = l - 1;
-          tbl = p.tbl;
-          tblW = p.tblWritable;
-          tblGpa = p.tblGpa;
-          rw = p.rw;
-          us = p.us;
-          xd = p.xd;
+          tblPfn = bucket.pscFoundPfn;
+          tblGfn = bucket.pscFoundGfn;
+          const f = bucket.pscFoundFlags;
+          tblW = (f & PSC_TBL_W) !== 0;
+          rw = (f & PSC_RW) !== 0;
+          us = (f & PSC_US) !== 0;
+          xd = (f & PSC_XD) !== 0;
           known = true;
           break;
         }
       }
     }
-    if (tblGpa < 0) return this.reason(nested ? FR.SFL_5_FL_ADDR_BEYOND_MGAW_NESTED : FR.SFL_4_FL_PML4_ACCESS);
+    if (tblGfn < 0) return this.reason(nested ? FR.SFL_5_FL_ADDR_BEYOND_MGAW_NESTED : FR.SFL_4_FL_PML4_ACCESS);
     let n = 0;
     let lo = 0;
     let hi = 0;
-    let u: Uint32Array | null = null;
-    let ub = 0;
-    let ue = -1;
+    let idx = 0;
+    let u = this.flU;
+    let sb = this.flSpanPfn;
+    let sn = this.flSpanPages;
     // State of the entry above the current table: 0 nothing to cache (top level, or it came from
     // the paging-structure cache), 1 A (and EA) already set: cached as soon as the table's address
     // is known, 2 A/EA being set by this walk: cached once the walk succeeds. Entries are cached as
     // they are used, as x86 paging-structure caches do.
     let parentState = 0;
     let m = 0;
-    let leafEa = 0;
     let leafTblW = true;
-    let leafTblGpa = 0;
     let leafRecorded = false;
     for (;;) {
       if (!known) {
         if (nested) {
-          if (tblGpa >= pe.slLimit) return this.reason(FR.SFL_5_FL_ADDR_BEYOND_MGAW_NESTED);
-          tbl = this.slTranslate(pe, tblGpa / 4096, 0, level === top ? SL_FL_TABLE_TOP : SL_FL_TABLE, false, false);
-          if (tbl < 0) return XLATE_FAULT;
+          if (tblGfn >= pe.slLimitPages) return this.reason(FR.SFL_5_FL_ADDR_BEYOND_MGAW_NESTED);
+          tblPfn = this.slTranslate(pe, tblGfn, level === top ? SL_FL_TABLE_TOP : SL_FL_TABLE, false, false);
+          if (tblPfn < 0) return XLATE_FAULT;
           tblW = this.slW;
         } else {
-          tbl = tblGpa;
+          tblPfn = tblGfn;
           tblW = true;
         }
-        if (parentState === 1) bucket.pscInsert(level + 1, vpn, tbl, tblW, tblGpa, rw, us, xd);
-        else if (parentState === 2) {
-          this.dPscLevel[m] = level + 1;
-          this.dPscTbl[m] = tbl;
-          this.dPscTblGpa[m] = tblGpa;
-          this.dPscFlags[m] = (tblW ? 1 : 0) | (rw ? 2 : 0) | (us ? 4 : 0) | (xd ? 8 : 0);
-          m++;
+        if (parentState !== 0) {
+          const f = (tblW ? PSC_TBL_W : 0) | (rw ? PSC_RW : 0) | (us ? PSC_US : 0) | (xd ? PSC_XD : 0);
+          if (parentState === 1) bucket.pscInsert(level + 1, vpn, tblPfn, tblGfn, f);
+          else {
+            this.dPscLevel[m] = level + 1;
+            this.dPscTblPfn[m] = tblPfn;
+            this.dPscTblGfn[m] = tblGfn;
+            this.dPscFlags[m] = f;
+            m++;
+          }
         }
       }
       known = false;
-      const idx = level <= 3 ? (vlo >>> (9 * (level - 1))) & 511 : (vhi >>> (9 * (level - 4))) & 511;
-      const ea = tbl + idx * 8;
-      if (ea >= ub && ea + 8 <= ue) {
-        const i = (ea - ub) / 4;
-        lo = u![i]!;
-        hi = u![i + 1]!;
+      idx = level <= 3 ? (vlo >>> (9 * (level - 1))) & 511 : (vhi >>> (9 * (level - 4))) & 511;
+      const rel = tblPfn - sb;
+      if (rel >= 0 && rel < sn) {
+        const i = rel * 1024 + idx * 2;
+        lo = u[i]!;
+        hi = u[i + 1]!;
       } else {
-        u = port.span(ea);
-        if (u !== null) {
-          ub = port.spanBase;
-          ue = port.spanEnd;
-          const i = (ea - ub) / 4;
+        const s = port.spanPage(tblPfn);
+        if (s !== null) {
+          u = this.flU = s;
+          sb = this.flSpanPfn = port.spanPfn;
+          sn = this.flSpanPages = port.spanPages;
+          const i = (tblPfn - sb) * 1024 + idx * 2;
           lo = u[i]!;
           hi = u[i + 1]!;
         } else {
-          ue = -1;
-          if (!port.load(ea)) return this.reason(level === top ? FR.SFL_4_FL_PML4_ACCESS : FR.SFL_1_FL_ENTRY_ACCESS);
+          if (!port.load(tblPfn * 4096 + idx * 8)) return this.reason(level === top ? FR.SFL_4_FL_PML4_ACCESS : FR.SFL_1_FL_ENTRY_ACCESS);
           lo = port.lo;
           hi = port.hi;
         }
@@ -729,27 +755,25 @@ export class TranslationEngine {
       if (bits !== 0) {
         if (!tblW) return this.reason(FR.SFL_8_FL_ENTRY_WRITE_NESTED);
         if (!pe.pwsnp) return this.reason(FR.SFL_10_FL_AD_UPDATE_NO_SNOOP);
-        this.flEntHpa[n] = ea;
+        this.flEntHpa[n] = tblPfn * 4096 + idx * 8;
         this.flEntBits[n] = bits;
-        this.flTblGpa[n] = tblGpa;
+        this.flTblGfn[n] = tblGfn;
         n++;
       }
       if (level === 1 || ps) {
-        leafEa = ea;
         leafTblW = tblW;
-        leafTblGpa = tblGpa;
         leafRecorded = bits !== 0;
         break;
       }
       parentState = bits === 0 ? 1 : 2;
-      tblGpa = (hi & PTE_ADDR_HI) * TWO_32 + ((lo & PTE_ADDR_LO) >>> 0);
+      tblGfn = (hi & PTE_ADDR_HI) * TWO_20 + (lo >>> 12);
       level--;
     }
-    // Leaf: output address and permission checks (VT-d spec §3.6, in the order of QEMU intel_iommu.c's first-stage walk).
-    let gOut: number;
-    if (level === 1) gOut = (hi & PTE_ADDR_HI) * TWO_32 + ((lo & PTE_ADDR_LO) >>> 0) + off;
-    else if (level === 2) gOut = (hi & PTE_ADDR_HI) * TWO_32 + ((lo & PTE_ADDR_LO_2M) >>> 0) + (vlo & 511) * 4096 + off;
-    else gOut = (hi & PTE_ADDR_HI) * TWO_32 + ((lo & PTE_ADDR_LO_1G) >>> 0) + (vlo & 262143) * 4096 + off;
+    // Leaf: output page and permission checks (VT-d spec §3.6, in the order of QEMU intel_iommu.c's first-stage walk).
+    let gfn: number;
+    if (level === 1) gfn = (hi & PTE_ADDR_HI) * TWO_20 + (lo >>> 12);
+    else if (level === 2) gfn = (hi & PTE_ADDR_HI) * TWO_20 + ((lo & PTE_ADDR_LO_2M) >>> 12) + (vlo & 511);
+    else gfn = (hi & PTE_ADDR_HI) * TWO_20 + ((lo & PTE_ADDR_LO_1G) >>> 12) + (vlo & 262143);
     if (!priv && !us) return this.reason(FR.SGN_2_US_SUPERVISOR_ONLY);
     if (write && (!priv || pe.wpe) && !rw) return this.reason(FR.SGN_6_NO_WRITE);
     if (exec && (xd || (priv && pe.smep && us))) return this.reason(FR.SGN_3_NO_EXECUTE);
@@ -759,39 +783,37 @@ export class TranslationEngine {
       if (!pe.pwsnp) return this.reason(FR.SFL_10_FL_AD_UPDATE_NO_SNOOP);
       if (leafRecorded) this.flEntBits[n - 1] |= FL_D;
       else {
-        this.flEntHpa[n] = leafEa;
+        this.flEntHpa[n] = tblPfn * 4096 + idx * 8;
         this.flEntBits[n] = FL_D;
-        this.flTblGpa[n] = leafTblGpa;
+        this.flTblGfn[n] = tblGfn;
         n++;
       }
     }
-    let hpa = gOut;
+    let opfn = gfn;
     let outLevel = level;
     let slR = true;
     let slW = true;
     let slX = true;
     let slDirty = true;
     if (nested) {
-      if (gOut >= pe.slLimit) return this.reason(FR.SGN_5_SL_ADDR_BEYOND_MAX);
-      const gv = Math.floor(gOut / 4096);
-      hpa = this.slTranslate(pe, gv, gOut - gv * 4096, SL_REQUEST, write, exec);
-      if (hpa < 0) return XLATE_FAULT;
+      // gfn · 4096 + off reaches the SL limit exactly when gfn does (the limit is page aligned).
+      if (gfn >= pe.slLimitPages) return this.reason(FR.SGN_5_SL_ADDR_BEYOND_MAX);
+      opfn = this.slTranslate(pe, gfn, SL_REQUEST, write, exec);
+      if (opfn < 0) return XLATE_FAULT;
       if (this.slLevel < outLevel) outLevel = this.slLevel;
       slR = this.slR;
       slW = this.slW;
       slX = this.slX;
       slDirty = this.slDirty;
     }
+    const hpa = opfn * 4096 + off;
     if (hpa >= INTERRUPT_RANGE_BASE && hpa < INTERRUPT_RANGE_END) return this.reason(FR.SGN_8_INTERRUPT_ADDRESS);
     // A/D updates, top to leaf.
     for (let i = 0; i < n; i++) {
-      if (nested && pe.slade && this.slTranslate(pe, this.flTblGpa[i]! / 4096, 0, SL_FL_TABLE_WRITE, true, false) < 0) return XLATE_FAULT;
+      if (nested && pe.slade && this.slTranslate(pe, this.flTblGfn[i]!, SL_FL_TABLE_WRITE, true, false) < 0) return XLATE_FAULT;
       if (!port.orLo(this.flEntHpa[i]!, this.flEntBits[i]!)) return this.reason(FR.SFL_10_FL_AD_UPDATE_NO_SNOOP);
     }
-    for (let i = 0; i < m; i++) {
-      const f = this.dPscFlags[i]!;
-      bucket.pscInsert(this.dPscLevel[i]!, vpn, this.dPscTbl[i]!, (f & 1) !== 0, this.dPscTblGpa[i]!, (f & 2) !== 0, (f & 4) !== 0, (f & 8) !== 0);
-    }
+    for (let i = 0; i < m; i++) bucket.pscInsert(this.dPscLevel[i]!, vpn, this.dPscTblPfn[i]!, this.dPscTblGfn[i]!, this.dPscFlags[i]!);
     // IOTLB fill: the combined page is the smaller of the FL and SL pages.
     const inPage = pageOffset(vpn, outLevel) + off;
     this.extent = LEVEL_PAGE_BYTES[outLevel]! - inPage;

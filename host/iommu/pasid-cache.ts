@@ -22,15 +22,21 @@ export class CachedPasidEntry {
   readonly fpd: boolean;
   /** HPA of the SL root, or −1 when SLPTPTR is beyond the host address width (fault 0x7b). */
   readonly slRoot: number;
+  /** Page number of the SL root (slRoot / 4096), or −1 with slRoot. */
+  readonly slRootPfn: number;
   readonly slLevels: number;
   /** SL input width in bits (39 / 48 / 57). */
   readonly slWidth: number;
   /** 2^slWidth, the first address beyond the second level. */
   readonly slLimit: number;
+  /** slLimit / 4096: the first page number beyond the second level. */
+  readonly slLimitPages: number;
   readonly slee: boolean;
   readonly slade: boolean;
   /** FLPTR: a GPA in nested mode, an HPA for first-level only; −1 when not representable. */
   readonly flRoot: number;
+  /** Page number of FLPTR (flRoot / 4096), or −1 with flRoot. */
+  readonly flRootPfn: number;
   readonly flLevels: number;
   readonly sre: boolean;
   readonly ere: boolean;
@@ -53,13 +59,18 @@ export class CachedPasidEntry {
     this.fpd = dirFpd || f.FPD === 1n;
     const sl = f.SLPTPTR << 12n;
     this.slRoot = sl < 1n << BigInt(haw) ? Number(sl) : -1;
+    // From the bigint field, so a page number in the small-integer range stays one (the walk's
+    // page arithmetic then runs on integers).
+    this.slRootPfn = this.slRoot < 0 ? -1 : Number(f.SLPTPTR);
     this.slLevels = slLevelsFromAw(Number(f.AW));
     this.slWidth = addressWidthForLevels(this.slLevels);
     this.slLimit = 2 ** this.slWidth;
+    this.slLimitPages = 2 ** (this.slWidth - 12);
     this.slee = f.SLEE === 1n;
     this.slade = f.SLADE === 1n;
     const fl = f.FLPTR << 12n;
     this.flRoot = fl <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(fl) : -1;
+    this.flRootPfn = this.flRoot < 0 ? -1 : Number(f.FLPTR);
     this.flLevels = flLevelsFromFlpm(Number(f.FLPM));
     this.sre = f.SRE === 1n;
     this.ere = f.ERE === 1n;

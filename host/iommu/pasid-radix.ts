@@ -13,18 +13,19 @@ const LEAF_BITS = 10;
 const LEAF_SLOTS = 1 << LEAF_BITS;
 const LEAF_MASK = LEAF_SLOTS - 1;
 
-interface Leaf<T> {
-  slots: (T | undefined)[];
-  count: number;
-}
-
 export class PasidRadix<T> {
-  private readonly leaves: (Leaf<T> | undefined)[] = new Array<Leaf<T> | undefined>(PASID_LIMIT >> LEAF_BITS).fill(undefined);
+  /**
+   * The leaves themselves (arrays of LEAF_SLOTS values), undefined where empty: a lookup is two
+   * dependent array reads — no leaf record between them, one cache line fewer per lookup.
+   */
+  private readonly leaves: ((T | undefined)[] | undefined)[] = new Array<(T | undefined)[] | undefined>(PASID_LIMIT >> LEAF_BITS).fill(undefined);
+  /** Values held per leaf (a leaf is freed with its last value). */
+  private readonly counts = new Int32Array(PASID_LIMIT >> LEAF_BITS);
   /** Values held. */
   size = 0;
 
   get(pasid: number): T | undefined {
-    return this.leaves[pasid >>> LEAF_BITS]?.slots[pasid & LEAF_MASK];
+    return this.leaves[pasid >>> LEAF_BITS]?.[pasid & LEAF_MASK];
   }
 
   /** Set the value of `pasid` (0 ≤ pasid < 2^20; EINVAL otherwise). */
@@ -32,13 +33,13 @@ export class PasidRadix<T> {
     if (!(Number.isInteger(pasid) && pasid >= 0 && pasid < PASID_LIMIT)) fail('EINVAL', `PASID ${pasid} is not in 0..${PASID_LIMIT - 1}`);
     const i = pasid >>> LEAF_BITS;
     let leaf = this.leaves[i];
-    if (leaf === undefined) this.leaves[i] = leaf = { slots: new Array<T | undefined>(LEAF_SLOTS).fill(undefined), count: 0 };
+    if (leaf === undefined) this.leaves[i] = leaf = new Array<T | undefined>(LEAF_SLOTS).fill(undefined);
     const j = pasid & LEAF_MASK;
-    if (leaf.slots[j] === undefined) {
-      leaf.count++;
+    if (leaf[j] === undefined) {
+      this.counts[i]!++;
       this.size++;
     }
-    leaf.slots[j] = value;
+    leaf[j] = value;
   }
 
   /** Remove the value of `pasid`; returns whether there was one. An emptied leaf is freed. */
@@ -46,10 +47,10 @@ export class PasidRadix<T> {
     const i = pasid >>> LEAF_BITS;
     const leaf = this.leaves[i];
     const j = pasid & LEAF_MASK;
-    if (leaf === undefined || leaf.slots[j] === undefined) return false;
-    leaf.slots[j] = undefined;
+    if (leaf === undefined || leaf[j] === undefined) return false;
+    leaf[j] = undefined;
     this.size--;
-    if (--leaf.count === 0) this.leaves[i] = undefined;
+    if (--this.counts[i]! === 0) this.leaves[i] = undefined;
     return true;
   }
 
@@ -58,7 +59,7 @@ export class PasidRadix<T> {
     const out: T[] = [];
     for (const leaf of this.leaves) {
       if (leaf === undefined) continue;
-      for (const v of leaf.slots) if (v !== undefined) out.push(v);
+      for (const v of leaf) if (v !== undefined) out.push(v);
     }
     return out;
   }

@@ -25,6 +25,10 @@ class RegionView {
   readonly base: number;
   readonly end: number;
   readonly u32: Uint32Array | null;
+  /** First page number of the region (regions are 4 KiB aligned: HostMemory.addRegion). */
+  readonly basePfn: number;
+  /** Whole 4 KiB pages the u32 view holds (0 without a view). */
+  readonly pages: number;
   readonly buf: Buffer | undefined;
   readonly backing: MemoryBacking;
   constructor(readonly region: HostRegion | undefined, backing: MemoryBacking | undefined) {
@@ -37,6 +41,8 @@ class RegionView {
       region !== undefined && buf !== undefined && LITTLE_ENDIAN && buf.byteOffset % 4 === 0
         ? new Uint32Array(buf.buffer, buf.byteOffset, Math.floor(region.size / 4))
         : null;
+    this.basePfn = Math.floor(this.base / 4096);
+    this.pages = this.u32 === null || this.base % 4096 !== 0 ? 0 : Math.floor(this.u32.length / 1024);
   }
 }
 
@@ -105,20 +111,23 @@ export class PhysPort {
     return s;
   }
 
-  /** Bounds of the region `span` returned: [spanBase, spanEnd). */
-  spanBase = 0;
-  spanEnd = -1;
+  /** The pages of the view `spanPage` returned: [spanPfn, spanPfn + spanPages). */
+  spanPfn = 0;
+  spanPages = 0;
 
   /**
-   * The u32 view of the in-process region holding the entry at `hpa`, with its bounds in
-   * spanBase/spanEnd, so a walk can read further entries of that region directly
-   * (`u32[(hpa - spanBase) / 4]`). Null for a file-backed or unbacked address: use `load`.
+   * The u32 view of the in-process region holding the whole 4 KiB page `pfn` (page number of an
+   * HPA), with the region's first page in spanPfn and its whole pages in spanPages, so a walk
+   * reads entry `idx` of any table page `p` in [spanPfn, spanPfn + spanPages) as
+   * `u32[(p - spanPfn) · 1024 + idx · 2]` (low half) and the next word (high half): integer
+   * arithmetic, no address in bytes. Null for a page that is file-backed, not backed or not wholly
+   * inside a region: read its entries with `load`. Validated like every cached view (`begin`).
    */
-  span(hpa: number): Uint32Array | null {
-    const v = this.view(hpa, 8);
-    if (v === null || v.u32 === null) return null;
-    this.spanBase = v.base;
-    this.spanEnd = v.end;
+  spanPage(pfn: number): Uint32Array | null {
+    const v = this.view(pfn * 4096, 4096);
+    if (v === null || v.pages === 0 || pfn - v.basePfn >= v.pages) return null;
+    this.spanPfn = v.basePfn;
+    this.spanPages = v.pages;
     return v.u32;
   }
 

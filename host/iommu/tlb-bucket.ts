@@ -1,8 +1,8 @@
 /**
  * The cached translations of one tag (DID + PASID in the IOTLB; PASID in a device-TLB): 4 KiB
  * entries in an open-addressing table on a Float64Array (page-hash.ts), 2 MiB and 1 GiB entries
- * and first-level paging-structure-cache entries in small Maps. tlb.ts explains the tagging and
- * the stores that hold buckets.
+ * in a small Map, first-level paging-structure-cache entries in a second open-addressing table
+ * (three numbers per key). tlb.ts explains the tagging and the stores that hold buckets.
  *
  * A 4 KiB entry is one number in its table: (page frame · 64 + permitted access classes (6 bits,
  * constants.ts CLASS_BIT_OF_FLAGS)) · 128 + epoch (7 bits), exact below 2^53 (frames below 2^40,
@@ -12,7 +12,9 @@
  * Keys are 4 KiB page numbers (`vpn` = address / 4096, exact up to 2^52): a 4 KiB entry under
  * `vpn`, a 2 MiB entry under ⌊vpn/512⌋, a 1 GiB entry under ⌊vpn/2^18⌋; a paging-structure-cache
  * entry for a level-L entry (L = 2..5) under ⌊vpn / 512^(L−1)⌋. One Map holds both large-page
- * levels (its key is key · 8 + level); paging-structure entries have one Map per level.
+ * levels (its key is key · 8 + level); one table holds the paging-structure entries of every
+ * level, under the same key · 8 + level, each as (table page, table page as named by the FL
+ * entry, generation · 16 + PSC_* flags) — a lookup or a refill allocates nothing.
  *
  * Invalidation (docs/performance.md, "Cache invalidation scaling"):
  * - a whole-bucket flush advances the bucket's 4 KiB epoch (entries of an older one are misses;
@@ -25,7 +27,8 @@
  *   the range and the keys listed there — O(regions in range + entries there), never O(bucket) —
  *   and marks them stale (a stale entry is a miss, reused by a refill, purged with the others when
  *   they outnumber the live ones); large-page and paging-structure keys of a range are few, so
- *   they are looked up one by one, or the Map scanned when it holds fewer keys than the range.
+ *   they are looked up one by one, or their Map / table scanned when it holds fewer keys than
+ *   the range.
  * The hit path (`probe`, or the engine's inline copy) is a hash and a few typed-array reads.
  */
 import { fail } from '../../src/errors.js';
@@ -65,17 +68,18 @@ export class TlbEntry {
 }
 
 /**
- * A cached non-leaf first-level entry: the HPA of the table it points to (already translated
- * through the second level in nested mode) and the permissions accumulated down to it.
+ * A cached non-leaf first-level entry as a record (tests and slow paths; the bucket stores it as
+ * numbers): the page number of the table it points to (its HPA already translated through the
+ * second level in nested mode) and the permissions accumulated down to it.
  */
 export class PscEntry {
   constructor(
-    /** HPA of the next-level FL table. */
-    public tbl: number,
+    /** HPA page number (HPA / 4096) of the next-level FL table. */
+    public tblPfn: number,
     /** The second level permits writing that table (A/D updates); always true without nesting. */
     public tblWritable: boolean,
-    /** GPA of the next-level table (nested), to redo its SL translation for a write. */
-    public tblGpa: number,
+    /** Page number of the next-level table as the FL entry names it (a GPA page when nested), to redo its SL translation for a write. */
+    public tblGfn: number,
     /** AND of R/W over the entries above and including this one. */
     public rw: boolean,
     /** AND of U/S. */
@@ -84,6 +88,21 @@ export class PscEntry {
     public xd: boolean,
     public gen: number,
   ) {}
+}
+
+/** Flags of a paging-structure-cache entry (PscEntry's booleans). */
+export const PSC_TBL_W = 1;
+export const PSC_RW = 2;
+export const PSC_US = 4;
+export const PSC_XD = 8;
+/** Doubles per paging-structure-cache slot: key, table page, table page as named, generation · 16 + flags. */
+const PSC_STRIDE = 4;
+const TWO_31 = 2147483648;
+
+/** Key of the level-`level` paging-structure-cache entry covering page `vpn`. */
+function pscKey(level: number, vpn: number): number {
+  const k = vpn < TWO_31 && level <= 4 ? vpn >>> (9 * (level - 1)) : Math.floor(vpn / LEVEL_SPAN_PAGES[level]!);
+  return k * LEVEL_KEYS + level;
 }
 
 const PAGES_2M = 512;
@@ -97,38 +116,38 @@ const LEVEL_KEYS = 8;
  */
 export const STALE_LIMIT = 4096;
 
-interface Stamped {
-  gen: number;
-}
-
 /**
- * Delete the level-`level` keys k0..k1 of `m` (keys stored as key · LEVEL_KEYS + level; level 0:
- * a Map of one level, keys as they are); returns how many of the deleted entries were live
- * (gen === `gen`). Costs O(min(k1 − k0 + 1, m.size)).
+ * Delete the level-`level` keys k0..k1 of the large-page Map `m` (keys stored as
+ * key · LEVEL_KEYS + level); returns how many of the deleted entries were live (gen === `gen`).
+ * Costs O(min(k1 − k0 + 1, m.size)).
  */
-function removeKeys<V extends Stamped>(m: Map<number, V>, level: number, k0: number, k1: number, gen: number): number {
+function removeKeys(m: Map<number, TlbEntry>, level: number, k0: number, k1: number, gen: number): number {
   if (m.size === 0) return 0;
   let live = 0;
-  const mul = level === 0 ? 1 : LEVEL_KEYS;
   if (k1 - k0 + 1 <= m.size) {
     for (let k = k0; k <= k1; k++) {
-      const key = k * mul + level;
+      const key = k * LEVEL_KEYS + level;
       const e = m.get(key);
       if (e === undefined) continue;
       m.delete(key);
       if (e.gen === gen) live++;
     }
   } else {
-    const lo = k0 * mul + level;
-    const hi = k1 * mul + level;
+    const lo = k0 * LEVEL_KEYS + level;
+    const hi = k1 * LEVEL_KEYS + level;
     for (const [key, e] of m) {
-      if (key >= lo && key <= hi && (level === 0 || key % LEVEL_KEYS === level)) {
+      if (key >= lo && key <= hi && key % LEVEL_KEYS === level) {
         m.delete(key);
         if (e.gen === gen) live++;
       }
     }
   }
   return live;
+}
+
+/** The keys of `t` (a snapshot: keys may be removed while iterating it). */
+function pscKeys(t: PageHash): number[] {
+  return t.occupied().map((at) => t.data[at]!);
 }
 
 /** What a bucket's store does when the bucket may have become unused (tlb.ts BucketStore). */
@@ -189,13 +208,17 @@ export class TlbBucket {
   readonly regions = new Map<number, number[]>();
   /** 2 MiB and 1 GiB entries (key · 8 + level), created with the first one. */
   private large: Map<number, TlbEntry> | null = null;
-  /** Paging-structure-cache entries by level (index 2..5), each Map created with its first entry. */
-  private readonly psc: (Map<number, PscEntry> | null)[] = [null, null, null, null, null, null];
+  /** Paging-structure-cache entries of every level (see the file comment), created with the first one. */
+  private psc: PageHash | null = null;
 
   /** The entry `probe` found: HPA of its page, permitted access classes, level. */
   foundBase = 0;
   foundAllow = 0;
   foundLevel = 0;
+  /** The entry `pscProbe` found: PscEntry's table pages and PSC_* flags. */
+  pscFoundPfn = 0;
+  pscFoundGfn = 0;
+  pscFoundFlags = 0;
 
   constructor(
     readonly did: number,
@@ -256,7 +279,7 @@ export class TlbBucket {
   /** Keys held, live and stale, of every level (memory figures and tests). */
   get keys(): number {
     let n = this.t4k.size + this.nLarge;
-    for (let l = 2; l <= 5; l++) n += this.psc[l]?.size ?? 0;
+    n += this.psc?.size ?? 0;
     return n;
   }
 
@@ -338,7 +361,7 @@ export class TlbBucket {
   }
 
   clearPsc(): void {
-    for (let l = 2; l <= 5; l++) if ((this.psc[l]?.size ?? 0) > STALE_LIMIT) this.psc[l] = null;
+    if (this.psc !== null && this.psc.size > STALE_LIMIT) this.psc = null;
     this.pscGen++;
     this.pscLive = 0;
   }
@@ -362,40 +385,76 @@ export class TlbBucket {
   /** Drop paging-structure-cache entries whose region overlaps pages [v0, v1]. */
   removePscRange(v0: number, v1: number): void {
     if (this.pscLive === 0) return;
+    const t = this.psc!;
+    const g16 = this.pscGen * 16;
     for (let l = 2; l <= 5; l++) {
       const per = LEVEL_SPAN_PAGES[l]!;
-      const m = this.psc[l];
-      if (m) this.pscLive -= removeKeys(m, 0, Math.floor(v0 / per), Math.floor(v1 / per), this.pscGen);
+      const k0 = Math.floor(v0 / per);
+      const k1 = Math.floor(v1 / per);
+      if (k1 - k0 + 1 <= t.size) {
+        for (let k = k0; k <= k1; k++) this.removePscKey(t, k * LEVEL_KEYS + l, g16);
+      } else {
+        const lo = k0 * LEVEL_KEYS + l;
+        const hi = k1 * LEVEL_KEYS + l;
+        for (const key of pscKeys(t)) if (key >= lo && key <= hi && key % LEVEL_KEYS === l) this.removePscKey(t, key, g16);
+      }
     }
   }
 
-  /** Live cached level-`level` FL entry for `vpn`, or undefined. */
+  /**
+   * Whether a live level-`level` FL entry covering `vpn` is cached; if so pscFound{Pfn,Gfn,Flags}
+   * describe it. Allocates nothing.
+   */
+  pscProbe(level: number, vpn: number): boolean {
+    const t = this.psc;
+    if (t === null) return false;
+    const at = t.find(pscKey(level, vpn));
+    if (at < 0) return false;
+    const d = t.data;
+    const g16 = this.pscGen * 16;
+    const meta = d[at + 3]!;
+    if (meta < g16) return false;
+    this.pscFoundPfn = d[at + 1]!;
+    this.pscFoundGfn = d[at + 2]!;
+    this.pscFoundFlags = meta - g16;
+    return true;
+  }
+
+  /** Live cached level-`level` FL entry for `vpn` as a new record, or undefined (tests and slow paths). */
   pscLookup(level: number, vpn: number): PscEntry | undefined {
-    const e = this.psc[level]?.get(Math.floor(vpn / LEVEL_SPAN_PAGES[level]!));
-    return e !== undefined && e.gen === this.pscGen ? e : undefined;
+    if (!this.pscProbe(level, vpn)) return undefined;
+    const f = this.pscFoundFlags;
+    return new PscEntry(this.pscFoundPfn, (f & PSC_TBL_W) !== 0, this.pscFoundGfn, (f & PSC_RW) !== 0, (f & PSC_US) !== 0, (f & PSC_XD) !== 0, this.pscGen);
   }
 
-  /** Cache the level-`level` FL entry used for `vpn` (reusing a stale entry object). */
-  pscInsert(level: number, vpn: number, tbl: number, tblWritable: boolean, tblGpa: number, rw: boolean, us: boolean, xd: boolean): void {
-    let m = this.psc[level]!;
-    if (m === null) this.psc[level] = m = new Map();
-    const key = Math.floor(vpn / LEVEL_SPAN_PAGES[level]!);
-    const g = this.pscGen;
-    const e = m.get(key);
-    if (e === undefined) {
-      if (m.size >= STALE_LIMIT && m.size >= 4 * this.pscLive) for (const [k, x] of m) if (x.gen !== g) m.delete(k);
-      m.set(key, new PscEntry(tbl, tblWritable, tblGpa, rw, us, xd, g));
+  /**
+   * Cache the level-`level` FL entry used for `vpn` (replacing the entry of its key, live or
+   * stale): its table's page `tblPfn`, that page as the FL entry names it `tblGfn`, and `flags`
+   * (PSC_*; see PscEntry for what they mean).
+   */
+  pscInsert(level: number, vpn: number, tblPfn: number, tblGfn: number, flags: number): void {
+    let t = this.psc;
+    if (t === null) this.psc = t = new PageHash(4, PSC_STRIDE);
+    const key = pscKey(level, vpn);
+    const g16 = this.pscGen * 16;
+    let at = t.find(key);
+    if (at < 0) {
+      if (t.size >= STALE_LIMIT && t.size >= 4 * this.pscLive) for (const k of pscKeys(t)) if (t.data[t.find(k) + 3]! < g16) t.remove(k);
+      at = t.claim(key);
       this.pscLive++;
-      return;
-    }
-    if (e.gen !== g) this.pscLive++;
-    e.tbl = tbl;
-    e.tblWritable = tblWritable;
-    e.tblGpa = tblGpa;
-    e.rw = rw;
-    e.us = us;
-    e.xd = xd;
-    e.gen = g;
+    } else if (t.data[at + 3]! < g16) this.pscLive++;
+    const d = t.data;
+    d[at + 1] = tblPfn;
+    d[at + 2] = tblGfn;
+    d[at + 3] = g16 + (flags & 15);
+  }
+
+  /** Remove `key` from the paging-structure table `t`, counting it off pscLive when live. */
+  private removePscKey(t: PageHash, key: number, g16: number): void {
+    const at = t.find(key);
+    if (at < 0) return;
+    if (t.data[at + 3]! >= g16) this.pscLive--;
+    t.remove(key);
   }
 
   /** Live entries of every level as new records (for tests and the reference model's comparison). */

@@ -7,12 +7,20 @@
  */
 import { isVsvaError, toNegErrno } from '../../src/errors.js';
 import { childLogger } from '../../src/log.js';
-import { IOMMU_CACHE_INV_TYPE, type CacheInvalidateEntry, type CacheInvalidateReply } from '../../vhost/messages/invalidate.js';
+import {
+  IOMMU_CACHE_INV_TYPE,
+  IOMMU_CACHE_INVALIDATE_INFO_VERSION_1,
+  IOMMU_INV_ADDR_FLAGS,
+  IOMMU_INV_GRANU,
+  type CacheInvalidateEntry,
+  type CacheInvalidateReply,
+} from '../../vhost/messages/invalidate.js';
+import { PASID_MAX } from '../../src/vtd/pasid-entry.js';
 import { addressBlocks } from '../iommu/index.js';
 import { PAGE_SIZE } from '../../src/vtd/page-table.js';
 import { VTD_MAMV } from '../../src/vtd/cap-ecap.js';
 import { ContainerBindings } from './bindings.js';
-import { checkInvalidateEntry, type CheckedInvalidate } from './uapi.js';
+import { CACHE_INVALIDATE_ADDR_END, checkInvalidateEntry, type CheckedInvalidate } from './uapi.js';
 
 const log = childLogger('vfio');
 
@@ -23,12 +31,39 @@ const TWO_53 = 2n ** 53n;
  * The address mask `am` when [addr, addr + size) is exactly one block the descriptors' address
  * mask expresses (2^am pages, aligned to its size, am ≤ MAMV), else −1 (addressBlocks splits it).
  */
-function singleBlockMask(addr: bigint, size: bigint): number {
+export function singleBlockMask(addr: bigint, size: bigint): number {
   if (addr >= TWO_53 || size >= TWO_53 || size < PAGE_SIZE) return -1;
   const s = Number(size);
   const am = Math.log2(s) - 12;
   if (!Number.isInteger(am) || am > VTD_MAMV || Number(addr) % s !== 0) return -1;
   return am;
+}
+
+const IOTLB_ONLY = IOMMU_CACHE_INV_TYPE.IOTLB;
+const PASID_ADDR = IOMMU_INV_ADDR_FLAGS.PASID;
+const PASID_ADDR_LEAF = IOMMU_INV_ADDR_FLAGS.PASID | IOMMU_INV_ADDR_FLAGS.LEAF;
+const PAGE_N = Number(PAGE_SIZE);
+const PASID_MAX_N = BigInt(PASID_MAX);
+/** Granules of the largest block one descriptor names (2^MAMV pages). */
+const MAX_BLOCK_GRANULES = 1n << BigInt(VTD_MAMV);
+
+/**
+ * The address mask of the entry one guest page-selective PASID-based IOTLB flush sends — IOTLB
+ * only, ADDR granularity with the PASID flag (and LEAF or not), a PASID in 1..PASID_MAX, argsz
+ * and version of v1, zero padding, 4 KiB granules making one aligned block of 2^am pages, am ≤
+ * MAMV, below 2^53 — or −1 for any other entry. Such an entry passes checkInvalidateEntry, and
+ * applyInvalidate turns it into invalidatePasidIotlbPages(did, pasid, addr, am, leaf) per domain,
+ * which is all the fast path does; every other entry takes that general path.
+ */
+export function pageSelectiveMask(e: CacheInvalidateEntry): number {
+  if (e.cache !== IOTLB_ONLY || e.granularity !== IOMMU_INV_GRANU.ADDR || (e.flags !== PASID_ADDR && e.flags !== PASID_ADDR_LEAF)) return -1;
+  if (e.argsz < CACHE_INVALIDATE_ADDR_END || e.version !== IOMMU_CACHE_INVALIDATE_INFO_VERSION_1 || e.granule_size !== PAGE_SIZE) return -1;
+  if (e.pasid === 0n || e.pasid > PASID_MAX_N || e.addr >= TWO_53 || e.nb_granules > MAX_BLOCK_GRANULES) return -1;
+  const pad = e.padding;
+  if (pad.length !== 6 || (pad[0]! | pad[1]! | pad[2]! | pad[3]! | pad[4]! | pad[5]!) !== 0) return -1;
+  const n = Number(e.nb_granules);
+  if (n === 0 || (n & (n - 1)) !== 0 || Number(e.addr) % (n * PAGE_N) !== 0) return -1;
+  return 31 - Math.clz32(n);
 }
 
 /** An address range of an entry (granularity ADDR); `leaf`: only leaf entries changed. */
@@ -47,7 +82,20 @@ export abstract class ContainerInvalidation extends ContainerBindings {
     let owned = -1;
     for (let i = 0; i < entries.length; i++) {
       try {
-        const c = checkInvalidateEntry(entries[i]!, i);
+        const e = entries[i]!;
+        const am = pageSelectiveMask(e);
+        if (am >= 0) {
+          const pasid = Number(e.pasid);
+          if (pasid !== owned) {
+            this.requirePasid(pasid);
+            owned = pasid;
+          }
+          const leaf = e.flags === PASID_ADDR_LEAF;
+          for (let k = 0; k < dids.length; k++) this.iommu.invalidatePasidIotlbPages(dids[k]!, pasid, e.addr, am, leaf);
+          this.counters.invalidations++;
+          continue;
+        }
+        const c = checkInvalidateEntry(e, i);
         const pasid = c.granu === 'domain' ? null : c.pasid;
         if (pasid !== null && pasid !== owned) {
           this.requirePasid(pasid);

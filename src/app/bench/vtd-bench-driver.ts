@@ -12,7 +12,8 @@
  * - bindPasid: a first-level (PGTT = 1) PASID entry over one shared guest process page table,
  *   then PASID-cache PASID-selective invalidation + wait descriptor (status write), returning
  *   when the status lands: the model has forwarded the bind to the host by then (docs/design.md §3.1).
- * - piotlbBatch: `n` page-selective PASID-based IOTLB descriptors and one wait in one queue run.
+ * - piotlbBatch: `n` page-selective PASID-based IOTLB descriptors and one wait in one queue run
+ *   (adjacent pages, or every `step`-th page).
  *
  * Not thread-safe: one caller at a time per driver (the benches are sequential per VM).
  */
@@ -145,20 +146,21 @@ export class VtdBenchDriver {
   }
 
   /**
-   * Encode `n` page-selective PASID-based IOTLB invalidations (4 KiB pages from page number
-   * `firstPage`, default 0) ahead of time, so that a timed submitBatch measures the queue, not
-   * the encoder.
+   * Encode `n` page-selective PASID-based IOTLB invalidations of one 4 KiB page each (page
+   * numbers `firstPage`, `firstPage + step`, …; default 0 and 1) ahead of time, so that a timed
+   * submitBytes measures the queue, not the encoder. With step 1 the pages are adjacent (the
+   * model may forward the run as one range); any other step keeps every descriptor apart.
    */
-  prepareBatch(pasid: number, n: number, firstPage = 0n): Uint8Array {
+  prepareBatch(pasid: number, n: number, firstPage = 0n, step = 1n): Uint8Array {
     if (!Number.isInteger(n) || n < 1 || n > this.maxBatch) fail('EINVAL', `batch of ${n} does not fit a ${this.entries}-slot queue`);
     const bytes = new Uint8Array(n * DESC_BYTES);
-    for (let i = 0; i < n; i++) bytes.set(wordsToBytes(encodeDescriptor(InvDescType.PIOTLB, { G: PIOTLB_G.PSI_IN_PASID, DID, PASID: pasid, ADDR: firstPage + BigInt(i), AM: 0 }, 1)), i * DESC_BYTES);
+    for (let i = 0; i < n; i++) bytes.set(wordsToBytes(encodeDescriptor(InvDescType.PIOTLB, { G: PIOTLB_G.PSI_IN_PASID, DID, PASID: pasid, ADDR: firstPage + BigInt(i) * step, AM: 0 }, 1)), i * DESC_BYTES);
     return bytes;
   }
 
-  /** `n` page-selective PASID-based IOTLB invalidations and one wait, in one queue run. */
-  async piotlbBatch(pasid: number, n: number): Promise<void> {
-    await this.submitBytes(this.prepareBatch(pasid, n));
+  /** `n` page-selective PASID-based IOTLB invalidations (pages 0, step, 2·step, …) and one wait, in one queue run. */
+  async piotlbBatch(pasid: number, n: number, step = 1n): Promise<void> {
+    await this.submitBytes(this.prepareBatch(pasid, n, 0n, step));
   }
 
   /** Largest batch piotlbBatch accepts (the queue keeps one slot free and needs one for the wait). */
@@ -179,17 +181,16 @@ export class VtdBenchDriver {
     const wait = wordsToBytes(encodeDescriptor(InvDescType.WAIT, { SW: 1, FN: 1, STATUS_DATA: token, STATUS_ADDR: this.status >> 2n }, 1));
     const count = descs.length / DESC_BYTES + 1;
     if (count > this.entries - 1) fail('EINVAL', `${count} descriptors do not fit the queue`);
-    const all = new Uint8Array(count * DESC_BYTES);
-    all.set(descs, 0);
-    all.set(wait, descs.length);
-    // Write in at most two contiguous pieces (the ring may wrap).
-    let i = 0;
-    while (i < count) {
-      const room = Math.min(count - i, this.entries - this.tail);
-      await this.guest.memwrite(this.iqBase + BigInt(this.tail * DESC_BYTES), all.subarray(i * DESC_BYTES, (i + room) * DESC_BYTES));
+    // Straight into the ring, as a driver writes each slot: in at most two contiguous pieces (the
+    // ring may wrap), then the wait descriptor.
+    for (let i = 0; i < count - 1; ) {
+      const room = Math.min(count - 1 - i, this.entries - this.tail);
+      await this.guest.memwrite(this.iqBase + BigInt(this.tail * DESC_BYTES), descs.subarray(i * DESC_BYTES, (i + room) * DESC_BYTES));
       this.tail = (this.tail + room) % this.entries;
       i += room;
     }
+    await this.guest.memwrite(this.iqBase + BigInt(this.tail * DESC_BYTES), wait);
+    this.tail = (this.tail + 1) % this.entries;
     await this.guest.writeq(DMAR.IQT, iqRegFromIndex(this.tail, true));
     for (let n = 0; ; n++) {
       const s = await this.guest.memread(this.status, 4);

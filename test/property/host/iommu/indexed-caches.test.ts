@@ -17,6 +17,7 @@ import { DevTlb, Iotlb, type BucketStore, type TlbBucket } from '../../../../hos
 import { PasidCacheIndex } from '../../../../host/iommu/pasid-cache-index.js';
 import { RequestContext, type ContextDevice } from '../../../../host/iommu/request-context.js';
 import type { CachedPasidEntry } from '../../../../host/iommu/pasid-cache.js';
+import { PSC_RW, PSC_TBL_W, PSC_US } from '../../../../host/iommu/tlb-bucket.js';
 
 const PAGES_PER_LEVEL = [0, 1, 512, 262144];
 const LEVEL_SPAN_PAGES = [0, 1, 512, 262144, 134217728, 68719476736];
@@ -186,7 +187,7 @@ function expectSame(store: BucketStore, ref: RefCache, tagOf: (b: TlbBucket) => 
   expect(psc).toBe(ref.psc.length);
   for (const p of ref.psc) {
     const e = find(p.tag)?.pscLookup(p.level, p.key * LEVEL_SPAN_PAGES[p.level]!);
-    expect(e?.tbl).toBe(p.tbl);
+    expect(e?.tblPfn).toBe(p.tbl);
   }
 }
 
@@ -236,7 +237,7 @@ describe('indexed IOTLB and paging-structure caches vs a scan-everything referen
             case 'psc': {
               const h = live(o.i);
               if (h === undefined) break;
-              h.b.pscInsert(o.level, o.vpn, o.tbl, true, 0, true, true, false);
+              h.b.pscInsert(o.level, o.vpn, o.tbl, 0, PSC_TBL_W | PSC_RW | PSC_US);
               ref.pscFill(h.tag, o.level, o.vpn, o.tbl);
               break;
             }

@@ -5,9 +5,11 @@
  * with its value, every absent key is not, `size` and the set of occupied slots agree, so no
  * deletion ever breaks another key's probe run. Keys cluster in a few runs (neighbouring pages,
  * pages 2^32 apart whose 32-bit halves XOR alike, and the top of the 52-bit page space) so probe
- * runs collide and wrap around the table's end.
+ * runs collide and wrap around the table's end. Run with one value per key (the IOTLB's 4 KiB
+ * entries) and with three (the paging-structure cache): every value of a slot moves with its key.
  */
 import { describe, expect, it } from 'vitest';
+import { VsvaError } from '../../../../src/errors.js';
 import fc from 'fast-check';
 import { EMPTY_KEY, PageHash } from '../../../../host/iommu/page-hash.js';
 
@@ -33,6 +35,16 @@ const opArb: fc.Arbitrary<Op> = fc.oneof(
   { weight: 1, arbitrary: fc.constant({ op: 'reset' as const }) },
 );
 
+/** The values stored for a key of value `v` in a table of `stride`: v, v + 1, … (one per value slot). */
+function valuesOf(v: number, stride: number): number[] {
+  return Array.from({ length: stride - 1 }, (_, i) => v + i);
+}
+
+/** The values of the slot whose key is at `at`. */
+function slotValues(t: PageHash, at: number): number[] {
+  return Array.from(t.data.subarray(at + 1, at + t.stride));
+}
+
 /** The table's contents as a Map (every occupied slot), checking each key is stored once. */
 function contents(t: PageHash): Map<number, number> {
   const m = new Map<number, number>();
@@ -40,16 +52,19 @@ function contents(t: PageHash): Map<number, number> {
     const k = t.data[at]!;
     expect(k).not.toBe(EMPTY_KEY);
     expect(m.has(k)).toBe(false);
-    m.set(k, t.data[at + 1]!);
+    const vs = slotValues(t, at);
+    expect(vs).toEqual(valuesOf(vs[0]!, t.stride));
+    m.set(k, vs[0]!);
   }
   return m;
 }
 
 describe('PageHash vs a Map', () => {
-  it('agrees on every lookup, the size and the stored pairs after random insert / remove / clear sequences', () => {
+  it.each([2, 4])('agrees on every lookup, the size and the stored values after random insert / remove / clear sequences (stride %i)', (stride) => {
     fc.assert(
       fc.property(fc.array(opArb, { minLength: 1, maxLength: 300 }), (ops) => {
-        const t = new PageHash();
+        const t = new PageHash(undefined, stride);
+        expect(t.stride).toBe(stride);
         const ref = new Map<number, number>();
         for (const o of ops) {
           switch (o.op) {
@@ -57,13 +72,13 @@ describe('PageHash vs a Map', () => {
               const before = t.size;
               const at = t.claim(o.key);
               expect(t.size).toBe(before + (ref.has(o.key) ? 0 : 1));
-              t.data[at + 1] = o.value;
+              t.data.set(valuesOf(o.value, stride), at + 1);
               ref.set(o.key, o.value);
               break;
             }
             case 'find': {
               const at = t.find(o.key);
-              if (ref.has(o.key)) expect(t.data[at + 1]).toBe(ref.get(o.key));
+              if (ref.has(o.key)) expect(slotValues(t, at)).toEqual(valuesOf(ref.get(o.key)!, stride));
               else expect(at).toBe(-1);
               break;
             }
@@ -84,9 +99,22 @@ describe('PageHash vs a Map', () => {
           expect(t.size * 4).toBeLessThanOrEqual(t.capacity * 3);
         }
         expect(contents(t)).toEqual(ref);
-        for (const [k, v] of ref) expect(t.data[t.find(k) + 1]).toBe(v);
+        for (const [k, v] of ref) expect(slotValues(t, t.find(k))).toEqual(valuesOf(v, stride));
       }),
       { numRuns: 300 },
     );
+  });
+
+  it('refuses a stride outside 2..16 (EINVAL)', () => {
+    for (const stride of [0, 1, 17, 2.5]) {
+      let err: unknown;
+      try {
+        new PageHash(undefined, stride);
+      } catch (e) {
+        err = e;
+      }
+      expect(err).toBeInstanceOf(VsvaError);
+      expect((err as VsvaError).code).toBe('EINVAL');
+    }
   });
 });

@@ -152,11 +152,21 @@ describe('queue runs against the host', () => {
     expect(model.shadow().find((e) => e.pasid === pasid)).toMatchObject({ did: SVA_DID, binding: { kind: 'nested', flptr: proc.pgd } });
     expect(host.calls.some((c) => c.name === 'DEVICE_CONFIG' && (c.payload as { flags: number }).flags === 3)).toBe(true);
     const before = host.calls.length;
-    await drv.submit([0, 1, 2, 3].map((i) => encodeDescriptor(InvDescType.PIOTLB, { G: 3, DID: SVA_DID, PASID: pasid, ADDR: 0x1000_0n + BigInt(i), AM: 0 }, 1)));
+    await drv.submit([0, 2, 4, 6].map((i) => encodeDescriptor(InvDescType.PIOTLB, { G: 3, DID: SVA_DID, PASID: pasid, ADDR: 0x1000_0n + BigInt(i), AM: 0 }, 1)));
     const sent = host.calls.slice(before);
     expect(sent.map((c) => c.name)).toEqual(['CACHE_INVALIDATE']);
     const entries = (sent[0]!.payload as { entries: { granularity: number; pasid: bigint; addr: bigint; nb_granules: bigint }[] }).entries;
-    expect(entries.map((e) => [e.granularity, e.pasid, e.addr, e.nb_granules])).toEqual([0, 1, 2, 3].map((i) => [2, BigInt(pasid), (0x1000_0n + BigInt(i)) << 12n, 1n]));
+    expect(entries.map((e) => [e.granularity, e.pasid, e.addr, e.nb_granules])).toEqual([0, 2, 4, 6].map((i) => [2, BigInt(pasid), (0x1000_0n + BigInt(i)) << 12n, 1n]));
+  });
+
+  it('forwards page-selective flushes of adjacent pages (one DID, PASID, IH) as the aligned block they cover', async () => {
+    const { host, drv, pasid } = await boundDriver();
+    const before = host.calls.length;
+    await drv.submit([0, 1, 2, 3].map((i) => encodeDescriptor(InvDescType.PIOTLB, { G: 3, DID: SVA_DID, PASID: pasid, ADDR: 0x1000_0n + BigInt(i), AM: 0 }, 1)));
+    const sent = host.calls.slice(before);
+    expect(sent.map((c) => c.name)).toEqual(['CACHE_INVALIDATE']);
+    const entries = (sent[0]!.payload as { entries: { granularity: number; flags: number; pasid: bigint; addr: bigint; granule_size: bigint; nb_granules: bigint }[] }).entries;
+    expect(entries.map((e) => [e.granularity, e.flags, e.pasid, e.addr, e.granule_size, e.nb_granules])).toEqual([[2, 1, BigInt(pasid), 0x1000_0n << 12n, 4096n, 4n]]);
   });
 
   it('does not forward a PIOTLB flush whose DID does not match the bound entry', async () => {

@@ -211,6 +211,10 @@ describe('container uAPI error paths: exact errno, nothing changed', () => {
       ['address not granule aligned', { granularity: 2, addr: 0x1800n, granule_size: 4096n, nb_granules: 1n }, -22],
       ['range wraps', { granularity: 2, addr: 0xffff_ffff_ffff_f000n, granule_size: 4096n, nb_granules: 2n }, -22],
       ['another VM’s PASID', { granularity: 1, flags: 1, pasid: BigInt(pb) }, -2],
+      // The shape of one page-selective flush (cache-invalidate.ts pageSelectiveMask) with a bad PASID.
+      ['another VM’s PASID, one page', { granularity: 2, flags: 1, pasid: BigInt(pb), addr: 0x1000n, granule_size: 4096n, nb_granules: 1n }, -2],
+      ['PASID 0, one page', { granularity: 2, flags: 1, pasid: 0n, addr: 0x1000n, granule_size: 4096n, nb_granules: 1n }, -22],
+      ['PASID above PASID_MAX, one page', { granularity: 2, flags: 5, pasid: 1n << 20n, addr: 0x1000n, granule_size: 4096n, nb_granules: 1n }, -22],
       ['DEV_IOTLB of an unknown device', { cache: 2, granularity: 1, flags: 1, pasid: P, rid: 0x30 }, -2],
     ];
     for (const [what, e, errno] of bad) {
