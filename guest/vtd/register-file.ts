@@ -146,6 +146,21 @@ export class RegisterFile {
     return [];
   }
 
+  /**
+   * `write(d.offset, 8, value)` of a 64-bit register, returning only the register's new value
+   * (no record): the hot path of a register whose reaction needs nothing else (VCMD).
+   * @throws VsvaError EINVAL for a register that is not 64 bits wide.
+   */
+  writeWhole64(d: RegisterDef, value: bigint): bigint {
+    if (d.width !== 64) fail('EINVAL', `${d.name} is not a 64-bit register`);
+    const raw = value >= 0n && value <= M64 ? value : BigInt.asUintN(64, value);
+    const m = this.whole.get(d)!;
+    let v = (this.values.get(d.offset)! & m.keep) | (raw & m.w);
+    if (m.w1c !== 0n) v &= ~(raw & m.w1c);
+    this.values.set(d.offset, v);
+    return v;
+  }
+
   private apply(d: RegisterDef, part: RegisterPart, raw: bigint): RegisterWrite {
     const old = this.values.get(d.offset)!;
     if (part === 'all') {

@@ -19,9 +19,9 @@
  *   the host answered instead of one poll interval later; a command slower than the bound still
  *   shows IP, and the guest polls on.
  *
- * Cost (docs/performance.md, VCMD row): ALLOC_PASID is the hot command. It runs as one promise
- * reaction on the host request (no async frames in between), and the reads waiting on a command
- * share one promise. The stall bound is a deadline per command checked by one timer that is
+ * Cost (docs/performance.md, VCMD row): ALLOC_PASID, and FREE_PASID of a PASID the VM holds,
+ * are the hot commands. Each runs as promise reactions on its host request (no async frames in
+ * between), and the reads waiting on a command share one promise. The stall bound is a deadline per command checked by one timer that is
  * armed only when no armed timer fires before the deadline: while commands follow each other
  * faster than the bound, the timer fires about once per bound and is re-armed for the deadline
  * of the command then in flight, so a command costs no timer operation.
@@ -52,10 +52,10 @@ export class VirtualCommands {
   /**
    * What the reads waiting on the command in flight wait for (settledWithin): one promise per
    * command, created by the first such read, resolved when the command completes or when the
-   * stall timer fires.
+   * stall timer fires, with VCRSP as a whole-register guest read then sees it.
    */
-  private settled: Promise<void> | null = null;
-  private releaseSettled: (() => void) | null = null;
+  private settled: Promise<bigint> | null = null;
+  private releaseSettled: ((vcrsp: bigint) => void) | null = null;
   /** When the reads waiting on the command in flight go on with IP (performance.now() ms). */
   private stallDeadline = Infinity;
   /**
@@ -69,6 +69,8 @@ export class VirtualCommands {
   private readonly vcrsp: RegisterDef;
   /** ALLOC_PASID in flight: when it started, for its trace event (0 when no one listens). */
   private allocStarted = 0;
+  /** FREE_PASID in flight (of a PASID this VM holds): the PASID. */
+  private freeing = 0;
   /** Called after the host freed a PASID this VM held (VCMD FREE_PASID or a host-forced free). */
   onFreed: ((pasid: number) => Promise<void>) | null = null;
   private readonly layout: (typeof VCMD_LAYOUTS)[VcmdLayoutName];
@@ -99,15 +101,16 @@ export class VirtualCommands {
 
   /**
    * Null when no command is in flight; else a promise that resolves when it completes or after
-   * at most `ms`, whichever is first (never rejects). For a VCRSP read to wait on. Reads waiting
-   * on the same command share the promise and the bound armed by the first of them (a later
-   * read with a shorter bound shortens it for all).
+   * at most `ms`, whichever is first (never rejects), with the value an 8-byte guest read of
+   * VCRSP returns at that moment (the result, or IP after the bound). For a VCRSP read to wait
+   * on. Reads waiting on the same command share the promise and the bound armed by the first of
+   * them (a later read with a shorter bound shortens it for all).
    */
-  settledWithin(ms: number = VCRSP_READ_STALL_MS): Promise<void> | null {
+  settledWithin(ms: number = VCRSP_READ_STALL_MS): Promise<bigint> | null {
     if (this.inFlight === null) return null;
     const deadline = performance.now() + ms;
     if (this.settled === null) {
-      this.settled = new Promise<void>((resolve) => (this.releaseSettled = resolve));
+      this.settled = new Promise<bigint>((resolve) => (this.releaseSettled = resolve));
       this.stallDeadline = deadline;
     } else if (deadline < this.stallDeadline) {
       this.stallDeadline = deadline;
@@ -139,7 +142,7 @@ export class VirtualCommands {
     this.settled = null;
     this.releaseSettled = null;
     this.stallDeadline = Infinity;
-    r();
+    r(this.regs.read(this.vcrsp.offset, 8));
   }
 
   /** The guest wrote VCMD (the whole register, or its high half last). */
@@ -162,8 +165,18 @@ export class VirtualCommands {
       this.inFlight = reply.then(this.allocReplied, this.allocFailed);
       return;
     }
-    this.regs.setDef(this.vcrsp, VCRSP_IP);
     const pasid = Number(BigInt.asUintN(20, value >> this.operandShift));
+    if (cmd === VCMD_CMD.FREE_PASID && !reservedSet && this.owned.has(pasid)) {
+      // FREE_PASID of a PASID this VM holds (the other hot command: a guest frees what it
+      // allocated): as ALLOC_PASID, the request leaves first and the command goes on in the
+      // reply's reactions (freeReplied → freeDone), with no async frames in between.
+      this.freeing = pasid;
+      const reply = this.callFree(pasid);
+      this.regs.setDef(this.vcrsp, VCRSP_IP);
+      this.inFlight = reply.then(this.freeReplied, this.freeError);
+      return;
+    }
+    this.regs.setDef(this.vcrsp, VCRSP_IP);
     this.inFlight = this.run(cmd, pasid, reservedSet);
   }
 
@@ -217,12 +230,67 @@ export class VirtualCommands {
     this.complete(this.layout.status.NO_PASID, 0);
   };
 
-  /** Any other command (FREE_PASID, undefined ones): execute, then complete. Never rejects. */
+  /** FREE_PASID's host request (callAlloc's counterpart; its reactions never throw either). */
+  private callFree(pasid: number): Promise<{ freed: number }> {
+    try {
+      return this.host.call('PASID_FREE', { min: pasid, max: pasid });
+    } catch (e) {
+      return Promise.reject(e);
+    }
+  }
+
+  /**
+   * The host freed `freeing`: it is no longer this VM's; the model drops what it forwarded for
+   * it (onFreed), then the command completes. A host that freed nothing, or an onFreed that
+   * fails, makes it INVALID_PASID (the PASID stays dropped).
+   */
+  private readonly freeReplied = (r: { freed: number }): Promise<void> | void => {
+    const pasid = this.freeing;
+    try {
+      this.owned.delete(pasid);
+      const after = this.onFreed?.(pasid);
+      if (after !== undefined) return after.then(() => this.freeDone(r.freed), this.freeError);
+    } catch (e) {
+      this.freeError(e);
+      return;
+    }
+    this.freeDone(r.freed);
+  };
+
+  private freeDone(freed: number): void {
+    if (freed < 1) {
+      this.freeError(new Error(`host freed ${freed} PASIDs`));
+      return;
+    }
+    try {
+      this.counters.frees++;
+      if (this.trace.active) this.trace.emit({ kind: 'free', side: 'guest', vm: this.vm, name: 'VCMD FREE_PASID', args: { pasid: this.freeing } });
+    } catch (e) {
+      this.log.error({ err: e }, 'virtual command failed unexpectedly');
+    }
+    this.complete(this.layout.status.SUCCESS, 0);
+  }
+
+  /** FREE_PASID refused by the host (or its aftermath failed): INVALID_PASID. */
+  private readonly freeError = (e: unknown): void => {
+    try {
+      this.counters.errors++;
+      this.log.warn({ err: e, pasid: this.freeing }, 'VCMD FREE_PASID refused by the host');
+    } catch (err) {
+      this.log.error({ err }, 'virtual command failed unexpectedly');
+    }
+    this.complete(this.layout.status.INVALID_PASID, 0);
+  };
+
+  /** Any other command (FREE_PASID of a PASID not held, undefined ones): execute, then complete. Never rejects. */
   private async run(cmd: number, pasid: number, reservedSet: boolean): Promise<void> {
+    // These need no host: they complete one microtask later, so that VCRSP shows IP after the
+    // write (and onWrite has recorded the command in flight) like every other command.
+    await undefined;
     let sc: number;
     let result: number;
     try {
-      ({ sc, result } = await this.execute(cmd, pasid, reservedSet));
+      ({ sc, result } = this.execute(cmd, pasid, reservedSet));
     } catch (e) {
       this.log.error({ err: e }, 'virtual command failed unexpectedly');
       sc = this.layout.status.NO_PASID;
@@ -236,30 +304,16 @@ export class VirtualCommands {
     this.owned.delete(pasid);
   }
 
-  private async execute(cmd: number, pasid: number, reservedSet: boolean): Promise<{ sc: number; result: number }> {
+  private execute(cmd: number, pasid: number, reservedSet: boolean): { sc: number; result: number } {
     const st = this.layout.status;
     if (reservedSet || cmd !== VCMD_CMD.FREE_PASID) {
       this.counters.errors++;
       this.trace.emit({ kind: 'alloc', side: 'guest', vm: this.vm, name: 'VCMD undefined command', args: { cmd, layout: this.layoutName } });
       return { sc: st.UNDEFINED_CMD, result: 0 };
     }
-    if (!this.owned.has(pasid)) {
-      this.counters.errors++;
-      this.trace.emit({ kind: 'free', side: 'guest', vm: this.vm, name: 'VCMD FREE_PASID: not owned', args: { pasid } });
-      return { sc: st.INVALID_PASID, result: 0 };
-    }
-    try {
-      const r = await this.host.call('PASID_FREE', { min: pasid, max: pasid });
-      this.owned.delete(pasid);
-      await this.onFreed?.(pasid);
-      if (r.freed < 1) throw new Error(`host freed ${r.freed} PASIDs`);
-      this.counters.frees++;
-      this.trace.emit({ kind: 'free', side: 'guest', vm: this.vm, name: 'VCMD FREE_PASID', args: { pasid } });
-      return { sc: st.SUCCESS, result: 0 };
-    } catch (e) {
-      this.counters.errors++;
-      this.log.warn({ err: e, pasid }, 'VCMD FREE_PASID refused by the host');
-      return { sc: st.INVALID_PASID, result: 0 };
-    }
+    // FREE_PASID of a PASID this VM holds went the fast way (onWrite); this one is not its.
+    this.counters.errors++;
+    this.trace.emit({ kind: 'free', side: 'guest', vm: this.vm, name: 'VCMD FREE_PASID: not owned', args: { pasid } });
+    return { sc: st.INVALID_PASID, result: 0 };
   }
 }

@@ -50,6 +50,7 @@ import { narrow } from './narrow.js';
 import { PageRequestQueue } from './page-request-queue.js';
 import { PasidShadow, type PasidShadowEntry } from './pasid-shadow.js';
 import { RegisterFile, type RegisterWrite } from './register-file.js';
+import type { RegisterDef } from '../../src/vtd/registers.js';
 import { VirtualCommands } from './virtual-commands.js';
 
 export interface VtdModelOptions {
@@ -87,6 +88,9 @@ export class VtdModel implements ViommuModel {
   private readonly events: HostEvents;
   /** VCRSP's offset in the VCMD layout in use (-1 without VCMD). */
   private readonly vcrspOffset: number;
+  /** VCMD's offset (-1 without VCMD) and definition (null without VCMD). */
+  private readonly vcmdOffset: number;
+  private readonly vcmdDef: RegisterDef | null;
   private readonly iq: InvalidationQueue;
   private readonly trace: TraceBus;
   private readonly vm: string;
@@ -104,6 +108,8 @@ export class VtdModel implements ViommuModel {
     this.faults = new FaultRecorder(this.regs, this.interrupts, this.trace, vm);
     this.pageRequests = new PageRequestQueue(this.regs, ram, this.interrupts, this.trace, vm);
     this.vcrspOffset = vcmd === false ? -1 : VCMD_REG_OFFSETS[vcmd].VCRSP;
+    this.vcmdOffset = vcmd === false ? -1 : VCMD_REG_OFFSETS[vcmd].VCMD;
+    this.vcmdDef = vcmd === false ? null : this.regs.def('VCMD');
     this.vcmd = vcmd === false ? null : new VirtualCommands(vcmd, this.regs, host, log, this.trace, vm);
     const uapi = (this.uapi = ctx.uapi ?? new VfioSvaUapi(host));
     this.batch = uapi.invalidations({ log, trace: this.trace, vm });
@@ -168,7 +174,10 @@ export class VtdModel implements ViommuModel {
     // virtual-commands.ts): the read then returns the result instead of IP.
     if (this.vcmd !== null && offset === this.vcrspOffset && this.vcmd.busy) {
       const settled = this.vcmd.settledWithin();
-      if (settled !== null) return settled.then(() => this.readRegister(offset, size));
+      // A whole read untraced is the value the command settled with (what readRegister would
+      // read: nothing writes VCRSP but the command, and the serial queue holds later accesses);
+      // otherwise the register is read when it settles.
+      if (settled !== null) return size === 8 && !this.trace.active ? settled : settled.then(() => this.readRegister(offset, size));
     }
     return this.readRegister(offset, size);
   }
@@ -186,6 +195,12 @@ export class VtdModel implements ViommuModel {
    * completes the access without a promise hop).
    */
   mmioWrite(offset: number, size: 4 | 8, value: bigint): void | Promise<void> {
+    if (offset === this.vcmdOffset && size === 8 && !this.trace.active) {
+      // A whole VCMD write (the VCMD hot path): what write() and afterWrite() do for it, without
+      // the write record.
+      this.vcmd!.onWrite(this.regs.writeWhole64(this.vcmdDef!, value));
+      return;
+    }
     if (this.trace.active) this.trace.emit({ kind: 'mmio', side: 'guest', vm: this.vm, name: `write 0x${offset.toString(16)}`, args: { offset, size, value: hex64(value) } });
     const writes = this.regs.write(offset, size, value);
     for (let i = 0; i < writes.length; i++) {

@@ -8,6 +8,7 @@
  * of a process (`-a`); when taskset or a second CPU is missing nothing is pinned.
  */
 import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
 import os from 'node:os';
 
 /** CPUs this machine offers (the pinning needs two). */
@@ -44,4 +45,45 @@ export function pinApart(peers: readonly number[]): (() => void) | null {
   return () => {
     for (const p of pinned) taskset(p, all);
   };
+}
+
+/**
+ * The CPU a process last ran on: field 39 (`processor`) of /proc/<pid>/stat (proc(5)); null
+ * when it cannot be read (not Linux, the process is gone). The fields are counted after the
+ * last ')', since the command name in field 2 may hold spaces and parentheses.
+ */
+export function lastCpu(pid: number): number | null {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const cpu = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[36]);
+    return Number.isInteger(cpu) ? cpu : null;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * How often each of two peer processes was last seen on this process's CPU, sampled between
+ * timed operations (untimed). On a small machine a request/reply between two processes on one
+ * CPU is a direct hand-over, between two CPUs a cross-CPU wake-up: a ratio of two round trips
+ * whose peers sat differently compares placements (see the header). The shares go into a
+ * figure's notes so that a reader can tell.
+ */
+export class PlacementSampler {
+  private samples = 0;
+  private readonly withSelf: [number, number] = [0, 0];
+
+  constructor(private readonly peers: readonly [number, number]) {}
+
+  sample(): void {
+    const self = lastCpu(process.pid);
+    if (self === null) return;
+    this.samples++;
+    for (let i = 0; i < 2; i++) if (lastCpu(this.peers[i]!) === self) this.withSelf[i]!++;
+  }
+
+  /** Share of samples in which each peer was last on this process's CPU (null: no samples). */
+  shares(): [number, number] | null {
+    return this.samples === 0 ? null : [this.withSelf[0] / this.samples, this.withSelf[1] / this.samples];
+  }
 }

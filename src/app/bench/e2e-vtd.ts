@@ -7,11 +7,27 @@
  *   PASID_ALLOC to the host → VCRSP shows IP clear with the result. Timed from the register
  *   write to the VCRSP read that sees IP clear (the guest polls, yielding to the event loop
  *   between polls as a vCPU would spin; the command value is encoded once and the poll tests
- *   IP alone, decoding the response after the clock stops, as a driver's tight loop would). Each allocation is freed (FREE_PASID, untimed) so the
- *   quota never runs out. Baselines in the same run: raw Node Unix-socket ping-pong between two
- *   processes with PASID_ALLOC's byte counts, and the C ping-pong (pingpong-baseline.ts).
- *   Target: p50 ≤ 1.25 × the raw Node ping-pong, in every one of VCMD_RUNS interleaved A/B runs
- *   (the figure "VCMD round trip ratio, worst of 5 interleaved runs" lists each run's ratio).
+ *   IP alone, decoding the response after the clock stops, as a driver's tight loop would).
+ *   Each allocation is freed (FREE_PASID, untimed) right before the next timed allocation, so
+ *   the quota never runs out and every timed allocation follows a free at once, whatever the
+ *   host still does after it. Baselines in the same run: raw Node Unix-socket ping-pong between
+ *   two processes with PASID_ALLOC's byte counts, and the C ping-pong (pingpong-baseline.ts).
+ *   Target: p50 ≤ 1.25 × the raw Node ping-pong, in every one of VCMD_RUNS runs (the figure
+ *   "VCMD round trip ratio, worst of 5 interleaved runs" lists each run's ratio).
+ *   Method: the two sides are interleaved pair by pair — each A/B pair is one raw round trip and
+ *   one timed allocation, back to back, the order alternating from pair to pair (ABBA…) — so
+ *   both samples of a pair see the same machine state (CPU placement, frequency, the other
+ *   processes' load), which on a shared 2-CPU machine changes within a fraction of a second.
+ *   (Blocks of 2,000 round trips of one side then the other, ~160 ms each, let drift between
+ *   blocks enter the ratio: raw p50 moved 47–102 µs within one run.) A run is
+ *   round(reps / 3) × iters pairs; its ratio is the p50 of its VCMD samples over the p50 of its
+ *   raw samples. Every sample is kept and nothing else changes what is timed. Interleaving
+ *   evens out time, not placement: the raw peer and the host are different processes, and on
+ *   two CPUs a peer on this process's CPU answers by direct hand-over while one on the other
+ *   CPU needs a cross-CPU wake-up. Each run therefore samples (untimed, every PLACEMENT_EVERY
+ *   pairs) where each peer last ran (cpu-pin.ts PlacementSampler) and its figure notes say so;
+ *   and the runs are repeated with the processes pinned apart (cpu-pin.ts), both peers on the
+ *   other CPU.
  * - PASID bind round trip: the guest driver writes a PASID entry (first-level, nested), issues a
  *   PASID-cache invalidation and a wait descriptor, and waits for the status write; the host
  *   has bound the PASID when the status lands. Baseline: the raw Node ping-pong (one bind costs
@@ -30,11 +46,11 @@ import os from 'node:os';
 import path from 'node:path';
 import { startHost, type StartedHost } from '../harness/start-host.js';
 import { startGuest, type StartedGuest } from '../harness/start-guest.js';
-import { decodeVcrsp, encodeVcmd, VCMD_CMD, VCMD_REG_OFFSETS } from '../../vtd/vcmd.js';
-import { stat, type BenchFigure, type BenchModule, type BenchOptions } from './types.js';
+import { encodeVcmd, VCMD_CMD, VCMD_LAYOUTS, VCMD_REG_OFFSETS } from '../../vtd/vcmd.js';
+import { percentile, stat, type BenchFigure, type BenchModule, type BenchOptions } from './types.js';
 import { cPingPong, RawClient, ratioFigure, rttRuns, startPeer, throughputRuns, WINDOW, type Peer, type RttSample } from './pingpong-baseline.js';
 import { BENCH_BUFFER_VA, VtdBenchDriver } from './vtd-bench-driver.js';
-import { pinApart } from './cpu-pin.js';
+import { PlacementSampler, pinApart } from './cpu-pin.js';
 import { DEVICE_DMA_MAX_LENGTH } from '../../../vhost/messages/device-dma.js';
 
 const LAYOUT = '3.1' as const;
@@ -44,12 +60,18 @@ const VCRSP_OFF = VCMD_REG_OFFSETS[LAYOUT].VCRSP;
 const yieldToLoop = (): Promise<void> => new Promise((r) => setImmediate(r));
 /** Interleaved A/B runs of the VCMD round trip; the ratio target holds in each (docs/performance.md). */
 const VCMD_RUNS = 5;
+/** How the VCMD figures pair their samples (their notes start with it; the header explains why). */
+const PAIRING = 'interleaved pair by pair: one raw ping-pong and one VCMD allocation per A/B pair, in alternating order, the previous PASID freed (FREE_PASID, untimed) right before each timed allocation';
 
 interface RunRatio {
   ratio: number;
   vcmd: number;
   raw: number;
+  /** Share of samples with the host, and with the raw peer, last on this process's CPU. */
+  together: [number, number] | null;
 }
+/** Pairs between two placement samples (cpu-pin.ts PlacementSampler; untimed). */
+const PLACEMENT_EVERY = 64;
 /** The guest's default assigned device (guest/vm.ts DEFAULT_DEVICES). */
 const BENCH_DEVICE = '00:03.0';
 
@@ -90,6 +112,15 @@ class BulkClient {
 
 /** VCMD = ALLOC_PASID, encoded once (a driver writes a constant). */
 const ALLOC_CMD = encodeVcmd(LAYOUT, VCMD_CMD.ALLOC_PASID, 0);
+const OPERAND_SHIFT = BigInt(VCMD_LAYOUTS[LAYOUT].operandShift);
+const FREE_CMD = BigInt(VCMD_CMD.FREE_PASID);
+/** VCMD = FREE_PASID of `pasid`, as a driver builds it (operand shifted in, OR the command). */
+const freeCmd = (pasid: number): bigint => (BigInt(pasid) << OPERAND_SHIFT) | FREE_CMD;
+const SC_SHIFT = BigInt(VCMD_LAYOUTS[LAYOUT].scShift);
+const SC_MASK = BigInt(VCMD_LAYOUTS[LAYOUT].scMask);
+/** VCRSP's status code and result (a PASID), as a driver's loop reads them (decodeVcrsp's fields). */
+const vcrspSc = (rsp: bigint): number => Number((rsp >> SC_SHIFT) & SC_MASK);
+const vcrspPasid = (rsp: bigint): number => Number((rsp >> OPERAND_SHIFT) & 0xfffffn);
 
 /**
  * One VCMD command as a guest issues it: write VCMD, poll VCRSP until IP (bit 0 in both layouts)
@@ -102,11 +133,6 @@ async function vcmdRaw(guest: StartedGuest, value: bigint): Promise<bigint> {
     if ((r & 1n) === 0n) return r;
     await yieldToLoop();
   }
-}
-
-async function vcmd(guest: StartedGuest, cmd: number, operand = 0): Promise<{ sc: number; pasid: number }> {
-  const r = decodeVcrsp(LAYOUT, await vcmdRaw(guest, cmd === VCMD_CMD.ALLOC_PASID && operand === 0 ? ALLOC_CMD : encodeVcmd(LAYOUT, cmd, operand)));
-  return { sc: r.sc, pasid: r.pasid };
 }
 
 export const bench: BenchModule = {
@@ -136,63 +162,83 @@ export const bench: BenchModule = {
       raw = await RawClient.connect(rawPeer.socket);
       const g = guest;
       const r = raw;
+      const hostPid = host.pid;
 
-      // VCMD alloc round trip, interleaved with the raw ping-pong so noise hits both alike.
+      // VCMD alloc round trip, interleaved with the raw ping-pong pair by pair (see the header).
       opts.progress?.('[e2e-vtd] VCMD PASID allocation round trips');
-      let lastSc = 0;
       let pending = -1;
-      const allocOnce = async (): Promise<void> => {
-        const a = await vcmd(g, VCMD_CMD.ALLOC_PASID);
-        lastSc = a.sc;
-        if (a.sc !== 0) throw new Error(`VCMD ALLOC_PASID failed with VCRSP.SC=${a.sc}`);
-        pending = a.pasid;
-      };
+      /** FREE_PASID of the allocation still held (untimed); a no-op when none is. */
       const freePending = async (): Promise<void> => {
-        if (pending >= 0) await vcmd(g, VCMD_CMD.FREE_PASID, pending);
+        if (pending < 0) return;
+        const sc = vcrspSc(await vcmdRaw(g, freeCmd(pending)));
+        if (sc !== 0) throw new Error(`VCMD FREE_PASID ${pending} failed with VCRSP.SC=${sc}`);
         pending = -1;
+      };
+      /**
+       * One timed allocation: the previous allocation is freed first (untimed), so every timed
+       * ALLOC_PASID follows a FREE_PASID at once, whatever the host still does after that free.
+       * Timed from the VCMD write to the VCRSP read that sees IP clear; the PASID stays held.
+       */
+      const timedAlloc = async (): Promise<number> => {
+        await freePending();
+        const a = performance.now();
+        const rsp = await vcmdRaw(g, ALLOC_CMD);
+        const us = (performance.now() - a) * 1000;
+        const sc = vcrspSc(rsp);
+        if (sc !== 0) throw new Error(`VCMD ALLOC_PASID failed with VCRSP.SC=${sc}`);
+        pending = vcrspPasid(rsp);
+        return us;
+      };
+      const timedRaw = async (): Promise<number> => {
+        const a = performance.now();
+        await r.roundTrip(1);
+        return (performance.now() - a) * 1000;
       };
       const vRtt: RttSample[] = [];
       const rawRtt: RttSample[] = [];
-      // VCMD_RUNS runs of `repsPerRun` A/B pairs each; a run's ratio is the median of its VCMD
-      // p50s over the median of its raw p50s. The target holds in every run (worst of the runs).
+      // VCMD_RUNS runs of `pairsPerRun` A/B pairs; a run's ratio is the p50 of its VCMD samples
+      // over the p50 of its raw samples. The target holds in every run (worst of the runs).
       const repsPerRun = Math.max(1, Math.round(reps / 3));
+      const pairsPerRun = repsPerRun * iters;
       let warmed = false;
       const vcmdRuns = async (keep: boolean): Promise<RunRatio[]> => {
         const runRatios: RunRatio[] = [];
         for (let run = 0; run < VCMD_RUNS; run++) {
-          const runV: number[] = [];
-          const runR: number[] = [];
-          for (let rep = 0; rep < repsPerRun; rep++) {
-            const first = !warmed;
-            warmed = true;
-            const rawS = await rttRuns(1, iters, first ? warm : 50, () => r.roundTrip(1));
-            if (keep) rawRtt.push(...rawS);
-            runR.push(rawS[0]!.p50);
-            // Time only the allocation; free it (untimed) before the next one.
-            const t: number[] = [];
-            for (let i = 0; i < (first ? warm : 50); i++) {
-              await allocOnce();
-              await freePending();
-            }
-            for (let i = 0; i < iters; i++) {
-              const a = performance.now();
-              const rsp = await vcmdRaw(g, ALLOC_CMD);
-              t.push((performance.now() - a) * 1000);
-              const d = decodeVcrsp(LAYOUT, rsp);
-              lastSc = d.sc;
-              if (d.sc !== 0) throw new Error(`VCMD ALLOC_PASID failed with VCRSP.SC=${d.sc}`);
-              pending = d.pasid;
-              await freePending();
-            }
-            t.sort((x, y) => x - y);
-            const v = { p50: t[Math.ceil(t.length / 2) - 1]!, p99: t[Math.ceil(t.length * 0.99) - 1]! };
-            if (keep) vRtt.push(v);
-            runV.push(v.p50);
+          // Untimed pairs first (the first run warms the JITs of every process involved).
+          const warmPairs = warmed ? 50 : warm;
+          warmed = true;
+          for (let i = 0; i < warmPairs; i++) {
+            await timedRaw();
+            await timedAlloc();
           }
-          const vm = stat(runV).median;
-          const rm = stat(runR).median;
-          runRatios.push({ ratio: vm / rm, vcmd: vm, raw: rm });
+          const runV = new Array<number>(pairsPerRun);
+          const runR = new Array<number>(pairsPerRun);
+          const placement = new PlacementSampler([hostPid, rawPeer.child.pid!]);
+          for (let i = 0; i < pairsPerRun; i++) {
+            if (i % PLACEMENT_EVERY === 0) placement.sample();
+            // One A/B pair, the order alternating (ABBA…) so neither side always comes first.
+            if ((i & 1) === 0) {
+              runR[i] = await timedRaw();
+              runV[i] = await timedAlloc();
+            } else {
+              runV[i] = await timedAlloc();
+              runR[i] = await timedRaw();
+            }
+          }
+          // p50/p99 per `iters` consecutive pairs, for the overall figures (as many samples as before).
+          if (keep) {
+            for (let from = 0; from < pairsPerRun; from += iters) {
+              const v = runV.slice(from, from + iters);
+              const w = runR.slice(from, from + iters);
+              vRtt.push({ p50: percentile(v, 50), p99: percentile(v, 99) });
+              rawRtt.push({ p50: percentile(w, 50), p99: percentile(w, 99) });
+            }
+          }
+          const vm = percentile(runV, 50);
+          const rm = percentile(runR, 50);
+          runRatios.push({ ratio: vm / rm, vcmd: vm, raw: rm, together: placement.shares() });
         }
+        await freePending();
         return runRatios;
       };
       const runRatios = await vcmdRuns(true);
@@ -206,7 +252,9 @@ export const bench: BenchModule = {
       } finally {
         unpin?.();
       }
-      if (lastSc !== 0) throw new Error('VCMD allocation failed');
+      /** Per run, the share of placement samples with the host / the raw peer last on this process's CPU. */
+      const placementNote = (rs: RunRatio[]): string =>
+        `placement, share of samples with the host / the raw peer last on the bench process's CPU, per run: ${rs.map((x) => (x.together === null ? 'n/a' : `${x.together[0].toFixed(2)}/${x.together[1].toFixed(2)}`)).join(', ')}`;
       const worstOf = (rs: RunRatio[]): RunRatio => rs.reduce((a, b) => (b.ratio > a.ratio ? b : a));
       const worst = worstOf(runRatios);
 
@@ -273,12 +321,13 @@ export const bench: BenchModule = {
       }
 
       const figs: BenchFigure[] = [
-        ratioFigure('VCMD PASID alloc round trip p50 (guest VCMD write → VCRSP ready, 2 processes)', 'us', stat(vRtt.map((s) => s.p50)), 'raw Node Unix-socket ping-pong p50', stat(rawRtt.map((s) => s.p50)), 'ratio <= 1.25', (x) => x <= 1.25),
+        ratioFigure('VCMD PASID alloc round trip p50 (guest VCMD write → VCRSP ready, 2 processes)', 'us', stat(vRtt.map((s) => s.p50)), 'raw Node Unix-socket ping-pong p50', stat(rawRtt.map((s) => s.p50)), 'ratio <= 1.25', (x) => x <= 1.25,
+          `${PAIRING}; value and baseline: median of the p50s of blocks of ${iters} consecutive pairs`),
         ratioFigure(`VCMD round trip ratio, worst of ${VCMD_RUNS} interleaved runs`, 'us', stat([worst.vcmd]), 'raw Node Unix-socket ping-pong p50 of the same run', stat([worst.raw]), 'every run ratio <= 1.25', () => runRatios.every((x) => x.ratio <= 1.25),
-          `VCMD PASID alloc p50 over raw ping-pong p50, per run (${repsPerRun} A/B pair${repsPerRun > 1 ? 's' : ''} each): ${runRatios.map((x) => x.ratio.toFixed(3)).join(', ')}; value and baseline are the worst run's`),
+          `${PAIRING}; a run is ${pairsPerRun} pairs and its ratio is the p50 of its VCMD samples over the p50 of its raw samples; per run: ${runRatios.map((x) => x.ratio.toFixed(3)).join(', ')}; value and baseline are the worst run's; ${placementNote(runRatios)} (a peer on the same CPU answers by direct hand-over, one on the other CPU needs a cross-CPU wake-up: runs whose two peers sat differently compare placements, see the pinned figure)`),
         ...(pinnedRatios === null ? [] : [ratioFigure(`VCMD round trip ratio, worst of ${VCMD_RUNS} interleaved runs (processes pinned apart)`, 'us', stat([worstOf(pinnedRatios).vcmd]), 'raw Node Unix-socket ping-pong p50 of the same run, same placement', stat([worstOf(pinnedRatios).raw]), 'every run ratio <= 1.25', () => pinnedRatios!.every((x) => x.ratio <= 1.25),
-          `as the figure above with the bench process on CPU 0 and the host and the ping-pong peer on CPU 1 (taskset), so the two sides of each A/B pair run under one placement; per run: ${pinnedRatios.map((x) => x.ratio.toFixed(3)).join(', ')}`)]),
-        ratioFigure('VCMD PASID alloc round trip p99', 'us', stat(vRtt.map((s) => s.p99)), 'raw Node Unix-socket ping-pong p99', stat(rawRtt.map((s) => s.p99)), undefined, undefined),
+          `as the figure above (same pairing, ${pairsPerRun} pairs per run) with the bench process on CPU 0 and the host and the ping-pong peer on CPU 1 (taskset), so the two sides of each A/B pair run under one placement; per run: ${pinnedRatios.map((x) => x.ratio.toFixed(3)).join(', ')}; ${placementNote(pinnedRatios)}`)]),
+        ratioFigure('VCMD PASID alloc round trip p99', 'us', stat(vRtt.map((s) => s.p99)), 'raw Node Unix-socket ping-pong p99', stat(rawRtt.map((s) => s.p99)), undefined, undefined, `${PAIRING}; median of the p99s of blocks of ${iters} consecutive pairs`),
         ratioFigure('PASID bind round trip p50 (PASID entry + PC flush + wait → host bound)', 'us', stat(bindP50), 'raw Node Unix-socket ping-pong p50', stat(rawBind.map((s) => s.p50)), undefined, undefined, 'no docs/design.md §9 target; one BIND_GPASID round trip plus queue processing'),
         ratioFigure('PASID bind round trip p99', 'us', stat(bindP99), 'raw Node Unix-socket ping-pong p99', stat(rawBind.map((s) => s.p99)), undefined, undefined),
         {

@@ -50,6 +50,39 @@ describe('VT-d register file', () => {
     expect(await h.readq(DMAR.IQH)).toBe(0n);
   });
 
+  it('writeWhole64 (the VCMD hot path) leaves what an 8-byte write leaves, on every 64-bit register; 32-bit ones are refused', () => {
+    const defs = vsvaRegisterFile('3.1', { fl5lp: true });
+    const wide = defs.filter((d) => d.width === 64);
+    fc.assert(
+      fc.property(fc.constantFrom(...wide), fc.bigInt({ min: 0n, max: (1n << 64n) - 1n }), fc.bigInt({ min: -(1n << 64n), max: 1n << 65n }), (d, old, value) => {
+        const a = new RegisterFile(defs);
+        const b = new RegisterFile(defs);
+        a.setDef(d, old);
+        b.setDef(d, old);
+        const w = a.write(d.offset, 8, value);
+        expect(b.writeWhole64(d, value)).toBe(w[0]!.value);
+        expect(b.read(d.offset, 8)).toBe(a.read(d.offset, 8));
+        expect(b.get(d.name)).toBe(a.get(d.name));
+      }),
+    );
+    const narrow = defs.find((d) => d.width === 32)!;
+    expect(() => new RegisterFile(defs).writeWhole64(narrow, 1n)).toThrow(/EINVAL/);
+  });
+
+  it('a whole VCMD write takes the hot path with the same effect as the general one (trace on and off)', async () => {
+    const plain = makeModel();
+    const traced = makeModel();
+    const events: unknown[] = [];
+    traced.trace.on((e) => events.push(e));
+    const off = VCMD_REG_OFFSETS['3.1'];
+    for (const m of [plain, traced]) {
+      await m.h.writeq(off.VCMD, 1n);
+      expect(await m.h.readq(off.VCRSP)).toBe(1n << 8n); // PASID 1, SC 0, IP clear
+      expect(m.model.regs.get('VCMD')).toBe(1n);
+    }
+    expect(events.some((e) => (e as { name?: string }).name === `write 0x${off.VCMD.toString(16)}`)).toBe(true);
+  });
+
   it('accesses 64-bit registers by 32-bit halves, as a guest kernel may', async () => {
     const { h } = makeModel();
     await h.writel(DMAR.RTADDR, 0x1234_5400);

@@ -57,6 +57,79 @@ describe('VCRSP reads while a virtual command is in flight', () => {
   });
 });
 
+/** A model whose host answers PASID_FREE as `free` says (the real fake host for everything else). */
+function freeModel(free: (pasid: number) => Promise<{ freed: number }>) {
+  const m = makeModel();
+  const port = m.host.port as unknown as { call(name: string, payload?: unknown): Promise<unknown> };
+  const inner = port.call.bind(port);
+  port.call = (name: string, payload?: unknown) => (name === 'PASID_FREE' ? free((payload as { min: number }).min) : inner(name, payload));
+  return m;
+}
+
+async function vcmd(m: ReturnType<typeof makeModel>, cmd: number, operand = 0) {
+  await m.h.writeq(OFF.VCMD, encodeVcmd('3.1', cmd, operand));
+  let r = decodeVcrsp('3.1', await m.h.readq(OFF.VCRSP));
+  for (let i = 0; r.ip && i < 200; i++) {
+    await new Promise((res) => setTimeout(res, 1));
+    r = decodeVcrsp('3.1', await m.h.readq(OFF.VCRSP));
+  }
+  return r;
+}
+
+describe('VCMD FREE_PASID of a PASID the VM holds', () => {
+  const st = { SUCCESS: 0, INVALID_PASID: 2 };
+
+  it('frees it on the host, drops it from the VM and completes with success', async () => {
+    const m = makeModel();
+    const { pasid } = await vcmd(m, VCMD_CMD.ALLOC_PASID);
+    expect(m.model.vcmd!.owned.has(pasid)).toBe(true);
+    expect(await vcmd(m, VCMD_CMD.FREE_PASID, pasid)).toMatchObject({ ip: false, sc: st.SUCCESS });
+    expect(m.model.vcmd!.owned.has(pasid)).toBe(false);
+    expect(m.host.calls.filter((c) => c.name === 'PASID_FREE')).toEqual([{ name: 'PASID_FREE', payload: { min: pasid, max: pasid } }]);
+    expect(m.model.counters().vcmd).toMatchObject({ allocs: 1, frees: 1, errors: 0 });
+  });
+
+  it('host refuses: INVALID_PASID, and the VM still holds the PASID', async () => {
+    const m = freeModel(() => Promise.reject(Object.assign(new Error('no'), { code: 'ENOENT' })));
+    const { pasid } = await vcmd(m, VCMD_CMD.ALLOC_PASID);
+    expect(await vcmd(m, VCMD_CMD.FREE_PASID, pasid)).toMatchObject({ ip: false, sc: st.INVALID_PASID });
+    expect(m.model.vcmd!.owned.has(pasid)).toBe(true);
+    expect(m.model.counters().vcmd).toMatchObject({ frees: 0, errors: 1 });
+    expect(m.model.vcmd!.busy).toBe(false);
+  });
+
+  it('host frees nothing: INVALID_PASID, and the PASID is no longer the VM\'s', async () => {
+    const m = freeModel(async () => ({ freed: 0 }));
+    const { pasid } = await vcmd(m, VCMD_CMD.ALLOC_PASID);
+    expect(await vcmd(m, VCMD_CMD.FREE_PASID, pasid)).toMatchObject({ ip: false, sc: st.INVALID_PASID });
+    expect(m.model.vcmd!.owned.has(pasid)).toBe(false);
+    expect(m.model.counters().vcmd).toMatchObject({ frees: 0, errors: 1 });
+  });
+
+  it('the model\'s clean-up after the free fails (thrown or rejected): INVALID_PASID, the command is over', async () => {
+    for (const fail of [() => { throw new Error('sync'); }, () => Promise.reject(new Error('async'))]) {
+      const m = makeModel();
+      const { pasid } = await vcmd(m, VCMD_CMD.ALLOC_PASID);
+      m.model.vcmd!.onFreed = fail as () => Promise<void>;
+      expect(await vcmd(m, VCMD_CMD.FREE_PASID, pasid)).toMatchObject({ ip: false, sc: st.INVALID_PASID });
+      expect(m.model.vcmd!.owned.has(pasid)).toBe(false);
+      expect(m.model.counters().vcmd).toMatchObject({ frees: 0, errors: 1 });
+      // The next command runs normally.
+      expect(await vcmd(m, VCMD_CMD.ALLOC_PASID)).toMatchObject({ ip: false, sc: st.SUCCESS });
+    }
+  });
+
+  it('a PASID the VM does not hold: INVALID_PASID without asking the host', async () => {
+    const m = makeModel();
+    void m.model.mmioWrite(OFF.VCMD, 8, encodeVcmd('3.1', VCMD_CMD.FREE_PASID, 5));
+    // Right after the write the command is in flight (VCRSP.IP), as every command is.
+    expect(m.model.vcmd!.busy).toBe(true);
+    expect(decodeVcrsp('3.1', m.model.regs.read(OFF.VCRSP, 8)).ip).toBe(true);
+    expect(decodeVcrsp('3.1', await m.h.readq(OFF.VCRSP))).toMatchObject({ ip: false, sc: st.INVALID_PASID });
+    expect(m.host.calls.filter((c) => c.name === 'PASID_FREE')).toEqual([]);
+  });
+});
+
 describe('SerialQueue', () => {
   it('runs tasks one at a time in submission order: sync, async, throwing, and submitted from inside a task', async () => {
     const q = new SerialQueue();

@@ -8,7 +8,7 @@ import { describe, it, expect, afterEach, vi } from 'vitest';
 import fc from 'fast-check';
 import type { IoasidCore, IoasidSet } from '../../../../host/ioasid/index.js';
 import { HostServer } from '../../../../host/server/index.js';
-import { PasidRows } from '../../../../host/server/pasid-rows.js';
+import { PasidRows, rowJson } from '../../../../host/server/pasid-rows.js';
 import type { PasidSnapshot } from '../../../../src/api/types.js';
 import { DeviceDmaFlag, DeviceDmaOp } from '../../../../vhost/index.js';
 import { TestGuest } from '../../../integration/host/client.js';
@@ -92,6 +92,24 @@ describe('PasidRows on the IOASID core', () => {
     expect(unregister).toHaveBeenCalledWith(f.a, expect.any(Function));
     f.core.alloc(f.a, 1, 255);
     expect(live.rows()).toEqual(rebuiltRows(f.core, f.a)); // disposed tables rebuild on every read
+  });
+});
+
+describe('a row\'s JSON text', () => {
+  it('is JSON.stringify(row) exactly, for every state, SPID or none, users and bindings', () => {
+    const binding = fc.record(
+      { bdf: fc.string(), pgtt: fc.constantFrom<'nested' | 'sl' | 'pt'>('nested', 'sl', 'pt'), flptr: fc.string() },
+      { requiredKeys: ['bdf', 'pgtt'] },
+    );
+    const row = fc.record({
+      hpasid: fc.integer({ min: 1, max: 0xfffff }),
+      gpasid: fc.option(fc.integer({ min: 0, max: 0xfffff }), { nil: null }),
+      state: fc.constantFrom<PasidSnapshot['state']>('idle', 'active', 'free-pending'),
+      refs: fc.nat(1000),
+      users: fc.array(fc.string(), { maxLength: 4 }),
+      bindings: fc.array(binding, { maxLength: 3 }),
+    });
+    fc.assert(fc.property(row, (r) => rowJson(r) === JSON.stringify(r)));
   });
 });
 
