@@ -60,7 +60,9 @@ import {
   INVALID_IOASID,
   IOASID_NOTIFY_FLAG_ALL,
   IOASID_NOTIFY_FLAG_SET,
+  type FreeAllResult,
   type IoasidChangeListener,
+  type IoasidCoreOptions,
   type IoasidCoreSnapshot,
   type IoasidEvent,
   type IoasidIdSnapshot,
@@ -70,19 +72,7 @@ import {
 
 const log = childLogger('ioasid');
 
-export interface IoasidCoreOptions {
-  /** PASID width; the core manages IDs 1 … 2^pasidBits − 1. 1–20, default 20. */
-  pasidBits?: number;
-  /** Where 'alloc' / 'free' trace events go (docs/design.md §6). */
-  trace?: TraceBus;
-}
-
-export interface FreeAllResult {
-  /** IDs reclaimed during the call. */
-  reclaimed: number;
-  /** IDs of the set left FREE_PENDING because users still hold references. */
-  pending: number;
-}
+export type { FreeAllResult, IoasidCoreOptions } from './types.js';
 
 export class IoasidCore {
   readonly pasidBits: number;
@@ -504,6 +494,15 @@ export class IoasidCore {
   /** One ID's state, or null when it is not allocated. No ownership check (diagnostics). */
   idInfo(id: number): IoasidIdSnapshot | null {
     return this.ids.isKnown(id) ? this.ids.snapshot(id) : null;
+  }
+
+  /** `idInfo(id)?.spid ?? null`, allocating no snapshot (bind, unbind, release). No ownership check. */
+  spidOf(id: number): number | null {
+    return this.ids.isKnown(id) && this.ids.spidOf[id] !== INVALID_IOASID ? this.ids.spidOf[id]! : null;
+  }
+  /** `idInfo(id)?.state === 'free-pending'`, allocating no snapshot. No ownership check. */
+  isFreePending(id: number): boolean {
+    return this.ids.isKnown(id) && this.ids.stateOf[id] === ST_FREE_PENDING;
   }
 
   /** One set's figures. EINVAL: dead set. */

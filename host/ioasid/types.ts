@@ -13,6 +13,7 @@
  *
  * The notifier block shapes (they name the set handle) are in notifier-chain.ts.
  */
+import type { TraceBus } from '../../src/trace/bus.js';
 
 /** `(ioasid_t)-1`: "no ID" in the kernel API; an SPID may never take this value. */
 export const INVALID_IOASID = 0xffff_ffff;
@@ -103,4 +104,19 @@ export interface IoasidCoreSnapshot {
   /** Ascending by set id, then by ID. Empty when the snapshot was taken with `ids: false`. */
   ids: IoasidIdSnapshot[];
   cgroups: IoasidCgroupSnapshot[];
+}
+
+export interface IoasidCoreOptions {
+  /** PASID width; the core manages IDs 1 … 2^pasidBits − 1. 1–20, default 20. */
+  pasidBits?: number;
+  /** Where 'alloc' / 'free' trace events go (docs/design.md §6). */
+  trace?: TraceBus;
+}
+
+/** What free_all_in_set did (IoasidCore.freeAllInSet, freeAllInSetSteps). */
+export interface FreeAllResult {
+  /** IDs reclaimed during the call. */
+  reclaimed: number;
+  /** IDs of the set left FREE_PENDING because users still hold references. */
+  pending: number;
 }

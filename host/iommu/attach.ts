@@ -131,6 +131,17 @@ export abstract class IommuAttach extends IommuInvalidation {
     return BigInt(bytes);
   }
 
+  /**
+   * The flush `unmap` does, for [iova, iova+size) of a paging domain unmapped piecewise with
+   * `{ flush: false }` in the same turn (no translation can run in between): one IOTLB
+   * invalidation (and device-TLB flush) over the whole range instead of one per piece.
+   */
+  flushUnmapped(ref: DomainRef, iova: bigint, size: bigint): void {
+    const d = this.pagingDomain(ref, 'flushUnmapped');
+    const t = d.table!;
+    this.flushDomainRange(d, fitWidth(iova, t.width, 'flushUnmapped: IOVA'), fitWidth(size, t.width, 'flushUnmapped: size'));
+  }
+
   /** The HPA `iova` maps to in a paging domain, or undefined. */
   iovaToPhys(ref: DomainRef, iova: bigint): bigint | undefined {
     const t = this.pagingDomain(ref, 'iovaToPhys').table!;
@@ -356,29 +367,29 @@ function firstLevelConfig(o: FirstLevelOptions & { flptr: bigint }, width: numbe
 
 /** The PASID entry a route programs (VT-d spec §9.6; Linux pasid.c, one setup function per PGTT). */
 function entryFor(d: IommuDomain, pgtt: number, nested?: FirstLevelConfig): PasidEntryValues {
-  const base: PasidEntryValues = { P: 1, PGTT: pgtt, DID: d.did, PWSNP: 1 };
-  if (pgtt === PGTT_PT) return { ...base, AW: 2 };
-  if (pgtt === PGTT_FL) return { ...base, AW: 2, ...flFields(d.firstLevel!) };
+  // One object per entry, filled in place (no spread copies: a bind allocates little).
+  if (pgtt === PGTT_PT) return { P: 1, PGTT: pgtt, DID: d.did, PWSNP: 1, AW: 2 };
+  if (pgtt === PGTT_FL) return withFlFields({ P: 1, PGTT: pgtt, DID: d.did, PWSNP: 1, AW: 2 }, d.firstLevel!);
   const t = d.table!;
-  const sl: PasidEntryValues = { ...base, AW: t.levels - 2, SLPTPTR: BigInt(t.root) >> 12n, SLADE: d.slade, SLEE: d.slee };
-  return nested === undefined ? sl : { ...sl, ...flFields(nested) };
+  const sl: PasidEntryValues = { P: 1, PGTT: pgtt, DID: d.did, PWSNP: 1, AW: t.levels - 2, SLPTPTR: BigInt(t.root) >> 12n, SLADE: d.slade, SLEE: d.slee };
+  return nested === undefined ? sl : withFlFields(sl, nested);
 }
 
-function flFields(fl: FirstLevelConfig): PasidEntryValues {
-  return {
-    FLPTR: fl.flptr >> 12n,
-    FLPM: fl.levels === 5 ? 1 : 0,
-    SRE: fl.sre,
-    WPE: fl.wpe,
-    EAFE: fl.eafe,
-    NXE: fl.nxe,
-    ERE: fl.ere,
-    SMEP: fl.smep,
-    PCD: fl.pcd,
-    PWT: fl.pwt,
-    PAT: fl.pat,
-    EMT: fl.emt,
-    CD: fl.cd,
-    EMTE: fl.emte,
-  };
+/** `e` with the first-level fields of `fl` set. */
+function withFlFields(e: { -readonly [K in keyof PasidEntryValues]: PasidEntryValues[K] }, fl: FirstLevelConfig): PasidEntryValues {
+  e.FLPTR = fl.flptr >> 12n;
+  e.FLPM = fl.levels === 5 ? 1 : 0;
+  e.SRE = fl.sre;
+  e.WPE = fl.wpe;
+  e.EAFE = fl.eafe;
+  e.NXE = fl.nxe;
+  e.ERE = fl.ere;
+  e.SMEP = fl.smep;
+  e.PCD = fl.pcd;
+  e.PWT = fl.pwt;
+  e.PAT = fl.pat;
+  e.EMT = fl.emt;
+  e.CD = fl.cd;
+  e.EMTE = fl.emte;
+  return e;
 }

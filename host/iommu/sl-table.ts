@@ -18,6 +18,7 @@
 import { fail } from '../../src/errors.js';
 import { leafAddrMask, levelIndex, levelShift, SL_PTE_MASK, PTE_ADDR_MASK, type PageSize, type PtLevel } from '../../src/vtd/page-table.js';
 import type { HostMemory } from '../memory/host-memory.js';
+import type { MemoryBacking } from '../../src/memory/backing.js';
 import type { PageTablePool } from './pt-pool.js';
 
 export interface SlProt {
@@ -51,6 +52,27 @@ function isLeaf(e: bigint, level: number): boolean {
 }
 function nextTable(e: bigint): number {
   return Number(e & PTE_ADDR_MASK);
+}
+
+// The unmap path (unmapLevel, tableEmpty, freeSubtree) reads entries as two u32 halves, so it
+// allocates nothing per entry (a bigint per read was ~240 bytes of garbage a mapping on a
+// 65,535-mapping DMA_UNMAP, and young-generation collections in other VMs' way; docs/performance.md
+// "Fairness and snapshots"). The masks below are the bigint ones above, split.
+const PRESENT_LO = Number(R | W);
+const PS_LO = Number(PS);
+/** PTE_ADDR_MASK's low half (bits 31:12) as an int32 mask, and its high half (bits 51:32). */
+const ADDR_LO = Number(PTE_ADDR_MASK & 0xffff_ffffn) | 0;
+const ADDR_HI = Number(PTE_ADDR_MASK >> 32n);
+const TWO_32 = 2 ** 32;
+
+function isLeafLo(lo: number, level: number): boolean {
+  return level === 1 || ((level === 2 || level === 3) && (lo & PS_LO) !== 0);
+}
+
+/** Zero the entry at offset `o` of `store` (both halves; nothing reads the table between the two stores). */
+function clearEntry(store: MemoryBacking, o: number): void {
+  store.writeU32(o, 0);
+  store.writeU32(o + 4, 0);
 }
 
 export class SecondLevelTable {
@@ -211,29 +233,35 @@ export class SecondLevelTable {
     const s = span(level);
     const first = Math.floor((start - base) / s);
     const last = Math.floor((end - 1 - base) / s);
+    // The table page's entries through its region's backing at small offsets (HPAs are above
+    // 4 GiB: per-entry HPA arithmetic would box a heap number per access).
+    const region = this.mem.regionFor(tbl, 4096);
+    const store = region.backing;
+    const at = tbl - region.hpa;
     let bytes = 0;
     for (let i = first; i <= last; i++) {
-      const ea = tbl + i * 8;
-      const e = this.mem.readU64(ea);
-      if (!present(e)) continue;
+      const o = at + i * 8;
+      const elo = store.readU32(o);
+      if ((elo & PRESENT_LO) === 0) continue;
       const eb = base + i * s;
       const lo = Math.max(start, eb);
       const hi = Math.min(end, eb + s);
-      if (isLeaf(e, level) && lo === eb && hi === eb + s) {
-        this.mem.writeU64(ea, 0n);
+      const leaf = isLeafLo(elo, level);
+      if (leaf && lo === eb && hi === eb + s) {
+        clearEntry(store, o);
         bytes += s;
         continue;
       }
       let child: number;
-      if (isLeaf(e, level)) {
-        child = this.split(e, level);
-        this.mem.writeU64(ea, BigInt(child) | TABLE_BITS);
+      if (leaf) {
+        child = this.split(store.readU64(o), level);
+        store.writeU64(o, BigInt(child) | TABLE_BITS);
       } else {
-        child = nextTable(e);
+        child = (store.readU32(o + 4) & ADDR_HI) * TWO_32 + ((elo & ADDR_LO) >>> 0);
       }
       bytes += this.unmapLevel(child, level - 1, lo, hi, eb);
       if (this.tableEmpty(child)) {
-        this.mem.writeU64(ea, 0n);
+        clearEntry(store, o);
         this.freeTable(child);
       }
     }
@@ -253,17 +281,24 @@ export class SecondLevelTable {
   }
 
   private tableEmpty(tbl: number): boolean {
-    const page = this.mem.read(tbl, 4096);
-    for (let i = 0; i < page.length; i++) if (page[i] !== 0) return false;
+    const words = this.scratchWords;
+    this.mem.readInto(tbl, this.scratch);
+    for (let i = 0; i < words.length; i++) if (words[i] !== 0) return false;
     return true;
   }
 
+  /** One table page, read by tableEmpty (kept: no 4 KiB allocation per check). */
+  private readonly scratch = new Uint8Array(4096);
+  private readonly scratchWords = new Uint32Array(this.scratch.buffer);
+
   private freeSubtree(tbl: number, level: number): void {
     if (level <= 1) return;
+    const mem = this.mem;
     for (let i = 0; i < 512; i++) {
-      const e = this.mem.readU64(tbl + i * 8);
-      if (present(e) && !isLeaf(e, level)) {
-        const child = nextTable(e);
+      const ea = tbl + i * 8;
+      const elo = mem.readU32(ea);
+      if ((elo & PRESENT_LO) !== 0 && !isLeafLo(elo, level)) {
+        const child = (mem.readU32(ea + 4) & ADDR_HI) * TWO_32 + ((elo & ADDR_LO) >>> 0);
         this.freeSubtree(child, level - 1);
         this.freeTable(child);
       }

@@ -440,11 +440,12 @@ export class HostServer implements SessionHost {
     if (this.closed) return;
     this.closed = true;
     // The VMs still served keep their registry records for the next run (written now, before
-    // their release empties the memory-file owners).
-    this.reservations.close();
+    // their release empties the memory-file owners; the file lands after any write in flight).
+    const registryWritten = this.reservations.close();
     await this.backend.close();
     for (const vm of this.vms) void this.teardown(vm);
     await Promise.all(this.releases.values());
+    await registryWritten;
     this.memoryPaths?.close();
   }
 

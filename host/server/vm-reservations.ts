@@ -8,7 +8,12 @@
  * Kept in `<state dir>/vms.json` (written whole on every change through a temporary file and
  * rename(2), mode 0600) inside a state directory the host's user owns with mode 0700 — created
  * so when missing; anything else (another owner, a wider mode, a symbolic link) refuses the
- * start with EACCES, since whoever can write the file could reserve names.
+ * start with EACCES, since whoever can write the file could reserve names. Writes while the
+ * host serves are asynchronous (libuv's thread pool), one at a time, changes meanwhile coalesced
+ * into the next one: a write(2) or rename(2) that waits for the disk (milliseconds, hundreds
+ * under I/O load on ext4) must not stall the event loop that serves every VM
+ * (docs/performance.md, "Fairness and snapshots"). Shutdown writes last, after the write in
+ * flight.
  *
  * On start the file's records become *pending reservations* until `expiresAt`:
  * - a pending name is given only to a VM_SETUP that presents the token whose hash is recorded
@@ -107,6 +112,10 @@ export class VmReservations {
   private loaded = 0;
   private timer: NodeJS.Timeout | null = null;
   private writeQueued = false;
+  /** The asynchronous write in flight, if any (one at a time). */
+  private writing: Promise<void> | null = null;
+  /** Something changed while `writing` was in flight: write again when it ends. */
+  private writeAgain = false;
   private closed = false;
   /** This host has written the registry (it is the host the state belongs to). */
   private wrote = false;
@@ -231,7 +240,36 @@ export class VmReservations {
     this.writeQueued = true;
     queueMicrotask(() => {
       this.writeQueued = false;
-      if (!this.closed) this.write();
+      if (!this.closed) this.startWrite();
+    });
+  }
+
+  /** Start an asynchronous write of the registry as it stands, or ask for one after the write in flight. Never rejects. */
+  private startWrite(): void {
+    if (this.writing !== null) {
+      this.writeAgain = true;
+      return;
+    }
+    const file = this.file!;
+    const tmp = `${file}.${process.pid}.tmp`;
+    const text = this.text();
+    this.writing = (async () => {
+      try {
+        // The directory may have been removed meanwhile (by a host that failed to start on it).
+        ensurePrivateDir(path.dirname(file), '--state-dir');
+        await fs.promises.writeFile(tmp, text, { mode: 0o600 });
+        await fs.promises.rename(tmp, file);
+        this.wrote = true;
+      } catch (e) {
+        log.error({ err: e, file }, 'could not write the VM registry: after a restart these VMs are not protected');
+        await fs.promises.rm(tmp, { force: true }).catch(() => {});
+      }
+    })().finally(() => {
+      this.writing = null;
+      if (this.writeAgain && !this.closed) {
+        this.writeAgain = false;
+        this.startWrite();
+      }
     });
   }
 
@@ -254,13 +292,17 @@ export class VmReservations {
     return out;
   }
 
-  private write(): void {
+  private text(): string {
+    return `${JSON.stringify({ version: 1, pasidCeiling: this.ceiling, vms: this.records() })}\n`;
+  }
+
+  /** Write `text` at once (shutdown). */
+  private writeNow(text: string): void {
     const file = this.file!;
     const tmp = `${file}.${process.pid}.tmp`;
     try {
-      // The directory may have been removed meanwhile (by a host that failed to start on it).
       ensurePrivateDir(path.dirname(file), '--state-dir');
-      fs.writeFileSync(tmp, `${JSON.stringify({ version: 1, pasidCeiling: this.ceiling, vms: this.records() })}\n`, { mode: 0o600 });
+      fs.writeFileSync(tmp, text, { mode: 0o600 });
       fs.renameSync(tmp, file);
       this.wrote = true;
     } catch (e) {
@@ -270,17 +312,23 @@ export class VmReservations {
   }
 
   /**
-   * Host shutdown: write the registry as it stands (the VMs still served keep their records for
-   * the next run), or remove it and the state directory when it holds nothing.
+   * Host shutdown: write the registry as it stands now (the VMs still served keep their records
+   * for the next run), or remove it and the state directory when it holds nothing — after the
+   * write in flight, if any, so that no older content lands last. The records are taken at the
+   * call; the promise resolves when the file is written.
    */
-  close(): void {
+  async close(): Promise<void> {
     if (this.closed) return;
     if (this.timer !== null) clearTimeout(this.timer);
     this.timer = null;
+    const text = this.records().length > 0 ? this.text() : null;
+    const owned = this.wrote || this.writeQueued || this.writing !== null || this.pending.size < this.loaded;
+    this.closed = true;
+    if (this.writing !== null) await this.writing;
     // A host that never wrote (e.g. it failed to listen: another host owns the socket) leaves
     // the state as it found it.
-    if (this.file !== undefined && (this.wrote || this.writeQueued || this.pending.size < this.loaded)) {
-      if (this.records().length > 0) this.write();
+    if (this.file !== undefined && owned) {
+      if (text !== null) this.writeNow(text);
       else {
         fs.rmSync(this.file, { force: true });
         try {
@@ -290,6 +338,5 @@ export class VmReservations {
         }
       }
     }
-    this.closed = true;
   }
 }

@@ -15,13 +15,14 @@ import { childLogger } from '../../src/log.js';
 import type { TraceBus } from '../../src/trace/bus.js';
 import type { VmSnapshot } from '../../src/api/types.js';
 import type { Session } from '../../vhost/roles/server.js';
-import type { IoasidCore, IoasidSet } from '../ioasid/index.js';
+import type { FreeAllResult, IoasidCore, IoasidSet } from '../ioasid/index.js';
 import { Kvm, type KvmVm } from '../kvm/kvm.js';
 import { Vdcm, type VdcmVm } from '../vdcm/vdcm.js';
 import type { HostMemory } from '../memory/host-memory.js';
 import { PageRequestTracker } from '../devices/page-requests.js';
 import { VfioContainer, type ContainerCounters } from '../vfio/container.js';
 import type { PasidNumbering } from '../vfio/container-state.js';
+import { sliceTimer } from '../vfio/slice-budget.js';
 import type { HostIommu } from '../iommu/host-iommu.js';
 import { MemTableMap, type MemoryAccess, type MemoryFileOwners } from '../vfio/mem-table.js';
 import type { MemoryPathDir } from '../memory/memory-path-dir.js';
@@ -39,6 +40,8 @@ const log = childLogger('host-vm');
  * few µs (reclaim, change listeners, trace), so a step stays near 0.5 ms.
  */
 export const RELEASE_STEP_IDS = 128;
+/** PASIDs freed between two looks at the step's time budget (slice-budget.ts). */
+const RELEASE_CHUNK_IDS = 8;
 
 export type ViommuKind = 'unspecified' | 'vtd' | 'virtio';
 /** The host uAPI a VM chose at VM_SETUP (docs/protocol.md §13). */
@@ -247,8 +250,9 @@ export class Vm {
 
   /**
    * `teardown()` in bounded steps (at most RELEASE_STEP_ROUTES routes, RELEASE_STEP_IDS PASIDs,
-   * one device or one domain each), yielding to the event loop (setImmediate) between them so
-   * that other VMs' requests are served meanwhile (docs/protocol.md "Disconnect"). From the
+   * one device or one domain each; route and PASID steps also end once they ran
+   * SLICE_BUDGET_MS), yielding to the event loop (setImmediate) between them so that other
+   * VMs' requests are served meanwhile (docs/protocol.md "Disconnect"). From the
    * first step the VM is `tornDown`: its requests are refused and its session is closed.
    * Resolves when everything is released; rejects if a step threw (the rest is not released).
    */
@@ -305,13 +309,33 @@ export class Vm {
     this.deps.vdcm.destroyVm(this.vdcm);
     this.deps.kvm.destroyVm(this.kvm);
     if (core.isSetValid(this.set)) {
-      const r = yield* core.freeAllInSetSteps(this.set, RELEASE_STEP_IDS);
+      const r = yield* this.freeAllSteps();
       if (r.pending > 0) log.warn({ vm: this.name, pending: r.pending }, 'PASIDs still referenced after teardown');
       if (core.isSetValid(this.set)) core.setPut(this.set);
       yield; // unmapping the guest's RAM (the memory table) is a turn of its own
     }
     this.mem.clear();
     this.releaseDone = true;
+  }
+
+  /**
+   * free_all_in_set of the VM's set in release steps of at most RELEASE_STEP_IDS PASIDs, each
+   * ending early once it ran SLICE_BUDGET_MS (checked every RELEASE_CHUNK_IDS PASIDs).
+   */
+  private *freeAllSteps(): Generator<unknown, FreeAllResult, void> {
+    const ids = this.deps.core.freeAllInSetSteps(this.set, RELEASE_CHUNK_IDS);
+    const step = sliceTimer();
+    let n = 0;
+    for (;;) {
+      const r = ids.next();
+      if (r.done === true) return r.value;
+      n += RELEASE_CHUNK_IDS;
+      if (n >= RELEASE_STEP_IDS || step.spent()) {
+        n = 0;
+        yield;
+        step.restart();
+      }
+    }
   }
 
   /**

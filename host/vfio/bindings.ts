@@ -45,7 +45,7 @@ export abstract class ContainerBindings extends ContainerPasidRequests {
     if (cur) fail('EBUSY', `PASID ${b.hpasid} of ${dev.bdf} is attached to domain ${cur.domain}; detach it first`);
     const core = this.core;
     const nested = this.hasNestedRoute(b.hpasid);
-    const spid = core.idInfo(b.hpasid)!.spid;
+    const spid = core.spidOf(b.hpasid);
     if (nested) {
       if (spid !== b.gpasid) fail('EINVAL', `BIND_GPASID: PASID ${b.hpasid} is bound with guest PASID ${spid ?? 'none'}, not ${b.gpasid ?? 'none'}`);
     } else if (b.gpasid !== null) {
@@ -110,7 +110,7 @@ export abstract class ContainerBindings extends ContainerPasidRequests {
     this.deleteRoute(pasid, dev.guestRid);
     if (notify && r.kind === 'nested' && !this.hasNestedRoute(pasid)) {
       this.core.notify(pasid, 'UNBIND', { rid: dev.guestRid });
-      if (this.core.idInfo(pasid)?.spid != null) this.core.detachSpid(this.set, pasid);
+      if (this.core.spidOf(pasid) !== null) this.core.detachSpid(this.set, pasid);
     }
     this.core.put(this.set, pasid, IOMMU_USER);
   }

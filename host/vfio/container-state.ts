@@ -170,7 +170,7 @@ export abstract class ContainerState implements DeviceContainer {
   /** `pasid` is this VM's and not being freed. ENOENT otherwise. */
   protected requireLivePasid(pasid: number): void {
     this.requirePasid(pasid);
-    if (this.core.idInfo(pasid)!.state === 'free-pending') fail('ENOENT', `PASID ${pasid} of ${this.vmName} has been freed`);
+    if (this.core.isFreePending(pasid)) fail('ENOENT', `PASID ${pasid} of ${this.vmName} has been freed`);
   }
 
   /** Map the IOMMU's argument errors onto the container's errno (ERANGE/EOPNOTSUPP → EINVAL). */

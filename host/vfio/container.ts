@@ -49,13 +49,15 @@ import type { DeviceDmaReply, DeviceDmaRequest } from '../../vhost/messages/devi
 import { DmaTestDevice, type DeviceCaps } from '../devices/dma-device.js';
 import { GPA_DOMAIN, IOMMU_USER } from './container-state.js';
 import { ContainerDmaMap } from './dma-map.js';
+import { sliceTimer } from './slice-budget.js';
 
 export { GPA_DOMAIN, IOMMU_USER, type ContainerCounters, type ContainerEnv } from './container-state.js';
 export { MAX_DOMAINS, MAX_MAPPINGS } from './dma-map.js';
 export const MAX_DEVICES = 32;
 /**
- * PASID routes one release step undoes before the host yields (about 1 ms at today's cost of a
- * route: IOMMU unbind with its PASID-cache and IOTLB flushes, UNBIND notification, put).
+ * PASID routes one release step undoes at most before the host yields (0.12–0.3 ms at today's
+ * warm cost of a route: IOMMU unbind with its PASID-cache and IOTLB flushes, UNBIND
+ * notification, put); a step also ends once it has run SLICE_BUDGET_MS (slice-budget.ts).
  */
 export const RELEASE_STEP_ROUTES = 32;
 
@@ -233,8 +235,9 @@ export class VfioContainer extends ContainerDmaMap {
   /**
    * `close()` in bounded steps, for a caller that yields to other VMs between them (VM release,
    * docs/protocol.md "Disconnect"): each `next()` releases at most RELEASE_STEP_ROUTES PASID
-   * routes, or one device, or one domain. From the first step on the container counts as
-   * released: a sliced DMA_UNMAP in progress stops (ENOTCONN). The steps are shared: calling
+   * routes (fewer once the step has run SLICE_BUDGET_MS), or one device, or one domain. From
+   * the first step on the container counts as released: a sliced DMA_UNMAP in progress stops
+   * (ENOTCONN). The steps are shared: calling
    * `releaseSteps()` or `close()` again continues the same release.
    */
   releaseSteps(): Generator<void, void, void> {
@@ -247,6 +250,7 @@ export class VfioContainer extends ContainerDmaMap {
   private *releaseGen(): Generator<void, void, void> {
     this.released = true;
     let n = 0;
+    const step = sliceTimer();
     for (const pasid of [...this.routes.keys()]) {
       // Routes released by an earlier step (a FREE notifier) or meanwhile are gone from the map;
       // the first remaining route of the PASID is taken each time (no per-PASID copies: a
@@ -254,7 +258,11 @@ export class VfioContainer extends ContainerDmaMap {
       for (let m = this.routes.get(pasid); m !== undefined && m.size > 0; m = this.routes.get(pasid)) {
         const rid: number = m.keys().next().value!;
         this.releaseRoute(pasid, this.devices.get(rid)!, m.get(rid)!, true);
-        if (++n % RELEASE_STEP_ROUTES === 0) yield;
+        if (++n === RELEASE_STEP_ROUTES || step.spent()) {
+          n = 0;
+          yield;
+          step.restart();
+        }
       }
     }
     for (const dev of [...this.devices.values()]) {

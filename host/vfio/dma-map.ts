@@ -8,17 +8,33 @@
 import { fail } from '../../src/errors.js';
 import { PAGE_SIZE } from '../../src/vtd/page-table.js';
 import type { DmaMapRequest, DmaUnmapReply, DmaUnmapRequest } from '../../vhost/messages/dma.js';
+import type { SlProt } from '../iommu/index.js';
 import { GPA_DOMAIN, type ContainerDomain, type Mapping } from './container-state.js';
 import { ContainerInvalidation } from './cache-invalidate.js';
+import { sliceTimer } from './slice-budget.js';
 
 export const MAX_DOMAINS = 64;
 export const MAX_MAPPINGS = 65536;
 /**
- * Mappings one DMA_UNMAP slice removes before the host yields to other requests; also the most
- * an unmap removes synchronously. Linux flushes the IOTLB every VFIO_IOMMU_TLB_SYNC_MAX (512)
- * unmaps (drivers/vfio/vfio_iommu_type1.c).
+ * Mappings one DMA_UNMAP slice removes at most before the host yields to other requests; also
+ * the most an unmap removes synchronously. Linux flushes the IOTLB every VFIO_IOMMU_TLB_SYNC_MAX
+ * (512) unmaps (drivers/vfio/vfio_iommu_type1.c).
  */
 export const UNMAP_SLICE_MAPPINGS = 512;
+/**
+ * A slice leaves the table in chunks of this many mappings and ends after the chunk that spent
+ * its time budget (SLICE_BUDGET_MS, slice-budget.ts), so a slice may hold fewer than
+ * UNMAP_SLICE_MAPPINGS.
+ */
+export const UNMAP_CHUNK_MAPPINGS = 64;
+
+/** The table permissions of DMA_MAP flags READ (bit 0) and WRITE (bit 1); shared, never changed. */
+const PROT_OF_FLAGS: readonly Readonly<SlProt>[] = [
+  { read: false, write: false },
+  { read: true, write: false },
+  { read: false, write: true },
+  { read: true, write: true },
+];
 
 export abstract class ContainerDmaMap extends ContainerInvalidation {
   private nextDomainId = 1;
@@ -36,8 +52,11 @@ export abstract class ContainerDmaMap extends ContainerInvalidation {
     if (ov && ov.iova === iova && ov.size === size && ov.gpa === gpa && ov.flags === r.flags) return; // identical re-MAP: done
     if (ov) fail('EEXIST', `DMA_MAP: [0x${iova.toString(16)}, +0x${size.toString(16)}) overlaps the mapping at 0x${ov.iova.toString(16)}`);
     if (this.mappingCount >= MAX_MAPPINGS) fail('ENOSPC', `DMA_MAP: ${this.vmName} has ${MAX_MAPPINGS} mappings (the cap)`);
-    this.iommu.map(d.did, r.iova, BigInt(hpa), r.size, { read: (r.flags & 1) !== 0, write: (r.flags & 2) !== 0 });
-    d.mappings.splice(at, 0, { iova, size, gpa, hpa, flags: r.flags });
+    this.iommu.map(d.did, r.iova, BigInt(hpa), r.size, PROT_OF_FLAGS[r.flags & 3]!);
+    const m: Mapping = { iova, size, gpa, hpa, flags: r.flags };
+    // Appending (mappings made in IOVA order) allocates no removed-elements array.
+    if (at === d.mappings.length) d.mappings.push(m);
+    else d.mappings.splice(at, 0, m);
     this.mappingCount++;
   }
 
@@ -48,14 +67,15 @@ export abstract class ContainerDmaMap extends ContainerInvalidation {
    *
    * Cost is what the request touches (docs/performance.md, "Fairness and snapshots"): the hit
    * mappings are a contiguous run of the sorted list, found by two binary searches; only its
-   * two ends can straddle. They leave the second-level table one slice at a time — one table
-   * walk and one IOTLB flush per slice (Linux batches the same way: vfio_unmap_unpin syncs the
-   * IOTLB every VFIO_IOMMU_TLB_SYNC_MAX unmaps, drivers/vfio/vfio_iommu_type1.c) — and the list
-   * loses each slice with one splice from the run's end. Up to UNMAP_SLICE_MAPPINGS mappings the
+   * two ends can straddle. They leave the second-level table one slice at a time — one IOTLB
+   * flush per slice (Linux batches the same way: vfio_unmap_unpin syncs the IOTLB every
+   * VFIO_IOMMU_TLB_SYNC_MAX unmaps, drivers/vfio/vfio_iommu_type1.c) — and the list loses them
+   * with one splice per table walk from the run's end. Up to UNMAP_SLICE_MAPPINGS mappings the
    * request completes synchronously; a larger one returns a Promise and yields to the event loop
    * (setImmediate) between slices, as vfio_remove_dma's cond_resched() does, so other VMs'
-   * requests are served meanwhile. Between slices the container is consistent (the list, the
-   * count and the table agree); the session layer (host/server/handlers.ts) holds this VM's
+   * requests are served meanwhile. A slice walks the table in chunks of UNMAP_CHUNK_MAPPINGS and
+   * ends early once it has run SLICE_BUDGET_MS. Between slices the container is consistent (the
+   * list, the count and the table agree); the session layer (host/server/handlers.ts) holds this VM's
    * later requests until the unmap completes. If the VM's release begins meanwhile (VM teardown),
    * the unmap stops with ENOTCONN; what it removed stays removed.
    */
@@ -77,15 +97,31 @@ export abstract class ContainerDmaMap extends ContainerInvalidation {
     return this.unmapSliced(d, first, end);
   }
 
-  /** Unmap the run [first, end) slice by slice from its end, yielding between slices. */
+  /**
+   * Unmap the run [first, end) slice by slice from its end, yielding between slices: a slice
+   * takes chunks of UNMAP_CHUNK_MAPPINGS until it holds UNMAP_SLICE_MAPPINGS or has spent its
+   * time budget, then flushes the IOTLB once over its span.
+   */
   private async unmapSliced(d: ContainerDomain, first: number, end: number): Promise<DmaUnmapReply> {
     let unmapped = 0;
     let left = end;
+    const slice = sliceTimer();
     while (left > first) {
       if (this.released || this.domains.get(d.id) !== d) fail('ENOTCONN', `DMA_UNMAP: domain ${d.id} was released during the unmap (VM teardown)`);
-      const from = Math.max(first, left - UNMAP_SLICE_MAPPINGS);
-      unmapped += this.unmapRun(d, from, left);
-      left = from;
+      slice.restart();
+      const ms = d.mappings;
+      const hi = ms[left - 1]!.iova + ms[left - 1]!.size;
+      const floor = Math.max(first, left - UNMAP_SLICE_MAPPINGS);
+      let bytes = 0;
+      let lo = hi;
+      do {
+        const from = Math.max(floor, left - UNMAP_CHUNK_MAPPINGS);
+        lo = ms[from]!.iova;
+        bytes += this.unmapRun(d, from, left, false);
+        left = from;
+      } while (left > floor && !slice.spent());
+      if (bytes > 0) this.iommu.flushUnmapped(d.did, BigInt(lo), BigInt(hi - lo));
+      unmapped += bytes;
       if (left > first) await new Promise<void>((resolve) => setImmediate(resolve));
     }
     return { unmapped: BigInt(unmapped) };
@@ -94,14 +130,17 @@ export abstract class ContainerDmaMap extends ContainerInvalidation {
   /**
    * Remove mappings [from, to) of `d` (consecutive in the list): one table unmap over
    * [first iova, last end) — the domain's table holds the container's mappings only, so this
-   * removes exactly them — with its one IOTLB flush, then one splice. Returns the bytes removed.
+   * removes exactly them — with its one IOTLB flush unless `flush` is false (the caller flushes
+   * in the same turn), then one splice. Returns the bytes removed.
    */
-  private unmapRun(d: ContainerDomain, from: number, to: number): number {
+  private unmapRun(d: ContainerDomain, from: number, to: number, flush = true): number {
     const ms = d.mappings;
     const start = ms[from]!.iova;
     const last = ms[to - 1]!;
-    const bytes = Number(this.iommu.unmap(d.did, BigInt(start), BigInt(last.iova + last.size - start)));
-    ms.splice(from, to - from);
+    const bytes = Number(this.iommu.unmap(d.did, BigInt(start), BigInt(last.iova + last.size - start), { flush }));
+    // splice(from, n) without the array of removed mappings it would return.
+    ms.copyWithin(from, to);
+    ms.length -= to - from;
     this.mappingCount -= to - from;
     return bytes;
   }

@@ -15,7 +15,8 @@
  *   steps (docs/protocol.md "Disconnect"). B's VCMD round trip p99 during the release, beside
  *   B's idle p50 (target ≤ 10×), and the release time: from the drop until a VM_SETUP with the
  *   VM's name succeeds (the name is taken until the release completed; retried every ~1 ms).
- *   One untimed warm-up release, then 8 timed ones; the VM is dropped 300 ms after its last
+ *   One warm-up release (the host's first: its release code runs cold; B's slowest round trip
+ *   during it is a figure of its own), then 8 timed ones; the VM is dropped 300 ms after its last
  *   bind (B running meanwhile) and the bench process collects its own garbage before each timed
  *   window (`--expose-gc`), so that the figures hold the host's release, not the binds' GC.
  * `quick` stops at 16k mappings, releases 256 PASIDs and repeats less.
@@ -202,6 +203,9 @@ export const bench: BenchModule = {
       const releaseReps = opts.quick ? reps : RELEASE_REPS;
       const releaseMs: number[] = [];
       const duringRelease: number[] = [];
+      // The first release of the host process (its release code cold), reported on its own.
+      let coldMs = 0;
+      const duringCold: number[] = [];
       let retries = 0;
       for (let r = -1; r < releaseReps; r++) {
         opts.progress?.(r < 0 ? `[fairness] warm-up release of a VM with ${releasePasids} bound PASIDs` : `[fairness] release of a VM with ${releasePasids} bound PASIDs, run ${r + 1}/${releaseReps}`);
@@ -210,12 +214,16 @@ export const bench: BenchModule = {
         try {
           await probe.handshake({ require: ProtocolFeature.REPLY_ACK | ProtocolFeature.VSVA });
           const w = await timeRelease(host.socket, probe, drv, r < 0 ? 'releaser-warm-up' : `releaser-${r}`, releasePasids);
-          if (r < 0) continue;
-          releaseMs.push(w.t1 - w.t0);
-          retries += w.retries;
           const inside = w.samples.filter((s) => s.at >= w.t0 && s.at <= w.t1).map((s) => s.us);
           const after = w.samples.find((s) => s.at > w.t1);
           if (after) inside.push(after.us);
+          if (r < 0) {
+            coldMs = w.t1 - w.t0;
+            duringCold.push(...inside);
+            continue;
+          }
+          releaseMs.push(w.t1 - w.t0);
+          retries += w.retries;
           duringRelease.push(...inside);
         } finally {
           probe.close();
@@ -239,9 +247,13 @@ export const bench: BenchModule = {
       figs.push(ratioFigure(`other VM's VCMD round trip p50 while one VM unmaps ${big.mappings} mappings`, 'us', { median: percentile(big.otherUs, 50), min: Math.min(...big.otherUs), max: Math.max(...big.otherUs), reps: big.otherUs.length }, "the same VM's idle VCMD round trip p50", { median: idleP50, min: Math.min(...idle), max: Math.max(...idle), reps: idle.length }, undefined, undefined, 'the body of the distribution: what a slice adds to a typical round trip (the p99 above is bound by machine noise when the idle p99 is high)'));
       const idleStat = { median: idleP50, min: Math.min(...idle), max: Math.max(...idle), reps: idle.length };
       const relP99 = percentile(duringRelease, 99);
-      const rel = ratioFigure(`other VM's VCMD round trip p99 while a VM with ${releasePasids} bound PASIDs is released`, 'us', { median: relP99, min: Math.min(...duringRelease), max: Math.max(...duringRelease), reps: duringRelease.length }, "the same VM's idle VCMD round trip p50", idleStat, 'ratio ≤ 10', undefined, `${duringRelease.length} round trips completed during ${releaseReps} releases (plus the first after each; after one untimed warm-up release); p50 ${percentile(duringRelease, 50).toFixed(0)} µs, max ${Math.max(...duringRelease, 0).toFixed(0)} µs`);
+      const rel = ratioFigure(`other VM's VCMD round trip p99 while a VM with ${releasePasids} bound PASIDs is released`, 'us', { median: relP99, min: Math.min(...duringRelease), max: Math.max(...duringRelease), reps: duringRelease.length }, "the same VM's idle VCMD round trip p50", idleStat, 'ratio ≤ 10', undefined, `${duringRelease.length} round trips completed during ${releaseReps} releases (plus the first after each; after the host's first release, reported below as the cold figure); p50 ${percentile(duringRelease, 50).toFixed(0)} µs, max ${Math.max(...duringRelease, 0).toFixed(0)} µs`);
       rel.met = relP99 <= 10 * idleP50;
       figs.push(rel);
+      const coldMax = Math.max(...duringCold, 0);
+      const cold = ratioFigure(`other VM's VCMD round trip max during the host's first VM release (cold code, ${releasePasids} bound PASIDs)`, 'us', { median: coldMax, min: Math.min(...duringCold), max: coldMax, reps: duringCold.length }, "the same VM's idle VCMD round trip p50", idleStat, 'ratio ≤ 10', undefined, `the warm-up release that precedes the timed ones: ${duringCold.length} round trips, p50 ${percentile(duringCold, 50).toFixed(0)} µs; that release took ${coldMs.toFixed(1)} ms (drop → name reusable)`);
+      cold.met = coldMax <= 10 * idleP50;
+      figs.push(cold);
       figs.push({
         name: `VM release with ${releasePasids} bound PASIDs (drop → name reusable)`,
         unit: 'ms',

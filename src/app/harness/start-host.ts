@@ -240,7 +240,7 @@ async function startChild(
   if (opts.reservationMs !== undefined) args.push('--reservation-ms', String(opts.reservationMs));
   // A process group of its own: a terminal's Ctrl-C reaches the caller only, which then shuts
   // its guests down before the host (close() or, if it dies, the end of the host's stdin).
-  const child = spawn(process.execPath, args, { stdio: ['pipe', 'pipe', 'inherit'], env: host.env, detached: true });
+  const child = spawn(process.execPath, [...youngGenerationFlags(host.env), ...args], { stdio: ['pipe', 'pipe', 'inherit'], env: host.env, detached: true });
   const ready = await waitReady(child);
   const exited = new Promise<void>((resolve) => {
     if (child.exitCode !== null || child.signalCode !== null) resolve();
@@ -295,6 +295,18 @@ async function startChild(
       if (opts.stateDir === undefined) fs.rmSync(stateDir, { recursive: true, force: true });
     },
   };
+}
+
+/**
+ * The node flag that keeps the host's young generation at 1 MiB a semi-space, so that one
+ * scavenge stops every VM for ≈ 0.2–1 ms, not the 3–7 ms of V8's grown default (bin/
+ * young-generation.js, which `vsva host` applies at start, says why). On the command line it
+ * holds for the process's life (the flag that bin/vsva.js sets at run time is undone when a
+ * worker thread starts, as the tsx loader of a run from source does). None when NODE_OPTIONS
+ * sizes the young generation itself.
+ */
+function youngGenerationFlags(env: NodeJS.ProcessEnv): string[] {
+  return /--(max|min)-semi-space-size\b|--semi-space-growth-factor\b/.test(env.NODE_OPTIONS ?? '') ? [] : ['--max-semi-space-size=1'];
 }
 
 function waitReady(child: ChildProcess): Promise<{ dashboard: string | null }> {

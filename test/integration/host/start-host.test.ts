@@ -3,7 +3,7 @@
  * variant with the dashboard; snapshot() and a clean close().
  */
 import { describe, it, expect } from 'vitest';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { startHost } from '../../../src/app/index.js';
 
 function alive(pid: number): boolean {
@@ -22,6 +22,11 @@ describe('startHost', () => {
     expect(existsSync(h.socket)).toBe(true);
     const s = await h.snapshot();
     expect(s).toMatchObject({ pasidBits: 8, capacity: { total: 255, available: 255 }, vms: [] });
+    // Short young-generation collections for every VM's sake (bin/young-generation.js), unless
+    // NODE_OPTIONS sizes the young generation itself.
+    if (!/semi-space/.test(process.env.NODE_OPTIONS ?? '') && existsSync(`/proc/${h.pid}/cmdline`)) {
+      expect(readFileSync(`/proc/${h.pid}/cmdline`, 'utf8').split('\0')).toContain('--max-semi-space-size=1');
+    }
     await h.close();
     expect(alive(h.pid)).toBe(false);
     expect(existsSync(h.socket)).toBe(false);

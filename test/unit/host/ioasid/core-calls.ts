@@ -148,6 +148,8 @@ export const CORE_CALLS = {
     },
   },
   idInfo: { changes: false, run: (f) => f.core.idInfo(f.active) },
+  spidOf: { changes: false, run: (f) => [f.core.spidOf(f.withSpid), f.core.spidOf(f.active), f.core.spidOf(0)] },
+  isFreePending: { changes: false, run: (f) => [f.core.isFreePending(f.pending), f.core.isFreePending(f.idle), f.core.isFreePending(0)] },
   setInfo: { changes: false, run: (f) => f.core.setInfo(f.a) },
   snapshotSet: { changes: false, run: (f) => f.core.snapshotSet(f.a) },
   snapshot: { changes: false, run: (f) => f.core.snapshot() },

@@ -197,3 +197,17 @@ describe('two VMs with the same guest PASID', () => {
     expect(core.idInfo(hB)).toMatchObject({ refs: 1, spid: GPASID });
   });
 });
+
+describe('spidOf and isFreePending', () => {
+  it('say what idInfo says, for IDs in every state and for unallocated ones', async () => {
+    const { callFixture } = await import('./core-calls.js');
+    const f = callFixture();
+    for (const id of [f.idle, f.active, f.withSpid, f.pending, f.other, 0, 200, 255]) {
+      const info = f.core.idInfo(id);
+      expect(f.core.spidOf(id)).toBe(info?.spid ?? null);
+      expect(f.core.isFreePending(id)).toBe(info?.state === 'free-pending');
+    }
+    expect(f.core.spidOf(f.withSpid)).toBe(7);
+    expect(f.core.isFreePending(f.pending)).toBe(true);
+  });
+});

@@ -12,6 +12,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { HostServer } from '../../../../host/server/index.js';
+import { VmReservations } from '../../../../host/server/vm-reservations.js';
 import { FrontendClient } from '../../../../vhost/roles/frontend.js';
 import { VM_SETUP_REPLY_RESUMED } from '../../../../vhost/messages/vm.js';
 import { closeFd, memfdCreate, nativeAvailable } from '../../../../src/native/native.js';
@@ -179,5 +180,51 @@ describe('VM registry across host restarts', () => {
     } finally {
       fs.rmSync(bad, { recursive: true, force: true });
     }
+  });
+});
+
+describe('VM registry writes', () => {
+  const open = () => VmReservations.open({ stateDir, reservationMs: 0, filesOf: () => [], onExpire: () => {} });
+  const names = () => (JSON.parse(fs.readFileSync(path.join(stateDir, 'vms.json'), 'utf8')) as { vms: { name: string }[] }).vms.map((v) => v.name).sort();
+
+  it('are off the event loop: a change is written after the turn that made it, never inside it', async () => {
+    const r = open();
+    r.bind('a', new Uint8Array(16).fill(1), 1000);
+    // The write begins in a microtask; its file operations complete in a later event-loop turn.
+    await Promise.resolve();
+    await Promise.resolve();
+    expect(fs.existsSync(path.join(stateDir, 'vms.json'))).toBe(false);
+    await waitFor(() => fs.existsSync(path.join(stateDir, 'vms.json')), { what: 'the registry written' });
+    expect(names()).toEqual(['a']);
+    await r.close();
+  });
+
+  it('one at a time: changes while a write is in flight are written after it, and close writes the state at its call last', async () => {
+    const r = open();
+    r.bind('a', new Uint8Array(16).fill(1), 1000);
+    await Promise.resolve(); // the write of 'a' is in flight
+    r.bind('b', new Uint8Array(16).fill(2), 1000);
+    await Promise.resolve();
+    await waitFor(() => fs.existsSync(path.join(stateDir, 'vms.json')) && names().length === 2, { what: 'both VMs written' });
+    expect(names()).toEqual(['a', 'b']);
+    r.bind('c', new Uint8Array(16).fill(3), 1000);
+    await Promise.resolve(); // the write of a, b, c is in flight
+    r.release('a');
+    const closed = r.close(); // records taken now: b, c
+    r.bind('d', new Uint8Array(16).fill(4), 1000); // after close: not written
+    await closed;
+    expect(names()).toEqual(['b', 'c']);
+    expect(fs.readdirSync(stateDir)).toEqual(['vms.json']); // no temporary file left
+  });
+
+  it('a write that fails (asynchronous, then at close) is logged and leaves no temporary file', async () => {
+    const r = open();
+    fs.mkdirSync(stateDir, { recursive: true });
+    fs.mkdirSync(path.join(stateDir, 'vms.json')); // rename(2) onto a directory fails (EISDIR)
+    r.bind('a', new Uint8Array(16).fill(1), 1000);
+    await Promise.resolve(); // the write is in flight
+    await r.close(); // waits for it, then writes at once: both fail
+    expect(fs.readdirSync(stateDir)).toEqual(['vms.json']);
+    expect(fs.statSync(path.join(stateDir, 'vms.json')).isDirectory()).toBe(true);
   });
 });
