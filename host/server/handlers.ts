@@ -33,7 +33,9 @@ export function buildHandlers(host: SessionHost, session: Session): HandlerTable
       const { vm: v, resumed } = host.setupVm(session, r.name, r.pasid_quota, VIOMMU[r.flags & VM_SETUP_VIOMMU_MASK] ?? 'unspecified', token);
       // A resumed VM keeps the uAPI it was created with (docs/protocol.md §13).
       if (iommufd && !resumed) v.useIommufd();
-      return { vm_id: v.id, flags: resumed ? VM_SETUP_REPLY_RESUMED : 0, session_token: v.token };
+      const reply = { vm_id: v.id, flags: resumed ? VM_SETUP_REPLY_RESUMED : 0, session_token: v.token };
+      // Answered once the registry records the VM (a restarted host then protects its name).
+      return host.registryPersisted().then(() => reply);
     },
     SET_MEM_TABLE: (t) => {
       let fds = t.fds ?? [];
@@ -48,6 +50,8 @@ export function buildHandlers(host: SessionHost, session: Session): HandlerTable
       } finally {
         for (const fd of fds) closeFd(fd);
       }
+      // Answered once the registry records the VM's RAM files (no other VM may claim them after a restart).
+      return host.registryPersisted();
     },
     GET_STATE: (r) => ({ json: host.stateJson(session, r ?? undefined) }),
     DEVICE_ADD: (r) => vm().container.deviceAdd(r),

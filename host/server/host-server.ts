@@ -366,6 +366,10 @@ export class HostServer implements SessionHost {
    * E2BIG: the reply would exceed MAX_REPLY_PAYLOAD (one VM holding hundreds of thousands of
    * PASIDs).
    */
+  registryPersisted(): Promise<void> {
+    return this.reservations.persisted();
+  }
+
   stateJson(s: Session, req: GetStatePageRequest | undefined): string {
     let json: string;
     if (req?.monitor_token !== undefined) {

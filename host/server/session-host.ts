@@ -23,4 +23,9 @@ export interface SessionHost {
    * with the monitor token one page of the whole host. EPERM before VM_SETUP without the token.
    */
   stateJson(s: Session, req: GetStatePageRequest | undefined): string;
+  /**
+   * Resolves once the VM registry on disk holds every change made so far (vm-reservations.ts
+   * persisted); at once when the host keeps no registry. VM_SETUP and SET_MEM_TABLE reply after it.
+   */
+  registryPersisted(): Promise<void>;
 }

@@ -116,6 +116,12 @@ export class VmReservations {
   private writing: Promise<void> | null = null;
   /** Something changed while `writing` was in flight: write again when it ends. */
   private writeAgain = false;
+  /** Advanced by every change the registry must record. */
+  private changeGen = 0;
+  /** The change generation the last finished write covered. */
+  private writtenGen = 0;
+  /** persisted() callers, each waiting for a write that covers generation `gen`. */
+  private readonly waiters: { gen: number; resolve: () => void }[] = [];
   private closed = false;
   /** This host has written the registry (it is the host the state belongs to). */
   private wrote = false;
@@ -236,12 +242,38 @@ export class VmReservations {
 
   /** Something recorded changed (a VM's RAM files): written once, at the end of this job. */
   changed(): void {
-    if (this.file === undefined || this.writeQueued || this.closed) return;
+    if (this.file === undefined || this.closed) return;
+    this.changeGen++;
+    if (this.writeQueued) return;
     this.writeQueued = true;
     queueMicrotask(() => {
       this.writeQueued = false;
       if (!this.closed) this.startWrite();
     });
+  }
+
+  /**
+   * Resolves once the file on disk covers every change made before the call — at once when
+   * nothing is persisted or nothing is pending. The host answers VM_SETUP and SET_MEM_TABLE only
+   * then, so a VM whose name or RAM file was acknowledged is in the registry a restarted host
+   * reads, even if this one is SIGKILLed right after the reply. Never rejects: a failed write is
+   * logged (startWrite) and the caller goes on, as a synchronous write's failure did.
+   */
+  persisted(): Promise<void> {
+    if (this.file === undefined || this.closed || this.writtenGen >= this.changeGen) return Promise.resolve();
+    return new Promise((resolve) => this.waiters.push({ gen: this.changeGen, resolve }));
+  }
+
+  /** A write covering generation `gen` ended (or the registry closed: `gen` Infinity): wake who waited for it. */
+  private settle(gen: number): void {
+    if (gen > this.writtenGen) this.writtenGen = gen;
+    for (let i = 0; i < this.waiters.length; ) {
+      const w = this.waiters[i]!;
+      if (w.gen <= this.writtenGen) {
+        this.waiters.splice(i, 1);
+        w.resolve();
+      } else i++;
+    }
   }
 
   /** Start an asynchronous write of the registry as it stands, or ask for one after the write in flight. Never rejects. */
@@ -253,6 +285,7 @@ export class VmReservations {
     const file = this.file!;
     const tmp = `${file}.${process.pid}.tmp`;
     const text = this.text();
+    const gen = this.changeGen;
     this.writing = (async () => {
       try {
         // The directory may have been removed meanwhile (by a host that failed to start on it).
@@ -266,6 +299,7 @@ export class VmReservations {
       }
     })().finally(() => {
       this.writing = null;
+      this.settle(gen);
       if (this.writeAgain && !this.closed) {
         this.writeAgain = false;
         this.startWrite();
@@ -338,5 +372,6 @@ export class VmReservations {
         }
       }
     }
+    this.settle(Infinity);
   }
 }

@@ -217,6 +217,35 @@ describe('VM registry writes', () => {
     expect(fs.readdirSync(stateDir)).toEqual(['vms.json']); // no temporary file left
   });
 
+  it('persisted() resolves once the file holds every change made before the call (at once when nothing is pending)', async () => {
+    const r = open();
+    await r.persisted(); // nothing changed yet
+    expect(fs.existsSync(path.join(stateDir, 'vms.json'))).toBe(false);
+    r.bind('a', new Uint8Array(16).fill(1), 1000);
+    await Promise.resolve(); // the write of 'a' is in flight
+    r.bind('b', new Uint8Array(16).fill(2), 1000);
+    const both = r.persisted(); // covers 'b' too: resolves only after the second write
+    await both;
+    expect(names()).toEqual(['a', 'b']);
+    await r.close();
+  });
+
+  it.runIf(nativeAvailable())('the host answers VM_SETUP and SET_MEM_TABLE only once the registry records the VM and its RAM file', async () => {
+    const ram = memfdCreate('vsva-resv-ack', MiB);
+    try {
+      const s1 = await serve();
+      const vic = await client(s1);
+      await vic.setupVm({ name: 'vic', pasid_quota: 4, flags: 0, session_token: ZERO });
+      // Read at the reply, before any later turn: a host SIGKILLed now would leave this file.
+      const rec = () => JSON.parse(fs.readFileSync(path.join(stateDir, 'vms.json'), 'utf8')) as { vms: { name: string; files: string[] }[] };
+      expect(rec().vms.map((v) => v.name)).toEqual(['vic']);
+      await vic.call('SET_MEM_TABLE', { regions: [region], fds: [ram] });
+      expect(rec().vms.map((v) => v.files.length)).toEqual([1]);
+    } finally {
+      closeFd(ram);
+    }
+  });
+
   it('a write that fails (asynchronous, then at close) is logged and leaves no temporary file', async () => {
     const r = open();
     fs.mkdirSync(stateDir, { recursive: true });
