@@ -5,6 +5,16 @@
  * removes them with one DMA_UNMAP; VM B meanwhile sends VCMD ALLOC_PASID round trips (each
  * followed by an untimed free) back to back.
  *
+ * Processes: as in a deployment, where every VM is its own (QEMU) process, VM A and each
+ * released VM run in a process of their own (scripts/fairness-vm.ts, driven by line commands
+ * over its stdin/stdout: fairness-vm-process.ts); B, the VM_SETUP probe and every clock that
+ * bounds a window run in the bench process. So B's round trips wait for the host only, not
+ * behind the busy VM's guest-side work (building its requests, closing its guest half, its
+ * garbage collection), which shares the machine's cores but not B's event loop. A's DMA_UNMAP
+ * round trips (and their one-mapping baseline) are timed in A's process, around the request;
+ * B's window for an unmap opens when the bench writes the `unmap` command and closes when A's
+ * answer arrives (a pipe hop wider on each side than the request itself).
+ *
  * Figures, each beside a baseline measured in the same run:
  * - DMA_UNMAP of N mappings (N = 1k, 4k, 16k, 65,535 — the per-VM cap less the guest's RAM
  *   mapping), client round trip, beside one DMA_UNMAP of a single mapping: the scaling curve.
@@ -15,6 +25,13 @@
  *   steps (docs/protocol.md "Disconnect"). B's VCMD round trip p99 during the release, beside
  *   B's idle p50 (target ≤ 10×), and the release time: from the drop until a VM_SETUP with the
  *   VM's name succeeds (the name is taken until the release completed; retried every ~1 ms).
+ *   The drop: the bench writes `drop` to the VM's process, which closes its connection with
+ *   nothing unbound first, as a dying VM process's connection closes; t0 is taken right before
+ *   that write, so the window opens before the connection closes (by a pipe hop, ~0.6 ms
+ *   measured), never after it. The process exits after the window (stdin's end), as the
+ *   in-process guest of earlier versions was closed after it: a Node process's exit inside the
+ *   window made the release ~15 ms longer on the 2 shared cores (measured): the dying VM's
+ *   cost, not the host's release.
  *   One warm-up release (the host's first: its release code runs cold; B's slowest round trip
  *   during it is a figure of its own), then 8 timed ones; the VM is dropped 300 ms after its last
  *   bind (B running meanwhile) and the bench process collects its own garbage before each timed
@@ -26,27 +43,12 @@ import { startGuest, type StartedGuest } from '../harness/start-guest.js';
 import { percentile, stat, type BenchFigure, type BenchModule, type BenchOptions } from './types.js';
 import { ratioFigure } from './pingpong-baseline.js';
 import { VtdBenchDriver } from './vtd-bench-driver.js';
+import { FairnessVmProcess } from './fairness-vm-process.js';
 import { FrontendClient, ProtocolFeature } from '../../../vhost/index.js';
 import { isVsvaError } from '../../errors.js';
 
 const PAGE = 0x1000n;
-/** Mapping i sits at IOVA i·8 KiB (a hole after each, so none merge), on one of 256 guest pages. */
-const iovaOf = (i: number) => BigInt(i) * 2n * PAGE;
 const GUEST_RAM = 16 * 1024 * 1024;
-/** DMA_MAPs in flight while filling a domain. */
-const MAP_WINDOW = 256;
-
-async function mapMany(fe: FrontendClient, domain: number, n: number): Promise<void> {
-  let inFlight: Promise<unknown>[] = [];
-  for (let i = 0; i < n; i++) {
-    inFlight.push(fe.call('DMA_MAP', { domain, flags: 3, iova: iovaOf(i), gpa: 0x80_0000n + BigInt(i % 256) * PAGE, size: PAGE }));
-    if (inFlight.length >= MAP_WINDOW) {
-      await Promise.all(inFlight);
-      inFlight = [];
-    }
-  }
-  await Promise.all(inFlight);
-}
 
 /** B's VCMD round trips (µs) until `stop()`; call `during()` around the window of interest. */
 function vcmdLoop(drv: VtdBenchDriver): { samples: { at: number; us: number }[]; stop: () => Promise<void> } {
@@ -70,6 +72,10 @@ function vcmdLoop(drv: VtdBenchDriver): { samples: { at: number; us: number }[];
   };
 }
 
+/** Said in the notes of the figures whose busy VM runs in a process of its own (see the header). */
+const OWN_PROCESS_A = 'the unmapping VM runs in a process of its own (as a VM does), the other VM in the bench process';
+const OWN_PROCESS_RELEASED = 'each released VM runs in a process of its own, which closes its connection at the drop (as when a VM process dies) and exits after the window; the other VM in the bench process';
+
 /** Bound PASIDs of the VM whose release is timed. */
 const RELEASE_PASIDS = 1024;
 /** Timed releases (full run). */
@@ -83,16 +89,16 @@ function collectBenchGarbage(): void {
 }
 
 /**
- * Time one VM release: start a VM named `name` with `pasids` PASIDs bound, start B's loop, drop
- * the VM's connection, and retry VM_SETUP with its name (EEXIST until the host finished the
- * release) from `probe`. Returns the window [t0, t1] and B's samples; the dropped guest is
- * closed after B's loop stopped (its clean-up is bench-process work, not the host's).
+ * Time one VM release: start a VM named `name` in a process of its own with `pasids` PASIDs
+ * bound, start B's loop, drop the VM's connection (its process closes it), and retry
+ * VM_SETUP with its name (EEXIST until the host finished the release) from `probe`. Returns the
+ * window [t0, t1] and B's samples.
  */
 async function timeRelease(socket: string, probe: FrontendClient, b: VtdBenchDriver, name: string, pasids: number): Promise<{ t0: number; t1: number; retries: number; samples: { at: number; us: number }[] }> {
-  const g = await startGuest({ socket, name, viommu: 'vtd', memory: GUEST_RAM, pasidQuota: pasids });
+  const vm = await FairnessVmProcess.start(socket);
   try {
-    const drv = await VtdBenchDriver.create(g, { bufferBytes: 4096 });
-    for (let k = 0; k < pasids; k++) await drv.bindPasid(await drv.allocPasid());
+    await vm.command(`setup ${name} ${pasids} ${GUEST_RAM}`);
+    await vm.command(`bind ${pasids}`);
     collectBenchGarbage();
     const loop = vcmdLoop(b);
     let t0 = 0;
@@ -103,7 +109,8 @@ async function timeRelease(socket: string, probe: FrontendClient, b: VtdBenchDri
       // of binding that would otherwise land inside the release's window.
       await new Promise((res) => setTimeout(res, PRE_DROP_MS));
       t0 = performance.now();
-      g.link.close(); // the connection drops; nothing is unbound first
+      const dropped = vm.command('drop'); // the VM's connection closes with nothing unbound first
+      dropped.catch(() => {}); // awaited below; a failure of the probe first must not leave it unhandled
       for (;;) {
         try {
           await probe.setupVm({ name, pasid_quota: 1, flags: 1, session_token: new Uint8Array(16) });
@@ -115,6 +122,7 @@ async function timeRelease(socket: string, probe: FrontendClient, b: VtdBenchDri
         }
       }
       const t1 = performance.now();
+      await dropped;
       await new Promise((res) => setTimeout(res, 10));
       await loop.stop();
       return { t0, t1, retries, samples: loop.samples };
@@ -122,7 +130,7 @@ async function timeRelease(socket: string, probe: FrontendClient, b: VtdBenchDri
       await loop.stop();
     }
   } finally {
-    await g.close().catch(() => {});
+    await vm.stop();
   }
 }
 
@@ -139,16 +147,16 @@ export const bench: BenchModule = {
     const sizes = opts.quick ? [1024, 4096, 16384] : [1024, 4096, 16384, 65535];
     const reps = opts.quick ? 2 : 3;
     let host: StartedHost | null = null;
+    let a: FairnessVmProcess | null = null;
     const guests: StartedGuest[] = [];
     try {
       opts.progress?.('[fairness] starting host and two VMs');
       host = await startHost({ graceMs: 0 });
-      const a = await startGuest({ socket: host.socket, name: 'unmapper', viommu: 'vtd', memory: GUEST_RAM, pasidQuota: 4 });
-      guests.push(a);
+      a = await FairnessVmProcess.start(host.socket);
+      await a.command(`setup unmapper 4 ${GUEST_RAM}`);
       const b = await startGuest({ socket: host.socket, name: 'bystander', viommu: 'vtd', memory: GUEST_RAM, pasidQuota: 16 });
       guests.push(b);
       const drv = await VtdBenchDriver.create(b, { bufferBytes: 4096 });
-      const fe = a.client;
 
       // B idle: VCMD round trips with nothing else running.
       const idle: number[] = [];
@@ -158,32 +166,26 @@ export const bench: BenchModule = {
         if (i >= 200) idle.push((performance.now() - t) * 1000);
         await drv.freePasid(p);
       }
-      // One-mapping DMA_UNMAP (the curve's baseline).
-      const domain = (await fe.call('DOMAIN_ALLOC', {})).domain;
-      const single: number[] = [];
-      for (let i = 0; i < 200; i++) {
-        await fe.call('DMA_MAP', { domain, flags: 3, iova: 0n, gpa: 0x80_0000n, size: PAGE });
-        const t = performance.now();
-        await fe.call('DMA_UNMAP', { domain, iova: 0n, size: PAGE });
-        single.push(performance.now() - t);
-      }
+      // One-mapping DMA_UNMAP (the curve's baseline), 200 round trips timed in A's process.
+      const [domain] = await a.command('domain');
+      const single = (await a.command(`single ${domain} 200`)).map(Number);
 
       const points: UnmapPoint[] = [];
       for (const n of sizes) {
         const pt: UnmapPoint = { mappings: n, unmapMs: [], otherUs: [] };
         for (let r = 0; r < reps; r++) {
           opts.progress?.(`[fairness] ${n} mappings, run ${r + 1}/${reps}`);
-          await mapMany(fe, domain, n);
+          await a.command(`map ${domain} ${n}`);
           collectBenchGarbage();
           const loop = vcmdLoop(drv);
           await new Promise((res) => setTimeout(res, 30));
           const t0 = performance.now();
-          const reply = await fe.call('DMA_UNMAP', { domain, iova: 0n, size: iovaOf(n) });
+          const [unmapMs, unmapped] = await a.command(`unmap ${domain} ${n}`);
           const t1 = performance.now();
           await new Promise((res) => setTimeout(res, 10));
           await loop.stop();
-          if (reply.unmapped !== BigInt(n) * PAGE) throw new Error(`fairness: DMA_UNMAP removed ${reply.unmapped} bytes, expected ${BigInt(n) * PAGE}`);
-          pt.unmapMs.push(t1 - t0);
+          if (BigInt(unmapped ?? -1) !== BigInt(n) * PAGE) throw new Error(`fairness: DMA_UNMAP removed ${unmapped} bytes, expected ${BigInt(n) * PAGE}`);
+          pt.unmapMs.push(Number(unmapMs));
           // Round trips that ended inside the unmap, and the first one after it (it waited longest).
           const inside = loop.samples.filter((s) => s.at >= t0 && s.at <= t1).map((s) => s.us);
           const after = loop.samples.find((s) => s.at > t1);
@@ -241,29 +243,30 @@ export const bench: BenchModule = {
       const big = points[points.length - 1]!;
       const idleP50 = percentile(idle, 50);
       const p99 = percentile(big.otherUs, 99);
-      const cross = ratioFigure(`other VM's VCMD round trip p99 while one VM unmaps ${big.mappings} mappings`, 'us', { median: p99, min: Math.min(...big.otherUs), max: Math.max(...big.otherUs), reps: big.otherUs.length }, "the same VM's idle VCMD round trip p50", { median: idleP50, min: Math.min(...idle), max: Math.max(...idle), reps: idle.length }, 'ratio ≤ 10', undefined, `${big.otherUs.length} round trips completed during ${reps} unmaps (plus the first after each); idle p99 ${percentile(idle, 99).toFixed(0)} µs`);
+      const cross = ratioFigure(`other VM's VCMD round trip p99 while one VM unmaps ${big.mappings} mappings`, 'us', { median: p99, min: Math.min(...big.otherUs), max: Math.max(...big.otherUs), reps: big.otherUs.length }, "the same VM's idle VCMD round trip p50", { median: idleP50, min: Math.min(...idle), max: Math.max(...idle), reps: idle.length }, 'ratio ≤ 10', undefined, `${big.otherUs.length} round trips completed during ${reps} unmaps (plus the first after each); idle p99 ${percentile(idle, 99).toFixed(0)} µs; ${OWN_PROCESS_A}`);
       cross.met = p99 <= 10 * idleP50;
       figs.push(cross);
-      figs.push(ratioFigure(`other VM's VCMD round trip p50 while one VM unmaps ${big.mappings} mappings`, 'us', { median: percentile(big.otherUs, 50), min: Math.min(...big.otherUs), max: Math.max(...big.otherUs), reps: big.otherUs.length }, "the same VM's idle VCMD round trip p50", { median: idleP50, min: Math.min(...idle), max: Math.max(...idle), reps: idle.length }, undefined, undefined, 'the body of the distribution: what a slice adds to a typical round trip (the p99 above is bound by machine noise when the idle p99 is high)'));
+      figs.push(ratioFigure(`other VM's VCMD round trip p50 while one VM unmaps ${big.mappings} mappings`, 'us', { median: percentile(big.otherUs, 50), min: Math.min(...big.otherUs), max: Math.max(...big.otherUs), reps: big.otherUs.length }, "the same VM's idle VCMD round trip p50", { median: idleP50, min: Math.min(...idle), max: Math.max(...idle), reps: idle.length }, undefined, undefined, 'the body of the distribution: what a slice adds to a typical round trip (the p99 above is bound by machine noise when the idle p99 is high); ' + OWN_PROCESS_A));
       const idleStat = { median: idleP50, min: Math.min(...idle), max: Math.max(...idle), reps: idle.length };
       const relP99 = percentile(duringRelease, 99);
-      const rel = ratioFigure(`other VM's VCMD round trip p99 while a VM with ${releasePasids} bound PASIDs is released`, 'us', { median: relP99, min: Math.min(...duringRelease), max: Math.max(...duringRelease), reps: duringRelease.length }, "the same VM's idle VCMD round trip p50", idleStat, 'ratio ≤ 10', undefined, `${duringRelease.length} round trips completed during ${releaseReps} releases (plus the first after each; after the host's first release, reported below as the cold figure); p50 ${percentile(duringRelease, 50).toFixed(0)} µs, max ${Math.max(...duringRelease, 0).toFixed(0)} µs`);
+      const rel = ratioFigure(`other VM's VCMD round trip p99 while a VM with ${releasePasids} bound PASIDs is released`, 'us', { median: relP99, min: Math.min(...duringRelease), max: Math.max(...duringRelease), reps: duringRelease.length }, "the same VM's idle VCMD round trip p50", idleStat, 'ratio ≤ 10', undefined, `${duringRelease.length} round trips completed during ${releaseReps} releases (plus the first after each; after the host's first release, reported below as the cold figure); p50 ${percentile(duringRelease, 50).toFixed(0)} µs, max ${Math.max(...duringRelease, 0).toFixed(0)} µs; ${OWN_PROCESS_RELEASED}`);
       rel.met = relP99 <= 10 * idleP50;
       figs.push(rel);
       const coldMax = Math.max(...duringCold, 0);
-      const cold = ratioFigure(`other VM's VCMD round trip max during the host's first VM release (cold code, ${releasePasids} bound PASIDs)`, 'us', { median: coldMax, min: Math.min(...duringCold), max: coldMax, reps: duringCold.length }, "the same VM's idle VCMD round trip p50", idleStat, 'ratio ≤ 10', undefined, `the warm-up release that precedes the timed ones: ${duringCold.length} round trips, p50 ${percentile(duringCold, 50).toFixed(0)} µs; that release took ${coldMs.toFixed(1)} ms (drop → name reusable)`);
+      const cold = ratioFigure(`other VM's VCMD round trip max during the host's first VM release (cold code, ${releasePasids} bound PASIDs)`, 'us', { median: coldMax, min: Math.min(...duringCold), max: coldMax, reps: duringCold.length }, "the same VM's idle VCMD round trip p50", idleStat, 'ratio ≤ 10', undefined, `the warm-up release that precedes the timed ones: ${duringCold.length} round trips, p50 ${percentile(duringCold, 50).toFixed(0)} µs; that release took ${coldMs.toFixed(1)} ms (drop → name reusable); ${OWN_PROCESS_RELEASED}`);
       cold.met = coldMax <= 10 * idleP50;
       figs.push(cold);
       figs.push({
         name: `VM release with ${releasePasids} bound PASIDs (drop → name reusable)`,
         unit: 'ms',
         value: stat(releaseMs),
-        notes: `from the connection drop until a VM_SETUP with the VM's name succeeds (retried every ~1 ms: ${retries} EEXIST answers in ${releaseReps} runs); the host releases in steps of ≤ 32 PASID routes / 128 PASIDs / one device / one domain`,
+        notes: `from the connection drop (the bench tells the VM's process to close its connection; it exits after the window) until a VM_SETUP with the VM's name succeeds (retried every ~1 ms: ${retries} EEXIST answers in ${releaseReps} runs); the host releases in steps of ≤ 32 PASID routes / 128 PASIDs / one device / one domain`,
       });
       if (opts.quick) for (const f of figs) f.notes = `${f.notes ?? ''}; quick: up to 16k mappings, ${releasePasids} PASIDs released`;
       return figs;
     } finally {
       await Promise.all(guests.map((g) => g.close().catch(() => {})));
+      await a?.stop();
       await host?.close().catch(() => {});
     }
   },
