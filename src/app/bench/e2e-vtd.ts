@@ -27,7 +27,11 @@
  *   CPU needs a cross-CPU wake-up. Each run therefore samples (untimed, every PLACEMENT_EVERY
  *   pairs) where each peer last ran (cpu-pin.ts PlacementSampler) and its figure notes say so;
  *   and the runs are repeated with the processes pinned apart (cpu-pin.ts), both peers on the
- *   other CPU.
+ *   other CPU. Both sides of a pair wake their peer the same way: a timed allocation follows an
+ *   untimed FREE_PASID to the host, so a timed raw round trip follows an untimed one to the raw
+ *   peer. (With one raw round trip per pair against two host round trips, the scheduler pulled
+ *   the raw peer onto this process's CPU in up to 92 % of samples, the host in ≤ 11 %: the ratio
+ *   then compared wake-up patterns, not work.)
  * - PASID bind round trip: the guest driver writes a PASID entry (first-level, nested), issues a
  *   PASID-cache invalidation and a wait descriptor, and waits for the status write; the host
  *   has bound the PASID when the status lands. Baseline: the raw Node ping-pong (one bind costs
@@ -66,7 +70,7 @@ const yieldToLoop = (): Promise<void> => new Promise((r) => setImmediate(r));
 /** Interleaved A/B runs of the VCMD round trip; the ratio target holds in each (docs/performance.md). */
 const VCMD_RUNS = 5;
 /** How the VCMD figures pair their samples (their notes start with it; the header explains why). */
-const PAIRING = 'interleaved pair by pair: one raw ping-pong and one VCMD allocation per A/B pair, in alternating order, the previous PASID freed (FREE_PASID, untimed) right before each timed allocation';
+const PAIRING = 'interleaved pair by pair: one raw ping-pong and one VCMD allocation per A/B pair, in alternating order, the previous PASID freed (FREE_PASID, untimed) right before each timed allocation and an untimed raw round trip right before each timed one, so both peers are woken alike';
 
 interface RunRatio {
   ratio: number;
@@ -212,7 +216,9 @@ export const bench: BenchModule = {
         pending = vcrspPasid(rsp);
         return us;
       };
+      /** One timed raw round trip, right after an untimed one (as the allocation follows its free). */
       const timedRaw = async (): Promise<number> => {
+        await r.roundTrip(1);
         const a = performance.now();
         await r.roundTrip(1);
         return (performance.now() - a) * 1000;
