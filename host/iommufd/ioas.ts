@@ -23,6 +23,7 @@
  *   mapped area.
  */
 import { fail } from '../../src/errors.js';
+import { nextSlice, sliceTimer } from '../vfio/slice-budget.js';
 import type { IommufdObject } from './object-table.js';
 
 export const IOVA_ALIGNMENT = 4096n;
@@ -54,6 +55,25 @@ export interface IoasArea {
   prot: IoasProt;
 }
 
+/**
+ * Areas one VM's IOASes may hold together (ENOSPC past it): the bound VFIO type1 puts on a
+ * container's DMA mappings (dma_entry_limit, drivers/vfio/vfio_iommu_type1.c), which the VFIO SVA
+ * uAPI keeps too (host/vfio/dma-map.ts MAX_MAPPINGS). Linux's iommufd bounds pinned memory by
+ * RLIMIT_MEMLOCK instead; here memory is the VM's own RAM, so the count of areas is what grows.
+ */
+export const MAX_IOAS_AREAS = 65536;
+
+/** An IOAS_UNMAP over more areas than this is cut into slices that yield to the event loop. */
+export const IOAS_UNMAP_SLICE_AREAS = 512;
+/** A slice checks its time budget after each chunk of this many areas. */
+const IOAS_UNMAP_CHUNK_AREAS = 64;
+
+/** The area count shared by one VM's IOASes, against MAX_IOAS_AREAS. */
+export interface IoasAreaBudget {
+  areas: number;
+  readonly max: number;
+}
+
 /** A paging domain kept identical to the IOAS. */
 export interface IoasMirror {
   map(iova: bigint, hpa: number, length: bigint, prot: IoasProt): void;
@@ -83,7 +103,10 @@ export class Ioas implements IommufdObject {
   private readonly reservedBy = new Map<number, IovaSpan[]>();
   readonly mirrors = new Set<IoasMirror>();
 
-  constructor(readonly id: number) {}
+  constructor(
+    readonly id: number,
+    private readonly budget: IoasAreaBudget = { areas: 0, max: MAX_IOAS_AREAS },
+  ) {}
 
   get areas(): readonly IoasArea[] {
     return this.areaList;
@@ -113,32 +136,57 @@ export class Ioas implements IommufdObject {
     return out;
   }
 
-  /** The IOVA a new area of `length` gets: `fixed`, or the lowest free one. */
+  /**
+   * The IOVA a new area of `length` gets: `fixed`, or the lowest free one. A fixed range costs
+   * two binary searches over the areas; the lowest free one walks the areas from the first
+   * allowed window up to the first gap that fits (first fit, as iopt_alloc_iova).
+   */
   placeArea(fixed: bigint | null, length: bigint, what: string): IovaSpan {
     if (fixed !== null) {
       const span = checkedSpan(fixed, length, what);
       for (const r of this.reserved()) if (overlaps(span, r)) fail('EINVAL', `${what}: IOVA range 0x${span.start.toString(16)}–0x${span.last.toString(16)} touches a reserved range`);
-      for (const a of this.areaList) if (overlaps(span, { start: a.iova, last: a.iova + a.length - 1n })) fail('EEXIST', `${what}: IOVA 0x${a.iova.toString(16)} is mapped already`);
+      const [i, j] = this.overlapping(span);
+      if (i < j) fail('EEXIST', `${what}: IOVA 0x${this.areaList[i]!.iova.toString(16)} is mapped already`);
       return span;
     }
     checkedSpan(0n, length, what);
     const windows = this.allowed ?? [{ start: 0n, last: U64_MAX }];
-    const busy = [...this.reserved(), ...this.areaList.map((a) => ({ start: a.iova, last: a.iova + a.length - 1n }))];
-    busy.sort((a, b) => (a.start < b.start ? -1 : a.start > b.start ? 1 : 0));
+    const reserved = this.reserved().sort((a, b) => (a.start < b.start ? -1 : a.start > b.start ? 1 : 0));
     for (const w of [...windows].sort((a, b) => (a.start < b.start ? -1 : 1))) {
       let at = (w.start + IOVA_ALIGNMENT - 1n) & ~(IOVA_ALIGNMENT - 1n);
-      for (const b of busy) {
+      // Busy spans in IOVA order: the areas (sorted) merged with the few reserved ranges.
+      let ai = this.firstEndingAtOrAfter(at);
+      let ri = 0;
+      for (;;) {
+        const a = this.areaList[ai];
+        while (ri < reserved.length && reserved[ri]!.last < at) ri++;
+        const r = reserved[ri];
+        let b: IovaSpan | undefined;
+        if (a !== undefined && (r === undefined || a.iova <= r.start)) {
+          b = { start: a.iova, last: a.iova + a.length - 1n };
+          ai++;
+        } else if (r !== undefined) {
+          b = r;
+          ri++;
+        }
+        if (b === undefined) break;
         if (b.last < at) continue;
         if (b.start > at && b.start - at >= length) break;
         if (b.last + 1n > at) at = b.last + 1n;
+        if (at > w.last) break;
       }
       if (at + length - 1n <= w.last && at + length - 1n <= U64_MAX) return { start: at, last: at + length - 1n };
     }
     fail('ENOSPC', `${what}: no free IOVA range of 0x${length.toString(16)} bytes`);
   }
 
-  /** Insert checked areas (all-or-nothing, mirrors included). */
+  /**
+   * Insert checked areas (all-or-nothing, mirrors included): each goes to its place in the
+   * sorted list (a binary search). ENOSPC when the VM's IOASes would hold more than
+   * MAX_IOAS_AREAS areas.
+   */
   insert(areas: IoasArea[]): void {
+    if (this.budget.areas + areas.length > this.budget.max) fail('ENOSPC', `IOAS ${this.id}: the VM's IOASes hold ${this.budget.areas} areas; ${areas.length} more exceed the cap of ${this.budget.max}`);
     const done: { m: IoasMirror; a: IoasArea }[] = [];
     try {
       for (const a of areas) {
@@ -151,36 +199,102 @@ export class Ioas implements IommufdObject {
       for (const { m, a } of done.reverse()) m.unmap(a.iova, a.length);
       throw e;
     }
-    this.areaList.push(...areas);
-    this.areaList.sort((x, y) => (x.iova < y.iova ? -1 : 1));
+    for (const a of areas) this.areaList.splice(this.firstEndingAtOrAfter(a.iova), 0, a);
+    this.budget.areas += areas.length;
   }
 
-  /** IOAS_UNMAP: whole areas inside [iova, iova + length); returns the bytes unmapped. */
-  unmap(iova: bigint, length: bigint, what: string): bigint {
+  /**
+   * IOAS_UNMAP: whole areas inside [iova, iova + length); returns the bytes unmapped. The areas
+   * hit are one run of the sorted list (two binary searches); only its ends can cross the
+   * range (ENOENT, nothing removed). Up to IOAS_UNMAP_SLICE_AREAS areas the unmap completes
+   * synchronously; a larger one returns a Promise and removes the run in slices from its end,
+   * each ending at IOAS_UNMAP_SLICE_AREAS areas or SLICE_BUDGET_MS (host/vfio/slice-budget.ts),
+   * yielding between them so that other VMs' requests are served meanwhile (as DMA_UNMAP,
+   * host/vfio/dma-map.ts; Linux's iopt_unmap_iova_range drops the lock and cond_resched()s
+   * between areas). A slice unmaps its span from each mirror with one call: a mirror holds
+   * exactly the IOAS's areas, so the span's holes are unmapped already. Between slices the IOAS
+   * and its mirrors agree. `stillOpen` is asked before each slice: when the VM's context closed
+   * meanwhile (VM teardown), the unmap stops with ENOTCONN; what it removed stays removed.
+   */
+  unmap(iova: bigint, length: bigint, what: string, stillOpen: () => boolean = () => true): bigint | Promise<bigint> {
     let span: IovaSpan;
     if (iova === 0n && length === U64_MAX) span = { start: 0n, last: U64_MAX };
     else span = checkedSpan(iova, length, what);
-    const hit = this.areaList.filter((a) => overlaps(span, { start: a.iova, last: a.iova + a.length - 1n }));
-    for (const a of hit) {
+    const [first, end] = this.overlapping(span);
+    for (const a of first < end ? [this.areaList[first]!, this.areaList[end - 1]!] : []) {
       if (a.iova < span.start || a.iova + a.length - 1n > span.last) fail('ENOENT', `${what}: area 0x${a.iova.toString(16)}+0x${a.length.toString(16)} crosses the range's ends`);
     }
     // Unmapping everything of an empty IOAS succeeds (iopt_unmap_all); any other empty range is ENOENT.
-    if (hit.length === 0 && !(iova === 0n && length === U64_MAX)) fail('ENOENT', `${what}: nothing is mapped in 0x${span.start.toString(16)}–0x${span.last.toString(16)}`);
+    if (first === end && !(iova === 0n && length === U64_MAX)) fail('ENOENT', `${what}: nothing is mapped in 0x${span.start.toString(16)}–0x${span.last.toString(16)}`);
+    if (end - first <= IOAS_UNMAP_SLICE_AREAS) return this.unmapRun(first, end);
+    return this.unmapSliced(first, end, what, stillOpen);
+  }
+
+  private async unmapSliced(first: number, end: number, what: string, stillOpen: () => boolean): Promise<bigint> {
     let bytes = 0n;
-    const gone = new Set<IoasArea>();
-    try {
-      for (const a of hit) {
-        for (const m of this.mirrors) m.unmap(a.iova, a.length);
-        gone.add(a);
-        bytes += a.length;
-      }
-    } finally {
-      // The list loses the unmapped areas in one pass (a splice(indexOf) per area was O(areas²)).
-      let kept = 0;
-      for (const a of this.areaList) if (!gone.has(a)) this.areaList[kept++] = a;
-      this.areaList.length = kept;
+    let left = end;
+    const slice = sliceTimer();
+    while (left > first) {
+      if (!stillOpen()) fail('ENOTCONN', `${what}: the VM's iommufd context closed during the unmap (VM teardown)`);
+      slice.restart();
+      const floor = Math.max(first, left - IOAS_UNMAP_SLICE_AREAS);
+      do {
+        const from = Math.max(floor, left - IOAS_UNMAP_CHUNK_AREAS);
+        bytes += this.unmapRun(from, left);
+        left = from;
+      } while (left > floor && !slice.spent());
+      if (left > first) await nextSlice();
     }
     return bytes;
+  }
+
+  /** Remove areas [from, to) (consecutive in the list) from every mirror, one call each, then from the list. */
+  private unmapRun(from: number, to: number): bigint {
+    if (from === to) return 0n;
+    const list = this.areaList;
+    const start = list[from]!.iova;
+    const last = list[to - 1]!;
+    const spanLength = last.iova + last.length - start;
+    for (const m of this.mirrors) m.unmap(start, spanLength);
+    let bytes = 0n;
+    for (let k = from; k < to; k++) bytes += list[k]!.length;
+    list.splice(from, to - from);
+    this.budget.areas -= to - from;
+    return bytes;
+  }
+
+  /** The IOAS is destroyed (no HWPT mirrors it any more): its areas leave the VM's count. */
+  forgetAreas(): void {
+    this.budget.areas -= this.areaList.length;
+    this.areaList.length = 0;
+  }
+
+  /** Index of the first area whose last byte is at or after `at` (areas are sorted and disjoint); length when none. */
+  private firstEndingAtOrAfter(at: bigint): number {
+    const list = this.areaList;
+    let lo = 0;
+    let hi = list.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      const a = list[mid]!;
+      if (a.iova + a.length - 1n < at) lo = mid + 1;
+      else hi = mid;
+    }
+    return lo;
+  }
+
+  /** The run [i, j) of areas that overlap `span`. */
+  private overlapping(span: IovaSpan): [number, number] {
+    const list = this.areaList;
+    const i = this.firstEndingAtOrAfter(span.start);
+    let lo = i;
+    let hi = list.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (list[mid]!.iova <= span.last) lo = mid + 1;
+      else hi = mid;
+    }
+    return [i, lo];
   }
 
   /**
@@ -226,7 +340,8 @@ export class Ioas implements IommufdObject {
     if (this.reservedBy.has(owner)) return;
     for (const r of ranges) {
       for (const a of this.allowed ?? []) if (overlaps(r, a)) fail('EADDRINUSE', `${what}: reserved range 0x${r.start.toString(16)} is inside an allowed range`);
-      for (const a of this.areaList) if (overlaps(r, { start: a.iova, last: a.iova + a.length - 1n })) fail('EADDRINUSE', `${what}: reserved range 0x${r.start.toString(16)} is mapped`);
+      const [i, j] = this.overlapping(r);
+      if (i < j) fail('EADDRINUSE', `${what}: reserved range 0x${r.start.toString(16)} is mapped`);
     }
     this.reservedBy.set(owner, ranges);
   }

@@ -31,7 +31,7 @@ import { attach, detach, replace, IommufdDevice, type AttachEnv } from './device
 import { IommufdDma, type IommufdDmaEnv } from './dma.js';
 import { FaultQueue } from './fault-queue.js';
 import { HwptNested, HwptPaging, parseVtdS1, parseVtdS1Invalidate, type Hwpt } from './hw-pagetable.js';
-import { IOVA_ALIGNMENT, Ioas, type IoasArea } from './ioas.js';
+import { IOVA_ALIGNMENT, Ioas, MAX_IOAS_AREAS, type IoasArea, type IoasAreaBudget } from './ioas.js';
 import { ObjectTable } from './object-table.js';
 import type { IommufdSnapshot } from './snapshot.js';
 import { snapshotOf } from './snapshot.js';
@@ -69,6 +69,8 @@ export class IommufdContext {
   readonly dma: IommufdDma | null;
   private readonly attachEnv: AttachEnv;
   private closed = false;
+  /** Areas of all this VM's IOASes together, against MAX_IOAS_AREAS. */
+  private readonly areaBudget: IoasAreaBudget = { areas: 0, max: MAX_IOAS_AREAS };
 
   constructor(private readonly env: IommufdEnv) {
     this.attachEnv = { iommu: env.iommu, core: env.core, set: env.set, releaseAuto: (h) => this.destroyHwpt(h) };
@@ -85,13 +87,14 @@ export class IommufdContext {
     this.objects.remove(o, what);
     if (o instanceof HwptPaging || o instanceof HwptNested) this.releaseHwpt(o);
     else if (o instanceof FaultQueue) o.close();
+    else if (o instanceof Ioas) o.forgetAreas();
   }
 
   // ---- IOAS ------------------------------------------------------------------------------------
 
   ioasAlloc(flags: number): number {
     if (flags !== 0) fail('EOPNOTSUPP', `IOMMUFD_IOAS_ALLOC: unknown flags 0x${flags.toString(16)}`);
-    return this.objects.add(new Ioas(this.objects.reserveId())).id;
+    return this.objects.add(new Ioas(this.objects.reserveId(), this.areaBudget)).id;
   }
 
   ioasMap(r: IoasMapRequest): bigint {
@@ -107,8 +110,9 @@ export class IommufdContext {
     return span.start;
   }
 
-  ioasUnmap(r: IoasUnmapRequest): bigint {
-    return this.ioas(r.ioas_id, 'IOMMUFD_IOAS_UNMAP').unmap(r.iova, r.length, 'IOMMUFD_IOAS_UNMAP');
+  /** IOAS_UNMAP; a Promise when cut into slices (Ioas.unmap), which stops with ENOTCONN if the context closes meanwhile. */
+  ioasUnmap(r: IoasUnmapRequest): bigint | Promise<bigint> {
+    return this.ioas(r.ioas_id, 'IOMMUFD_IOAS_UNMAP').unmap(r.iova, r.length, 'IOMMUFD_IOAS_UNMAP', () => !this.closed);
   }
 
   ioasCopy(r: IoasCopyRequest): bigint {

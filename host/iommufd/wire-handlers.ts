@@ -18,7 +18,11 @@ export function iommufdHandlers<C>(contextOf: () => IommufdContext): HandlerTabl
       return { count: ranges.length, out_iova_alignment: alignment, items: ranges };
     },
     IOMMUFD_IOAS_MAP: (r) => ({ iova: fd().ioasMap(r) }),
-    IOMMUFD_IOAS_UNMAP: (r) => ({ length: fd().ioasUnmap(r) }),
+    IOMMUFD_IOAS_UNMAP: (r) => {
+      // A large unmap is cut into slices (Ioas.unmap): the session holds this VM's later requests until it completes (host/server/handlers.ts).
+      const length = fd().ioasUnmap(r);
+      return typeof length === 'bigint' ? { length } : length.then((n) => ({ length: n }));
+    },
     IOMMUFD_DEVICE_BIND: (r) => ({ out_id: fd().deviceBind(r) }),
     IOMMUFD_DEVICE_UNBIND: (r) => fd().deviceUnbind(r.id),
     IOMMUFD_DEVICE_ATTACH: (r) => ({ hwpt_id: fd().deviceAttach(r) }),

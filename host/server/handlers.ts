@@ -133,10 +133,11 @@ function isThenable(v: unknown): v is PromiseLike<unknown> {
 /**
  * Requests whose handler may return a Promise that must finish before the session's next
  * request runs: DMA_UNMAP and PASID_FREE cut into slices (host/vfio/dma-map.ts,
- * pasid-requests.ts) change the container between slices. (DEVICE_DMA also returns a Promise while it waits for a PAGE_RESPONSE, which arrives
+ * pasid-requests.ts) change the container between slices, IOMMUFD_IOAS_UNMAP the IOAS and its
+ * HWPTs (host/iommufd/ioas.ts). (DEVICE_DMA also returns a Promise while it waits for a PAGE_RESPONSE, which arrives
  * on the same session: it must not hold later requests.)
  */
-const EXCLUSIVE: ReadonlySet<FrontendRequestName> = new Set<FrontendRequestName>(['DMA_UNMAP', 'PASID_FREE']);
+const EXCLUSIVE: ReadonlySet<FrontendRequestName> = new Set<FrontendRequestName>(['DMA_UNMAP', 'PASID_FREE', 'IOMMUFD_IOAS_UNMAP']);
 
 /**
  * A sliced DMA_UNMAP yields to the event loop between slices so that other sessions' requests

@@ -22,7 +22,7 @@ import type { HostMemory } from '../memory/host-memory.js';
 import { PageRequestTracker } from '../devices/page-requests.js';
 import { VfioContainer, type ContainerCounters } from '../vfio/container.js';
 import type { PasidNumbering } from '../vfio/container-state.js';
-import { sliceTimer } from '../vfio/slice-budget.js';
+import { nextSlice, sliceTimer } from '../vfio/slice-budget.js';
 import type { HostIommu } from '../iommu/host-iommu.js';
 import { MemTableMap, type MemoryAccess, type MemoryFileOwners } from '../vfio/mem-table.js';
 import type { MemoryPathDir } from '../memory/memory-path-dir.js';
@@ -267,7 +267,7 @@ export class Vm {
         stats.steps++;
         stats.longestStepMs = Math.max(stats.longestStepMs, performance.now() - t);
         if (done) break;
-        await new Promise<void>((resolve) => setImmediate(resolve));
+        await nextSlice();
       }
       stats.ms = performance.now() - start;
     })();

@@ -11,7 +11,7 @@ import type { DmaMapRequest, DmaUnmapReply, DmaUnmapRequest } from '../../vhost/
 import type { SlProt } from '../iommu/index.js';
 import { GPA_DOMAIN, type ContainerDomain, type Mapping } from './container-state.js';
 import { ContainerInvalidation } from './cache-invalidate.js';
-import { sliceTimer } from './slice-budget.js';
+import { nextSlice, sliceTimer } from './slice-budget.js';
 
 export const MAX_DOMAINS = 64;
 export const MAX_MAPPINGS = 65536;
@@ -122,7 +122,7 @@ export abstract class ContainerDmaMap extends ContainerInvalidation {
       } while (left > floor && !slice.spent());
       if (bytes > 0) this.iommu.flushUnmapped(d.did, BigInt(lo), BigInt(hi - lo));
       unmapped += bytes;
-      if (left > first) await new Promise<void>((resolve) => setImmediate(resolve));
+      if (left > first) await nextSlice();
     }
     return { unmapped: BigInt(unmapped) };
   }

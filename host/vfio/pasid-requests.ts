@@ -6,6 +6,7 @@
 import { fail } from '../../src/errors.js';
 import type { PasidRange } from '../../vhost/messages/pasid.js';
 import { ContainerState } from './container-state.js';
+import { nextSlice } from './slice-budget.js';
 
 /** PASID_FREE ranges shorter than this are checked ID by ID; longer ones walk the VM's set. */
 const PASID_FREE_PROBE_RANGE = 64;
@@ -74,7 +75,7 @@ export abstract class ContainerPasidRequests extends ContainerState {
   private async pasidFreeSliced(ids: readonly number[]): Promise<number> {
     let freed = 0;
     for (let i = 0; i < ids.length; i += PASID_FREE_SLICE) {
-      if (i > 0) await new Promise<void>((resolve) => setImmediate(resolve));
+      if (i > 0) await nextSlice();
       if (this.released) fail('ENOTCONN', `PASID_FREE: ${this.vmName} was released during the free`);
       freed += this.freeIds(ids, i, Math.min(ids.length, i + PASID_FREE_SLICE));
     }

@@ -24,3 +24,11 @@ export function sliceTimer(budgetMs = SLICE_BUDGET_MS): { spent(): boolean; rest
     },
   };
 }
+
+/**
+ * Between two slices: let the event loop serve other VMs' requests (setImmediate runs after the
+ * I/O the loop polls meanwhile), as vfio_remove_dma's cond_resched() lets other threads run.
+ */
+export function nextSlice(): Promise<void> {
+  return new Promise<void>((resolve) => setImmediate(resolve));
+}
