@@ -59,8 +59,10 @@ export class StateJson {
    * and `kvm` keys come last. O(everything): large hosts are read page by page.
    */
   snapshotJson(): string {
-    const vms = this.src.vmsById().map((vm) => this.vmJson(vm));
-    return `${this.headJson().slice(0, -1)},"vms":[${vms.join(',')}],"iommu":${JSON.stringify(iommuTotals(this.src.iommu))}}`;
+    const parts = [`${this.headJson().slice(0, -1)},"vms":[`];
+    this.src.vmsById().forEach((vm, i) => this.pushVmJson(parts, vm, i > 0));
+    parts.push(`],"iommu":${JSON.stringify(iommuTotals(this.src.iommu))}}`);
+    return parts.join('');
   }
 
   /**
@@ -79,28 +81,35 @@ export class StateJson {
     const all = this.src.vmsById();
     let i = 0;
     while (i < all.length && all[i]!.id < cursor) i++;
-    const vms: string[] = [];
+    const parts = ['']; // the head, once `next` is known
+    let count = 0;
     let bytes = 0;
-    while (i < all.length && vms.length < maxVms && (vms.length === 0 || bytes < GET_STATE_PAGE_BYTES)) {
-      const text = this.vmJson(all[i]!);
-      bytes += text.length;
-      vms.push(text);
+    while (i < all.length && count < maxVms && (count === 0 || bytes < GET_STATE_PAGE_BYTES)) {
+      bytes += this.pushVmJson(parts, all[i]!, count > 0);
+      count++;
       i++;
     }
     const next = i < all.length ? all[i]!.id : null;
-    return `${this.headJson().slice(0, -1)},"vmCount":${all.length},"next":${next},"vms":[${vms.join(',')}],"iommu":${JSON.stringify(iommuTotals(this.src.iommu))}}`;
+    parts[0] = `${this.headJson().slice(0, -1)},"vmCount":${all.length},"next":${next},"vms":[`;
+    parts.push(`],"iommu":${JSON.stringify(iommuTotals(this.src.iommu))}}`);
+    return parts.join('');
   }
 
   /** A VM's own view: the host head, its VM, no host-wide IOMMU counters. */
   ownVmJson(vm: Vm): string {
-    return `${this.headJson().slice(0, -1)},"vms":[${this.vmJson(vm)}]}`;
+    const parts = [`${this.headJson().slice(0, -1)},"vms":[`];
+    this.pushVmJson(parts, vm, false);
+    parts.push(']}');
+    return parts.join('');
   }
 
   /** A page of a VM's own view: its VM when `cursor` ≤ its id, empty at its id + 1; EINVAL beyond. */
   ownVmPageJson(vm: Vm, cursor: number): string {
     if (!Number.isInteger(cursor) || cursor < 0 || cursor > vm.id + 1) fail('EINVAL', `GET_STATE: cursor ${cursor} is past this connection's VM`);
-    const vms = cursor <= vm.id ? this.vmJson(vm) : '';
-    return `${this.headJson().slice(0, -1)},"vmCount":1,"next":null,"vms":[${vms}]}`;
+    const parts = [`${this.headJson().slice(0, -1)},"vmCount":1,"next":null,"vms":[`];
+    if (cursor <= vm.id) this.pushVmJson(parts, vm, false);
+    parts.push(']}');
+    return parts.join('');
   }
 
   private headJson(): string {
@@ -108,13 +117,21 @@ export class StateJson {
     return JSON.stringify({ pasidBits: this.src.core.pasidBits, capacity: { total: cap.total, available: cap.available } });
   }
 
-  /** One VM of the snapshot as JSON text, its PASID and KVM tables from their cached text. */
-  private vmJson(vm: Vm): string {
+  /**
+   * Append the pieces of one VM of the snapshot as JSON text (after a comma when `comma`) to
+   * `parts`, its PASID and KVM tables from their cached text. The caller joins the parts once:
+   * the document is one flat string, each cached table copied into it once (pasid-rows.ts).
+   * Returns the length of the VM's text (the comma not counted).
+   */
+  private pushVmJson(parts: string[], vm: Vm, comma: boolean): number {
     const { pasids, kvm, ...rest } = vm.snapshot({ rows: false });
     void pasids;
     void kvm;
     const head = JSON.stringify(rest);
     const rows = vm.pasidRows;
-    return `${head.slice(0, -1)},"pasids":${rows.json()},"kvm":${rows.derivedJson('kvm', () => vm.kvm.entries(), kvmJson)}}`;
+    const table = rows.json();
+    const kvmText = rows.derivedJson('kvm', () => vm.kvm.entries(), kvmJson);
+    parts.push(comma ? ',' : '', head.slice(0, -1), ',"pasids":', table, ',"kvm":', kvmText, '}');
+    return head.length - 1 + ',"pasids":'.length + table.length + ',"kvm":'.length + kvmText.length + 1;
   }
 }
