@@ -95,6 +95,7 @@ import {
 import type { IommuDevice } from './device.js';
 import { faultRecord, type IommuFault } from './fault.js';
 import { FL_ALLOW_MEMO, type CachedPasidEntry } from './pasid-cache.js';
+import { GEN_MASK } from './pasid-cache-slots.js';
 import type { PhysPort } from './phys-port.js';
 import { RequestContext } from './request-context.js';
 import type { Iotlb } from './tlb.js';
@@ -108,6 +109,16 @@ const MASK_27 = TWO_27 - 1;
 const TWO_31 = 2147483648;
 /** An entry's address bits 51:32 (its high half's bits 19:0) in page-number units. */
 const TWO_20 = 1048576;
+/**
+ * The hit path's constants as module-local values: TurboFan folds these into the code, while an
+ * imported binding is loaded on every use (and `x / EPOCHS` stays a division).
+ */
+const EPOCH_MASK = EPOCHS - 1;
+const PER_EPOCHS = 1 / EPOCHS;
+const ALLOW_MASK = ALLOW_SPAN - 1;
+const FRAME_SCALE = 4096 / ALLOW_SPAN;
+const PC_GEN_MASK = GEN_MASK;
+const CLASS_BIT = CLASS_BIT_OF_FLAGS;
 /** The span of no region: every page is outside it. */
 const NO_SPAN = new Uint32Array(0);
 
@@ -163,16 +174,12 @@ export class TranslationEngine {
   /** Request flags (ACCESS_*) of the faulting request. */
   private faultFlags = 0;
 
-  private lastRid = -2;
-  private lastPasid = -2;
-  private lastCtx: RequestContext | null = null;
   /**
-   * Direct-mapped cache of contexts in front of the device and context Maps (requests that switch
-   * PASID on every access then cost two typed-array reads, not two Map lookups); cleared whenever
-   * a device or context goes (resetContextCache).
+   * Direct-mapped cache of contexts in front of the device and context Maps, by a hash of (RID,
+   * PASID): a request finds its context with one array read and two compares of fields of the
+   * context it reads anyway (requests that switch PASID on every access cost no Map lookup); a
+   * context leaves it when it goes (forgetContext, forgetDevice, resetContextCache).
    */
-  private readonly ctxRid = new Int32Array(CTX_CACHE_SLOTS).fill(-2);
-  private readonly ctxPasid = new Int32Array(CTX_CACHE_SLOTS);
   private readonly ctxSlot: (RequestContext | null)[] = new Array<RequestContext | null>(CTX_CACHE_SLOTS).fill(null);
 
   // reserved masks by (level * 2 + ps), as u32 halves
@@ -224,7 +231,7 @@ export class TranslationEngine {
     private readonly sink: FaultSink,
   ) {
     this.hawLimit = 2 ** opts.haw;
-    this.pasidCache = new PasidCacheIndex(iotlb);
+    this.pasidCache = new PasidCacheIndex(iotlb, () => this.allContexts());
     this.pasidReader = new PasidEntryReader(port, opts.haw, opts.sagaw);
     for (let level = 1; level <= 5; level++) {
       for (let ps = 0; ps < 2; ps++) {
@@ -241,10 +248,6 @@ export class TranslationEngine {
 
   /** Forget the context caches (after devices change). */
   resetContextCache(): void {
-    this.lastRid = -2;
-    this.lastPasid = -2;
-    this.lastCtx = null;
-    this.ctxRid.fill(-2);
     this.ctxSlot.fill(null);
   }
 
@@ -267,10 +270,11 @@ export class TranslationEngine {
   /** As `translate`, with the address given as page number and offset (any 64-bit address). */
   translateVpn(rid: number, pasid: number, vpn: number, off: number, flags: number): number {
     this.translations++;
-    let ctx = this.lastCtx;
-    if (rid !== this.lastRid || pasid !== this.lastPasid || ctx === null) {
-      ctx = this.context(rid, pasid);
-      if (ctx === null) return this.contextFault(rid, pasid, vpn, off, flags);
+    let ctx = this.ctxSlot[ctxSlotOf(rid, pasid)]!;
+    if (ctx === null || ctx.rid !== rid || ctx.pasid !== pasid) {
+      const c = this.context(rid, pasid);
+      if (c === null) return this.contextFault(rid, pasid, vpn, off, flags);
+      ctx = c;
     }
     // IOTLB / device-TLB hit on a 4 KiB entry: a probe of the bucket's table (page-hash.ts),
     // nothing allocated.
@@ -281,18 +285,18 @@ export class TranslationEngine {
       // The value is (frame · ALLOW_SPAN + allow) · EPOCHS + epoch (tlb-bucket.ts): live when the
       // epoch is the bucket's; a stale entry (0) permits nothing.
       // The context's PASID entry must still be cached (a PASID-cache invalidation advances the
-      // IOTLB bucket's pcGen: pasid-cache-index.ts).
+      // generation in its tag's slot: pasid-cache-slots.ts).
       const v = t.data[at + 1]!;
-      const ep = v & (EPOCHS - 1);
-      if (ep === b.epoch && ctx.peGen === ctx.iotlb.pcGen) {
-        const q = (v - ep) / EPOCHS;
-        const allow = q & (ALLOW_SPAN - 1);
-        if ((allow & CLASS_BIT_OF_FLAGS[flags & 7]!) !== 0) {
+      const ep = v & EPOCH_MASK;
+      if (ep === b.epoch && (ctx.pcLeaf[ctx.pcAt]! & PC_GEN_MASK) === ctx.peGen) {
+        const q = (v - ep) * PER_EPOCHS;
+        const allow = q & ALLOW_MASK;
+        if ((allow & CLASS_BIT[flags & 7]!) !== 0) {
           this.hits++;
           ctx.hits++;
           if (ctx.dtlb !== null) this.devTlbHits++;
           this.extent = 4096 - off;
-          return (q - allow) * (4096 / ALLOW_SPAN) + off;
+          return (q - allow) * FRAME_SCALE + off;
         }
       }
     }
@@ -301,14 +305,9 @@ export class TranslationEngine {
 
   /** The context of (rid, pasid), or null when the device does not exist or cannot use the PASID. */
   context(rid: number, pasid: number): RequestContext | null {
-    const slot = (Math.imul(rid, 0x9e3779b1) + pasid) & CTX_CACHE_MASK;
-    if (this.ctxRid[slot] === rid && this.ctxPasid[slot] === pasid) {
-      const hit = this.ctxSlot[slot]!;
-      this.lastRid = rid;
-      this.lastPasid = pasid;
-      this.lastCtx = hit;
-      return hit;
-    }
+    const slot = ctxSlotOf(rid, pasid);
+    const hit = this.ctxSlot[slot]!;
+    if (hit !== null && hit.rid === rid && hit.pasid === pasid) return hit;
     const dev = this.devices.get(rid);
     if (dev === undefined) return null;
     let ctx = dev.contexts.get(pasid);
@@ -317,12 +316,7 @@ export class TranslationEngine {
       ctx = new RequestContext(dev, pasid);
       dev.contexts.set(pasid, ctx);
     }
-    this.ctxRid[slot] = rid;
-    this.ctxPasid[slot] = pasid;
     this.ctxSlot[slot] = ctx;
-    this.lastRid = rid;
-    this.lastPasid = pasid;
-    this.lastCtx = ctx;
     return ctx;
   }
 
@@ -348,16 +342,8 @@ export class TranslationEngine {
     this.pasidCache.drop(ctx);
     ctx.releaseBuckets();
     dev.retireContext(ctx);
-    const slot = (Math.imul(dev.rid, 0x9e3779b1) + pasid) & CTX_CACHE_MASK;
-    if (this.ctxSlot[slot] === ctx) {
-      this.ctxRid[slot] = -2;
-      this.ctxSlot[slot] = null;
-    }
-    if (this.lastCtx === ctx) {
-      this.lastRid = -2;
-      this.lastPasid = -2;
-      this.lastCtx = null;
-    }
+    const slot = ctxSlotOf(dev.rid, pasid);
+    if (this.ctxSlot[slot] === ctx) this.ctxSlot[slot] = null;
   }
 
   /** A device is removed: its contexts drop their cached PASID entries and release their cache buckets. */
@@ -366,7 +352,8 @@ export class TranslationEngine {
       this.pasidCache.drop(c);
       c.releaseBuckets();
     }
-    if (this.lastCtx !== null && this.lastCtx.device === dev) this.resetContextCache();
+    const slots = this.ctxSlot;
+    for (let i = 0; i < slots.length; i++) if (slots[i]?.device === dev) slots[i] = null;
   }
 
   // ---- slow paths ------------------------------------------------------------------------------
@@ -468,8 +455,7 @@ export class TranslationEngine {
     const pe = r;
     const b = this.iotlb.bucket(pe.did, ctx.peIndex);
     if (pe.firstLevel) b.firstLevel = true;
-    ctx.cachePasidEntry(pe, b);
-    this.pasidCache.add(ctx);
+    this.pasidCache.load(ctx, pe, b);
     return pe;
   }
 
@@ -825,6 +811,11 @@ export class TranslationEngine {
     this.fill(ctx, vpn, outLevel, hpa - inPage, allow);
     return hpa;
   }
+}
+
+/** Slot of (rid, pasid) in the engine's context cache. */
+function ctxSlotOf(rid: number, pasid: number): number {
+  return (Math.imul(rid, 0x9e3779b1) + pasid) & CTX_CACHE_MASK;
 }
 
 /** Byte offset of page `vpn` inside the level-`level` page holding it (level 1 → 0). */

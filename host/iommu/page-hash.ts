@@ -18,8 +18,13 @@
  */
 import { fail } from '../../src/errors.js';
 
-/** Key of a free slot (no page number is negative). */
-export const EMPTY_KEY = -1;
+/**
+ * Key of a free slot (no page number is negative). Not exported: TurboFan folds a module-local
+ * constant into the probe loop, while an exported binding is loaded (and checked) on every use.
+ */
+const FREE_KEY = -1;
+/** FREE_KEY for other modules. */
+export const EMPTY_KEY = FREE_KEY;
 /** Doubles per slot of a table of one value per key: key, value (the default stride). */
 export const SLOT_STRIDE = 2;
 
@@ -82,7 +87,7 @@ export class PageHash {
       const at = i * stride;
       const k = d[at]!;
       if (k === vpn) return at;
-      if (k === EMPTY_KEY) return -1;
+      if (k === FREE_KEY) return -1;
       i = (i + 1) & mask;
     }
   }
@@ -101,7 +106,7 @@ export class PageHash {
       const at = i * stride;
       const k = d[at]!;
       if (k === vpn) return at;
-      if (k === EMPTY_KEY) {
+      if (k === FREE_KEY) {
         d[at] = vpn;
         this.size++;
         return at;
@@ -128,7 +133,7 @@ export class PageHash {
     if (this.size === 0) return;
     if (!this.small) return this.reset();
     const d = this.data;
-    for (let at = 0; at < d.length; at += this.stride) d[at] = EMPTY_KEY;
+    for (let at = 0; at < d.length; at += this.stride) d[at] = FREE_KEY;
     this.size = 0;
   }
 
@@ -144,7 +149,7 @@ export class PageHash {
   occupied(): number[] {
     const out: number[] = [];
     const d = this.data;
-    for (let at = 0; at < d.length; at += this.stride) if (d[at] !== EMPTY_KEY) out.push(at);
+    for (let at = 0; at < d.length; at += this.stride) if (d[at] !== FREE_KEY) out.push(at);
     return out;
   }
 
@@ -159,7 +164,7 @@ export class PageHash {
       j = (j + 1) & mask;
       const at = j * stride;
       const k = d[at]!;
-      if (k === EMPTY_KEY) break;
+      if (k === FREE_KEY) break;
       const h = this.home(k);
       // The entry at j may move to the hole unless its home lies cyclically in (hole, j].
       const stays = hole <= j ? hole < h && h <= j : hole < h || h <= j;
@@ -168,7 +173,7 @@ export class PageHash {
       for (let v = 0; v < stride; v++) d[to + v] = d[at + v]!;
       hole = j;
     }
-    d[hole * stride] = EMPTY_KEY;
+    d[hole * stride] = FREE_KEY;
     this.size--;
   }
 
@@ -183,9 +188,9 @@ export class PageHash {
     const mask = this.mask;
     for (let from = 0; from < old.length; from += stride) {
       const k = old[from]!;
-      if (k === EMPTY_KEY) continue;
+      if (k === FREE_KEY) continue;
       let i = this.home(k);
-      while (d[i * stride] !== EMPTY_KEY) i = (i + 1) & mask;
+      while (d[i * stride] !== FREE_KEY) i = (i + 1) & mask;
       const to = i * stride;
       for (let v = 0; v < stride; v++) d[to + v] = old[from + v]!;
     }
@@ -201,6 +206,6 @@ function slotsFor(n: number): number {
 
 function emptySlots(n: number, stride: number): Float64Array {
   const d = new Float64Array(n * stride);
-  for (let at = 0; at < d.length; at += stride) d[at] = EMPTY_KEY;
+  for (let at = 0; at < d.length; at += stride) d[at] = FREE_KEY;
   return d;
 }

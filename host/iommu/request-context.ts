@@ -4,8 +4,10 @@
  * (DID, PASID) and device-TLB bucket the request uses, so an IOTLB hit costs one probe of that
  * bucket's table (page-hash.ts).
  */
+import { fail } from '../../src/errors.js';
 import { RID_PASID } from './constants.js';
 import type { CachedPasidEntry } from './pasid-cache.js';
+import { GEN_MASK, NO_GENERATION, NO_SLOTS } from './pasid-cache-slots.js';
 import { TlbBucket, type DevTlb } from './tlb.js';
 
 /**
@@ -24,13 +26,17 @@ export const EMPTY_BUCKET = new TlbBucket(-1, -1);
 
 export class RequestContext {
   /**
-   * The PASID entry as cached; valid only while `peGen` equals the bucket's `pcGen` (a
-   * PASID-cache invalidation advances the bucket's and leaves the context untouched:
-   * pasid-cache-index.ts).
+   * The PASID entry as cached; valid only while `peGen` equals the generation in the PASID-cache
+   * slot of its tag (`pcLeaf[pcAt] & GEN_MASK`): a PASID-cache invalidation advances that
+   * generation and leaves the context untouched (pasid-cache-slots.ts, pasid-cache-index.ts).
    */
   private cached: CachedPasidEntry | null = null;
-  /** `iotlb.pcGen` when the entry was cached. */
-  peGen = 0;
+  /** Leaf holding the PASID-cache slot of the entry's tag (NO_SLOTS while nothing is cached). */
+  pcLeaf: Int32Array = NO_SLOTS;
+  /** Index of that slot in `pcLeaf`. */
+  pcAt = 0;
+  /** The slot's generation when the entry was cached (NO_GENERATION while nothing is cached). */
+  peGen = NO_GENERATION;
   /** IOTLB bucket (pe.did, peIndex) while `pe` is cached. */
   iotlb: TlbBucket = EMPTY_BUCKET;
   /** First cache the request looks in: the device-TLB bucket while ATS is enabled, else `iotlb`. */
@@ -39,6 +45,8 @@ export class RequestContext {
   dtlb: TlbBucket | null;
   /** PASID entry index: the PASID, or RID_PASID for requests without PASID. */
   readonly peIndex: number;
+  /** The device's requester ID (`device.rid`, here so a lookup by (RID, PASID) reads one object). */
+  readonly rid: number;
   /** IOTLB / device-TLB hits and misses of this context's requests (per-device statistics). */
   hits = 0;
   misses = 0;
@@ -49,13 +57,14 @@ export class RequestContext {
     readonly pasid: number,
   ) {
     this.peIndex = pasid < 0 ? RID_PASID : pasid;
+    this.rid = device.rid;
     this.dtlb = device.devTlb === null || !device.atsEnabled ? null : device.devTlb.bucket(pasid);
     this.dtlb?.acquire();
   }
 
   /** PASID-cache entry, or null when not cached (or invalidated since). */
   get pe(): CachedPasidEntry | null {
-    return this.peGen === this.iotlb.pcGen ? this.cached : null;
+    return (this.pcLeaf[this.pcAt]! & GEN_MASK) === this.peGen ? this.cached : null;
   }
 
   /** Follow the device's ATS Enable: use its device-TLB bucket (on) or translate through the IOTLB only (off). */
@@ -68,34 +77,36 @@ export class RequestContext {
     if (this.pe !== null) this.first = this.dtlb ?? this.iotlb;
   }
 
-  /** Cache the PASID entry `pe`, whose IOTLB entries live in `bucket` (DID pe.did, tag peIndex). */
+  /**
+   * Record the PASID entry `pe`, whose IOTLB entries live in `bucket` (DID pe.did, tag peIndex;
+   * registered in the IOTLB, so it has a PASID-cache slot). The hold on the slot is the index's
+   * (PasidCacheIndex.load, which calls this).
+   */
   cachePasidEntry(pe: CachedPasidEntry, bucket: TlbBucket): void {
-    const old = this.iotlb;
-    // An invalidated entry's hold on its bucket went with the invalidation.
-    const held = this.cached !== null && this.peGen === old.pcGen;
-    bucket.acquire();
-    if (held) old.release();
+    const leaf = bucket.pcSlots;
+    if (leaf === null) fail('EINVAL', `IOTLB bucket (DID ${bucket.did}, PASID ${bucket.pasid}) is not registered`);
     this.cached = pe;
     this.iotlb = bucket;
-    this.peGen = bucket.pcGen;
+    this.pcLeaf = leaf;
+    this.pcAt = bucket.pcAt;
+    this.peGen = leaf[bucket.pcAt]! & GEN_MASK;
     this.first = this.dtlb ?? bucket;
   }
 
   /**
-   * Drop the cached PASID entry (PASID-cache invalidation; PasidCacheIndex calls this so the
-   * index stays exact).
+   * Forget the cached PASID entry, valid or invalidated (PasidCacheIndex calls this after it
+   * released the entry's hold, so the index stays exact).
    */
   dropPasidEntry(): void {
-    const b = this.iotlb;
-    const held = this.cached !== null && this.peGen === b.pcGen;
     this.cached = null;
     this.iotlb = EMPTY_BUCKET;
-    this.peGen = EMPTY_BUCKET.pcGen;
+    this.pcLeaf = NO_SLOTS;
+    this.pcAt = 0;
+    this.peGen = NO_GENERATION;
     this.first = EMPTY_BUCKET;
-    if (held) b.release();
   }
 
-  /** The device is going away: release the buckets this context uses. */
+  /** The device is going away: release the buckets this context uses (its PASID entry went from the index first). */
   releaseBuckets(): void {
     this.dropPasidEntry();
     this.dtlb?.release();

@@ -33,6 +33,7 @@
  */
 import { fail } from '../../src/errors.js';
 import { PageHash, SLOT_STRIDE } from './page-hash.js';
+import { HOLD_MASK, OCCUPIED } from './pasid-cache-slots.js';
 
 /** Value of a 4 KiB entry invalidated by a range invalidation (no access class). */
 export const STALE_4K = 0;
@@ -155,24 +156,18 @@ export interface BucketOwner {
   forgetIfUnused(b: TlbBucket): void;
 }
 
-/**
- * A request context that caches a PASID entry whose translations live in an IOTLB bucket
- * (request-context.ts RequestContext): the bucket lists them for PASID-cache invalidations
- * (pasid-cache-index.ts).
- */
-export interface PasidEntryHolder {
-  /** Drop the cached PASID entry (and with it the context's hold on the bucket). */
-  dropPasidEntry(): void;
-}
-
 export class TlbBucket {
-  // Field order is layout: what a lookup, a PASID-cache flush and a release read comes first, so
-  // those touch one or two cache lines of the object.
+  // Field order is layout: what a lookup and a release read comes first, so those touch one or
+  // two cache lines of the object.
   /** 4 KiB entries, live and stale (value: (frame · 64 + allow) · 128 + epoch; STALE_4K when invalidated). */
   readonly t4k = new PageHash();
   /** Epoch of live 4 KiB entries (0..127). */
   epoch = 0;
-  /** Request contexts pointing at this bucket; while > 0 the bucket stays in its store. */
+  /**
+   * Holds taken with `acquire` (device-TLB buckets: the contexts using them); while > 0 the bucket
+   * stays in its store. The holds of contexts caching a PASID entry of an IOTLB bucket's tag are
+   * in its PASID-cache slot (`pcSlots`) instead.
+   */
   holders = 0;
   /** Live IOTLB entries. */
   live = 0;
@@ -181,17 +176,14 @@ export class TlbBucket {
   /** The store the bucket is registered in, or null (never registered, or removed when it emptied). */
   store: BucketOwner | null = null;
   /**
-   * Contexts caching a PASID entry with this bucket's tag (pasid-cache-index.ts keeps it exact):
-   * the first inline, more in an array (usually one device uses a PASID).
+   * The leaf of the PASID-cache slot of this bucket's tag while the bucket is registered in the
+   * IOTLB (pasid-cache-slots.ts), else null: the slot counts the contexts whose cached PASID entry
+   * uses this bucket, and its occupied bit says whether the bucket caches anything (kept exact
+   * here: `syncOccupied`).
    */
-  pcFirst: PasidEntryHolder | null = null;
-  pcMore: PasidEntryHolder[] | null = null;
-  /**
-   * PASID-cache generation: a context's cached PASID entry for this tag is valid while the
-   * context's `peGen` equals it; a PASID-cache invalidation advances it and drops the listed
-   * contexts' holds here, touching no context (request-context.ts).
-   */
-  pcGen = 0;
+  pcSlots: Int32Array | null = null;
+  /** Index of that slot in `pcSlots`. */
+  pcAt = 0;
   /** Keys of 2 MiB + 1 GiB entries (0 lets a 4 KiB miss skip them). */
   nLarge = 0;
   /** Entries came from first-level (PGTT 1 or nested) translations. */
@@ -273,7 +265,19 @@ export class TlbBucket {
 
   /** Nothing cached and no context uses the bucket: its store may drop it. */
   get unused(): boolean {
-    return this.holders <= 0 && this.live === 0 && this.pscLive === 0;
+    const s = this.pcSlots;
+    return this.holders <= 0 && this.live === 0 && this.pscLive === 0 && (s === null || (s[this.pcAt]! & HOLD_MASK) === 0);
+  }
+
+  /**
+   * Write whether the bucket caches anything (IOTLB or paging-structure entries) into the occupied
+   * bit of its PASID-cache slot. Called wherever `live` or `pscLive` may have changed.
+   */
+  syncOccupied(): void {
+    const s = this.pcSlots;
+    if (s === null) return;
+    const at = this.pcAt;
+    s[at] = (s[at]! & ~OCCUPIED) | (this.live + this.pscLive > 0 ? OCCUPIED : 0);
   }
 
   /** Keys held, live and stale, of every level (memory figures and tests). */
@@ -309,7 +313,7 @@ export class TlbBucket {
         return 0;
       }
       t.data[at + 1] = value;
-      this.live++;
+      if (this.live++ === 0) this.syncOccupied();
       return 1;
     }
     const large = (this.large ??= new Map());
@@ -321,13 +325,13 @@ export class TlbBucket {
       e.allow = allow;
       e.gen = g;
       if (wasLive) return 0;
-      this.live++;
+      if (this.live++ === 0) this.syncOccupied();
       return 1;
     }
     if (large.size >= STALE_LIMIT && large.size >= 4 * this.live) this.purgeStale();
     large.set(key, new TlbEntry(Math.floor(vpn / LEVEL_SPAN_PAGES[level]!), base, allow, level, g));
     this.nLarge = large.size;
-    this.live++;
+    if (this.live++ === 0) this.syncOccupied();
     return 1;
   }
 
@@ -364,6 +368,7 @@ export class TlbBucket {
     if (this.psc !== null && this.psc.size > STALE_LIMIT) this.psc = null;
     this.pscGen++;
     this.pscLive = 0;
+    this.syncOccupied();
   }
 
   /**
@@ -379,6 +384,7 @@ export class TlbBucket {
       this.nLarge = large.size;
     }
     this.live -= n;
+    if (n !== 0) this.syncOccupied();
     return n;
   }
 
@@ -441,8 +447,8 @@ export class TlbBucket {
     if (at < 0) {
       if (t.size >= STALE_LIMIT && t.size >= 4 * this.pscLive) for (const k of pscKeys(t)) if (t.data[t.find(k) + 3]! < g16) t.remove(k);
       at = t.claim(key);
-      this.pscLive++;
-    } else if (t.data[at + 3]! < g16) this.pscLive++;
+      if (this.pscLive++ === 0) this.syncOccupied();
+    } else if (t.data[at + 3]! < g16 && this.pscLive++ === 0) this.syncOccupied();
     const d = t.data;
     d[at + 1] = tblPfn;
     d[at + 2] = tblGfn;
@@ -453,7 +459,7 @@ export class TlbBucket {
   private removePscKey(t: PageHash, key: number, g16: number): void {
     const at = t.find(key);
     if (at < 0) return;
-    if (t.data[at + 3]! >= g16) this.pscLive--;
+    if (t.data[at + 3]! >= g16 && --this.pscLive === 0) this.syncOccupied();
     t.remove(key);
   }
 

@@ -23,6 +23,7 @@
  * request context points at (page-hash.ts).
  */
 import { fail } from '../../src/errors.js';
+import { PasidCacheSlots, slotAt } from './pasid-cache-slots.js';
 import { PasidRadix } from './pasid-radix.js';
 import { TlbBucket, type BucketOwner } from './tlb-bucket.js';
 
@@ -95,9 +96,13 @@ export abstract class BucketStore implements BucketOwner {
   protected abstract unindex(b: TlbBucket): void;
 }
 
-/** The buckets of one DID: by PASID tag for lookups, and in a list for domain-wide flushes. */
+/**
+ * The buckets of one DID: by PASID tag for lookups, in a list for domain-wide flushes, and their
+ * PASID-cache slots (pasid-cache-slots.ts).
+ */
 interface DomainBuckets {
   readonly byPasid: PasidRadix<TlbBucket>;
+  readonly slots: PasidCacheSlots;
   /**
    * Every bucket of the DID at its `slot`, and holes (null) where buckets left: removing one
    * touches no other bucket; the list is compacted when a bucket is added and holes are over half.
@@ -129,6 +134,18 @@ export class Iotlb extends BucketStore {
   /** The registered bucket of (did, pasid), or undefined (nothing is created). */
   find(did: number, pasid: number): TlbBucket | undefined {
     return this.byDid.get(did)?.byPasid.get(pasid);
+  }
+
+  /** The PASID-cache slots of `did`'s buckets, or undefined while `did` has no bucket. */
+  slotsOf(did: number): PasidCacheSlots | undefined {
+    return this.byDid.get(did)?.slots;
+  }
+
+  /** DIDs whose PASID-cache slots hold a cached PASID entry (a snapshot). */
+  didsWithHolds(): number[] {
+    const out: number[] = [];
+    for (const [did, d] of this.byDid) if (d.slots.holds > 0) out.push(did);
+    return out;
   }
 
   get bucketCount(): number {
@@ -225,8 +242,11 @@ export class Iotlb extends BucketStore {
 
   protected index(b: TlbBucket): void {
     let d = this.byDid.get(b.did);
-    if (d === undefined) this.byDid.set(b.did, (d = { byPasid: new PasidRadix<TlbBucket>(), list: [], holes: 0 }));
+    if (d === undefined) this.byDid.set(b.did, (d = { byPasid: new PasidRadix<TlbBucket>(), slots: new PasidCacheSlots(), list: [], holes: 0 }));
     d.byPasid.set(b.pasid, b);
+    b.pcSlots = d.slots.attach(b.pasid);
+    b.pcAt = slotAt(b.pasid);
+    b.syncOccupied();
     if (d.holes > 16 && d.holes * 2 > d.list.length) compact(d);
     b.slot = d.list.length;
     d.list.push(b);
@@ -236,6 +256,8 @@ export class Iotlb extends BucketStore {
   protected unindex(b: TlbBucket): void {
     const d = this.byDid.get(b.did)!;
     d.byPasid.delete(b.pasid);
+    d.slots.detach(b.pasid);
+    b.pcSlots = null;
     d.list[b.slot] = null;
     d.holes++;
     b.slot = -1;

@@ -323,7 +323,7 @@ export function measureCacheScaling(opts: BenchOptions): ScalingCurve[] {
       [65536, 821],
     ],
     target: '<= 5 us at 64k contexts; within 2x from 1k',
-    method: `${CONTEXT_METHOD}; the growth is memory latency: a flush reads two random lines (the PASID's radix slot, its IOTLB bucket), cache-resident at 1k, DRAM and TLB misses at 64k`,
+    method: `${CONTEXT_METHOD}; the growth is memory latency: a flush reads and writes one 4-byte slot of the domain's PASID-cache slot table (host/iommu/pasid-cache-slots.ts): cache-resident at 1k, one cold line at 64k (the table, 256 KiB at 64k, does not stay cached across the untimed reloads between repetitions)`,
   };
   const unbind: ScalingCurve = {
     name: 'nested unbind (clear + PC, PIOTLB, devTLB flushes)',

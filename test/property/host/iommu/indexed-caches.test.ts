@@ -18,6 +18,7 @@ import { PasidCacheIndex } from '../../../../host/iommu/pasid-cache-index.js';
 import { RequestContext, type ContextDevice } from '../../../../host/iommu/request-context.js';
 import type { CachedPasidEntry } from '../../../../host/iommu/pasid-cache.js';
 import { PSC_RW, PSC_TBL_W, PSC_US } from '../../../../host/iommu/tlb-bucket.js';
+import { GEN_MASK, GEN_ONE, HOLDS_OVERFLOW } from '../../../../host/iommu/pasid-cache-slots.js';
 
 const PAGES_PER_LEVEL = [0, 1, 512, 262144];
 const LEVEL_SPAN_PAGES = [0, 1, 512, 262144, 134217728, 68719476736];
@@ -378,44 +379,86 @@ describe('indexed device-TLB vs a scan-everything reference', () => {
 
 type PcOp =
   | { op: 'load'; ctx: number; did: number }
+  | { op: 'crowd'; p: number; did: number }
   | { op: 'drop'; ctx: number }
+  | { op: 'fill'; ctx: number; vpn: number; psc: boolean }
   | { op: 'pasid'; did: number; pasid: number }
   | { op: 'domain'; did: number }
-  | { op: 'global' };
+  | { op: 'global' }
+  | { op: 'iotlbPasid'; did: number; pasid: number }
+  | { op: 'iotlbDomain'; did: number }
+  | { op: 'iotlbPages'; did: number; v0: number; n: number }
+  | { op: 'iotlbGlobal' }
+  | { op: 'age'; k: number };
 
 describe('PASID-cache index vs scanning every context', () => {
-  it('drops exactly the contexts a scan would, at every granularity', () => {
+  it('drops exactly the contexts a scan would, at every granularity, and keeps buckets exactly while used', () => {
     const device = (rid: number): ContextDevice => ({ rid, pasidDirPtr: 0, devTlb: null, atsEnabled: false });
+    // A context: device × PASID slot, mostly the same PASID, so that many devices share a tag.
+    const ctxArb = fc.record({ dev: fc.nat(16), p: fc.oneof({ weight: 3, arbitrary: fc.constant(1) }, { weight: 1, arbitrary: fc.nat(3) }) }).map((r) => r.dev * 4 + r.p);
     const pcArb: fc.Arbitrary<PcOp> = fc.oneof(
-      { weight: 4, arbitrary: fc.record({ ctx: fc.nat(11), did: fc.constantFrom(...DIDS) }).map((r) => ({ op: 'load' as const, ...r })) },
-      { weight: 1, arbitrary: fc.nat(11).map((ctx) => ({ op: 'drop' as const, ctx })) },
+      { weight: 8, arbitrary: fc.record({ ctx: ctxArb, did: fc.constantFrom(DIDS[0]!, DIDS[0]!, DIDS[1]!) }).map((r) => ({ op: 'load' as const, ...r })) },
+      { weight: 1, arbitrary: fc.record({ p: fc.nat(3), did: fc.constantFrom(...DIDS) }).map((r) => ({ op: 'crowd' as const, ...r })) },
+      { weight: 1, arbitrary: ctxArb.map((ctx) => ({ op: 'drop' as const, ctx })) },
+      { weight: 3, arbitrary: fc.record({ ctx: ctxArb, vpn: fc.nat(63), psc: fc.boolean() }).map((r) => ({ op: 'fill' as const, ...r })) },
       { weight: 2, arbitrary: tagArb.map((t) => ({ op: 'pasid' as const, ...t })) },
       { weight: 1, arbitrary: fc.constantFrom(...DIDS).map((did) => ({ op: 'domain' as const, did })) },
       { weight: 1, arbitrary: fc.constant({ op: 'global' as const }) },
+      { weight: 1, arbitrary: tagArb.map((t) => ({ op: 'iotlbPasid' as const, ...t })) },
+      { weight: 1, arbitrary: fc.constantFrom(...DIDS).map((did) => ({ op: 'iotlbDomain' as const, did })) },
+      { weight: 1, arbitrary: fc.constant({ op: 'iotlbGlobal' as const }) },
+      { weight: 2, arbitrary: fc.record({ did: fc.constantFrom(...DIDS), v0: fc.nat(63), n: fc.integer({ min: 1, max: 64 }) }).map((r) => ({ op: 'iotlbPages' as const, ...r })) },
+      { weight: 2, arbitrary: fc.nat(1).map((k) => ({ op: 'age' as const, k })) },
     );
+    /** Most contexts holding one tag's entry at once, over all runs (the overflow of the holds field must be reached). */
+    let holdsSeen = 0;
     fc.assert(
-      fc.property(fc.array(pcArb, { minLength: 1, maxLength: 80 }), (ops) => {
+      // 3 devices, or 17 (more contexts on one tag than a slot's holds field counts: pasid-cache-slots.ts).
+      fc.property(fc.array(pcArb, { minLength: 1, maxLength: 100, size: 'max' }), fc.constantFrom(3, 17), (ops, devices) => {
         const iotlb = new Iotlb(1 << 20);
-        const index = new PasidCacheIndex(iotlb);
-        // 12 contexts: 3 devices × PASIDs 0 (RID_PASID: requests without PASID), 1, 5, 6.
+        // devices × PASIDs 0 (RID_PASID: requests without PASID), 1, 5, 6.
         const ctxs: RequestContext[] = [];
-        for (const rid of [1, 2, 3]) for (const p of [-1, 1, 5, 6]) ctxs.push(new RequestContext(device(rid), p));
+        for (let rid = 1; rid <= devices; rid++) for (const p of [-1, 1, 5, 6]) ctxs.push(new RequestContext(device(rid), p));
+        const index = new PasidCacheIndex(iotlb, () => ctxs);
         const cached = new Map<RequestContext, number>(); // reference: context → DID of its cached entry
+        // Reference of what the buckets cache: 4 KiB entries by tag, and the tags with paging-structure entries.
+        const entries = new Map<string, Set<number>>();
+        const psc = new Set<string>();
+        const tagOf = (did: number, pasid: number): string => `${did}/${pasid}`;
         for (const o of ops) {
+          const load = (c: RequestContext, did: number): void => {
+            if (c.pe !== null) return; // the engine loads only a context without a cached entry
+            index.load(c, { did } as CachedPasidEntry, iotlb.bucket(did, c.peIndex));
+            cached.set(c, did);
+            holdsSeen = Math.max(holdsSeen, [...cached].filter(([x, d]) => d === did && x.peIndex === c.peIndex).length);
+          };
           switch (o.op) {
-            case 'load': {
-              const c = ctxs[o.ctx]!;
-              if (c.pe !== null) break; // the engine loads only a context without a cached entry
-              const pe = { did: o.did } as CachedPasidEntry;
-              c.cachePasidEntry(pe, iotlb.bucket(o.did, c.peIndex));
-              index.add(c);
-              cached.set(c, o.did);
+            case 'load':
+              load(ctxs[o.ctx % ctxs.length]!, o.did);
+              break;
+            case 'crowd':
+              // The PASID of slot `p` in use on every device (one bind per device, then a request each).
+              for (let d = 0; d < devices; d++) load(ctxs[d * 4 + o.p]!, o.did);
+              break;
+            case 'drop':
+              index.drop(ctxs[o.ctx % ctxs.length]!);
+              cached.delete(ctxs[o.ctx % ctxs.length]!);
+              break;
+            case 'fill': {
+              // A translation through a context with a cached entry fills its bucket (the engine's fill / pscInsert).
+              const c = ctxs[o.ctx % ctxs.length]!;
+              if (c.pe === null) break;
+              const t = tagOf(c.iotlb.did, c.iotlb.pasid);
+              if (o.psc) {
+                c.iotlb.pscInsert(2, o.vpn, 1, 1, PSC_TBL_W | PSC_RW | PSC_US);
+                psc.add(t);
+              } else {
+                iotlb.insert(c.iotlb, o.vpn, 1, o.vpn * 4096, 1);
+                if (!entries.has(t)) entries.set(t, new Set());
+                entries.get(t)!.add(o.vpn);
+              }
               break;
             }
-            case 'drop':
-              index.drop(ctxs[o.ctx]!);
-              cached.delete(ctxs[o.ctx]!);
-              break;
             case 'pasid':
               index.dropPasid(o.did, o.pasid);
               for (const [c, did] of [...cached]) if (did === o.did && c.peIndex === o.pasid) cached.delete(c);
@@ -428,18 +471,74 @@ describe('PASID-cache index vs scanning every context', () => {
               index.dropAll();
               cached.clear();
               break;
+            case 'iotlbPasid':
+              iotlb.invalidatePasid(o.did, o.pasid);
+              entries.delete(tagOf(o.did, o.pasid));
+              psc.delete(tagOf(o.did, o.pasid));
+              break;
+            case 'iotlbDomain':
+              iotlb.invalidateDomain(o.did);
+              for (const t of [...entries.keys()]) if (t.startsWith(`${o.did}/`)) entries.delete(t);
+              for (const t of [...psc]) if (t.startsWith(`${o.did}/`)) psc.delete(t);
+              break;
+            case 'iotlbGlobal':
+              iotlb.invalidateAll();
+              entries.clear();
+              psc.clear();
+              break;
+            case 'iotlbPages':
+              // Second-level tags: the 4 KiB entries of the range go, paging-structure entries stay.
+              iotlb.invalidatePages(o.did, o.v0, o.v0 + o.n - 1);
+              for (const [t, vpns] of [...entries]) {
+                if (!t.startsWith(`${o.did}/`)) continue;
+                for (const v of [...vpns]) if (v >= o.v0 && v < o.v0 + o.n) vpns.delete(v);
+                if (vpns.size === 0) entries.delete(t);
+              }
+              break;
+            case 'age': {
+              // As if every slot had been flushed and reloaded until its generation is k steps short
+              // of wrapping (generations only move forward: one already past stays): contexts whose
+              // entry is valid follow, stale ones keep their old generation (which the wrap must
+              // never let match again).
+              for (const did of DIDS) {
+                const t = iotlb.slotsOf(did);
+                if (t === undefined) continue;
+                const gen = (GEN_MASK - o.k * GEN_ONE) | 0;
+                for (const leaf of t.leaves) {
+                  if (leaf === undefined) continue;
+                  const valid = ctxs.filter((c) => c.pcLeaf === leaf && c.pe !== null);
+                  for (let at = 0; at < leaf.length; at++) {
+                    if ((leaf[at]! & GEN_MASK) >>> 0 >= gen >>> 0) continue;
+                    leaf[at] = gen | (leaf[at]! & ~GEN_MASK);
+                    for (const c of valid) if (c.pcAt === at) c.peGen = gen;
+                  }
+                }
+              }
+              break;
+            }
           }
-          for (const c of ctxs) expect(c.pe === null ? null : c.pe.did).toBe(cached.get(c) ?? null);
+          expect(ctxs.map((c) => (c.pe === null ? null : c.pe.did))).toEqual(ctxs.map((c) => cached.get(c) ?? null));
           expect(index.size).toBe(cached.size);
-          // The IOTLB keeps a bucket exactly for the (DID, PASID) pairs some context still uses.
-          const used = new Set([...cached].map(([c, did]) => `${did}/${c.peIndex}`));
-          expect(new Set([...iotlb.allBuckets()].map((b) => `${b.did}/${b.pasid}`))).toEqual(used);
+          expect(index.domainCount).toBe(new Set(cached.values()).size);
+          // The IOTLB keeps a bucket exactly for the (DID, PASID) pairs some context still uses or that cache something.
+          const used = new Set([...cached].map(([c, did]) => tagOf(did, c.peIndex)));
+          for (const t of entries.keys()) used.add(t);
+          for (const t of psc) used.add(t);
+          // Exact holds beyond the holds field are kept only for the tags that have that many.
+          for (const did of DIDS) {
+            const crowded = new Set([...cached].filter(([, d]) => d === did).map(([c]) => c.peIndex));
+            const over = [...crowded].filter((p) => [...cached].filter(([c, d]) => d === did && c.peIndex === p).length >= HOLDS_OVERFLOW);
+            expect(iotlb.slotsOf(did)?.overflow.size ?? 0).toBe(over.length);
+          }
+          expect(new Set([...iotlb.allBuckets()].map((b) => tagOf(b.did, b.pasid)))).toEqual(used);
         }
         index.dropAll();
+        iotlb.invalidateAll();
         expect(index.domainCount).toBe(0);
         expect(iotlb.bucketCount).toBe(0);
       }),
       { numRuns: 150 },
     );
+  expect(holdsSeen).toBeGreaterThanOrEqual(HOLDS_OVERFLOW + 1);
   });
 });
