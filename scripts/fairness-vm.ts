@@ -17,6 +17,11 @@
  *   bind <k>                               k × (VCMD ALLOC_PASID + PASID bind), then garbage collection → ok
  *   drop                                   the VM's connection closes with nothing unbound first (as when
  *                                          a VM process dies) → ok; later commands fail
+ *   vcmd <n>                               n × (timed VCMD ALLOC_PASID, untimed FREE_PASID) → ok <µs> …
+ *   loop start                             VCMD ALLOC_PASID / FREE_PASID pairs back to back until `loop stop`,
+ *                                          each allocation timed → ok (at once; the loop runs on)
+ *   loop stop                              → ok <end>:<µs> … (end: CLOCK_MONOTONIC in ms, as
+ *                                          process.hrtime.bigint() / 1e6, comparable across processes)
  *
  * When stdin ends, the VM is closed (after a drop: nothing more; there is no host to tell) and
  * the process exits 0.
@@ -37,6 +42,26 @@ if (!socket) throw new Error('usage: fairness-vm.ts <socket>');
 let vm: StartedGuest | null = null;
 let driver: VtdBenchDriver | null = null;
 let dropped = false;
+/** The running `loop start` loop: its samples (end ms, µs) and how to stop it. */
+let loop: { samples: string[]; stop: () => Promise<void> } | null = null;
+
+/** CLOCK_MONOTONIC in ms (the clock the bench's windows are taken with). */
+const monoMs = (): number => Number(process.hrtime.bigint()) / 1e6;
+
+async function vmDriver(): Promise<VtdBenchDriver> {
+  const g = started(); // throws once dropped, driver or not
+  driver ??= await VtdBenchDriver.create(g, { bufferBytes: 4096 });
+  return driver;
+}
+
+/** One timed VCMD allocation (µs, and when it ended) followed by an untimed free. */
+async function vcmdRoundTrip(drv: VtdBenchDriver): Promise<{ end: number; us: number }> {
+  const a = monoMs();
+  const pasid = await drv.allocPasid();
+  const end = monoMs();
+  await drv.freePasid(pasid);
+  return { end, us: (end - a) * 1000 };
+}
 
 function started(): StartedGuest {
   if (dropped) throw new Error('the VM was dropped');
@@ -108,11 +133,47 @@ async function run(words: string[]): Promise<string[]> {
     }
     case 'bind': {
       const k = count(args[0], 'k');
-      const g = started();
-      driver ??= await VtdBenchDriver.create(g, { bufferBytes: 4096 });
-      for (let i = 0; i < k; i++) await driver.bindPasid(await driver.allocPasid());
+      const drv = await vmDriver();
+      for (let i = 0; i < k; i++) await drv.bindPasid(await drv.allocPasid());
       collectGarbage();
       return [];
+    }
+    case 'vcmd': {
+      const drv = await vmDriver();
+      const out: string[] = [];
+      for (let i = count(args[0], 'n'); i > 0; i--) out.push((await vcmdRoundTrip(drv)).us.toFixed(3));
+      return out;
+    }
+    case 'loop': {
+      if (args[0] === 'start') {
+        if (loop) throw new Error('a loop is running already');
+        const drv = await vmDriver();
+        collectGarbage();
+        const samples: string[] = [];
+        let running = true;
+        const done = (async () => {
+          while (running) {
+            const r = await vcmdRoundTrip(drv);
+            samples.push(`${r.end.toFixed(4)}:${r.us.toFixed(3)}`);
+          }
+        })();
+        loop = {
+          samples,
+          stop: async () => {
+            running = false;
+            await done;
+          },
+        };
+        return [];
+      }
+      if (args[0] === 'stop') {
+        if (!loop) throw new Error('no loop is running');
+        const l = loop;
+        loop = null;
+        await l.stop();
+        return l.samples;
+      }
+      throw new Error(`loop takes start or stop, not '${args[0] ?? ''}'`);
     }
     case 'drop':
       // The connection closes as it does when the VM's process dies: nothing unbound first.

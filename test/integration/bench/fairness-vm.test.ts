@@ -62,6 +62,33 @@ describe('fairness bench VM process', () => {
     await expect(vm.command('domain')).rejects.toThrow(/exited/);
   }, 60_000);
 
+  it('times VCMD round trips on command and in a loop, each sample stamped on the monotonic clock', async () => {
+    const vm = await vmProcess();
+    await vm.command('setup fairness-bystander 4 ' + RAM);
+    const idle = (await vm.command('vcmd 5')).map(Number);
+    expect(idle).toHaveLength(5);
+    for (const us of idle) expect(us).toBeGreaterThan(0);
+    await expect(vm.command('loop stop')).rejects.toThrow(/no loop is running/);
+    const t0 = Number(process.hrtime.bigint()) / 1e6;
+    await vm.command('loop start');
+    await expect(vm.command('loop start')).rejects.toThrow(/a loop is running already/);
+    await waitFor(() => Number(process.hrtime.bigint()) / 1e6 - t0 > 50, { what: '50 ms of loop', timeoutMs: 1000 });
+    const samples = (await vm.command('loop stop')).map((x) => x.split(':').map(Number));
+    const t1 = Number(process.hrtime.bigint()) / 1e6;
+    expect(samples.length).toBeGreaterThan(0);
+    for (const [at, us] of samples) {
+      // Same clock in both processes: every round trip ended inside [t0, t1] and lasted less than it.
+      expect(at).toBeGreaterThanOrEqual(t0);
+      expect(at).toBeLessThanOrEqual(t1);
+      expect(us).toBeGreaterThan(0);
+      expect(us! / 1000).toBeLessThanOrEqual(t1 - t0);
+    }
+    // Every PASID the loop allocated was freed: the quota of 4 still allows 4 allocations.
+    expect(await vm.command('vcmd 4')).toHaveLength(4);
+    await expect(vm.command('loop sideways')).rejects.toThrow(/loop takes start or stop/);
+    await vm.stop();
+  }, 60_000);
+
   it('drop: the connection closes with the PASIDs bound; the host releases the VM and frees its name', async () => {
     const vm = await vmProcess();
     await vm.command('setup fairness-dropped 8 ' + RAM);
