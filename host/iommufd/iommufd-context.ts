@@ -31,7 +31,8 @@ import { attach, detach, replace, IommufdDevice, type AttachEnv } from './device
 import { IommufdDma, type IommufdDmaEnv } from './dma.js';
 import { FaultQueue } from './fault-queue.js';
 import { HwptNested, HwptPaging, parseVtdS1, parseVtdS1Invalidate, type Hwpt } from './hw-pagetable.js';
-import { IOVA_ALIGNMENT, Ioas, MAX_IOAS_AREAS, type IoasArea, type IoasAreaBudget } from './ioas.js';
+import { IOAS_UNMAP_SLICE_AREAS, IOVA_ALIGNMENT, Ioas, MAX_IOAS_AREAS, type IoasArea, type IoasAreaBudget } from './ioas.js';
+import { nextSlice, sliceTimer } from '../vfio/slice-budget.js';
 import { ObjectTable } from './object-table.js';
 import type { IommufdSnapshot } from './snapshot.js';
 import { snapshotOf } from './snapshot.js';
@@ -188,11 +189,13 @@ export class IommufdContext {
     return this.objects.ofKind<IommufdDevice>('device').find((d) => d.guestRid === rid);
   }
 
-  deviceAttach(r: DeviceAttachRequest): number {
+  /** ATTACH; a Promise when it builds an automatic HWPT from a large IOAS (newPaging). */
+  deviceAttach(r: DeviceAttachRequest): number | Promise<number> {
     return this.change(r, 'IOMMUFD_DEVICE_ATTACH', false);
   }
 
-  deviceReplace(r: DeviceAttachRequest): number {
+  /** REPLACE; a Promise as for deviceAttach. */
+  deviceReplace(r: DeviceAttachRequest): number | Promise<number> {
     return this.change(r, 'IOMMUFD_DEVICE_REPLACE', true);
   }
 
@@ -213,8 +216,8 @@ export class IommufdContext {
 
   // ---- HWPT --------------------------------------------------------------------------------------
 
-  /** IOMMU_HWPT_ALLOC (iommufd_hwpt_alloc). */
-  hwptAlloc(r: HwptAllocRequest): number {
+  /** IOMMU_HWPT_ALLOC (iommufd_hwpt_alloc); a Promise when a paging HWPT is built from a large IOAS (newPaging). */
+  hwptAlloc(r: HwptAllocRequest): number | Promise<number> {
     const what = 'IOMMUFD_HWPT_ALLOC';
     if ((r.flags & ~HWPT_FLAGS) !== 0) fail('EOPNOTSUPP', `${what}: unknown flags 0x${(r.flags & ~HWPT_FLAGS).toString(16)}`);
     if ((r.data_type === IOMMU_HWPT_DATA.NONE) !== (r.data_len === 0)) fail('EINVAL', `${what}: data_type ${r.data_type} with data_len ${r.data_len}`);
@@ -225,7 +228,8 @@ export class IommufdContext {
     const pasidCapable = (r.flags & IOMMU_HWPT_ALLOC.PASID) !== 0;
     if (pt instanceof Ioas) {
       if (r.data_type !== IOMMU_HWPT_DATA.NONE) fail('EINVAL', `${what}: a HWPT from an IOAS takes no driver data`);
-      return this.newPaging(pt, (r.flags & IOMMU_HWPT_ALLOC.NEST_PARENT) !== 0, pasidCapable, false, fault, (r.flags & IOMMU_HWPT_ALLOC.DIRTY_TRACKING) !== 0).id;
+      const h = this.newPaging(pt, (r.flags & IOMMU_HWPT_ALLOC.NEST_PARENT) !== 0, pasidCapable, false, fault, (r.flags & IOMMU_HWPT_ALLOC.DIRTY_TRACKING) !== 0, what);
+      return h instanceof HwptPaging ? h.id : h.then((x) => x.id);
     }
     if (!(pt instanceof HwptPaging)) fail('EINVAL', `${what}: pt_id ${r.pt_id} is a ${pt.kind}, not an IOAS or a paging HWPT`);
     if (r.data_type === IOMMU_HWPT_DATA.NONE || (r.flags & ~NESTED_FLAGS) !== 0) fail('EOPNOTSUPP', `${what}: a nested HWPT needs driver data and takes only FAULT_ID_VALID / PASID`);
@@ -351,20 +355,23 @@ export class IommufdContext {
   }
 
   /** ATTACH / REPLACE to an IOAS (its automatic paging HWPT) or a HWPT; returns the HWPT ID. */
-  private change(r: DeviceAttachRequest, what: string, isReplace: boolean): number {
+  private change(r: DeviceAttachRequest, what: string, isReplace: boolean): number | Promise<number> {
     const { dev, pasid, global } = this.attachArgs(r, what);
     const pt = this.objects.any(r.pt_id, what);
-    let target: Hwpt;
-    let fresh: HwptPaging | null = null;
     if (pt instanceof Ioas) {
       const pasidCapable = dev.pasidBits > 0;
       const found = this.objects.ofKind<HwptPaging>('hwpt-paging').find((h) => h.auto && h.ioas === pt && h.pasidCapable === pasidCapable);
-      target = found ?? (fresh = this.newPaging(pt, false, pasidCapable, true, null, false));
-    } else if (pt instanceof HwptPaging || pt instanceof HwptNested) {
-      target = pt;
-    } else {
-      fail('EINVAL', `${what}: pt_id ${r.pt_id} is a ${pt.kind}, not an IOAS or a HWPT`);
+      if (found !== undefined) return this.changeTo(found, null, dev, pasid, global, what, isReplace);
+      const fresh = this.newPaging(pt, false, pasidCapable, true, null, false, what);
+      if (fresh instanceof HwptPaging) return this.changeTo(fresh, fresh, dev, pasid, global, what, isReplace);
+      return fresh.then((h) => this.changeTo(h, h, dev, pasid, global, what, isReplace));
     }
+    if (pt instanceof HwptPaging || pt instanceof HwptNested) return this.changeTo(pt, null, dev, pasid, global, what, isReplace);
+    fail('EINVAL', `${what}: pt_id ${r.pt_id} is a ${pt.kind}, not an IOAS or a HWPT`);
+  }
+
+  /** Attach or replace `dev` (at `pasid`) to `target`; `fresh` (an automatic HWPT made for it) goes again if that fails. */
+  private changeTo(target: Hwpt, fresh: HwptPaging | null, dev: IommufdDevice, pasid: number | null, global: boolean, what: string, isReplace: boolean): number {
     const before = pasid === null ? undefined : dev.pasids.get(pasid)?.hwpt;
     try {
       if (isReplace) replace(this.attachEnv, dev, pasid, target, global, what);
@@ -380,22 +387,59 @@ export class IommufdContext {
     return target.id;
   }
 
-  private newPaging(ioas: Ioas, nestParent: boolean, pasidCapable: boolean, auto: boolean, fault: FaultQueue | null, dirty: boolean): HwptPaging {
+  /**
+   * A paging HWPT mirroring `ioas` (iopt_table_add_domain): a new host domain filled with every
+   * area. Up to IOAS_UNMAP_SLICE_AREAS areas the fill is synchronous; a larger IOAS is filled in
+   * slices that yield to the event loop (SLICE_BUDGET_MS, host/vfio/slice-budget.ts), as a large
+   * IOAS_UNMAP is removed, and a Promise is returned: the session holds the VM's later requests
+   * until it settles (host/server/handlers.ts), so the IOAS does not change meanwhile. The HWPT
+   * joins the object table and the IOAS's mirrors only once filled; if the VM's context closes
+   * during the fill (VM teardown), the domain is freed and the request fails with ENOTCONN.
+   */
+  private newPaging(ioas: Ioas, nestParent: boolean, pasidCapable: boolean, auto: boolean, fault: FaultQueue | null, dirty: boolean, what: string): HwptPaging | Promise<HwptPaging> {
     const id = this.objects.reserveId();
     const iommu = this.env.iommu;
     const domain = iommu.allocDomain({ type: 'paging', levels: 4, dirtyTracking: dirty, name: `${this.env.vmName} hwpt ${id}` });
     const h = new HwptPaging(id, ioas, domain, { map: (did, iova, hpa, size, p) => iommu.map(did, iova, hpa, size, p), unmap: (did, iova, size) => iommu.unmap(did, iova, size) }, nestParent, pasidCapable, auto, fault);
+    const areas = ioas.areas;
+    const register = (): HwptPaging => {
+      ioas.mirrors.add(h);
+      ioas.users++;
+      if (fault) fault.users++;
+      this.objects.add(h);
+      return h;
+    };
     try {
-      for (const a of ioas.areas) h.map(a.iova, a.hpa, a.length, a.prot);
+      if (areas.length <= IOAS_UNMAP_SLICE_AREAS) {
+        for (const a of areas) h.map(a.iova, a.hpa, a.length, a.prot);
+        return register();
+      }
     } catch (e) {
       iommu.freeDomain(domain);
       throw e;
     }
-    ioas.mirrors.add(h);
-    ioas.users++;
-    if (fault) fault.users++;
-    this.objects.add(h);
-    return h;
+    return (async () => {
+      try {
+        const slice = sliceTimer();
+        for (let i = 0; i < areas.length; ) {
+          slice.restart();
+          const end = Math.min(areas.length, i + IOAS_UNMAP_SLICE_AREAS);
+          do {
+            const a = areas[i]!;
+            h.map(a.iova, a.hpa, a.length, a.prot);
+            i++;
+          } while (i < end && ((i & 63) !== 0 || !slice.spent()));
+          if (i < areas.length) {
+            await nextSlice();
+            if (this.closed) fail('ENOTCONN', `${what}: the VM's iommufd context closed while HWPT ${id} was filled (VM teardown)`);
+          }
+        }
+      } catch (e) {
+        iommu.freeDomain(domain);
+        throw e;
+      }
+      return register();
+    })();
   }
 
   /** Destroy a HWPT with no users (an automatic one after its last detach). */

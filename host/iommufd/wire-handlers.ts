@@ -25,10 +25,14 @@ export function iommufdHandlers<C>(contextOf: () => IommufdContext): HandlerTabl
     },
     IOMMUFD_DEVICE_BIND: (r) => ({ out_id: fd().deviceBind(r) }),
     IOMMUFD_DEVICE_UNBIND: (r) => fd().deviceUnbind(r.id),
-    IOMMUFD_DEVICE_ATTACH: (r) => ({ hwpt_id: fd().deviceAttach(r) }),
-    IOMMUFD_DEVICE_REPLACE: (r) => ({ hwpt_id: fd().deviceReplace(r) }),
+    IOMMUFD_DEVICE_ATTACH: (r) => hwptReply(fd().deviceAttach(r)),
+    IOMMUFD_DEVICE_REPLACE: (r) => hwptReply(fd().deviceReplace(r)),
     IOMMUFD_DEVICE_DETACH: (r) => fd().deviceDetach(r),
-    IOMMUFD_HWPT_ALLOC: (r) => ({ out_id: fd().hwptAlloc(r) }),
+    IOMMUFD_HWPT_ALLOC: (r) => {
+      // A paging HWPT built from a large IOAS is filled in slices (IommufdContext.newPaging).
+      const id = fd().hwptAlloc(r);
+      return typeof id === 'number' ? { out_id: id } : id.then((out_id) => ({ out_id }));
+    },
     IOMMUFD_GET_HW_INFO: (r) => fd().getHwInfo(r),
     IOMMUFD_HWPT_INVALIDATE: (r) => fd().hwptInvalidate(r),
     IOMMUFD_FAULT_QUEUE_ALLOC: (r) => ({ out_id: fd().faultQueueAlloc(r.flags) }),
@@ -38,4 +42,9 @@ export function iommufdHandlers<C>(contextOf: () => IommufdContext): HandlerTabl
     },
     IOMMUFD_FAULT_RESPOND: (r) => fd().faultRespond(r),
   };
+}
+
+/** ATTACH / REPLACE's reply, also when it waits for an automatic HWPT filled in slices. */
+function hwptReply(id: number | Promise<number>): { hwpt_id: number } | Promise<{ hwpt_id: number }> {
+  return typeof id === 'number' ? { hwpt_id: id } : id.then((hwpt_id) => ({ hwpt_id }));
 }

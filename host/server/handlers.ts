@@ -134,10 +134,12 @@ function isThenable(v: unknown): v is PromiseLike<unknown> {
  * Requests whose handler may return a Promise that must finish before the session's next
  * request runs: DMA_UNMAP and PASID_FREE cut into slices (host/vfio/dma-map.ts,
  * pasid-requests.ts) change the container between slices, IOMMUFD_IOAS_UNMAP the IOAS and its
- * HWPTs (host/iommufd/ioas.ts). (DEVICE_DMA also returns a Promise while it waits for a PAGE_RESPONSE, which arrives
+ * HWPTs (host/iommufd/ioas.ts); IOMMUFD_HWPT_ALLOC / DEVICE_ATTACH / DEVICE_REPLACE fill a new
+ * paging HWPT from a large IOAS in slices (host/iommufd/iommufd-context.ts newPaging), which
+ * must see the IOAS unchanged. (DEVICE_DMA also returns a Promise while it waits for a PAGE_RESPONSE, which arrives
  * on the same session: it must not hold later requests.)
  */
-const EXCLUSIVE: ReadonlySet<FrontendRequestName> = new Set<FrontendRequestName>(['DMA_UNMAP', 'PASID_FREE', 'IOMMUFD_IOAS_UNMAP']);
+const EXCLUSIVE: ReadonlySet<FrontendRequestName> = new Set<FrontendRequestName>(['DMA_UNMAP', 'PASID_FREE', 'IOMMUFD_IOAS_UNMAP', 'IOMMUFD_HWPT_ALLOC', 'IOMMUFD_DEVICE_ATTACH', 'IOMMUFD_DEVICE_REPLACE']);
 
 /**
  * A sliced DMA_UNMAP yields to the event loop between slices so that other sessions' requests

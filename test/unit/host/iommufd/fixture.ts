@@ -74,16 +74,22 @@ export function s1(v: Partial<HwptVtdS1> = {}): Uint8Array {
   return structBytes(HwptVtdS1Struct, [{ flags: 0n, pgtbl_addr: 0x10_0000n, addr_width: 48, __reserved: 0, ...v }]);
 }
 
+/** An object ID a call returned synchronously (the fixtures' IOASes are small: no fill in slices). */
+export function now(id: number | Promise<number>): number {
+  if (typeof id !== 'number') throw new Error('expected a synchronous answer');
+  return id;
+}
+
 export function nestParent(w: World, dev: number, ioas: number, flags = IOMMU_HWPT_ALLOC.NEST_PARENT | IOMMU_HWPT_ALLOC.PASID): number {
-  return w.fd.hwptAlloc({ flags, dev_id: dev, pt_id: ioas, data_type: IOMMU_HWPT_DATA.NONE, data_len: 0, fault_id: 0, data: new Uint8Array(0) });
+  return now(w.fd.hwptAlloc({ flags, dev_id: dev, pt_id: ioas, data_type: IOMMU_HWPT_DATA.NONE, data_len: 0, fault_id: 0, data: new Uint8Array(0) }));
 }
 
 export function nested(w: World, dev: number, parent: number, data = s1(), over: Partial<Parameters<IommufdContext['hwptAlloc']>[0]> = {}): number {
-  return w.fd.hwptAlloc({ flags: IOMMU_HWPT_ALLOC.PASID, dev_id: dev, pt_id: parent, data_type: IOMMU_HWPT_DATA.VTD_S1, data_len: data.length, fault_id: 0, data, ...over });
+  return now(w.fd.hwptAlloc({ flags: IOMMU_HWPT_ALLOC.PASID, dev_id: dev, pt_id: parent, data_type: IOMMU_HWPT_DATA.VTD_S1, data_len: data.length, fault_id: 0, data, ...over }));
 }
 
 export function attachPasid(w: World, dev: number, pasid: number, pt: number, flags: number = IOMMUFD_ATTACH.PASID): number {
-  return w.fd.deviceAttach({ dev_id: dev, flags, pasid, pt_id: pt });
+  return now(w.fd.deviceAttach({ dev_id: dev, flags, pasid, pt_id: pt }));
 }
 
 export function inv(entries: Partial<VtdS1Invalidate>[]): Uint8Array {
