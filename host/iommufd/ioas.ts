@@ -63,10 +63,14 @@ export interface IoasArea {
  */
 export const MAX_IOAS_AREAS = 65536;
 
-/** An IOAS_UNMAP over more areas than this is cut into slices that yield to the event loop. */
-export const IOAS_UNMAP_SLICE_AREAS = 512;
+/**
+ * An IOAS_UNMAP over more areas than this, or the fill of a paging HWPT from an IOAS of more
+ * (iommufd-context.ts newPaging), is cut into slices of at most this many areas that yield to the
+ * event loop.
+ */
+export const IOAS_SLICE_AREAS = 512;
 /** A slice checks its time budget after each chunk of this many areas. */
-const IOAS_UNMAP_CHUNK_AREAS = 64;
+export const IOAS_CHUNK_AREAS = 64;
 
 /** The area count shared by one VM's IOASes, against MAX_IOAS_AREAS. */
 export interface IoasAreaBudget {
@@ -206,9 +210,9 @@ export class Ioas implements IommufdObject {
   /**
    * IOAS_UNMAP: whole areas inside [iova, iova + length); returns the bytes unmapped. The areas
    * hit are one run of the sorted list (two binary searches); only its ends can cross the
-   * range (ENOENT, nothing removed). Up to IOAS_UNMAP_SLICE_AREAS areas the unmap completes
+   * range (ENOENT, nothing removed). Up to IOAS_SLICE_AREAS areas the unmap completes
    * synchronously; a larger one returns a Promise and removes the run in slices from its end,
-   * each ending at IOAS_UNMAP_SLICE_AREAS areas or SLICE_BUDGET_MS (host/vfio/slice-budget.ts),
+   * each ending at IOAS_SLICE_AREAS areas or SLICE_BUDGET_MS (host/vfio/slice-budget.ts),
    * yielding between them so that other VMs' requests are served meanwhile (as DMA_UNMAP,
    * host/vfio/dma-map.ts; Linux's iopt_unmap_iova_range drops the lock and cond_resched()s
    * between areas). A slice unmaps its span from each mirror with one call: a mirror holds
@@ -226,7 +230,7 @@ export class Ioas implements IommufdObject {
     }
     // Unmapping everything of an empty IOAS succeeds (iopt_unmap_all); any other empty range is ENOENT.
     if (first === end && !(iova === 0n && length === U64_MAX)) fail('ENOENT', `${what}: nothing is mapped in 0x${span.start.toString(16)}–0x${span.last.toString(16)}`);
-    if (end - first <= IOAS_UNMAP_SLICE_AREAS) return this.unmapRun(first, end);
+    if (end - first <= IOAS_SLICE_AREAS) return this.unmapRun(first, end);
     return this.unmapSliced(first, end, what, stillOpen);
   }
 
@@ -237,9 +241,9 @@ export class Ioas implements IommufdObject {
     while (left > first) {
       if (!stillOpen()) fail('ENOTCONN', `${what}: the VM's iommufd context closed during the unmap (VM teardown)`);
       slice.restart();
-      const floor = Math.max(first, left - IOAS_UNMAP_SLICE_AREAS);
+      const floor = Math.max(first, left - IOAS_SLICE_AREAS);
       do {
-        const from = Math.max(floor, left - IOAS_UNMAP_CHUNK_AREAS);
+        const from = Math.max(floor, left - IOAS_CHUNK_AREAS);
         bytes += this.unmapRun(from, left);
         left = from;
       } while (left > floor && !slice.spent());

@@ -31,7 +31,7 @@ import { attach, detach, replace, IommufdDevice, type AttachEnv } from './device
 import { IommufdDma, type IommufdDmaEnv } from './dma.js';
 import { FaultQueue } from './fault-queue.js';
 import { HwptNested, HwptPaging, parseVtdS1, parseVtdS1Invalidate, type Hwpt } from './hw-pagetable.js';
-import { IOAS_UNMAP_SLICE_AREAS, IOVA_ALIGNMENT, Ioas, MAX_IOAS_AREAS, type IoasArea, type IoasAreaBudget } from './ioas.js';
+import { IOAS_CHUNK_AREAS, IOAS_SLICE_AREAS, IOVA_ALIGNMENT, Ioas, MAX_IOAS_AREAS, type IoasArea, type IoasAreaBudget } from './ioas.js';
 import { nextSlice, sliceTimer } from '../vfio/slice-budget.js';
 import { ObjectTable } from './object-table.js';
 import type { IommufdSnapshot } from './snapshot.js';
@@ -389,7 +389,7 @@ export class IommufdContext {
 
   /**
    * A paging HWPT mirroring `ioas` (iopt_table_add_domain): a new host domain filled with every
-   * area. Up to IOAS_UNMAP_SLICE_AREAS areas the fill is synchronous; a larger IOAS is filled in
+   * area. Up to IOAS_SLICE_AREAS areas the fill is synchronous; a larger IOAS is filled in
    * slices that yield to the event loop (SLICE_BUDGET_MS, host/vfio/slice-budget.ts), as a large
    * IOAS_UNMAP is removed, and a Promise is returned: the session holds the VM's later requests
    * until it settles (host/server/handlers.ts), so the IOAS does not change meanwhile. The HWPT
@@ -410,7 +410,7 @@ export class IommufdContext {
       return h;
     };
     try {
-      if (areas.length <= IOAS_UNMAP_SLICE_AREAS) {
+      if (areas.length <= IOAS_SLICE_AREAS) {
         for (const a of areas) h.map(a.iova, a.hpa, a.length, a.prot);
         return register();
       }
@@ -423,12 +423,13 @@ export class IommufdContext {
         const slice = sliceTimer();
         for (let i = 0; i < areas.length; ) {
           slice.restart();
-          const end = Math.min(areas.length, i + IOAS_UNMAP_SLICE_AREAS);
+          const end = Math.min(areas.length, i + IOAS_SLICE_AREAS);
           do {
-            const a = areas[i]!;
-            h.map(a.iova, a.hpa, a.length, a.prot);
-            i++;
-          } while (i < end && ((i & 63) !== 0 || !slice.spent()));
+            for (const stop = Math.min(end, i + IOAS_CHUNK_AREAS); i < stop; i++) {
+              const a = areas[i]!;
+              h.map(a.iova, a.hpa, a.length, a.prot);
+            }
+          } while (i < end && !slice.spent());
           if (i < areas.length) {
             await nextSlice();
             if (this.closed) fail('ENOTCONN', `${what}: the VM's iommufd context closed while HWPT ${id} was filled (VM teardown)`);

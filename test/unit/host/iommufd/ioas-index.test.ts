@@ -2,12 +2,12 @@
  * The IOAS's area index (host/iommufd/ioas.ts): binary-searched placement, overlap checks and
  * unmap runs agree with a scan-everything reference model on random operation sequences; the
  * per-VM area cap (MAX_IOAS_AREAS, ENOSPC, nothing changed); an IOAS_UNMAP over more than
- * IOAS_UNMAP_SLICE_AREAS areas runs in slices (a Promise, the mirrors agree with the list between
+ * IOAS_SLICE_AREAS areas runs in slices (a Promise, the mirrors agree with the list between
  * slices) and stops with ENOTCONN when the VM's context closes meanwhile.
  */
 import { describe, it, expect } from 'vitest';
 import fc from 'fast-check';
-import { IOAS_UNMAP_SLICE_AREAS, Ioas, type IoasArea, type IoasMirror } from '../../../../host/iommufd/ioas.js';
+import { IOAS_SLICE_AREAS, Ioas, type IoasArea, type IoasMirror } from '../../../../host/iommufd/ioas.js';
 import { isVsvaError } from '../../../../src/errors.js';
 
 const PAGE = 0x1000n;
@@ -142,7 +142,7 @@ describe('IOAS area index', () => {
 });
 
 describe('IOAS_UNMAP in slices', () => {
-  const N = IOAS_UNMAP_SLICE_AREAS * 3 + 50;
+  const N = IOAS_SLICE_AREAS * 3 + 50;
   /** Area i: one page at IOVA i·8 KiB (a hole after each). */
   function filled(): { ioas: Ioas; mirror: PageMirror } {
     const ioas = new Ioas(1);

@@ -1,5 +1,5 @@
 /**
- * IOMMUFD_IOAS_UNMAP over more areas than one slice (IOAS_UNMAP_SLICE_AREAS, host/iommufd/ioas.ts),
+ * IOMMUFD_IOAS_UNMAP over more areas than one slice (IOAS_SLICE_AREAS, host/iommufd/ioas.ts),
  * and a paging HWPT built from such an IOAS (filled in slices: IommufdContext.newPaging), through
  * the wire: another VM is answered while the request is in progress; the same VM's later requests
  * wait behind it and keep their order (docs/protocol.md §8); a VM released meanwhile is released
@@ -8,7 +8,7 @@
 import { describe, it, expect, afterEach } from 'vitest';
 import { GuestRam } from '../../../../guest/memory/guest-ram.js';
 import { HostServer } from '../../../../host/server/index.js';
-import { IOAS_UNMAP_SLICE_AREAS } from '../../../../host/iommufd/ioas.js';
+import { IOAS_SLICE_AREAS } from '../../../../host/iommufd/ioas.js';
 import { FrontendClient, DEFAULT_PROTOCOL_FEATURES, ProtocolFeature, VM_SETUP_UAPI_IOMMUFD } from '../../../../vhost/index.js';
 import { IOMMU_HWPT_ALLOC, IOMMUFD_DEVICE_CAP } from '../../../../vhost/messages/iommufd.js';
 import { errnoOf } from '../../../integration/host/client.js';
@@ -17,7 +17,7 @@ import { FIXED_RW } from './fixture.js';
 
 const PAGE = 0x1000n;
 /** Areas: enough for several slices. */
-const N = IOAS_UNMAP_SLICE_AREAS * 3 + 100;
+const N = IOAS_SLICE_AREAS * 3 + 100;
 /** Area i: one page at IOVA i·8 KiB (a hole after each), guest page i mod 256. */
 const iovaOf = (i: number) => BigInt(i) * 2n * PAGE;
 
