@@ -26,9 +26,34 @@ export function sliceTimer(budgetMs = SLICE_BUDGET_MS): { spent(): boolean; rest
 }
 
 /**
- * Between two slices: let the event loop serve other VMs' requests (setImmediate runs after the
- * I/O the loop polls meanwhile), as vfio_remove_dma's cond_resched() lets other threads run.
+ * How long the host sleeps at the end of a slice (ms): the timeout of the sleep. With Linux's
+ * default timer slack (50 µs) and the wake-up, the thread is off its CPU for ≈ 0.08–0.12 ms
+ * (measured).
+ */
+export const STEP_ASIDE_MS = 0.02;
+
+/** The word the host sleeps on. Nothing ever wakes it: each sleep runs to its timeout. */
+const stepAsideWord = new Int32Array(new SharedArrayBuffer(4));
+
+/**
+ * Between two slices: give the CPU away for a moment, then let the event loop serve other VMs'
+ * requests (setImmediate runs after the I/O the loop polls meanwhile), as vfio_remove_dma's
+ * cond_resched() lets other threads run.
+ *
+ * Why the sleep (the "step aside"): a host that runs slice after slice never sleeps, and the
+ * scheduler then leaves the VMs it answers queued behind it. Its replies wake them with the
+ * synchronous hint of a Unix socket write (net/unix/af_unix.c, unix_stream_sendmsg →
+ * sock_def_readable → wake_up_interruptible_sync_poll), which places them on the host's own CPU
+ * as if the host were about to sleep; a task that never sleeps is never placed again, so the
+ * host itself stays queued behind its V8 helper threads or a VM process. Each waits for the next
+ * scheduler tick (4 ms at HZ=250), even with the other CPU idle. Traced with the kernel's
+ * sched_switch events on this project's 2-CPU test machine (docs/performance.md, "Fairness and
+ * snapshots"): with a host busy in 75 µs slices and no garbage at all, another VM's VCMD round
+ * trip p99 was 22–36× its idle p50; the same VM beside a plain process spinning for as long,
+ * 1.4–3.5×; with the host sleeping at the end of every slice, 7–12×. The sleep costs a long job
+ * ≈ 0.1 ms per slice (a 65,535-mapping DMA_UNMAP of 128 slices: ≈ 14 → 28 ms).
  */
 export function nextSlice(): Promise<void> {
+  Atomics.wait(stepAsideWord, 0, 0, STEP_ASIDE_MS);
   return new Promise<void>((resolve) => setImmediate(resolve));
 }

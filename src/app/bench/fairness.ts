@@ -41,12 +41,17 @@
  *   bind (B running meanwhile) and the bench process (and B, as its loop starts) collects its own
  *   garbage before each timed window (`--expose-gc`), so that the figures hold the host's
  *   release, not the binds' GC.
+ * - Machine floor (no target): B's VCMD round trip p99 while a process outside vsva
+ *   (cpu-spinner.ts) keeps a CPU busy for as long as the median 65,535-mapping unmap took, in as
+ *   many windows, beside the same idle p50: what any CPU-bound work of that length costs B's
+ *   round trips on this machine, so the host's share of the unmap figure stands apart.
  * `quick` stops at 16k mappings, releases 256 PASIDs and repeats less.
  */
 import { startHost, type StartedHost } from '../harness/start-host.js';
 import { percentile, stat, type BenchFigure, type BenchModule, type BenchOptions } from './types.js';
 import { ratioFigure } from './pingpong-baseline.js';
 import { FairnessVmProcess } from './fairness-vm-process.js';
+import { CpuSpinner } from './cpu-spinner.js';
 import { FrontendClient, ProtocolFeature } from '../../../vhost/index.js';
 import { isVsvaError } from '../../errors.js';
 
@@ -66,6 +71,14 @@ async function vcmdLoop(b: FairnessVmProcess): Promise<{ stop: () => Promise<{ a
         return { at: at!, us: us! };
       }),
   };
+}
+
+/** B's round trips that ended inside the window [t0, t1], and the first one after it (it waited longest). */
+function windowSamples(samples: { at: number; us: number }[], t0: number, t1: number): number[] {
+  const inside = samples.filter((s) => s.at >= t0 && s.at <= t1).map((s) => s.us);
+  const after = samples.find((s) => s.at > t1);
+  if (after) inside.push(after.us);
+  return inside;
 }
 
 /** Said in the notes of the figures whose busy VM runs in a process of its own (see the header). */
@@ -182,16 +195,35 @@ export const bench: BenchModule = {
           const samples = await loop.stop();
           if (BigInt(unmapped ?? -1) !== BigInt(n) * PAGE) throw new Error(`fairness: DMA_UNMAP removed ${unmapped} bytes, expected ${BigInt(n) * PAGE}`);
           pt.unmapMs.push(Number(unmapMs));
-          // Round trips that ended inside the unmap, and the first one after it (it waited longest).
-          const inside = samples.filter((s) => s.at >= t0 && s.at <= t1).map((s) => s.us);
-          const after = samples.find((s) => s.at > t1);
-          if (after) inside.push(after.us);
-          pt.otherUs.push(...inside);
+          pt.otherUs.push(...windowSamples(samples, t0, t1));
         }
         points.push(pt);
       }
       lastPoints = points;
       lastIdle = idle;
+
+      // Machine floor: the same windows with the host idle and a process outside vsva computing
+      // for as long as the median largest unmap took.
+      const biggest = points[points.length - 1]!;
+      const spinMs = stat(biggest.unmapMs).median;
+      const floorUs: number[] = [];
+      const spinner = CpuSpinner.start();
+      try {
+        await spinner.spin(1); // the child is up and its loop compiled
+        for (let r = 0; r < biggest.unmapMs.length; r++) {
+          opts.progress?.(`[fairness] machine floor: a process outside vsva computes ${spinMs.toFixed(1)} ms, run ${r + 1}/${biggest.unmapMs.length}`);
+          collectBenchGarbage();
+          const loop = await vcmdLoop(b);
+          await new Promise((res) => setTimeout(res, 30));
+          const t0 = monoMs();
+          await spinner.spin(spinMs);
+          const t1 = monoMs();
+          await new Promise((res) => setTimeout(res, 10));
+          floorUs.push(...windowSamples(await loop.stop(), t0, t1));
+        }
+      } finally {
+        await spinner.stop();
+      }
 
       // VM release: B's round trips while a VM with RELEASE_PASIDS bound PASIDs is released.
       // One untimed release first (the host's release code runs cold once, as B's first 200
@@ -212,9 +244,7 @@ export const bench: BenchModule = {
         try {
           await probe.handshake({ require: ProtocolFeature.REPLY_ACK | ProtocolFeature.VSVA });
           const w = await timeRelease(host.socket, probe, b, r < 0 ? 'releaser-warm-up' : `releaser-${r}`, releasePasids);
-          const inside = w.samples.filter((s) => s.at >= w.t0 && s.at <= w.t1).map((s) => s.us);
-          const after = w.samples.find((s) => s.at > w.t1);
-          if (after) inside.push(after.us);
+          const inside = windowSamples(w.samples, w.t0, w.t1);
           if (r < 0) {
             coldMs = w.t1 - w.t0;
             duringCold.push(...inside);
@@ -244,6 +274,7 @@ export const bench: BenchModule = {
       figs.push(cross);
       figs.push(ratioFigure(`other VM's VCMD round trip p50 while one VM unmaps ${big.mappings} mappings`, 'us', { median: percentile(big.otherUs, 50), min: Math.min(...big.otherUs), max: Math.max(...big.otherUs), reps: big.otherUs.length }, "the same VM's idle VCMD round trip p50", { median: idleP50, min: Math.min(...idle), max: Math.max(...idle), reps: idle.length }, undefined, undefined, 'the body of the distribution: what a slice adds to a typical round trip (the p99 above is bound by machine noise when the idle p99 is high); ' + OWN_PROCESS_A));
       const idleStat = { median: idleP50, min: Math.min(...idle), max: Math.max(...idle), reps: idle.length };
+      figs.push(ratioFigure(`other VM's VCMD round trip p99 while a process outside vsva computes for as long as one unmap (machine floor)`, 'us', { median: percentile(floorUs, 99), min: Math.min(...floorUs), max: Math.max(...floorUs), reps: floorUs.length }, "the same VM's idle VCMD round trip p50", idleStat, undefined, undefined, `no target: beside the unmap figure above. ${biggest.unmapMs.length} windows of ${spinMs.toFixed(1)} ms (the median unmap of ${biggest.mappings} mappings) in which the host is idle and a plain node process spins on one CPU (no allocation, no I/O); ${floorUs.length} round trips, p50 ${percentile(floorUs, 50).toFixed(0)} µs. What any CPU-bound work of that length costs B on this machine; the host busy in its own slices costs more (docs/performance.md, "Fairness and snapshots")`));
       const relP99 = percentile(duringRelease, 99);
       const rel = ratioFigure(`other VM's VCMD round trip p99 while a VM with ${releasePasids} bound PASIDs is released`, 'us', { median: relP99, min: Math.min(...duringRelease), max: Math.max(...duringRelease), reps: duringRelease.length }, "the same VM's idle VCMD round trip p50", idleStat, 'ratio ≤ 10', undefined, `${duringRelease.length} round trips completed during ${releaseReps} releases (plus the first after each; after the host's first release, reported below as the cold figure); p50 ${percentile(duringRelease, 50).toFixed(0)} µs, max ${Math.max(...duringRelease, 0).toFixed(0)} µs; ${OWN_PROCESS_RELEASED}`);
       rel.met = relP99 <= 10 * idleP50;

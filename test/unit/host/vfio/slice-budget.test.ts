@@ -4,14 +4,17 @@
  * on which every unit of work spends the whole budget, so the behaviour is checked without
  * timing: the unmap leaves the table one chunk per slice (one IOTLB flush each) and the same
  * state; a release of fewer routes than one count-bounded step still yields after every route,
- * and another VM's request issued after it started is answered before it finished.
+ * and another VM's request issued after it started is answered before it finished. Between two
+ * slices the host steps aside: the thread sleeps (a voluntary context switch, counted by the
+ * kernel in /proc/thread-self/status), so a VM it just answered can run on its CPU.
  */
 import { describe, it, expect, afterEach, vi } from 'vitest';
 import { HostServer } from '../../../../host/server/index.js';
 import type { Vm } from '../../../../host/server/vm.js';
 import { UNMAP_CHUNK_MAPPINGS, UNMAP_SLICE_MAPPINGS } from '../../../../host/vfio/dma-map.js';
 import { RELEASE_STEP_ROUTES } from '../../../../host/vfio/container.js';
-import { SLICE_BUDGET_MS, sliceClock } from '../../../../host/vfio/slice-budget.js';
+import { SLICE_BUDGET_MS, nextSlice, sliceClock } from '../../../../host/vfio/slice-budget.js';
+import fs from 'node:fs';
 import { TestGuest } from '../../../integration/host/client.js';
 import { waitFor } from '../../../support/wait.js';
 
@@ -39,6 +42,23 @@ async function start(host: HostServer, name: string, quota: number, devices = fa
   guests.push(g);
   return g;
 }
+
+/** Voluntary context switches of the calling thread so far (proc(5), /proc/thread-self/status). */
+function voluntarySwitches(): number {
+  const m = /^voluntary_ctxt_switches:\s+(\d+)$/m.exec(fs.readFileSync('/proc/thread-self/status', 'utf8'));
+  if (!m) throw new Error('no voluntary_ctxt_switches in /proc/thread-self/status');
+  return Number(m[1]);
+}
+
+describe('stepping aside between slices', () => {
+  it('each slice boundary gives the CPU away: the thread sleeps once per nextSlice', async () => {
+    const boundaries = 40;
+    const before = voluntarySwitches();
+    for (let i = 0; i < boundaries; i++) await nextSlice();
+    // setImmediate alone polls without blocking: only the sleeps switch the thread out.
+    expect(voluntarySwitches() - before).toBeGreaterThanOrEqual(boundaries);
+  });
+});
 
 describe('time-bounded slices', () => {
   it('DMA_UNMAP: a slice that spent its budget ends after its chunk; the state is the same and another VM is answered meanwhile', async () => {
