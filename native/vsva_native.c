@@ -2,7 +2,8 @@
  * vsva_native.c: the native foundation for guest RAM shared the vhost-user way (issue 15).
  * memfd_create, mmap/munmap into ArrayBuffers, and Unix stream socket I/O that carries file
  * descriptors as SCM_RIGHTS ancillary data, which is how a vhost-user front-end passes guest RAM
- * regions in SET_MEM_TABLE (docs/protocol.md).
+ * regions in SET_MEM_TABLE (docs/protocol.md). Also the calling thread's timer slack
+ * (prctl(2) PR_SET_TIMERSLACK), for the host's short sleep between slices of a long job.
  *
  * Why our own addon and not packages: mmap-io needs CXXFLAGS=-std=c++17 on Node 20 and node-gyp,
  * which downloads headers; usocket (fd passing) and shm-typed-array (shared memory) each cover
@@ -35,6 +36,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
@@ -675,6 +677,27 @@ static napi_value js_stop_reader(napi_env env, napi_callback_info info) {
   return js_bool(env, true);
 }
 
+/* setTimerSlack(ns) -> the previous slack (ns): prctl(PR_SET_TIMERSLACK) for the calling thread
+ * (prctl(2)): how late the kernel may end this thread's timed sleeps so as to merge wake-ups
+ * (default 50 µs). getTimerSlack() -> the calling thread's slack (PR_GET_TIMERSLACK). */
+static napi_value js_get_timer_slack(napi_env env, napi_callback_info info) {
+  (void)info;
+  int rc = prctl(PR_GET_TIMERSLACK, 0, 0, 0, 0);
+  if (rc < 0) return throw_errno(env, errno, "prctl");
+  return make_int(env, rc);
+}
+
+static napi_value js_set_timer_slack(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  int64_t ns;
+  if (!get_args(env, info, 1, argv, NULL)) return NULL;
+  if (napi_get_value_int64(env, argv[0], &ns) != napi_ok || ns < 1 || ns > INT_MAX) return throw_arg(env, "setTimerSlack takes a whole number of nanoseconds in 1..2^31-1");
+  int before = prctl(PR_GET_TIMERSLACK, 0, 0, 0, 0);
+  if (before < 0) return throw_errno(env, errno, "prctl");
+  if (prctl(PR_SET_TIMERSLACK, (unsigned long)ns, 0, 0, 0) != 0) return throw_errno(env, errno, "prctl");
+  return make_int(env, before);
+}
+
 /* ---- module -------------------------------------------------------------------------------- */
 
 NAPI_MODULE_INIT() {
@@ -684,6 +707,7 @@ NAPI_MODULE_INIT() {
     { "getSeals", js_get_seals }, { "addSeals", js_add_seals }, { "close", js_close },
     { "mmap", js_mmap }, { "munmap", js_munmap }, { "mappingCount", js_mapping_count },
     { "sendFds", js_send_fds }, { "startReader", js_start_reader }, { "stopReader", js_stop_reader },
+    { "setTimerSlack", js_set_timer_slack }, { "getTimerSlack", js_get_timer_slack },
   };
   for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++) {
     napi_value f;

@@ -8,6 +8,8 @@
  * collection inside a slice is not bounded by it (bin/young-generation.js bounds those).
  */
 
+import { nativeAvailable, setTimerSlack } from '../../src/native/native.js';
+
 /** Time budget of one slice (ms): another VM's request waits at most about this long behind one. */
 export const SLICE_BUDGET_MS = 0.5;
 
@@ -26,14 +28,21 @@ export function sliceTimer(budgetMs = SLICE_BUDGET_MS): { spent(): boolean; rest
 }
 
 /**
- * How long the host sleeps at the end of a slice (ms): the timeout of the sleep. With Linux's
- * default timer slack (50 µs) and the wake-up, the thread is off its CPU for ≈ 0.08–0.12 ms
- * (measured).
+ * How long the host sleeps at the end of a slice (ms): the timeout of the sleep. With the timer
+ * slack below the thread is off its CPU for ≈ 0.06 ms; without the native addon (Linux's default
+ * slack of 50 µs) for ≈ 0.1–0.15 ms (measured).
  */
 export const STEP_ASIDE_MS = 0.02;
+/**
+ * The timer slack (ns) a thread that steps aside asks for (prctl(2) PR_SET_TIMERSLACK, through the
+ * native addon), so that its 20 µs sleep is not stretched by the default 50 µs.
+ */
+export const STEP_ASIDE_TIMER_SLACK_NS = 1000;
 
 /** The word the host sleeps on. Nothing ever wakes it: each sleep runs to its timeout. */
 const stepAsideWord = new Int32Array(new SharedArrayBuffer(4));
+/** Whether this thread (a module instance per thread) has asked for the short slack yet. */
+let slackSet = false;
 
 /**
  * Between two slices: give the CPU away for a moment, then let the event loop serve other VMs'
@@ -47,13 +56,17 @@ const stepAsideWord = new Int32Array(new SharedArrayBuffer(4));
  * as if the host were about to sleep; a task that never sleeps is never placed again, so the
  * host itself stays queued behind its V8 helper threads or a VM process. Each waits for the next
  * scheduler tick (4 ms at HZ=250), even with the other CPU idle. Traced with the kernel's
- * sched_switch events on this project's 2-CPU test machine (docs/performance.md, "Fairness and
- * snapshots"): with a host busy in 75 µs slices and no garbage at all, another VM's VCMD round
- * trip p99 was 22–36× its idle p50; the same VM beside a plain process spinning for as long,
- * 1.4–3.5×; with the host sleeping at the end of every slice, 7–12×. The sleep costs a long job
- * ≈ 0.1 ms per slice (a 65,535-mapping DMA_UNMAP of 128 slices: ≈ 14 → 28 ms).
+ * sched_switch events on this project's 2-CPU test machine (docs/performance.md, "Second-wave
+ * full runs, fifth session"): with a host busy in 75 µs slices and no garbage at all, another
+ * VM's VCMD round trip p99 was 22–36× its idle p50; the same VM beside a plain process spinning
+ * for as long, 1.4–3.5×; with the host sleeping at the end of every slice, 7–12×. The sleep costs
+ * a long job ≈ 0.06 ms per slice (a 65,535-mapping DMA_UNMAP has 128 slices).
  */
 export function nextSlice(): Promise<void> {
+  if (!slackSet) {
+    slackSet = true;
+    if (nativeAvailable()) setTimerSlack(STEP_ASIDE_TIMER_SLACK_NS);
+  }
   Atomics.wait(stepAsideWord, 0, 0, STEP_ASIDE_MS);
   return new Promise<void>((resolve) => setImmediate(resolve));
 }

@@ -98,6 +98,8 @@ interface Addon {
   sendFds(sockfd: number, data: Uint8Array, fds: readonly number[], timeoutMs?: number): number;
   startReader(sockfd: number, onRead: ReadCallback): object;
   stopReader(handle: object): boolean;
+  setTimerSlack(ns: number): number;
+  getTimerSlack(): number;
   readonly pageSize: number;
 }
 
@@ -148,6 +150,19 @@ export function warnNativeUnavailable(): void {
 function need(): Addon {
   if (addon === undefined) throw new VsvaError('EOPNOTSUPP', `native addon unavailable: ${loadError}`);
   return addon;
+}
+
+/**
+ * Set the calling thread's timer slack (prctl(2) PR_SET_TIMERSLACK, ns in 1..2^31−1): how late the
+ * kernel may end its timed sleeps (default 50 µs). Returns the previous slack.
+ */
+export function setTimerSlack(ns: number): number {
+  return need().setTimerSlack(ns);
+}
+
+/** The calling thread's timer slack in ns (PR_GET_TIMERSLACK). */
+export function getTimerSlack(): number {
+  return need().getTimerSlack();
 }
 
 /** Page size; mmap offsets must be multiples of it. */
