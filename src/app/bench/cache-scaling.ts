@@ -367,7 +367,7 @@ export function measureCacheScaling(opts: BenchOptions): ScalingCurve[] {
     earlier: [],
     target: 'none (informational: beside the flush above)',
     informational: true,
-    method: `${CONTEXT_METHOD}; before each batch of 64 flushes the bench walks 64 MiB (twice the L3), at every size alike, so the flushes find none of their data cached: the growth that is left is the algorithm's, not the cache residency's`,
+    method: `${CONTEXT_METHOD}; before each batch of 64 flushes the bench walks 64 MiB (twice the L3), at every size alike, so the flushes find none of their data cached at either size. What growth is left is not cache residency; a flush still reads one slot, but at 1k the batch's 64 slots lie in one 4 KiB page of the slot table and at 64k in up to 64 pages, so every flush there is likely also a TLB miss and a page walk on evicted page tables`,
   };
   const unbind: ScalingCurve = {
     name: 'nested unbind (clear + PC, PIOTLB, devTLB flushes)',
