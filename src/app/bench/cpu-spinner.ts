@@ -9,6 +9,7 @@
  * no I/O) until that much wall-clock time has passed, then print "done". stdin's end = exit.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { stopChild } from './stop-child.js';
 
 const SPIN_SCRIPT = `
 let buf = '';
@@ -25,8 +26,6 @@ process.stdin.on('data', (d) => {
 });
 `;
 
-/** How long stop() waits for the child to exit after stdin's end before killing it. */
-const STOP_GRACE_MS = 5000;
 
 export class CpuSpinner {
   private readonly waiting: { resolve: () => void; reject: (e: Error) => void }[] = [];
@@ -75,12 +74,7 @@ export class CpuSpinner {
   }
 
   /** End stdin (the child exits); kill it if it has not exited after a grace period. */
-  async stop(): Promise<void> {
-    if (this.child.exitCode === null && this.child.signalCode === null) {
-      this.child.stdin!.end();
-      const timer = setTimeout(() => this.child.kill('SIGKILL'), STOP_GRACE_MS);
-      await this.exited;
-      clearTimeout(timer);
-    }
+  stop(): Promise<void> {
+    return stopChild(this.child, this.exited);
   }
 }

@@ -6,6 +6,7 @@
  * repository's script, "ready" on stdout, stdin's end = exit.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { stopChild } from './stop-child.js';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { existingHarnessMemoryDir } from '../harness/harness-memory-dir.js';
@@ -16,8 +17,6 @@ import { existingHarnessMemoryDir } from '../harness/harness-memory-dir.js';
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), import.meta.url.endsWith('.ts') ? '../../..' : '../../../..');
 export const FAIRNESS_VM_SCRIPT = path.join(root, 'scripts', 'fairness-vm.ts');
 
-/** How long stop() waits for the child to exit after stdin's end before killing it. */
-const STOP_GRACE_MS = 5000;
 
 export class FairnessVmProcess {
   private buf = '';
@@ -82,12 +81,7 @@ export class FairnessVmProcess {
   }
 
   /** End stdin (the child closes its VM and exits); kill it if it has not exited after a grace period. */
-  async stop(): Promise<void> {
-    if (this.child.exitCode === null && this.child.signalCode === null) {
-      this.child.stdin!.end();
-      const timer = setTimeout(() => this.child.kill('SIGKILL'), STOP_GRACE_MS);
-      await this.exited;
-      clearTimeout(timer);
-    }
+  stop(): Promise<void> {
+    return stopChild(this.child, this.exited);
   }
 }
