@@ -408,20 +408,24 @@ export class IoasidCore {
   freeAllInSetSteps(set: IoasidSet, perStep: number): Generator<number, FreeAllResult, void> {
     const st = this.sets.lookup(set);
     if (!Number.isInteger(perStep) || perStep < 1) fail('EINVAL', `freeAllInSetSteps: ${String(perStep)} IDs per step is not a positive integer`);
-    const members = this.ids.membersUnordered(st);
-    const steps = function* (this: IoasidCore): Generator<number, FreeAllResult, void> {
-      let reclaimed = 0;
-      for (let i = 0; i < members.length; ) {
-        if (!this.sets.isLive(set)) return { reclaimed, pending: 0 };
-        for (const end = Math.min(members.length, i + perStep); i < end; i++) {
-          const id = members[i]!;
-          if (this.ids.stateOf[id] !== ST_FREE && this.ids.setOf[id] === set.id && this.freeKnown(id)) reclaimed++;
-        }
-        if (i < members.length) yield members.length - i;
+    return this.freeMembersSteps(set, st, this.ids.membersUnordered(st), perStep);
+  }
+
+  /**
+   * freeAllInSetSteps' generator: a method, not a closure made per call, so that V8 optimizes it
+   * once rather than once per released set (each closure was compiled afresh: --trace-opt).
+   */
+  private *freeMembersSteps(set: IoasidSet, st: SetState, members: Uint32Array, perStep: number): Generator<number, FreeAllResult, void> {
+    let reclaimed = 0;
+    for (let i = 0; i < members.length; ) {
+      if (!this.sets.isLive(set)) return { reclaimed, pending: 0 };
+      for (const end = Math.min(members.length, i + perStep); i < end; i++) {
+        const id = members[i]!;
+        if (this.ids.stateOf[id] !== ST_FREE && this.ids.setOf[id] === set.id && this.freeKnown(id)) reclaimed++;
       }
-      return { reclaimed, pending: this.sets.isLive(set) ? st.nr : 0 };
-    };
-    return steps.call(this);
+      if (i < members.length) yield members.length - i;
+    }
+    return { reclaimed, pending: this.sets.isLive(set) ? st.nr : 0 };
   }
 
   // ---------------------------------------------------------------- notifiers

@@ -20,6 +20,10 @@ import {
 import type { HostMemory } from '../memory/host-memory.js';
 import type { PageTablePool } from './pt-pool.js';
 
+/** The zero bytes `clear` writes: word 0 of an entry, then its other words. */
+const ZERO_WORD = new Uint8Array(8);
+const ZERO_REST = new Uint8Array((PASID_ENTRY_WORDS - 1) * 8);
+
 export type PasidEntryValues = FieldInput<typeof PASID_TABLE_ENTRY>;
 
 export class PasidTable {
@@ -65,12 +69,16 @@ export class PasidTable {
     for (let i = PASID_ENTRY_WORDS - 1; i >= 0; i--) this.mem.writeU64(at + i * 8, words[i]!);
   }
 
-  /** Clear `pasid`'s entry (P = 0, all fields zero). */
+  /**
+   * Clear `pasid`'s entry (P = 0, all fields zero): word 0 (with P) first, so the entry is not
+   * present before its other words go (`write` stores word 0 last). Two byte copies, no 64-bit
+   * values built: a VM release clears one entry per bound PASID.
+   */
   clear(pasid: number): void {
     const at = this.entryHpa(pasid);
     if (at === undefined) return;
-    this.mem.writeU64(at, 0n);
-    for (let i = 1; i < PASID_ENTRY_WORDS; i++) this.mem.writeU64(at + i * 8, 0n);
+    this.mem.write(at, ZERO_WORD);
+    this.mem.write(at + 8, ZERO_REST);
   }
 
   /** The 8 words of `pasid`'s entry as stored, or undefined when it has no PASID table. */
