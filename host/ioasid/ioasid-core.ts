@@ -411,10 +411,7 @@ export class IoasidCore {
     return this.freeMembersSteps(set, st, this.ids.membersUnordered(st), perStep);
   }
 
-  /**
-   * freeAllInSetSteps' generator: a method, not a closure made per call, so that V8 optimizes it
-   * once rather than once per released set (each closure was compiled afresh: --trace-opt).
-   */
+  /** freeAllInSetSteps' generator: a method, as a closure per call was optimized anew per set. */
   private *freeMembersSteps(set: IoasidSet, st: SetState, members: Uint32Array, perStep: number): Generator<number, FreeAllResult, void> {
     let reclaimed = 0;
     for (let i = 0; i < members.length; ) {
