@@ -87,11 +87,9 @@ export class Dispatcher {
       if (spec.feature !== 0n && !this.negotiatedAll(spec.feature)) {
         throw new VsvaError('EOPNOTSUPP', `${spec.name} needs protocol features 0x${spec.feature.toString(16)}, not negotiated`);
       }
-      const req = spec.request.decode(payload);
-      if (fds !== null) {
-        (req as { fds?: number[] }).fds = fds;
-        fds = null;
-      }
+      // The decoded request holds the descriptors (PayloadCodec.decode); from here the handler owns them.
+      const req = spec.request.decode(payload, fds ?? undefined);
+      fds = null;
       result = this.target.invoke(spec, req);
     } catch (e) {
       if (fds !== null) for (const fd of fds) closeFd(fd);
