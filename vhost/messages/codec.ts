@@ -14,13 +14,8 @@ export interface PayloadCodec<T> {
   sizeOf(v: T): number;
   /** Write `v` at `off` (sizeOf(v) bytes); throws EINVAL for a value that cannot be sent. */
   encodeInto(buf: Buffer, off: number, v: T): void;
-  /**
-   * Validate and decode a whole received payload; throws the documented VsvaError. `fds`: the
-   * descriptors that came with the frame, for the messages that carry some (`fds: true` in the
-   * catalogue); the decoded value holds them from its creation (a property added afterwards
-   * changes the object's shape, which made V8 recompile the dispatcher for every connection).
-   */
-  decode(p: Buffer, fds?: number[]): T;
+  /** Validate and decode a whole received payload; throws the documented VsvaError. */
+  decode(p: Buffer): T;
 }
 
 /** Encode `v` into a fresh buffer. */

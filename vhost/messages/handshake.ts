@@ -78,7 +78,7 @@ const MemTableCodec: PayloadCodec<MemTable> = {
       MemoryRegionStruct.encodeInto(buf, off + MemTableHeaderStruct.size + i * MemoryRegionStruct.size, r);
     });
   },
-  decode(p, fds) {
+  decode(p) {
     if (p.length < MemTableHeaderStruct.size) fail('EINVAL', `SET_MEM_TABLE: payload is ${p.length} bytes, shorter than its 8-byte header`);
     const { nregions } = MemTableHeaderStruct.decode(p, 0);
     if (nregions < 1 || nregions > VHOST_MEMORY_MAX_NREGIONS) fail('EINVAL', `SET_MEM_TABLE: nregions ${nregions}, expected 1–${VHOST_MEMORY_MAX_NREGIONS}`);
@@ -91,7 +91,7 @@ const MemTableCodec: PayloadCodec<MemTable> = {
       checkRegion(r, i, false);
       regions.push(r);
     }
-    return fds === undefined ? { regions } : { regions, fds };
+    return { regions };
   },
 };
 

@@ -87,9 +87,11 @@ export class Dispatcher {
       if (spec.feature !== 0n && !this.negotiatedAll(spec.feature)) {
         throw new VsvaError('EOPNOTSUPP', `${spec.name} needs protocol features 0x${spec.feature.toString(16)}, not negotiated`);
       }
-      // The decoded request holds the descriptors (PayloadCodec.decode); from here the handler owns them.
-      const req = spec.request.decode(payload, fds ?? undefined);
-      fds = null;
+      const req = spec.request.decode(payload);
+      if (fds !== null) {
+        (req as { fds?: number[] }).fds = fds;
+        fds = null;
+      }
       result = this.target.invoke(spec, req);
     } catch (e) {
       if (fds !== null) for (const fd of fds) closeFd(fd);

@@ -178,16 +178,6 @@ describe('message-specific rules', () => {
     expect(errCode(() => ci.decode(two))).toBe('EINVAL');
   });
 
-  it('SET_MEM_TABLE: the decoded table holds the descriptors given with the frame', () => {
-    const mt = FrontendMessages.SET_MEM_TABLE.request;
-    const one = Buffer.alloc(8 + 288);
-    one.writeUInt32LE(1, 0);
-    one.writeBigUInt64LE(0x10000n, 8 + 8); // memory_size
-    expect(mt.decode(one, [7]).fds).toEqual([7]);
-    expect(mt.decode(one, []).fds).toEqual([]);
-    expect(mt.decode(one)).toEqual({ regions: [expect.objectContaining({ memory_size: 0x10000n })] });
-  });
-
   it('PAGE_REQUEST: addr must be 4 KiB aligned; pasid needs PASID_VALID; READ or WRITE is required', () => {
     const codec = BackendMessages.PAGE_REQUEST.request;
     const enc = (v: PageRequestMessage): Buffer => {
