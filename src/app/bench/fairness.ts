@@ -248,12 +248,13 @@ export const bench: BenchModule = {
       const coldMs: number[] = [];
       const duringCold: number[] = [];
       let retries = 0;
+      const socket = host.socket;
       const released = async (name: string, pasids: number) => {
         // A probe connection per run: its successful VM_SETUP makes it that VM's connection.
-        const probe = await FrontendClient.connect({ path: host!.socket });
+        const probe = await FrontendClient.connect({ path: socket });
         try {
           await probe.handshake({ require: ProtocolFeature.REPLY_ACK | ProtocolFeature.VSVA });
-          const w = await timeRelease(host!.socket, probe, b, name, pasids);
+          const w = await timeRelease(socket, probe, b, name, pasids);
           return { ms: w.t1 - w.t0, retries: w.retries, inside: windowSamples(w.samples, w.t0, w.t1) };
         } finally {
           probe.close();
