@@ -389,6 +389,7 @@ export function measureCacheScaling(opts: BenchOptions): ScalingCurve[] {
     pcCold.points.push({ n: c, value: f.pcFlushCold });
     unbind.points.push({ n: c, value: f.unbind });
   }
+  evictBuffer = null; // 64 MiB: not held through the modules that run after this one
   if (sink === 0.5) opts.progress?.('');
   return [range, pc, pcCold, unbind, hit];
 }

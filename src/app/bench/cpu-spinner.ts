@@ -26,7 +26,6 @@ process.stdin.on('data', (d) => {
 });
 `;
 
-
 export class CpuSpinner {
   private readonly waiting: { resolve: () => void; reject: (e: Error) => void }[] = [];
   private buf = '';

@@ -6,17 +6,16 @@
  * repository's script, "ready" on stdout, stdin's end = exit.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { stopChild } from './stop-child.js';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { existingHarnessMemoryDir } from '../harness/harness-memory-dir.js';
+import { stopChild } from './stop-child.js';
 
 // The repository root: three levels up from src/app/bench/*.ts, four from dist/src/app/bench/*.js.
 // The script is a repository file (the benchmarks run from a checkout); the child runs in the
 // root so that `--import tsx` resolves there whatever the bench's working directory.
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), import.meta.url.endsWith('.ts') ? '../../..' : '../../../..');
 export const FAIRNESS_VM_SCRIPT = path.join(root, 'scripts', 'fairness-vm.ts');
-
 
 export class FairnessVmProcess {
   private buf = '';
