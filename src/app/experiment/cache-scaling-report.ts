@@ -16,7 +16,7 @@ import { measureCacheScaling, sizeLabel, type ScalingCurve } from '../bench/cach
 
 function fmt(v: number, unit: string): string {
   if (unit === 'M/s') return v.toFixed(2);
-  return v >= 1000 ? `${(v / 1000).toFixed(1)} ms` : v >= 10 ? `${v.toFixed(0)} µs` : `${v.toFixed(2)} µs`;
+  return v >= 1000 ? `${(v / 1000).toFixed(1)} ms` : v >= 10 ? `${v.toFixed(0)} µs` : v >= 1 ? `${v.toFixed(2)} µs` : `${v.toPrecision(2)} µs`;
 }
 
 /** The Markdown table: one row per curve and size, the earlier figure beside the new one. */
