@@ -289,8 +289,8 @@ const FLUSH_BATCH = 64;
 const UNBIND_BATCH = 16;
 
 /**
- * Batches of PASID-cache flushes and nested unbinds on one context world. A batch is K distinct
- * routes drawn uniformly from all the world's routes (each flush drops exactly one cached entry;
+ * Batches of PASID-cache flushes and nested unbinds on one context world. A batch is
+ * FLUSH_BATCH distinct routes drawn uniformly from all the world's routes (each flush drops exactly one cached entry;
  * picks with repeats would make flushes no-ops, more often at small sizes); the timed loops read
  * RIDs and PASIDs from typed arrays filled before the clock starts (reading the harness's route
  * record of a random PASID is a cache miss that grows with the size and is not part of the
@@ -308,7 +308,7 @@ class ContextBatches {
 
   constructor(readonly w: NestedWorld) {}
 
-  /** The next K distinct routes. */
+  /** The next FLUSH_BATCH distinct routes. */
   pick(): void {
     const routes = this.w.routes;
     const seen = new Set<number>();
@@ -355,7 +355,7 @@ class ContextBatches {
  * interleaved so that both see the machine in the same state). Every size does the same work
  * (ContextBatches).
  */
-export function contextWorldFigures(
+function contextWorldFigures(
   c: number,
   reps: number,
   small: NestedWorld,
@@ -441,9 +441,9 @@ export function measureCacheScaling(opts: BenchOptions): ScalingCurve[] {
     ],
     target: '>= 5 M/s at 64 PASIDs x 16k entries (1M)',
   };
-  // Warm-up (discarded), as for the context curves below: the smallest size measured first ran
-  // the invalidation path on cold code (until this run its 2 MiB invalidation read 22–37 µs at 1k
-  // against ~5.5 µs once warm, which made 1M look faster than 1k).
+  // Warm-up (discarded), as for the context curves below: without it the smallest size, measured
+  // first, ran the invalidation path on cold code (22–37 µs at 1k against ~5.5 µs once warm,
+  // which made 1M look faster than 1k).
   const smallEntries = slWorld(ENTRY_SIZES[0]);
   try {
     entryWorldFigures(ENTRY_SIZES[0], opts.quick ? 3 : 7, smallEntries);
@@ -502,7 +502,7 @@ export function measureCacheScaling(opts: BenchOptions): ScalingCurve[] {
   };
   // Warm-up (discarded): the first size measured would otherwise run the flush and unbind paths
   // in V8's interpreter and baseline tiers for their first few thousand calls, inflating the
-  // smallest size — the baseline of both flatness ratios.
+  // smallest size and the 1k world beside it.
   const smallContexts = nestedWorld(CONTEXT_SIZES[0]);
   try {
     contextWorldFigures(CONTEXT_SIZES[0], reps, smallContexts);
@@ -551,7 +551,7 @@ export function curveFigures(curves: ScalingCurve[]): BenchFigure[] {
         value: last.value,
         baseline: base,
         ratio,
-        // Flat means within 2× either way: the largest size neither more than twice nor less than half the smallest.
+        // Flat means within 2× either way: the largest size neither more than twice nor less than half its baseline.
         ...(c.informational ? {} : { target: c.target, met: last.value.median <= limit && ratio <= 2 && ratio >= 0.5 }),
         notes,
       });
